@@ -7,9 +7,9 @@ import (
 	"errors"
 	"io"
 	"os/exec"
-	"testing"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
