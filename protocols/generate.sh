@@ -11,6 +11,11 @@ for tool in protoc protoc-gen-go protoc-gen-go-ttrpc; do
 	command -v "$tool" >/dev/null || { echo "generate.sh: $tool not on PATH (use 'make proto')" >&2; exit 1; }
 done
 
+# google/protobuf/empty.proto comes from Debian's libprotobuf-dev, which
+# protobuf-compiler only recommends.
+wkt=/usr/include
+[ -f "$wkt/google/protobuf/empty.proto" ] || { echo "generate.sh: $wkt/google/protobuf/empty.proto missing: apt-get install libprotobuf-dev" >&2; exit 1; }
+
 # Stale outputs (e.g. of a removed .proto) must not survive a rerun.
 rm -f protocols/agentpb/*.pb.go protocols/typespb/*.pb.go
 
@@ -20,7 +25,7 @@ protos=$(cd protocols/protos && find wren -name '*.proto' | LC_ALL=C sort)
 # shellcheck disable=SC2086 # protos is a word list on purpose
 (cd protocols/protos && protoc \
 	-I . \
-	-I /usr/include \
+	-I "$wkt" \
 	--go_out=../.. --go_opt=module=github.com/wren-vm/wren \
 	--go-ttrpc_out=../.. --go-ttrpc_opt=module=github.com/wren-vm/wren \
 	$protos)
