@@ -43,22 +43,14 @@ func TestMain(m *testing.M) {
 	testReaper = r
 	cgroupParent = fmt.Sprintf("wren-ctest-%d", os.Getpid())
 	code := m.Run()
-	removeCgroupParents(cgroupParent)
+	testbundle.RemoveCgroupParent(cgroupParent)
 	os.Exit(code)
-}
-
-func removeCgroupParents(name string) {
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
-	dirs2, _ := filepath.Glob("/sys/fs/cgroup/" + name)
-	for _, d := range append(dirs, dirs2...) {
-		os.Remove(d)
-	}
 }
 
 // cgroupDirs are where the container's cgroups live on this host.
 func cgroupDirs(id string) []string {
 	var out []string
-	for _, ctrl := range []string{"memory", "pids", "freezer", "cpu", "unified", ""} {
+	for _, ctrl := range []string{"memory", "pids", "freezer", "cpu", "cpuacct", "cpuset", "blkio", "devices", "unified", "systemd", ""} {
 		out = append(out, filepath.Join("/sys/fs/cgroup", ctrl, cgroupParent, id))
 	}
 	return out

@@ -86,3 +86,30 @@ func Spec(root string, args ...string) *specs.Spec {
 	s.Hostname = "wren-test"
 	return s
 }
+
+// RemoveCgroupParent removes the (empty) cgroup directories named parent,
+// and everything below them, in every hierarchy; tests put their containers'
+// cgroups under one such parent.
+func RemoveCgroupParent(parent string) {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+	if top := filepath.Join("/sys/fs/cgroup", parent); dirExists(top) {
+		roots = append(roots, top)
+	}
+	for _, root := range roots {
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			os.Remove(dirs[i])
+		}
+	}
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
