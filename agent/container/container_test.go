@@ -18,8 +18,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/wren-vm/wren/agent/internal/leakcheck"
-	"github.com/wren-vm/wren/agent/internal/testbundle"
+	"github.com/wren-vm/wren/internal/leakcheck"
+	"github.com/wren-vm/wren/internal/testbundle"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/stdio"
 )

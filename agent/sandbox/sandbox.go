@@ -63,7 +63,8 @@ type Options struct {
 	// DefaultStateRoot.
 	StateRoot string
 	// NamespaceDir holds the persistent uts and ipc namespace files.
-	// Default DefaultNamespaceDir.
+	// Default DefaultNamespaceDir, or <StateRoot>/sandbox-ns when StateRoot
+	// is not the default.
 	NamespaceDir string
 	// PipeSize is agent.container_pipe_size (0: kernel default).
 	PipeSize int
@@ -118,7 +119,12 @@ func New(opts Options) (*Sandbox, error) {
 		opts.StateRoot = DefaultStateRoot
 	}
 	if opts.NamespaceDir == "" {
+		// A state root other than the guest's (an agent on a host, tests)
+		// keeps its namespaces to itself.
 		opts.NamespaceDir = DefaultNamespaceDir
+		if filepath.Clean(opts.StateRoot) != DefaultStateRoot {
+			opts.NamespaceDir = filepath.Join(opts.StateRoot, "sandbox-ns")
+		}
 	}
 	if opts.CgroupParent == "" {
 		opts.CgroupParent = "wren"
@@ -140,7 +146,7 @@ func New(opts Options) (*Sandbox, error) {
 var idPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 
 // reservedIDs name directories of the state root that are not bundles.
-var reservedIDs = map[string]bool{"sandbox": true, "shared": true}
+var reservedIDs = map[string]bool{"sandbox": true, "shared": true, "sandbox-ns": true}
 
 func validateID(kind, id string) error {
 	if kind == "exec" {

@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
-	"github.com/wren-vm/wren/agent/internal/leakcheck"
-	"github.com/wren-vm/wren/agent/internal/testbundle"
+	"github.com/wren-vm/wren/internal/leakcheck"
+	"github.com/wren-vm/wren/internal/testbundle"
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/agent/reaper"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
