@@ -209,3 +209,20 @@ func (d *Devices) node(devName string) (string, error) {
 	}
 	return filepath.Join(d.devDir, devName), nil
 }
+
+// NetByPCIPath waits for the network interface of the NIC at a PCI path and
+// returns its name.
+func (d *Devices) NetByPCIPath(ctx context.Context, pciPath string) (string, error) {
+	dev, err := d.PCIDevicePath(pciPath)
+	if err != nil {
+		return "", err
+	}
+	prefix := dev + "/"
+	ev, err := d.wait(ctx, "network interface at PCI path "+pciPath, func(ev uevent.Event) bool {
+		return ev.Subsystem == "net" && ev.Interface != "" && strings.HasPrefix(ev.DevPath, prefix) && strings.Contains(ev.DevPath, "/net/")
+	})
+	if err != nil {
+		return "", err
+	}
+	return ev.Interface, nil
+}

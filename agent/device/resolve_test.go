@@ -160,3 +160,30 @@ func TestBlockBySCSIAddrRejectsGarbage(t *testing.T) {
 		}
 	}
 }
+
+// The test machine's NIC is virtio-net on the root bus: find its name from
+// its PCI path, as UpdateInterface does for a hot-plugged NIC.
+func TestNetByPCIPathFindsThisMachinesNIC(t *testing.T) {
+	w := listen(t, time.Second)
+	var slot, name string
+	entries, _ := os.ReadDir("/sys/class/net")
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join("/sys/class/net", e.Name()))
+		if err != nil {
+			continue
+		}
+		parts := strings.Split(target, "/")
+		if len(parts) == 8 && parts[3] == "pci0000:00" && parts[6] == "net" {
+			slot = strings.TrimSuffix(strings.TrimPrefix(parts[4], "0000:00:"), ".0")
+			name = e.Name()
+			break
+		}
+	}
+	if slot == "" {
+		t.Skip("no PCI NIC on the root bus")
+	}
+	got, err := New(w, Options{}).NetByPCIPath(context.Background(), slot)
+	if err != nil || got != name {
+		t.Fatalf("PCI path %s → %q %v, want %s", slot, got, err, name)
+	}
+}
