@@ -14,6 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/protocols/agentpb"
+	"github.com/wren-vm/wren/protocols/typespb"
 )
 
 func requireRoot(t *testing.T) {
@@ -500,4 +503,36 @@ func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
 	if _, _, ok := mountAt(t, shared.MountPoint); !ok {
 		t.Fatal("a's mount went away")
 	}
+}
+
+func TestMountProtoStorages(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/shm")
+	err := m.Mount(context.Background(), "", []*agentpb.Storage{{
+		Driver: DriverEphemeral, Source: "shm", Fstype: "tmpfs", MountPoint: mp, Options: []string{"size=1m"},
+		FsGroup: &agentpb.FSGroup{GroupId: 77, GroupChangePolicy: typespb.FSGroupChangePolicy_OnRootMismatch}, Shared: true,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Stat(mp, &st)
+	if st.Gid != 77 {
+		t.Fatalf("fs_group from the message not applied: gid %d", st.Gid)
+	}
+	if err := m.Release(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := mountAt(t, mp); !ok {
+		t.Fatal("shared storage released with its owner")
+	}
+	if err := m.Mount(context.Background(), "c1", []*agentpb.Storage{nil}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("nil storage: %v", err)
+	}
+	if err := m.ReleaseAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
 }
