@@ -536,3 +536,40 @@ func TestMountProtoStorages(t *testing.T) {
 	}
 	assertMountsUnchanged(t, before)
 }
+
+func TestConcurrentMountsOfOneMountPoint(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/shm")
+	owners := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	errs := make(chan error, len(owners))
+	for _, o := range owners {
+		go func() {
+			errs <- m.MountVolumes(context.Background(), o, []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp}})
+		}()
+	}
+	for range owners {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Mounted()[mp]; got != len(owners) {
+		t.Fatalf("refcount %d, want %d", got, len(owners))
+	}
+	if n := strings.Count(strings.Join(mountTable(t), "\n"), " "+mp+" "); n != 1 {
+		t.Fatalf("%d mounts stacked at %s", n, mp)
+	}
+	for _, o := range owners {
+		go func() { errs <- m.Release(context.Background(), o) }()
+	}
+	for range owners {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertMountsUnchanged(t, before)
+	if len(m.Mounted()) != 0 {
+		t.Fatalf("left %v", m.Mounted())
+	}
+}
