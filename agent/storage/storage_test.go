@@ -573,3 +573,34 @@ func TestConcurrentMountsOfOneMountPoint(t *testing.T) {
 		t.Fatalf("left %v", m.Mounted())
 	}
 }
+
+// A bind of a file source gets a file mount point; "ro" on a bind needs a
+// second, remount call to take effect.
+func TestReadOnlyFileBind(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	src := filepath.Join(root, "resolv.conf")
+	os.WriteFile(src, []byte("nameserver 10.0.0.1\n"), 0o644)
+	mp := filepath.Join(root, "run/sandbox/resolv.conf")
+	err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverVirtioFS, Source: src, FSType: "bind", MountPoint: mp, Options: []string{"bind", "ro"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(mp); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("mount point is not a file: %v", err)
+	}
+	if b, _ := os.ReadFile(mp); string(b) != "nameserver 10.0.0.1\n" {
+		t.Fatalf("bind content %q", b)
+	}
+	if err := os.WriteFile(mp, []byte("x"), 0o644); !errors.Is(err, unix.EROFS) {
+		t.Fatalf("write through ro bind: %v", err)
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+	if _, err := os.Stat(filepath.Join(root, "run")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("file mount point left: %v", err)
+	}
+}

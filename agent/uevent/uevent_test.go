@@ -216,3 +216,24 @@ func TestMemoryAddIsOnlined(t *testing.T) {
 		t.Fatal("removed device still seen")
 	}
 }
+
+func TestColdplugRecordsPCIDevices(t *testing.T) {
+	requireRoot(t)
+	entries, _ := os.ReadDir("/sys/bus/pci/devices")
+	if len(entries) == 0 {
+		t.Skip("no PCI devices")
+	}
+	w := listen(t, time.Second)
+	real, err := filepath.EvalSymlinks(filepath.Join("/sys/bus/pci/devices", entries[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.TrimPrefix(real, "/sys")
+	ev, err := w.Wait(cancelled(), "pci "+entries[0].Name(), func(ev Event) bool { return ev.Subsystem == "pci" && ev.DevPath == want })
+	if err != nil {
+		t.Fatalf("cold-plugged PCI device %s not seen: %v", want, err)
+	}
+	if ev.Env["PCI_SLOT_NAME"] != entries[0].Name() {
+		t.Fatalf("event %+v", ev)
+	}
+}

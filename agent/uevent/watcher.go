@@ -25,10 +25,12 @@ type Options struct {
 	SysfsRoot string
 	// HotplugTimeout bounds every Wait; 0 means DefaultHotplugTimeout.
 	HotplugTimeout time.Duration
-	// ColdplugClasses are the /sys/class entries whose existing devices are
-	// recorded as seen when listening starts, because the kernel announced
-	// them before anyone was listening; nil means block and net.
-	ColdplugClasses []string
+	// ColdplugDirs are the sysfs directories (relative to SysfsRoot,
+	// "class/<subsystem>" or "bus/<subsystem>/devices") whose existing
+	// devices are recorded as seen when listening starts, because the
+	// kernel announced them before anyone was listening; nil means
+	// class/block, class/net and bus/pci/devices (cold-plugged VFIO).
+	ColdplugDirs []string
 }
 
 // Watcher receives kernel uevents and keeps the set of devices present.
@@ -36,7 +38,7 @@ type Watcher struct {
 	log     *slog.Logger
 	sysfs   string
 	timeout time.Duration
-	classes []string
+	dirs    []string
 	file    *os.File
 
 	mu      sync.Mutex
@@ -62,7 +64,7 @@ func Listen(ctx context.Context, log *slog.Logger, opts Options) (*Watcher, erro
 		log:     log.With("component", "uevent"),
 		sysfs:   opts.SysfsRoot,
 		timeout: opts.HotplugTimeout,
-		classes: opts.ColdplugClasses,
+		dirs:    opts.ColdplugDirs,
 		seen:    map[string]Event{},
 		waiters: map[*waiter]struct{}{},
 		done:    make(chan struct{}),
@@ -73,8 +75,8 @@ func Listen(ctx context.Context, log *slog.Logger, opts Options) (*Watcher, erro
 	if w.timeout <= 0 {
 		w.timeout = DefaultHotplugTimeout
 	}
-	if w.classes == nil {
-		w.classes = []string{"block", "net"}
+	if w.dirs == nil {
+		w.dirs = []string{"class/block", "class/net", "bus/pci/devices"}
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
@@ -265,8 +267,9 @@ func (w *Watcher) onlineMemory(devPath string) {
 // live event already told us.
 func (w *Watcher) coldplug() {
 	var found []Event
-	for _, class := range w.classes {
-		dir := filepath.Join(w.sysfs, "class", class)
+	for _, rel := range w.dirs {
+		dir := filepath.Join(w.sysfs, rel)
+		subsystem := subsystemOf(rel)
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
@@ -285,7 +288,7 @@ func (w *Watcher) coldplug() {
 				continue
 			}
 			ev := parseUeventFile("/"+rel, b)
-			ev.Subsystem = class
+			ev.Subsystem = subsystem
 			found = append(found, ev)
 		}
 	}
@@ -305,4 +308,14 @@ func (w *Watcher) coldplug() {
 		}
 	}
 	w.mu.Unlock()
+}
+
+// subsystemOf names the subsystem of a coldplug directory: class/<s> or
+// bus/<s>/devices.
+func subsystemOf(rel string) string {
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	if len(parts) >= 2 && (parts[0] == "class" || parts[0] == "bus") {
+		return parts[1]
+	}
+	return filepath.Base(rel)
 }
