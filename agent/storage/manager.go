@@ -176,9 +176,13 @@ func validate(v *Volume) error {
 	if _, ok := drivers[v.Driver]; !ok {
 		return status.Errorf(codes.InvalidArgument, "unknown storage driver %q", v.Driver)
 	}
-	if v.MountPoint == "" || !filepath.IsAbs(v.MountPoint) || filepath.Clean(v.MountPoint) != v.MountPoint || v.MountPoint == "/" {
-		return status.Errorf(codes.InvalidArgument, "storage mount point %q must be an absolute, clean path other than /", v.MountPoint)
+	// Kata's runtime names the shared directory with a trailing slash
+	// ("/run/kata-containers/shared/containers/"): normalise, so that
+	// reference counting sees one mount point.
+	if v.MountPoint == "" || !filepath.IsAbs(v.MountPoint) || filepath.Clean(v.MountPoint) == "/" {
+		return status.Errorf(codes.InvalidArgument, "storage mount point %q must be an absolute path other than /", v.MountPoint)
 	}
+	v.MountPoint = filepath.Clean(v.MountPoint)
 	if _, err := ParseOptions(v.Options); err != nil {
 		return status.Errorf(codes.InvalidArgument, "storage at %s: %v", v.MountPoint, err)
 	}
@@ -190,6 +194,7 @@ func validate(v *Volume) error {
 // every reference taken by this call is dropped, and what it mounted and
 // created is removed again.
 func (m *Manager) MountVolumes(ctx context.Context, owner string, vols []Volume) error {
+	vols = slices.Clone(vols) // validate normalises mount points
 	for i := range vols {
 		if err := validate(&vols[i]); err != nil {
 			return err
