@@ -133,8 +133,10 @@ func (a *Agent) GetGuestDetails(ctx context.Context, req *agentpb.GuestDetailsRe
 		hp = hotplug.New("")
 	}
 	if req.MemBlockSize {
+		// A kernel without memory hotplug has no block size: report 0, as
+		// Kata does, rather than fail sandbox creation.
 		size, err := hp.MemBlockSize()
-		if err != nil {
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, rpcError(err)
 		}
 		resp.MemBlockSizeBytes = size
