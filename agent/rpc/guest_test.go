@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/hotplug"
 	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
@@ -293,5 +294,40 @@ func TestNetworkRPCsInNetns(t *testing.T) {
 	}
 	if _, err := c.UpdateInterface(ctx, &agentpb.UpdateInterfaceRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("nil interface: %v", err)
+	}
+}
+
+// CPU and memory hotplug need a VM; a directory stands in for sysfs here
+// to check the RPC wiring (memory first, then CPUs, then the cpuset hook).
+func TestOnlineCPUMemAndDetailsOnFakeSysfs(t *testing.T) {
+	a, gs, _ := guestAgent(t, nil)
+	sys := t.TempDir()
+	for rel, v := range map[string]string{"cpu/cpu1/online": "0", "memory/memory3/online": "0"} {
+		p := filepath.Join(sys, "devices/system", rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(v), 0o644)
+	}
+	gs.Hotplug = hotplug.New(sys)
+	hooked := 0
+	gs.CPUsOnlined = func(context.Context) error { hooked++; return nil }
+	c := serve(t, a)
+	if _, err := c.OnlineCPUMem(context.Background(), &agentpb.OnlineCPUMemRequest{Wait: true, NbCpus: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"cpu/cpu1/online", "memory/memory3/online"} {
+		if b, _ := os.ReadFile(filepath.Join(sys, "devices/system", rel)); string(b) != "1" {
+			t.Errorf("%s = %q", rel, b)
+		}
+	}
+	if hooked != 1 {
+		t.Fatalf("cpuset hook called %d times", hooked)
+	}
+	// No memory hotplug in this "kernel": block size 0, not an error.
+	d, err := c.GetGuestDetails(context.Background(), &agentpb.GuestDetailsRequest{MemBlockSize: true, MemHotplugProbe: true})
+	if err != nil || d.MemBlockSizeBytes != 0 || d.SupportMemHotplugProbe {
+		t.Fatalf("details %v %v", d, err)
+	}
+	if _, err := c.MemHotplugByProbe(context.Background(), &agentpb.MemHotplugByProbeRequest{MemHotplugProbeAddr: []uint64{1 << 32}}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("probe without interface: %v", err)
 	}
 }
