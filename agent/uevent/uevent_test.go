@@ -237,3 +237,47 @@ func TestColdplugRecordsPCIDevices(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 }
+
+// Any process with CAP_NET_ADMIN can multicast on the uevent group; only
+// the kernel's messages may count as devices.
+func TestForgedUserspaceUeventIgnored(t *testing.T) {
+	requireRoot(t)
+	w := listen(t, 300*time.Millisecond)
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		t.Fatal(err)
+	}
+	// A plain receiver shows the forged message really is delivered.
+	rx, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rx)
+	if err := unix.Bind(rx, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
+		t.Fatal(err)
+	}
+	unix.SetsockoptTimeval(rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
+	msg := []byte("add@/devices/wren-forged/block/vdz\x00ACTION=add\x00DEVPATH=/devices/wren-forged/block/vdz\x00SUBSYSTEM=block\x00DEVNAME=vdz\x00SEQNUM=1\x00")
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
+		t.Skipf("cannot multicast on the uevent group here: %v", err)
+	}
+	delivered := false
+	buf := make([]byte, 4096)
+	for !delivered {
+		n, from, err := unix.Recvfrom(rx, buf, 0)
+		if err != nil {
+			t.Skipf("forged message not delivered to receivers here: %v", err)
+		}
+		if nl, ok := from.(*unix.SockaddrNetlink); ok && nl.Pid != 0 && strings.Contains(string(buf[:n]), "wren-forged") {
+			delivered = true
+		}
+	}
+	_, err = w.Wait(context.Background(), "forged vdz", func(ev Event) bool { return ev.DevName == "vdz" })
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("forged uevent accepted: %v", err)
+	}
+}
