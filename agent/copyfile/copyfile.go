@@ -161,7 +161,7 @@ func (w *Writer) Copy(req Request) error {
 		if req.Offset < 0 || req.FileSize < 0 || req.Offset > req.FileSize || int64(len(req.Data)) > req.FileSize-req.Offset {
 			return status.Errorf(codes.InvalidArgument, "chunk of %d bytes at offset %d does not fit a file of %d bytes", len(req.Data), req.Offset, req.FileSize)
 		}
-		if len(rel)-len(filepath.Dir(rel))+len(tmpSuffix) > unix.NAME_MAX+1 {
+		if len("."+filepath.Base(rel)+tmpSuffix) > unix.NAME_MAX {
 			return status.Errorf(codes.InvalidArgument, "file name in %q too long", req.Path)
 		}
 	}

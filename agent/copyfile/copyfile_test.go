@@ -140,6 +140,7 @@ func TestCopyFileEscapesRefused(t *testing.T) {
 		{"symlink target absolute", Request{Path: base + "/c1/l", FileMode: unix.S_IFLNK | 0o777, Data: []byte("/etc/shadow"), UID: -1, GID: -1}, codes.InvalidArgument},
 		{"device node", Request{Path: base + "/c1/dev", FileMode: unix.S_IFBLK | 0o600, UID: -1, GID: -1}, codes.InvalidArgument},
 		{"chunk past size", Request{Path: base + "/c1/x", FileSize: 2, FileMode: unix.S_IFREG | 0o644, Data: []byte("abc"), UID: -1, GID: -1}, codes.InvalidArgument},
+		{"name too long for its temporary file", file(base + "/c1/" + strings.Repeat("n", 250)), codes.InvalidArgument},
 		{"negative offset", Request{Path: base + "/c1/x", FileSize: 2, Offset: -1, FileMode: unix.S_IFREG | 0o644, Data: []byte("a"), UID: -1, GID: -1}, codes.InvalidArgument},
 	}
 	for _, c := range cases {
