@@ -17,6 +17,7 @@ declare -A want=(
   [cpio]=cpio
   [mke2fs]=e2fsprogs
   [ip]=iproute2
+  [iptables-save]=iptables
   [losetup]=mount
   [/usr/lib/qemu/virtiofsd]=qemu-system-common
   [gcc]=gcc

@@ -19,6 +19,7 @@ import (
 	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/agent/server"
+	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
 )
 
@@ -62,6 +63,16 @@ func run() int {
 }
 
 func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
+	// Devices announced before anyone listens are recorded from sysfs, but
+	// the listener must still start before the first device wait.
+	watcher, err := uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
+	if err != nil {
+		log.Warn("uevent listener unavailable; device waits will fail", "err", err)
+	}
+	guest, err := rpc.NewGuestServices(log, cfg, watcher, nil)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(log)
 	if err != nil {
 		return err
@@ -75,12 +86,16 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
 		StateRoot: cfg.StateRoot,
 		PipeSize:  cfg.ContainerPipeSize,
 		Reaper:    rp,
+		Storage:   guest.Storage,
+		Devices:   guest.Devices,
 		Log:       log,
 	})
 	if err != nil {
 		return err
 	}
-	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Sandbox: sb}))
+	guest.TerminationLog = sb.TerminationLog
+	guest.CPUsOnlined = sb.ReapplyCPUSets
+	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb}))
 	ln, err := server.Listen(cfg.ServerAddr)
 	if err != nil {
 		return err
