@@ -144,6 +144,14 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
 	s.mu.Lock()
+	if !s.created || s.busy {
+		// DestroySandbox started meanwhile; it did not see this container.
+		s.mu.Unlock()
+		if derr := c.Destroy(context.Background()); derr != nil {
+			s.log.Warn("destroy container created during DestroySandbox", "container", id, "err", derr)
+		}
+		return status.Errorf(codes.FailedPrecondition, "sandbox destroyed while creating container %q", id)
+	}
 	e.c = c
 	e.spec = spec
 	if s.pidnsPath == "" && hasNewNamespace(spec, specs.PIDNamespace) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -8,8 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/harness/testagent"
+	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/internal/testbundle"
 )
 
@@ -48,14 +52,14 @@ func TestWrenctlRunEndToEnd(t *testing.T) {
 	}
 	// run removed the container: the id is free again, and a large output
 	// arrives whole.
-	bundle2 := writeBundle(t, "/bin/sh", "-c", "head -c 16777216 /dev/urandom > /tmp/d; sha256sum /tmp/d >&2; cat /tmp/d")
+	bundle2 := writeBundle(t, "/bin/sh", "-c", "head -c 67108864 /dev/urandom > /tmp/d; sha256sum /tmp/d >&2; cat /tmp/d")
 	out, errOut, code = wrenctl(t, "", "--addr", a.Addr, "run", "--bundle", bundle2, "c1")
 	if code != 0 {
 		t.Fatalf("second run: exit %d: %s", code, errOut)
 	}
 	sum := fmt.Sprintf("%x", sha256.Sum256([]byte(out)))
-	if len(out) != 16<<20 || !strings.HasPrefix(errOut, sum) {
-		t.Errorf("16 MiB run: got %d bytes, sha256 %s; container says %q", len(out), sum, errOut)
+	if len(out) != 64<<20 || !strings.HasPrefix(errOut, sum) {
+		t.Errorf("64 MiB run: got %d bytes, sha256 %s; container says %q", len(out), sum, errOut)
 	}
 }
 
@@ -81,5 +85,71 @@ func TestWrenctlExecEndToEnd(t *testing.T) {
 	}
 	if _, errOut, code := wrenctl(t, "", "--addr", a.Addr, "DestroySandbox"); code != 0 {
 		t.Errorf("DestroySandbox: exit %d: %s", code, errOut)
+	}
+}
+
+// While container A's WaitProcess and ReadStdout block in the agent, the
+// same connection serves Health.Check and a whole run of container B.
+func TestAgentServesOthersWhileOneBlocks(t *testing.T) {
+	bundleA := writeBundle(t, "/bin/sleep", "1000")
+	bundleB := writeBundle(t, "/bin/sh", "-c", "echo b")
+	a := testagent.Start(t)
+	c := a.Dial(t)
+	ctx := context.Background()
+	if _, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: "pod"}); err != nil {
+		t.Fatal(err)
+	}
+	create := func(id, bundle string) {
+		t.Helper()
+		spec, err := loadBundle(bundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Agent.CreateContainer(ctx, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(spec)}); err != nil {
+			t.Fatalf("create %s: %v", id, err)
+		}
+		if _, err := c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
+			t.Fatalf("start %s: %v", id, err)
+		}
+	}
+	create("a1", bundleA)
+	blocked := make(chan string, 2)
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_, err := c.Agent.WaitProcess(bctx, &agentpb.WaitProcessRequest{ContainerId: "a1"})
+		blocked <- fmt.Sprint("WaitProcess returned: ", err)
+	}()
+	go func() {
+		_, err := c.Agent.ReadStdout(bctx, &agentpb.ReadStreamRequest{ContainerId: "a1", Len: 100})
+		blocked <- fmt.Sprint("ReadStdout returned: ", err)
+	}()
+	hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer hcancel()
+	if _, err := c.Health.Check(hctx, &agentpb.CheckRequest{}); err != nil {
+		t.Fatalf("Health.Check while A blocks: %v", err)
+	}
+	create("b1", bundleB)
+	resp, err := c.Agent.ReadStdout(hctx, &agentpb.ReadStreamRequest{ContainerId: "b1", Len: 100})
+	if err != nil || string(resp.Data) != "b\n" {
+		t.Fatalf("B output %q: %v", resp.GetData(), err)
+	}
+	if w, err := c.Agent.WaitProcess(hctx, &agentpb.WaitProcessRequest{ContainerId: "b1"}); err != nil || w.Status != 0 {
+		t.Fatalf("B wait: %v %v", w, err)
+	}
+	select {
+	case msg := <-blocked:
+		t.Fatalf("A's call ended early: %s", msg)
+	default:
+	}
+	if _, err := c.Agent.DestroySandbox(hctx, &agentpb.DestroySandboxRequest{}); err != nil {
+		t.Fatalf("DestroySandbox: %v", err)
+	}
+	for range 2 {
+		select {
+		case <-blocked: // A was killed: its wait and read end
+		case <-time.After(10 * time.Second):
+			t.Fatal("A's blocked calls did not end after DestroySandbox")
+		}
 	}
 }
