@@ -24,15 +24,20 @@ func TestUnderCgroupV2(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare not installed")
 	}
-	script := `umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec "$0" -test.run "$1" -test.count=1`
-	subset := "^(TestRunToExitWithOutput|TestExecWithAndWithoutTTY|TestPauseResume|TestKillAll|TestCgroupNamespaceOnV2)$"
+	script := `umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec "$0" -test.run "$1" -test.count=1 -test.v`
+	tests := []string{"TestRunToExitWithOutput", "TestExecWithAndWithoutTTY", "TestPauseResume", "TestKillAll", "TestCgroupNamespaceOnV2"}
+	subset := "^(" + strings.Join(tests, "|") + ")$"
 	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, os.Args[0], subset)
 	cmd.Env = append(os.Environ(), "WREN_CGROUP2_CHILD=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("container tests under cgroup v2: %v\n%s", err, out)
 	}
-	t.Logf("%s", out)
+	for _, name := range tests {
+		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
+			t.Errorf("%s did not pass under cgroup v2:\n%s", name, out)
+		}
+	}
 }
 
 // On cgroup v2 every container gets its own cgroup namespace: it sees
