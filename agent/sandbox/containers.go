@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/agent/ocispec"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
@@ -230,7 +231,7 @@ func (s *Sandbox) prepareBundle(e *entry, spec *specs.Spec) (retErr error) {
 	}
 	defer func() {
 		if retErr != nil {
-			os.RemoveAll(e.bundle)
+			fsremove.All(e.bundle)
 		}
 	}()
 	rootfs := filepath.Join(e.bundle, "rootfs")
@@ -261,9 +262,10 @@ func (s *Sandbox) cleanupBundle(e *entry) error {
 		}
 		e.rootfs = ""
 	}
-	// RemoveAll never crosses into a mount here: the only mount was the
-	// rootfs, detached above.
-	return os.RemoveAll(e.bundle)
+	// The only mount was the rootfs, detached above; should anything still
+	// be mounted below the bundle (a stacked bind, a propagated mount),
+	// fsremove refuses rather than empty it.
+	return fsremove.All(e.bundle)
 }
 
 // StartContainer releases the container's init. Twice → FailedPrecondition.

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/agent/reaper"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
@@ -249,7 +250,7 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 	if err := os.MkdirAll(sandboxDir, 0o755); err != nil {
 		return status.Errorf(codes.Internal, "create %s: %v", sandboxDir, err)
 	}
-	undo = append(undo, func() { os.RemoveAll(sandboxDir) })
+	undo = append(undo, func() { fsremove.All(sandboxDir) })
 
 	ns, err := newNamespaces(s.opts.NamespaceDir, req.GetHostname())
 	if err != nil {
@@ -354,7 +355,7 @@ func (s *Sandbox) DestroySandbox(ctx context.Context) error {
 	// Only once nothing of the storage layer may still be mounted below
 	// it: RemoveAll would descend into a live mount.
 	if !storageErr {
-		if err := os.RemoveAll(filepath.Join(s.opts.StateRoot, "sandbox")); err != nil {
+		if err := fsremove.All(filepath.Join(s.opts.StateRoot, "sandbox")); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/device"
+	"github.com/wren-vm/wren/agent/fsremove"
 )
 
 // Storage drivers (Storage.driver), as Kata's runtime names them.
@@ -403,7 +403,7 @@ func (m *Manager) teardown(path string, st *mountState) error {
 	}
 	var errs []error
 	for _, d := range st.removeTree {
-		if err := os.RemoveAll(d); err != nil {
+		if err := fsremove.All(d); err != nil {
 			errs = append(errs, err)
 		}
 	}

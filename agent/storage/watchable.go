@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/fsremove"
 )
 
 // Kata's limits for a watchable-bind volume (ConfigMaps, Secrets): beyond
@@ -215,7 +217,7 @@ func (it *watchedItem) undo() error {
 		}
 		it.bound = false
 	}
-	if err := os.RemoveAll(it.target); err != nil {
+	if err := fsremove.All(it.target); err != nil {
 		return err
 	}
 	return removeCreated(it.created)
@@ -346,7 +348,7 @@ func syncCopy(source, target string, cur, last map[string]fileSig) error {
 				return err
 			}
 		case s.mode&fs.ModeSymlink != 0:
-			_ = os.RemoveAll(dst)
+			_ = fsremove.All(dst)
 			if err := os.Symlink(s.link, dst); err != nil {
 				return err
 			}
@@ -358,7 +360,7 @@ func syncCopy(source, target string, cur, last map[string]fileSig) error {
 	}
 	for rel := range last {
 		if _, ok := cur[rel]; !ok {
-			_ = os.RemoveAll(filepath.Join(target, rel))
+			_ = fsremove.All(filepath.Join(target, rel))
 		}
 	}
 	return nil
