@@ -1,0 +1,161 @@
+package reliability
+
+import (
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// TestBadInputMatrix sends bad requests to a running agent with a created
+// sandbox and a running container, and checks the status code of each and
+// that the agent holds no more fds, children, mounts or cgroups than
+// before it.
+func TestBadInputMatrix(t *testing.T) {
+	p := newPod(t)
+	p.run("live", p.spec("/bin/sleep", "1000"))
+	// One exec so that the agent's lazily made helpers (pipes, threads)
+	// exist before the baseline.
+	p.exec("live", "/bin/true")
+	base := p.usage()
+
+	withSpec := func(mod func(s *specs.Spec)) *agentpb.Spec {
+		s := p.spec("/bin/true")
+		mod(s)
+		return ocispec.FromSpec(s)
+	}
+	create := func(id string, oci *agentpb.Spec) func() error {
+		return func() error {
+			_, err := p.c.Agent.CreateContainer(ctx(t), &agentpb.CreateContainerRequest{ContainerId: id, OCI: oci})
+			return err
+		}
+	}
+	good := withSpec(func(*specs.Spec) {})
+	hugeEnv := make([]string, 0, 2000)
+	for i := 0; i < 2000; i++ {
+		hugeEnv = append(hugeEnv, "K"+strings.Repeat("x", 8)+string(rune('a'+i%26))+"="+strings.Repeat("v", 1000))
+	}
+	storage := func(st *agentpb.Storage) func() error {
+		return func() error {
+			_, err := p.c.Agent.CreateContainer(ctx(t), &agentpb.CreateContainerRequest{ContainerId: "st", OCI: good, Storages: []*agentpb.Storage{st}})
+			return err
+		}
+	}
+	copyFile := func(path string, size int64, data []byte) func() error {
+		return func() error {
+			_, err := p.c.Agent.CopyFile(ctx(t), &agentpb.CopyFileRequest{Path: path, FileSize: size, FileMode: 0o644, Data: data})
+			return err
+		}
+	}
+	cases := []struct {
+		name string
+		call func() error
+		want codes.Code
+	}{
+		{"id empty", create("", good), codes.InvalidArgument},
+		{"id too long", create(strings.Repeat("a", 2000), good), codes.InvalidArgument},
+		{"id dotdot", create("..", good), codes.InvalidArgument},
+		{"id dotdot path", create("../../etc", good), codes.InvalidArgument},
+		{"id slash", create("/", good), codes.InvalidArgument},
+		{"id with slash", create("a/b", good), codes.InvalidArgument},
+		{"id NUL", create("a\x00b", good), codes.InvalidArgument},
+		{"id unicode", create("ünïcödé", good), codes.InvalidArgument},
+		{"id reserved", create("sandbox", good), codes.InvalidArgument},
+		{"id duplicate", create("live", good), codes.AlreadyExists},
+		{"spec missing", create("nospec", nil), codes.InvalidArgument},
+		{"spec no root", create("noroot", withSpec(func(s *specs.Spec) { s.Root = nil })), codes.InvalidArgument},
+		{"spec no process", create("noproc", withSpec(func(s *specs.Spec) { s.Process = nil })), codes.InvalidArgument},
+		{"spec root not a dir", create("rootfile", withSpec(func(s *specs.Spec) { s.Root.Path = "/etc/passwd" })), codes.InvalidArgument},
+		{"spec relative root", create("relroot", withSpec(func(s *specs.Spec) { s.Root.Path = "rootfs" })), codes.InvalidArgument},
+		{"spec bad rlimit", create("rlimit", withSpec(func(s *specs.Spec) {
+			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS", Hard: 1, Soft: 2}}
+		})), codes.InvalidArgument},
+		{"spec bad namespace", create("badns", withSpec(func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: "bogus"})
+		})), codes.InvalidArgument},
+		{"spec namespace path missing", create("nspath", withSpec(func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces[:0:0], specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/proc/nonexistent/ns/net"})
+		})), codes.Internal},
+		{"spec missing binary", create("nobin", withSpec(func(s *specs.Spec) { s.Process.Args = []string{"/no/such/binary"} })), codes.Internal},
+		{"spec huge env", create("hugeenv", withSpec(func(s *specs.Spec) { s.Process.Env = append(s.Process.Env, hugeEnv...) })), codes.OK},
+		{"storage unknown driver", storage(&agentpb.Storage{Driver: "nosuchdriver", MountPoint: "/run/kata-containers/x"}), codes.InvalidArgument},
+		{"storage failing mount option", storage(&agentpb.Storage{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: p.a.StateRoot + "/eph", Options: []string{"size=notanumber"}}), codes.Internal},
+		{"storage unknown option", storage(&agentpb.Storage{Driver: "local", Source: "local", MountPoint: p.a.StateRoot + "/loc", Options: []string{"mode=zzz"}}), codes.InvalidArgument},
+		{"start unknown", func() error {
+			_, err := p.c.Agent.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: "nope"})
+			return err
+		}, codes.NotFound},
+		{"start twice", func() error {
+			_, err := p.c.Agent.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: "live"})
+			return err
+		}, codes.FailedPrecondition},
+		{"exec unknown container", func() error {
+			_, err := p.c.Agent.ExecProcess(ctx(t), &agentpb.ExecProcessRequest{ContainerId: "nope", ExecId: "e", Process: good.Process})
+			return err
+		}, codes.NotFound},
+		{"exec no process", func() error {
+			_, err := p.c.Agent.ExecProcess(ctx(t), &agentpb.ExecProcessRequest{ContainerId: "live", ExecId: "e"})
+			return err
+		}, codes.InvalidArgument},
+		{"exec empty id", func() error {
+			_, err := p.c.Agent.ExecProcess(ctx(t), &agentpb.ExecProcessRequest{ContainerId: "live", Process: good.Process})
+			return err
+		}, codes.InvalidArgument},
+		{"wait unknown exec", func() error {
+			_, err := p.c.Agent.WaitProcess(ctx(t), &agentpb.WaitProcessRequest{ContainerId: "live", ExecId: "nope"})
+			return err
+		}, codes.NotFound},
+		{"signal invalid", func() error {
+			_, err := p.c.Agent.SignalProcess(ctx(t), &agentpb.SignalProcessRequest{ContainerId: "live", Signal: 999})
+			return err
+		}, codes.InvalidArgument},
+		{"remove unknown", func() error {
+			_, err := p.c.Agent.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: "nope"})
+			return err
+		}, codes.NotFound},
+		{"read stdout unknown", func() error {
+			_, err := p.c.Agent.ReadStdout(ctx(t), &agentpb.ReadStreamRequest{ContainerId: "nope", Len: 10})
+			return err
+		}, codes.NotFound},
+		{"copyfile escape", copyFile("/run/kata-containers/shared/containers/../../../../etc/wren-escape", 1, []byte("x")), codes.InvalidArgument},
+		{"copyfile outside shared", copyFile("/etc/wren-escape", 1, []byte("x")), codes.InvalidArgument},
+		{"copyfile data beyond size", copyFile("/run/kata-containers/shared/containers/f", 1, []byte("too long")), codes.InvalidArgument},
+		{"second CreateSandbox", func() error {
+			_, err := p.c.Agent.CreateSandbox(ctx(t), &agentpb.CreateSandboxRequest{})
+			return err
+		}, codes.AlreadyExists},
+	}
+	for _, c := range cases {
+		err := c.call()
+		got := status.Code(err)
+		if got != c.want {
+			t.Errorf("%s: code %v (%v), want %v", c.name, got, err, c.want)
+		}
+		if got == codes.OK {
+			// Accepted (huge env): it must also go away cleanly.
+			for _, id := range []string{"hugeenv"} {
+				p.remove(id)
+			}
+		}
+		p.checkBaseline(c.name, base)
+		record(t, "badinput", c.name, got)
+	}
+	if _, err := p.c.Health.Check(ctx(t), &agentpb.CheckRequest{}); err != nil {
+		t.Errorf("Health after the matrix: %v", err)
+	}
+	if out, code := p.exec("live", "/bin/echo", "alive"); code != 0 || out != "alive\n" {
+		t.Errorf("container after the matrix: %q, %d", out, code)
+	}
+	if _, err := p.c.Agent.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: "live"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.c.Agent.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: "live"}); status.Code(err) != codes.NotFound {
+		t.Errorf("remove twice: %v, want NotFound", err)
+	}
+	record(t, "badinput", "remove twice", codes.NotFound)
+}
