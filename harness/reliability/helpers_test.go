@@ -38,7 +38,11 @@ type pod struct {
 	cgParent string
 }
 
-func newPod(t *testing.T) *pod {
+func newPod(t *testing.T) *pod { t.Helper(); return newPodWith(t, nil) }
+
+// newPodWith runs beforeSandbox (if any) between the agent's start and
+// CreateSandbox.
+func newPodWith(t *testing.T, beforeSandbox func(*testagent.Agent)) *pod {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the agent's containers need root")
@@ -48,6 +52,9 @@ func newPod(t *testing.T) *pod {
 	t.Cleanup(func() { testbundle.RemoveCgroupParent(p.cgParent) })
 	p.a = testagent.Start(t)
 	p.c = p.a.Dial(t)
+	if beforeSandbox != nil {
+		beforeSandbox(p.a)
+	}
 	if _, err := p.c.Agent.CreateSandbox(ctx(t), &agentpb.CreateSandboxRequest{Hostname: "rel", SandboxId: "rel"}); err != nil {
 		t.Fatalf("CreateSandbox: %v", err)
 	}
