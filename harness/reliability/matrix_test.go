@@ -122,9 +122,22 @@ func TestBadInputMatrix(t *testing.T) {
 			_, err := p.c.Agent.ReadStdout(ctx(t), &agentpb.ReadStreamRequest{ContainerId: "nope", Len: 10})
 			return err
 		}, codes.NotFound},
-		{"copyfile escape", copyFile("/run/kata-containers/shared/containers/../../../../etc/wren-escape", 1, []byte("x")), codes.InvalidArgument},
+		{"copyfile escape", copyFile(p.a.StateRoot+"/shared/containers/../../../../etc/wren-escape", 1, []byte("x")), codes.InvalidArgument},
 		{"copyfile outside shared", copyFile("/etc/wren-escape", 1, []byte("x")), codes.InvalidArgument},
-		{"copyfile data beyond size", copyFile("/run/kata-containers/shared/containers/f", 1, []byte("too long")), codes.InvalidArgument},
+		{"copyfile data beyond size", copyFile(p.a.StateRoot+"/shared/containers/f", 1, []byte("too long")), codes.InvalidArgument},
+		{"copyfile negative offset", func() error {
+			_, err := p.c.Agent.CopyFile(ctx(t), &agentpb.CopyFileRequest{Path: p.a.StateRoot + "/shared/containers/g", FileSize: 4, Offset: -1, Data: []byte("x")})
+			return err
+		}, codes.InvalidArgument},
+		{"copyfile symlink escape", func() error {
+			_, err := p.c.Agent.CopyFile(ctx(t), &agentpb.CopyFileRequest{Path: p.a.StateRoot + "/shared/containers/lnk", FileMode: 0o120777, Data: []byte("/etc")})
+			if err != nil {
+				return err
+			}
+			// The link itself may be made; writing through it must not.
+			_, err = p.c.Agent.CopyFile(ctx(t), &agentpb.CopyFileRequest{Path: p.a.StateRoot + "/shared/containers/lnk/wren-escape", FileSize: 1, FileMode: 0o644, Data: []byte("x")})
+			return err
+		}, codes.InvalidArgument},
 		{"second CreateSandbox", func() error {
 			_, err := p.c.Agent.CreateSandbox(ctx(t), &agentpb.CreateSandboxRequest{})
 			return err
