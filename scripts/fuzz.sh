@@ -36,6 +36,11 @@ grep -rl --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*(f \*testing.F)' . | sort
 		echo "  execs ${execs:-0}, new interesting ${new:-0}: $result"
 	done
 done
+if [ -n "${1:-}" ] && [ -f "$out" ]; then
+	# A partial run keeps the other targets' last figures.
+	{ cat "$tmp"; tail -n +2 "$out" | awk -F'\t' -v f="$1" 'index($1, f) == 0'; } >"$tmp.all"
+	mv "$tmp.all" "$tmp"
+fi
 cp "$tmp" "$out"
 if grep -q 'FAIL$' "$out"; then failed=1; fi
 scripts/reliability-report.sh --no-tests

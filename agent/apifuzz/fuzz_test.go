@@ -403,12 +403,12 @@ func FuzzAgentService(f *testing.F) {
 	rootfsDir = setupRootfs(f)
 	// The committed corpus (testdata/fuzz/FuzzAgentService) holds seeds();
 	// TestWriteSeedCorpus regenerates it.
-	goroutinesBefore := runtime.NumGoroutine()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		calls := decodeCalls(data)
 		if len(calls) == 0 {
 			return
 		}
+		goroutinesBefore := runtime.NumGoroutine()
 		e := newEnv(t, rootfsDir)
 		base := e.snapshot()
 		for _, c := range calls {

@@ -65,6 +65,7 @@ func TestFaultOOM(t *testing.T) {
 // at the limit, and Health.Check keeps answering (latency recorded).
 func TestFaultForkBomb(t *testing.T) {
 	p := newPod(t)
+	base := p.warmBaseline()
 	const limit = 64
 	s := p.spec("/bin/sh", "-c", "b(){ b | b & }; b; sleep 1000")
 	s.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: int64p(limit)}}
@@ -82,13 +83,10 @@ func TestFaultForkBomb(t *testing.T) {
 	record(t, "fault", "fork bomb: pids in container (limit 64)", cur)
 	record(t, "fault", "fork bomb: Check p50 latency", lat[len(lat)/2].Round(time.Microsecond))
 	record(t, "fault", "fork bomb: Check max latency", lat[len(lat)-1].Round(time.Microsecond))
-	base := p.usage()
 	if err := p.remove("bomb"); err != nil {
 		t.Fatalf("remove the fork bomb: %v", err)
 	}
-	if u := p.settle(usage{fds: base.fds, threads: base.threads}); u.children != 0 || u.cgroups != 0 || u.zombies != 0 {
-		t.Errorf("after removing the fork bomb the agent holds %v", u)
-	}
+	p.checkBaseline("after removing the fork bomb", base)
 }
 
 // TestFaultKillInitWhileExecsRun: SIGKILL of a container's init ends its
@@ -96,6 +94,7 @@ func TestFaultForkBomb(t *testing.T) {
 // agent keeps serving.
 func TestFaultKillInitWhileExecsRun(t *testing.T) {
 	p := newPod(t)
+	base := p.warmBaseline()
 	p.run("victim", p.spec("/bin/sleep", "1000"))
 	for i := 0; i < 3; i++ {
 		proc := ocispec.FromProcess(p.spec("/bin/sleep", "1000").Process)
@@ -119,9 +118,7 @@ func TestFaultKillInitWhileExecsRun(t *testing.T) {
 	if err := p.remove("victim"); err != nil {
 		t.Fatal(err)
 	}
-	if u := p.settle(usage{fds: 1 << 20, threads: 1 << 20}); u.children != 0 || u.zombies != 0 || u.mounts > 2 {
-		t.Errorf("after the kill the agent holds %v", u)
-	}
+	p.checkBaseline("after the kill", base)
 }
 
 // TestFaultDisconnectMidRead: a client that goes away during ReadStdout

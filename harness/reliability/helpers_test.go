@@ -94,6 +94,22 @@ func (p *pod) run(id string, s *specs.Spec) {
 	}
 }
 
+// warmBaseline runs one container to completion and removes it, then
+// returns the agent's usage: what the agent sets up once, on its first
+// container (epoll instances, the reaper's descriptors), is not a leak.
+func (p *pod) warmBaseline() usage {
+	p.t.Helper()
+	id := fmt.Sprintf("warm%d", seq.Add(1))
+	p.run(id, p.spec("/bin/true"))
+	if _, err := p.c.Agent.WaitProcess(ctx(p.t), &agentpb.WaitProcessRequest{ContainerId: id, ExecId: id}); err != nil {
+		p.t.Fatalf("wait %s: %v", id, err)
+	}
+	if err := p.remove(id); err != nil {
+		p.t.Fatalf("remove %s: %v", id, err)
+	}
+	return p.settle(p.usage())
+}
+
 func (p *pod) remove(id string) error {
 	_, err := p.c.Agent.RemoveContainer(ctx(p.t), &agentpb.RemoveContainerRequest{ContainerId: id})
 	return err
