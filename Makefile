@@ -13,7 +13,7 @@ LDFLAGS_VERSION := -X github.com/wren-vm/wren/agent/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 40m
 TESTFLAGS ?=
 
-.PHONY: all build agent wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz clean
+.PHONY: all build agent wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
 
 all: build
 
@@ -75,6 +75,11 @@ kernel:
 
 kernel-config-check:
 	@if [ -x guest-kernel-config/check.sh ]; then guest-kernel-config/check.sh "$(KCONFIG)"; else echo "not yet available: guest-kernel-config/check.sh (issue 5/8)"; fi
+
+# Runs the reliability tests and regenerates docs/reliability.md from
+# their output (fuzz figures come from `make fuzz`).
+reliability: build
+	WREN_BIN=$(BIN) scripts/reliability-report.sh
 
 FUZZTIME ?= 30s
 fuzz:
