@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-30s}
 # Minimising a new input re-runs it up to this many times (Go's default,
 # 60s, would eat a short run of the slow agent API target).
-FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-20x}
+FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-1x}
 GO=${GO:-go}
 TAGS='netgo osusergo'
 out=docs/reliability/fuzz.tsv
@@ -26,6 +26,10 @@ grep -rl --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*(f \*testing.F)' . | sort
 		log=$logdir/$(echo "$pkg.$target" | tr '/' '_').log
 		echo "fuzz $pkg $target for $FUZZTIME"
 		if CGO_ENABLED=1 $GO test -tags "$TAGS" -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" "$pkg" >"$log" 2>&1; then
+			result=pass
+		elif ! grep -q 'Failing input written' "$log" && grep -q '^    context deadline exceeded' "$log"; then
+			# The coordinator's deadline passed while a worker was in the
+			# middle of a slow input (the agent API target): no failure.
 			result=pass
 		else
 			result=FAIL
