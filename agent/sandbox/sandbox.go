@@ -252,6 +252,9 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 	}
 	undo = append(undo, func() { fsremove.All(sandboxDir) })
 
+	// Runs after ns.release (undo goes in reverse): a failed create
+	// leaves no namespace directory either.
+	undo = append(undo, func() { removeIfEmpty(s.opts.NamespaceDir) })
 	ns, err := newNamespaces(s.opts.NamespaceDir, req.GetHostname())
 	if err != nil {
 		return status.Errorf(codes.Internal, "sandbox namespaces: %v", err)
