@@ -7,6 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 # command or file -> package
 declare -A want=(
   [protoc]=protobuf-compiler
+  [/usr/include/google/protobuf/empty.proto]=libprotobuf-dev
   [qemu-system-x86_64]=qemu-system-x86
   [/bin/busybox]=busybox-static
   [runc]=runc
