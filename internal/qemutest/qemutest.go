@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -45,6 +46,7 @@ type Config struct {
 // VM is a running guest.
 type VM struct {
 	cmd     *exec.Cmd
+	stdin   io.WriteCloser
 	mu      sync.Mutex
 	console bytes.Buffer
 	changed chan struct{} // closed and replaced on every console write or exit
@@ -85,6 +87,11 @@ func Start(t testing.TB, c Config) *VM {
 	vm.cmd = exec.Command(Binary, args...)
 	vm.cmd.Stdout = (*consoleWriter)(vm)
 	vm.cmd.Stderr = (*consoleWriter)(vm)
+	stdin, err := vm.cmd.StdinPipe()
+	if err != nil {
+		t.Fatalf("qemutest: %v", err)
+	}
+	vm.stdin = stdin
 	vm.Started = time.Now()
 	if err := vm.cmd.Start(); err != nil {
 		t.Fatalf("qemutest: start %s: %v", Binary, err)
@@ -116,6 +123,12 @@ func (w *consoleWriter) Write(p []byte) (int, error) {
 	close(vm.changed)
 	vm.changed = make(chan struct{})
 	return len(p), nil
+}
+
+// Send types s on the guest's serial console.
+func (vm *VM) Send(s string) error {
+	_, err := io.WriteString(vm.stdin, s)
+	return err
 }
 
 // Console returns everything the guest printed so far (serial console and
