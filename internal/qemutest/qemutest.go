@@ -142,12 +142,15 @@ func (vm *VM) Console() string {
 // ErrExited is returned by WaitFor when QEMU exits before the marker shows.
 var ErrExited = errors.New("qemu exited")
 
-// WaitFor waits until the console contains marker and returns the time
-// since Start.
+// WaitFor waits until the console holds a complete line containing marker
+// and returns the time since Start.
 func (vm *VM) WaitFor(ctx context.Context, marker string) (time.Duration, error) {
 	for {
 		vm.mu.Lock()
-		found := bytes.Contains(vm.console.Bytes(), []byte(marker))
+		found := false
+		if i := bytes.Index(vm.console.Bytes(), []byte(marker)); i >= 0 {
+			found = bytes.IndexByte(vm.console.Bytes()[i:], '\n') >= 0
+		}
 		exited, ch := vm.exited, vm.changed
 		vm.mu.Unlock()
 		if found {
