@@ -146,6 +146,7 @@ func (ss *session) teardown() {
 	for i := range ss.rings {
 		ss.stopRing(i)
 		r := &ss.rings[i]
+		ss.setKick(i, nil)
 		r.call.set(nil)
 		r.q = nil
 	}
