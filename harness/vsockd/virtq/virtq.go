@@ -248,5 +248,11 @@ func (q *Queue) Push(head uint16, n uint32) {
 // NeedNotify reports whether the driver wants an interrupt for the used
 // entries just published (it reads avail.flags after Push's full fence).
 func (q *Queue) NeedNotify() bool {
-	return binary.LittleEndian.Uint16(q.avail[0:])&availFNoInterrupt == 0
+	var flags uint16
+	if addrOf(q.avail)%4 == 0 {
+		flags = uint16(atomic.LoadUint32((*uint32)(unsafe.Pointer(&q.avail[0]))))
+	} else {
+		flags = binary.LittleEndian.Uint16(q.avail[0:])
+	}
+	return flags&availFNoInterrupt == 0
 }

@@ -7,6 +7,8 @@ package virtqtest
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/wren-vm/wren/harness/vsockd/guestmem"
 	"github.com/wren-vm/wren/harness/vsockd/virtq"
@@ -137,23 +139,43 @@ func (d *Driver) PublishHead(head uint16) {
 	d.SetAvailIdx(d.availIdx)
 }
 
+// availWord is the 4-byte word holding avail.idx (and avail.flags when the
+// ring is 4-byte aligned). The driver publishes with atomic stores, as a
+// real driver's release barrier, so the race detector sees the same
+// ordering the device relies on.
+func (d *Driver) availWord() (*uint32, bool) {
+	if d.Layout.AvailAddr%4 == 0 {
+		return (*uint32)(unsafe.Pointer(&d.off(d.Layout.AvailAddr)[0])), true
+	}
+	return (*uint32)(unsafe.Pointer(&d.off(d.Layout.AvailAddr + 2)[0])), false
+}
+
 // SetAvailIdx writes avail.idx verbatim.
 func (d *Driver) SetAvailIdx(v uint16) {
-	binary.LittleEndian.PutUint16(d.off(d.Layout.AvailAddr+2), v)
+	w, aligned := d.availWord()
+	if aligned {
+		atomic.StoreUint32(w, atomic.LoadUint32(w)&0xffff|uint32(v)<<16)
+	} else {
+		atomic.StoreUint32(w, atomic.LoadUint32(w)&0xffff0000|uint32(v))
+	}
 }
 
 // SetNoInterrupt sets or clears VRING_AVAIL_F_NO_INTERRUPT.
 func (d *Driver) SetNoInterrupt(on bool) {
-	var v uint16
-	if on {
-		v = 1
+	w, aligned := d.availWord()
+	if !aligned {
+		panic("SetNoInterrupt needs a 4-byte aligned avail ring")
 	}
-	binary.LittleEndian.PutUint16(d.off(d.Layout.AvailAddr), v)
+	v := atomic.LoadUint32(w) &^ 1
+	if on {
+		v |= 1
+	}
+	atomic.StoreUint32(w, v)
 }
 
 // UsedIdx reads used.idx.
 func (d *Driver) UsedIdx() uint16 {
-	return binary.LittleEndian.Uint16(d.off(d.Layout.UsedAddr + 2))
+	return uint16(atomic.LoadUint32((*uint32)(unsafe.Pointer(&d.off(d.Layout.UsedAddr)[0]))) >> 16)
 }
 
 // Collect returns the chains the device completed since the last call and
