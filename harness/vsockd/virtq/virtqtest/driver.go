@@ -25,6 +25,7 @@ type Driver struct {
 	Layout virtq.Layout
 
 	size      uint16
+	base      uint64
 	availIdx  uint16
 	usedSeen  uint16
 	free      []uint16
@@ -47,42 +48,50 @@ type Used struct {
 	Written []byte // the chain's writable bytes, concatenated, up to Len
 }
 
-// New makes ramSize bytes of guest RAM holding one queue of size entries.
+// New makes ramSize bytes of guest RAM at Base holding one queue of size
+// entries.
 func New(ramSize int, size uint16) *Driver {
-	ram := make([]byte, ramSize)
-	mem, err := guestmem.New([]guestmem.Region{{GuestPhysAddr: Base, UserAddr: 0x7f0000000000, Data: ram}})
+	return NewRAM(make([]byte, ramSize), Base, size)
+}
+
+// NewRAM lays out a queue of size entries at the start of ram, which the
+// guest sees at guest-physical address base; the rest of ram holds buffers.
+func NewRAM(ram []byte, base uint64, size uint16) *Driver {
+	mem, err := guestmem.New([]guestmem.Region{{GuestPhysAddr: base, UserAddr: 0x7f0000000000, Data: ram}})
 	if err != nil {
 		panic(err)
 	}
 	n := uint64(size)
-	desc := uint64(Base)
+	desc := base
 	avail := desc + 16*n
 	used := (avail + 6 + 2*n + 3) &^ 3
 	d := &Driver{
-		Mem: mem, RAM: ram, size: size,
+		Mem: mem, RAM: ram, size: size, base: base,
 		Layout:    virtq.Layout{Size: size, DescAddr: desc, AvailAddr: avail, UsedAddr: used},
-		heap:      ((used + 6 + 8*n + 15) &^ 15) - Base,
 		chains:    map[uint16][]Seg{},
 		chainBufs: map[uint16][]uint64{},
 	}
+	d.heap = d.heapStart()
 	for i := uint16(0); i < size; i++ {
 		d.free = append(d.free, i)
 	}
 	return d
 }
 
-func (d *Driver) off(gpa uint64) []byte { return d.RAM[gpa-Base:] }
+func (d *Driver) heapStart() uint64 {
+	return ((d.Layout.UsedAddr + 6 + 8*uint64(d.size) + 15) &^ 15) - d.base
+}
+
+func (d *Driver) off(gpa uint64) []byte { return d.RAM[gpa-d.base:] }
 
 // Alloc reserves n bytes of RAM for buffers and returns their address.
 func (d *Driver) Alloc(n int) uint64 {
-	gpa := Base + d.heap
-	d.heap += uint64(n+15) &^ 15
-	if d.heap > uint64(len(d.RAM)) {
-		d.heap = (d.Layout.UsedAddr + 6 + 8*uint64(d.size) + 15) &^ 15
-		d.heap -= Base
-		gpa = Base + d.heap
-		d.heap += uint64(n+15) &^ 15
+	// A bump allocator that wraps: tests keep far less in flight than RAM.
+	if d.heap+uint64(n) > uint64(len(d.RAM)) {
+		d.heap = d.heapStart()
 	}
+	gpa := d.base + d.heap
+	d.heap += uint64(n+15) &^ 15
 	return gpa
 }
 
