@@ -341,7 +341,6 @@ func TestVhostUserSession(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
 
-
 	for vmNo := 0; vmNo < 2; vmNo++ {
 		// A probe that connects and leaves must not cost the VM its turn.
 		if probe, err := net.Dial("unix", filepath.Join(dir, "vu.sock")); err == nil {
