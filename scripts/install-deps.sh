@@ -7,6 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 # command or file -> package
 declare -A want=(
   [protoc]=protobuf-compiler
+  [/usr/include/google/protobuf/empty.proto]=libprotobuf-dev
   [qemu-system-x86_64]=qemu-system-x86
   [/bin/busybox]=busybox-static
   [runc]=runc
@@ -14,6 +15,9 @@ declare -A want=(
   [/usr/lib/x86_64-linux-gnu/libseccomp.a]=libseccomp-dev
   [file]=file
   [cpio]=cpio
+  [xz]=xz-utils
+  [apt-get]=apt
+  [dpkg-deb]=dpkg
   [mke2fs]=e2fsprogs
   [ip]=iproute2
   [losetup]=mount

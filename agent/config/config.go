@@ -1,0 +1,88 @@
+// Package config assembles the agent's configuration from its sources.
+//
+// Sources, lowest to highest precedence: built-in defaults, the kernel
+// command line (Kata's agent.* keys), a TOML file, the environment and the
+// agent's own flags. The kernel command line is read only when the agent is
+// PID 1 or is told to, so an agent started on a host is not steered by the
+// host's boot parameters.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Default values; the ports match Kata's host-side defaults.
+const (
+	DefaultServerAddr     = "vsock://-1:1024"
+	DefaultStateRoot      = "/run/kata-containers"
+	DefaultHotplugTimeout = 3 * time.Second
+)
+
+// Config is the agent's effective configuration.
+type Config struct {
+	// ServerAddr is where the ttrpc server listens: vsock://CID:PORT
+	// (CID -1 for any), unix:///path or unix://@abstract.
+	ServerAddr string
+	// LogLevel is the minimum level of the JSON log on stderr.
+	LogLevel slog.Level
+	// LogVport, when non-zero, is the vsock port that streams the log to
+	// the first host connection.
+	LogVport uint32
+	// DebugConsole starts a shell for the host: on vsock DebugConsoleVport,
+	// or on /dev/console when the port is 0.
+	DebugConsole      bool
+	DebugConsoleVport uint32
+	// HotplugTimeout bounds every wait for a device uevent.
+	HotplugTimeout time.Duration
+	// ContainerPipeSize is applied to container stdio pipes with
+	// F_SETPIPE_SZ; 0 keeps the kernel default.
+	ContainerPipeSize int
+	// DevMode lets the agent dump core and relaxes nothing else.
+	DevMode bool
+	// UnifiedCgroupHierarchy selects cgroup v2 in the guest.
+	UnifiedCgroupHierarchy bool
+	// StateRoot holds the sandbox's bundles, shared mounts and namespaces.
+	StateRoot string
+	// ConfigFile is the TOML file the configuration was read from, if any.
+	ConfigFile string
+}
+
+// Default returns the configuration used when no source sets a value.
+func Default() Config {
+	return Config{
+		ServerAddr:     DefaultServerAddr,
+		LogLevel:       slog.LevelInfo,
+		HotplugTimeout: DefaultHotplugTimeout,
+		StateRoot:      DefaultStateRoot,
+	}
+}
+
+// LevelTrace is below Debug: Kata's "trace" level.
+const LevelTrace = slog.LevelDebug - 4
+
+// ParseLevel accepts Kata's logrus level names as well as slog's.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "trace":
+		return LevelTrace, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	case "critical", "fatal", "panic":
+		return slog.LevelError + 4, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q (want trace, debug, info, warn, error or critical)", s)
+}
+
+// invalidValue is the error for a known key with a value it cannot take.
+func invalidValue(source, key, value string, err error) error {
+	return fmt.Errorf("%s: invalid value %q for %s: %w", source, value, key, err)
+}

@@ -1,0 +1,94 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// fileConfig mirrors the TOML file. Keys are Kata's flat snake_case names;
+// pointers tell a key that is absent from one set to its zero value.
+type fileConfig struct {
+	ServerAddr             *string `toml:"server_addr"`
+	LogLevel               *string `toml:"log_level"`
+	LogVport               *uint32 `toml:"log_vport"`
+	DebugConsole           *bool   `toml:"debug_console"`
+	DebugConsoleVport      *uint32 `toml:"debug_console_vport"`
+	HotplugTimeout         any     `toml:"hotplug_timeout"`
+	ContainerPipeSize      *int    `toml:"container_pipe_size"`
+	DevMode                *bool   `toml:"dev_mode"`
+	UnifiedCgroupHierarchy *bool   `toml:"unified_cgroup_hierarchy"`
+	StateRoot              *string `toml:"state_root"`
+}
+
+// applyFile applies a TOML configuration file. Unknown keys are errors: a
+// file is written for this agent, and a typo must not pass silently.
+func applyFile(c *Config, name string, data []byte) error {
+	var f fileConfig
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&f)
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return fmt.Errorf("config file %s: unknown keys: %s", name, strings.Join(keys, ", "))
+	}
+	source := "config file " + name
+	if f.ServerAddr != nil {
+		if *f.ServerAddr == "" {
+			return invalidValue(source, "server_addr", "", fmt.Errorf("a value is required"))
+		}
+		c.ServerAddr = *f.ServerAddr
+	}
+	if f.LogLevel != nil {
+		if c.LogLevel, err = ParseLevel(*f.LogLevel); err != nil {
+			return invalidValue(source, "log_level", *f.LogLevel, err)
+		}
+	}
+	setIf(&c.LogVport, f.LogVport)
+	setIf(&c.DebugConsole, f.DebugConsole)
+	setIf(&c.DebugConsoleVport, f.DebugConsoleVport)
+	if f.HotplugTimeout != nil {
+		if c.HotplugTimeout, err = fileTimeout(f.HotplugTimeout); err != nil {
+			return invalidValue(source, "hotplug_timeout", fmt.Sprint(f.HotplugTimeout), err)
+		}
+	}
+	if f.ContainerPipeSize != nil {
+		if *f.ContainerPipeSize < 0 {
+			return invalidValue(source, "container_pipe_size", fmt.Sprint(*f.ContainerPipeSize), fmt.Errorf("not a byte count"))
+		}
+		c.ContainerPipeSize = *f.ContainerPipeSize
+	}
+	setIf(&c.DevMode, f.DevMode)
+	setIf(&c.UnifiedCgroupHierarchy, f.UnifiedCgroupHierarchy)
+	setIf(&c.StateRoot, f.StateRoot)
+	return nil
+}
+
+func setIf[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+// fileTimeout accepts whole seconds or a duration string.
+func fileTimeout(v any) (time.Duration, error) {
+	switch t := v.(type) {
+	case int64:
+		if t <= 0 {
+			return 0, fmt.Errorf("must be positive")
+		}
+		return time.Duration(t) * time.Second, nil
+	case string:
+		return parseTimeout(t)
+	}
+	return 0, fmt.Errorf("want whole seconds or a duration string")
+}

@@ -1,0 +1,95 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/vsock"
+
+	"github.com/wren-vm/wren/agent/address"
+)
+
+// DialConn opens a byte stream to the agent at addr, ready for ttrpc.
+func DialConn(ctx context.Context, addr string) (net.Conn, error) {
+	a, err := address.Parse(addr)
+	if err != nil {
+		return nil, err
+	}
+	switch a.Scheme {
+	case address.Vsock:
+		if a.CID < 0 {
+			return nil, fmt.Errorf("dial %s: a context id is required to dial (not -1)", addr)
+		}
+		conn, err := dialVsock(ctx, uint32(a.CID), a.Port)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+		return conn, nil
+	case address.HybridVsock:
+		return DialHybridVsock(ctx, a.Path, a.Port)
+	case address.Unix:
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "unix", a.UnixName())
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+		return conn, nil
+	}
+	return nil, fmt.Errorf("dial %s: unsupported scheme %s", addr, a.Scheme)
+}
+
+// dialVsock connects with AF_VSOCK; the connect itself cannot be cancelled,
+// so a context that ends first abandons it and closes it when it completes.
+func dialVsock(ctx context.Context, cid, port uint32) (net.Conn, error) {
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := vsock.Dial(cid, port, nil)
+		done <- result{c, err}
+	}()
+	select {
+	case r := <-done:
+		return r.conn, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// retryable reports whether a failed attempt may succeed later: nobody
+// listening yet, or the peer closing because the guest port is not up yet.
+func retryable(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, errClosedBeforeOK)
+}
+
+// backoff doubles the wait between attempts, up to a ceiling.
+type backoff struct{ next time.Duration }
+
+func (b *backoff) wait(ctx context.Context) error {
+	if b.next == 0 {
+		b.next = 10 * time.Millisecond
+	}
+	t := time.NewTimer(b.next)
+	defer t.Stop()
+	if b.next < 500*time.Millisecond {
+		b.next *= 2
+	}
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
