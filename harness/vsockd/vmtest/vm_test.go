@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/wren-vm/wren/harness/vsockd"
+	"github.com/wren-vm/wren/internal/qemutest"
 )
 
 const (
@@ -78,61 +78,52 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var (
-	artifactsOnce sync.Once
-	artKernel     Kernel
-	artInitramfs  string
-	artErr        error
-)
-
-// artifacts fetches the kernel and builds the initramfs once per test binary.
-func artifacts(t testing.TB) (Kernel, string) {
+// bootGuest boots a guest on b's vhost-user socket and waits until its
+// vsock ports are up. QEMU is killed when the test ends.
+func bootGuest(t testing.TB, b *backend) *qemutest.VM {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed (scripts/install-deps.sh installs it)")
-	}
-	artifactsOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			artErr = err
-			return
-		}
-		cache = filepath.Join(cache, "wren", "vmtest")
-		if artErr = os.MkdirAll(cache, 0o755); artErr != nil {
-			return
-		}
-		if artKernel, artErr = FetchKernel(ctx, cache); artErr != nil {
-			return
-		}
-		dir, err := os.MkdirTemp("", "vsockd-initramfs-")
-		if err != nil {
-			artErr = err
-			return
-		}
-		artInitramfs, artErr = BuildInitramfs(ctx, artKernel, dir)
-	})
-	if artErr != nil {
-		t.Fatalf("guest artifacts: %v", artErr)
-	}
-	return artKernel, artInitramfs
-}
-
-func bootGuest(t testing.TB, b *backend) *VM {
-	t.Helper()
-	k, initrd := artifacts(t)
-	vm, err := Boot(BootOptions{Kernel: k, Initramfs: initrd, VhostSocket: b.vhost})
+	qemutest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	art, err := Build(ctx, artifactDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(vm.Kill)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	if err := vm.WaitConsole(ctx, "GUEST READY"); err != nil {
-		t.Fatal(err)
+	machine, args := QEMUArgs(b.vhost, 256)
+	vm := qemutest.Start(t, qemutest.Config{
+		Kernel: art.Kernel, Initrd: art.Initramfs, Append: "quiet",
+		MemMB: 256, Machine: machine, Args: args,
+	})
+	if _, err := vm.WaitFor(ctx, "GUEST READY"); err != nil {
+		t.Fatalf("%v\n%s", err, vm.Console())
 	}
 	return vm
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if artDir != "" {
+		os.RemoveAll(artDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	artDirOnce sync.Once
+	artDir     string
+)
+
+// artifactDir outlives single tests: the initramfs is built once per test
+// binary; TestMain removes it.
+func artifactDir(t testing.TB) string {
+	artDirOnce.Do(func() {
+		d, err := os.MkdirTemp("", "vsockd-vmtest-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		artDir = d
+	})
+	return artDir
 }
 
 func dial(t testing.TB, b *backend, port uint32) net.Conn {
@@ -141,15 +132,17 @@ func dial(t testing.TB, b *backend, port uint32) net.Conn {
 	defer cancel()
 	var c net.Conn
 	// The guest's listener can lag "GUEST READY" by a moment; retry.
-	err := WaitFor(ctx, 200*time.Millisecond, func() error {
+	for {
 		var err error
-		c, err = vsockd.Dial(ctx, b.uds, port)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial guest port %d: %v", port, err)
+		if c, err = vsockd.Dial(ctx, b.uds, port); err == nil {
+			return c
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("dial guest port %d: %v", port, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	return c
 }
 
 // echoCheck sends n random bytes through the echo port and checks that the

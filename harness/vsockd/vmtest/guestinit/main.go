@@ -1,6 +1,6 @@
 // Command guestinit is the /init of the throwaway guest that the wren-vsockd
-// VM tests boot. It loads the virtio and vsock modules listed in
-// /modules/order, then serves vsock ports for the host to exercise:
+// VM tests boot. It loads the modules of the initramfs load list
+// (agent/kmodload), then serves vsock ports for the host to exercise:
 //
 //	1234  echo: copies everything back, half-closes on EOF
 //	1235  dial: reads "DIAL <port>\n", connects to CID 2 <port> and relays
@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/vsock"
+	"github.com/wren-vm/wren/agent/kmodload"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,34 +39,18 @@ func main() {
 }
 
 func setup() error {
-	_ = unix.Mount("proc", "/proc", "proc", 0, "")
-	_ = unix.Mount("sysfs", "/sys", "sysfs", 0, "")
-	order, err := os.ReadFile("/modules/order")
-	if err != nil {
-		return err
+	for _, m := range []struct{ fs, dir string }{{"proc", "/proc"}, {"sysfs", "/sys"}, {"devtmpfs", "/dev"}} {
+		_ = os.MkdirAll(m.dir, 0o755)
+		_ = unix.Mount(m.fs, m.dir, m.fs, 0, "")
 	}
-	for _, name := range strings.Fields(string(order)) {
-		if err := loadModule("/modules/" + name); err != nil {
-			return fmt.Errorf("load %s: %w", name, err)
-		}
+	if _, err := kmodload.LoadList(kmodload.ListPath); err != nil {
+		return err
 	}
 	serve(1234, echo)
 	serve(1235, dialRelay)
 	serve(1236, sink)
 	serve(1237, source)
 	fmt.Println("GUEST READY")
-	return nil
-}
-
-func loadModule(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
-		return err
-	}
 	return nil
 }
 
