@@ -91,6 +91,12 @@ func New(cfg Config) (*Server, error) {
 	}, nil
 }
 
+// Close releases the hybrid socket of a Server that will not be served
+// (Serve closes it itself).
+func (s *Server) Close() error {
+	return s.hybrid.Close()
+}
+
 // ListenUnix listens on a Unix stream socket at path, first removing a stale
 // socket file (but nothing else) left there. The vhost-user socket must be
 // listening before QEMU starts: QEMU connects once and does not retry.

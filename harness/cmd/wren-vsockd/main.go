@@ -59,6 +59,7 @@ func run() error {
 	}
 	ln, err := vsockd.ListenUnix(*socket)
 	if err != nil {
+		srv.Close()
 		return fmt.Errorf("vhost-user socket: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
