@@ -9,17 +9,28 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/initd"
+	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/rpc"
+	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/agent/version"
+	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
 func main() {
+	// libcontainer re-executes this binary as `wren-agent init` to become a
+	// container's init; that must happen before anything else runs.
+	container.InitHook()
 	pid1 := initd.IsPID1()
 	if pid1 {
 		// As init, nothing may end this process: a panic powers off.
@@ -78,34 +89,99 @@ func run(pid1 bool) (int, string) {
 			log = slog.New(sink.Handler(cfg.LogLevel))
 		}
 	}
-	if pid1 {
-		// TODO(reaper): start agent/reaper here once it lands, and pass its
-		// Run to the debug console so a single owner calls wait4.
-		if cfg.DebugConsole {
-			dc := &initd.DebugConsole{Port: cfg.DebugConsoleVport, Log: log}
-			if err := dc.Start(ctx); err != nil {
-				log.Error("debug console", "err", err)
-			}
+	rp, err := reaper.New(log)
+	if err != nil {
+		log.Error("reaper", "err", err)
+		return 1, "reaper: " + err.Error()
+	}
+	defer rp.Close()
+	if pid1 && cfg.DebugConsole {
+		dc := &initd.DebugConsole{Port: cfg.DebugConsoleVport, Log: log, Run: reapedRun(rp)}
+		if err := dc.Start(ctx); err != nil {
+			log.Error("debug console", "err", err)
 		}
 	}
 
-	if err := serve(ctx, log, cfg); err != nil {
+	// As PID 1, DestroySandbox ends the agent and so powers the VM off,
+	// as the shim expects of a sandbox VM it tears down.
+	ctx, destroyed := context.WithCancelCause(ctx)
+	if err := serve(ctx, log, cfg, rp, pid1, destroyed); err != nil {
 		log.Error("agent stopped", "err", err)
 		return 1, "agent stopped: " + err.Error()
 	}
 	log.Info("agent stopped")
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return 0, cause.Error()
+	}
 	if ctx.Err() != nil {
 		return 0, "signal received"
 	}
 	return 0, "agent stopped"
 }
 
-func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
+// reapedRun runs a command with the reaper as the only caller of wait4.
+func reapedRun(rp *reaper.Reaper) initd.RunFunc {
+	return func(cmd *exec.Cmd) error {
+		ex, err := rp.Start(func() (int, error) {
+			if err := cmd.Start(); err != nil {
+				return 0, err
+			}
+			return cmd.Process.Pid, nil
+		})
+		if err != nil {
+			return err
+		}
+		code, err := ex.Wait(context.Background())
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return fmt.Errorf("exit status %d", code)
+		}
+		return nil
+	}
+}
+
+// errSandboxDestroyed is the power-off reason after DestroySandbox.
+var errSandboxDestroyed = errors.New("sandbox destroyed")
+
+// podAgent powers the VM off after a successful DestroySandbox when the
+// agent is PID 1.
+type podAgent struct {
+	*rpc.Agent
+	destroyed context.CancelCauseFunc
+}
+
+func (a podAgent) DestroySandbox(ctx context.Context, req *agentpb.DestroySandboxRequest) (*emptypb.Empty, error) {
+	resp, err := a.Agent.DestroySandbox(ctx, req)
+	if err == nil {
+		// Let the reply reach the shim before the server stops.
+		time.AfterFunc(100*time.Millisecond, func() { a.destroyed(errSandboxDestroyed) })
+	}
+	return resp, err
+}
+
+func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.Reaper, pid1 bool, destroyed context.CancelCauseFunc) error {
 	srv, err := server.New(log)
 	if err != nil {
 		return err
 	}
-	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg}))
+	sb, err := sandbox.New(sandbox.Options{
+		StateRoot: cfg.StateRoot,
+		PipeSize:  cfg.ContainerPipeSize,
+		Reaper:    rp,
+		Log:       log,
+	})
+	if err != nil {
+		return err
+	}
+	agent := rpc.New(rpc.Options{Log: log, Config: cfg, Sandbox: sb})
+	if pid1 {
+		agentpb.RegisterAgentServiceService(srv.TTRPC(), podAgent{Agent: agent, destroyed: destroyed})
+		agentpb.RegisterHealthService(srv.TTRPC(), rpc.Health{})
+	} else {
+		rpc.Register(srv.TTRPC(), agent)
+	}
 	ln, err := server.Listen(cfg.ServerAddr)
 	if err != nil {
 		return err
@@ -115,5 +191,14 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
 		attrs = append(attrs, "init_ms", float64(d.Microseconds())/1000)
 	}
 	log.Info("listening", attrs...)
-	return srv.Serve(ctx, ln)
+	err = srv.Serve(ctx, ln)
+	if sb.Created() {
+		// Not PID 1 (or PID 1 told to stop): leave no container behind.
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if derr := sb.DestroySandbox(dctx); derr != nil {
+			log.Error("destroy sandbox on exit", "err", derr)
+		}
+	}
+	return err
 }
