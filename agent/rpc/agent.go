@@ -18,8 +18,9 @@ import (
 type Agent struct {
 	unimplementedMethods
 
-	log *slog.Logger
-	cfg config.Config
+	log   *slog.Logger
+	cfg   config.Config
+	guest *GuestServices
 	// sandbox serves the sandbox, container, process and IO RPCs; without
 	// one they answer Unimplemented.
 	sandbox *sandbox.Sandbox
@@ -38,6 +39,9 @@ type Options struct {
 	// Sandbox is the pod model (package sandbox) behind the sandbox,
 	// container, process and IO RPCs.
 	Sandbox *sandbox.Sandbox
+	// Guest holds the storage, device, network and guest-side services
+	// (see NewGuestServices); nil leaves their RPCs FailedPrecondition.
+	Guest *GuestServices
 }
 
 // New makes the AgentService implementation.
@@ -46,7 +50,11 @@ func New(opts Options) *Agent {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Agent{log: log, cfg: opts.Config, sandbox: opts.Sandbox}
+	guest := opts.Guest
+	if guest == nil {
+		guest = &GuestServices{}
+	}
+	return &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox}
 }
 
 // Register registers grpc.AgentService and grpc.Health on srv.

@@ -23,6 +23,7 @@ import (
 	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/agent/server"
+	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
@@ -166,16 +167,34 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.
 	if err != nil {
 		return err
 	}
+	// The uevent listener starts before anything can wait for a device;
+	// devices present already are recorded by its cold-plug scan.
+	var watcher *uevent.Watcher
+	if pid1 {
+		watcher, err = uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
+		if err != nil {
+			log.Error("uevent listener; hot-plugged devices unavailable", "err", err)
+			watcher = nil
+		} else {
+			defer watcher.Close()
+		}
+	}
+	guest, err := rpc.NewGuestServices(log, cfg, watcher, nil)
+	if err != nil {
+		return err
+	}
 	sb, err := sandbox.New(sandbox.Options{
 		StateRoot: cfg.StateRoot,
 		PipeSize:  cfg.ContainerPipeSize,
 		Reaper:    rp,
+		Storage:   guest.Storage,
+		Devices:   guest.Devices,
 		Log:       log,
 	})
 	if err != nil {
 		return err
 	}
-	agent := rpc.New(rpc.Options{Log: log, Config: cfg, Sandbox: sb})
+	agent := rpc.New(rpc.Options{Log: log, Config: cfg, Sandbox: sb, Guest: guest})
 	if pid1 {
 		agentpb.RegisterAgentServiceService(srv.TTRPC(), podAgent{Agent: agent, destroyed: destroyed})
 		agentpb.RegisterHealthService(srv.TTRPC(), rpc.Health{})
