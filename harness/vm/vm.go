@@ -138,10 +138,11 @@ type VM struct {
 	// after QEMU started.
 	Booted time.Duration
 
-	mu       sync.Mutex
-	stopped  bool
-	logDone  chan struct{}
-	logClose func()
+	mu          sync.Mutex
+	stopped     bool
+	hotplugUsed map[int]string // hotplug port -> device id
+	logDone     chan struct{}
+	logClose    func()
 }
 
 // Addr returns the agent's address, hvsock://DIR/vsock.sock:1024.
