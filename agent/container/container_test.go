@@ -18,10 +18,10 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/wren-vm/wren/internal/leakcheck"
-	"github.com/wren-vm/wren/internal/testbundle"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/stdio"
+	"github.com/wren-vm/wren/internal/leakcheck"
+	"github.com/wren-vm/wren/internal/testbundle"
 )
 
 var (

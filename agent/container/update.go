@@ -90,3 +90,21 @@ func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
 	}
 	return nil
 }
+
+// ReapplyResources writes the container's current cgroup settings again
+// (after CPU hotplug, cpusets must be rewritten to include new CPUs).
+func (c *Container) ReapplyResources(ctx context.Context) error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	cfg := c.lc.Config()
+	cg := *cfg.Cgroups
+	res := *cg.Resources
+	res.SkipDevices = true // device rules did not change
+	cg.Resources = &res
+	cfg.Cgroups = &cg
+	if err := c.lc.Set(cfg); err != nil {
+		return fmt.Errorf("reapply resources of %s: %w", c.id, err)
+	}
+	res.SkipDevices = false
+	return nil
+}

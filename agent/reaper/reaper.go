@@ -1,27 +1,39 @@
-// Package reaper owns wait4 for every child of the agent.
+// Package reaper owns the reaping of the agent's children.
 //
 // The agent is a child subreaper (and PID 1 in the guest), so container
 // processes, their orphans and everything else that loses its parent end up
-// as its children. Exactly one goroutine calls wait4(-1); everyone else gets
-// exit statuses from it. Code that must wait for its own children — libcontainer
-// waits for the short-lived nsexec stage processes while it starts a container,
-// exec.Cmd.Wait waits for its command — runs inside Start or Hold, which keep
-// the reap loop off while they run. Start also registers the pid it returns
-// before the reap loop can see that pid exit, so no exit is ever lost to a
-// race between "started" and "registered".
+// as its children. One goroutine reaps them; everyone else gets exit
+// statuses from it (Exit). Processes are registered with Start, which runs
+// the start function with the reap loop held off and registers the pid
+// before the loop can see that pid exit.
+//
+// Other code in the agent still starts short-lived commands with os/exec
+// and waits for them itself, and libcontainer waits for its nsexec stage
+// processes. A blind wait4(-1) would steal those children (their Wait
+// would fail with ECHILD). So the loop reaps a child only when it is a
+// zombie (state Z in /proc) and either registered, or unregistered for
+// longer than OrphanGrace — time for its own parent code to wait for it.
+// Hold keeps the loop off entirely while fn runs.
 package reaper
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// OrphanGrace is how long an unregistered zombie child is left for the code
+// that started it (exec.Cmd.Wait) before the reaper collects it.
+const OrphanGrace = 3 * time.Second
 
 // ExitSignalOffset is added to the number of the signal that killed a process
 // to form its exit code, as shells do.
@@ -70,6 +82,10 @@ type Reaper struct {
 	mu      sync.Mutex
 	watched map[int]*Exit
 
+	// seen records when the loop first saw an unregistered zombie (only
+	// the loop uses it).
+	seen map[int]time.Time
+
 	sigc chan os.Signal
 	stop chan struct{}
 	done chan struct{}
@@ -86,6 +102,7 @@ func New(log *slog.Logger) (*Reaper, error) {
 	r := &Reaper{
 		log:     log.With("component", "reaper"),
 		watched: make(map[int]*Exit),
+		seen:    make(map[int]time.Time),
 		sigc:    make(chan os.Signal, 16),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -111,48 +128,100 @@ func (r *Reaper) Close() {
 func (r *Reaper) loop() {
 	defer close(r.done)
 	// Children may have exited before the signal handler was installed.
-	r.reap()
+	next := r.reap()
 	for {
+		var retry <-chan time.Time
+		if next > 0 {
+			retry = time.After(next)
+		}
 		select {
 		case <-r.stop:
 			return
 		case <-r.sigc:
-			r.reap()
+		case <-retry:
 		}
+		next = r.reap()
 	}
 }
 
-// reap collects every child that has exited. Signals coalesce, so one SIGCHLD
-// may stand for many exits: loop until wait4 reports nothing left.
-func (r *Reaper) reap() {
+// reap collects the zombie children that are registered or past their
+// grace, and returns when to look again for the ones still in grace (0:
+// no need). Signals coalesce, so it looks at every zombie each time.
+func (r *Reaper) reap() time.Duration {
 	r.gate.Lock()
 	defer r.gate.Unlock()
-	for {
-		var ws unix.WaitStatus
-		var ru unix.Rusage
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, &ru)
-		if errors.Is(err, unix.EINTR) {
-			continue
+	now := time.Now()
+	var next time.Duration
+	zombies := zombieChildren()
+	for pid := range r.seen {
+		if !zombies[pid] {
+			delete(r.seen, pid) // its own parent code reaped it
 		}
-		if err != nil || pid <= 0 {
-			// ECHILD: no children at all; 0: none has exited.
-			return
-		}
-		if !ws.Exited() && !ws.Signaled() {
-			continue // stopped or continued; not an exit
-		}
-		code := exitCode(ws)
+	}
+	for pid := range zombies {
 		r.mu.Lock()
-		e, ok := r.watched[pid]
-		delete(r.watched, pid)
+		e, registered := r.watched[pid]
 		r.mu.Unlock()
-		if !ok {
+		if !registered {
+			first, ok := r.seen[pid]
+			if !ok {
+				r.seen[pid] = now
+				first = now
+			}
+			if wait := OrphanGrace - now.Sub(first); wait > 0 {
+				if next == 0 || wait < next {
+					next = wait
+				}
+				continue
+			}
+		}
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
+		if err != nil || got != pid || (!ws.Exited() && !ws.Signaled()) {
+			continue // someone else reaped it meanwhile
+		}
+		delete(r.seen, pid)
+		code := exitCode(ws)
+		if !registered {
 			r.log.Debug("reaped unregistered child", "pid", pid, "status", code)
 			continue
 		}
+		r.mu.Lock()
+		delete(r.watched, pid)
+		r.mu.Unlock()
 		e.code = code
 		close(e.done)
 	}
+	return next
+}
+
+// zombieChildren lists this process's children that have exited and wait
+// to be reaped.
+func zombieChildren() map[int]bool {
+	self := strconv.Itoa(os.Getpid())
+	out := map[int]bool{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may contain anything but ends
+		// at the last ')'.
+		line := string(b)
+		i := strings.LastIndexByte(line, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(line[i+1:])
+		if len(f) < 2 || f[0] != "Z" || f[1] != self {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			out[pid] = true
+		}
+	}
+	return out
 }
 
 func exitCode(ws unix.WaitStatus) int {
@@ -185,7 +254,7 @@ func (r *Reaper) Start(start func() (int, error)) (*Exit, error) {
 }
 
 // Hold runs fn with the reap loop held off, for code that waits for its own
-// children (exec.Cmd.Run, libcontainer calls that wait). Keep fn short.
+// children and may take longer than OrphanGrace to do so. Keep fn short.
 func (r *Reaper) Hold(fn func() error) error {
 	r.gate.RLock()
 	defer r.gate.RUnlock()

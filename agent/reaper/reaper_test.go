@@ -171,3 +171,16 @@ func children(t *testing.T) []string {
 	}
 	return out
 }
+
+// Code that runs commands with os/exec without Hold still gets their exit
+// status: the loop leaves unregistered zombies to their parent code for
+// OrphanGrace.
+func TestUnregisteredCommandsKeepTheirWait(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		err := exec.Command("/bin/sh", "-c", "exit 5").Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 5 {
+			t.Fatalf("run %d: %v, want exit status 5", i, err)
+		}
+	}
+}

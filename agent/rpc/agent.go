@@ -36,12 +36,12 @@ var _ agentpb.AgentServiceService = (*Agent)(nil)
 type Options struct {
 	Log    *slog.Logger
 	Config config.Config
-	// Sandbox is the pod model (package sandbox) behind the sandbox,
-	// container, process and IO RPCs.
-	Sandbox *sandbox.Sandbox
 	// Guest holds the storage, device, network and guest-side services
 	// (see NewGuestServices); nil leaves their RPCs FailedPrecondition.
 	Guest *GuestServices
+	// Sandbox is the pod model (package sandbox) behind the sandbox,
+	// container, process and IO RPCs.
+	Sandbox *sandbox.Sandbox
 }
 
 // New makes the AgentService implementation.

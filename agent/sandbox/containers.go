@@ -144,7 +144,16 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
 	s.mu.Lock()
+	if !s.created || s.busy {
+		// DestroySandbox started meanwhile; it did not see this container.
+		s.mu.Unlock()
+		if derr := c.Destroy(context.Background()); derr != nil {
+			s.log.Warn("destroy container created during DestroySandbox", "container", id, "err", derr)
+		}
+		return status.Errorf(codes.FailedPrecondition, "sandbox destroyed while creating container %q", id)
+	}
 	e.c = c
+	e.spec = spec
 	if s.pidnsPath == "" && hasNewNamespace(spec, specs.PIDNamespace) {
 		s.pidnsPath = fmt.Sprintf("/proc/%d/ns/pid", c.InitPid())
 		s.pidnsOwner = id
@@ -402,4 +411,49 @@ func (s *Sandbox) StatsContainer(ctx context.Context, req *pb.StatsContainerRequ
 		return nil, toStatus(err)
 	}
 	return &pb.StatsContainerResponse{CgroupStats: statsToProto(st)}, nil
+}
+
+// terminationMessagePathAnnotation is where CRI runtimes put the container's
+// terminationMessagePath; without it Kubernetes' default applies.
+const terminationMessagePathAnnotation = "io.kubernetes.container.terminationMessagePath"
+
+// TerminationLog returns the agent-side path of the file mounted at the
+// container's Kubernetes termination message path (for GetDiagnosticData).
+func (s *Sandbox) TerminationLog(id string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.containers[id]
+	if !ok || e.spec == nil {
+		return "", status.Errorf(codes.NotFound, "container %q not found", id)
+	}
+	dest := e.spec.Annotations[terminationMessagePathAnnotation]
+	if dest == "" {
+		dest = "/dev/termination-log"
+	}
+	for _, m := range e.spec.Mounts {
+		if filepath.Clean(m.Destination) == filepath.Clean(dest) {
+			return m.Source, nil
+		}
+	}
+	return "", status.Errorf(codes.NotFound, "container %q has no termination log mount at %s", id, dest)
+}
+
+// ReapplyCPUSets writes every container's cgroup settings again, so cpusets
+// take in CPUs that OnlineCPUMem just brought online.
+func (s *Sandbox) ReapplyCPUSets(ctx context.Context) error {
+	s.mu.Lock()
+	var cs []*container.Container
+	for _, e := range s.containers {
+		if e.c != nil {
+			cs = append(cs, e.c)
+		}
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, c := range cs {
+		if err := c.ReapplyResources(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -105,6 +105,7 @@ type Sandbox struct {
 // entry is a container slot; c is nil while CreateContainer runs.
 type entry struct {
 	c          *container.Container
+	spec       *specs.Spec // as created (after the agent's rewrites)
 	bundle     string
 	rootfs     string
 	hasStorage bool
@@ -335,9 +336,11 @@ func (s *Sandbox) DestroySandbox(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("container %s: %w", id, err))
 		}
 	}
+	storageErr := false
 	if s.opts.Storage != nil {
 		if err := s.opts.Storage.ReleaseAll(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("storages: %w", err))
+			storageErr = true
 		}
 	}
 	s.mu.Lock()
@@ -348,8 +351,12 @@ func (s *Sandbox) DestroySandbox(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := os.RemoveAll(filepath.Join(s.opts.StateRoot, "sandbox")); err != nil {
-		errs = append(errs, err)
+	// Only once nothing of the storage layer may still be mounted below
+	// it: RemoveAll would descend into a live mount.
+	if !storageErr {
+		if err := os.RemoveAll(filepath.Join(s.opts.StateRoot, "sandbox")); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := removeIfEmpty(filepath.Join(s.opts.StateRoot, libcontainerDir)); err != nil {
 		errs = append(errs, err)

@@ -1,6 +1,6 @@
 // Package leakcheck lets tests assert that an operation left nothing behind
-// in the test process: no open file descriptor, mount, child process or
-// cgroup directory that was not there before.
+// in the test process: no goroutine, open file descriptor, mount, child
+// process or cgroup directory that was not there before.
 package leakcheck
 
 import (
@@ -17,16 +17,17 @@ import (
 
 // Snapshot is the state to compare against.
 type Snapshot struct {
-	fds      []string
-	mounts   []string
-	children []string
+	goroutines int
+	fds        []string
+	mounts     []string
+	children   []string
 }
 
 // Take records the current state.
 func Take(t testing.TB) Snapshot {
 	t.Helper()
 	runtime.GC() // finalizers close pidfds of dropped os.Process values
-	return Snapshot{fds: fds(t), mounts: mounts(t), children: Children()}
+	return Snapshot{goroutines: runtime.NumGoroutine(), fds: fds(t), mounts: mounts(t), children: Children()}
 }
 
 // Check fails the test if descriptors, mounts or children were added since
@@ -38,6 +39,9 @@ func (s Snapshot) Check(t testing.TB, cgroupDirs ...string) {
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		runtime.GC()
 		problems = problems[:0]
+		if n := runtime.NumGoroutine(); n > s.goroutines {
+			problems = append(problems, fmt.Sprintf("goroutines: %d, before %d", n, s.goroutines))
+		}
 		if d := added(s.fds, fds(t)); len(d) > 0 {
 			problems = append(problems, fmt.Sprintf("fds: %v", d))
 		}

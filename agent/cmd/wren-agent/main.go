@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/wren-vm/wren/agent/config"
@@ -169,17 +171,21 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.
 	}
 	// The uevent listener starts before anything can wait for a device;
 	// devices present already are recorded by its cold-plug scan.
-	var watcher *uevent.Watcher
-	if pid1 {
-		watcher, err = uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
-		if err != nil {
-			log.Error("uevent listener; hot-plugged devices unavailable", "err", err)
-			watcher = nil
-		} else {
-			defer watcher.Close()
-		}
+	watcher, err := uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
+	if err != nil {
+		log.Warn("uevent listener unavailable; device waits will fail", "err", err)
+		watcher = nil
+	} else {
+		defer watcher.Close()
 	}
-	guest, err := rpc.NewGuestServices(log, cfg, watcher, nil)
+	// Route only: netlink.NewHandle() with no family also opens XFRM and
+	// netfilter sockets, which a guest without xfrm_user refuses.
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("rtnetlink: %w", err)
+	}
+	defer nl.Close()
+	guest, err := rpc.NewGuestServices(log, cfg, watcher, nl)
 	if err != nil {
 		return err
 	}
@@ -194,6 +200,8 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.
 	if err != nil {
 		return err
 	}
+	guest.TerminationLog = sb.TerminationLog
+	guest.CPUsOnlined = sb.ReapplyCPUSets
 	agent := rpc.New(rpc.Options{Log: log, Config: cfg, Sandbox: sb, Guest: guest})
 	if pid1 {
 		agentpb.RegisterAgentServiceService(srv.TTRPC(), podAgent{Agent: agent, destroyed: destroyed})

@@ -45,9 +45,9 @@ func vmConsole(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	defer conn.Close()
 
-	if f, ok := stdin.(*os.File); ok {
-		if restore, err := rawTerminal(int(f.Fd())); err == nil {
-			defer restore()
+	if f, ok := stdin.(*os.File); ok && f == os.Stdin {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			defer rawTerminal()()
 			fmt.Fprintf(stderr, "connected to the guest shell; Ctrl-] leaves\r\n")
 		}
 	}
@@ -82,24 +82,4 @@ func vmConsole(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}()
 	<-done
 	return exitOK
-}
-
-// rawTerminal puts a terminal in raw mode and returns the restore func;
-// it fails on anything that is not a terminal.
-func rawTerminal(fd int) (func(), error) {
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return nil, err
-	}
-	raw := *old
-	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	raw.Oflag &^= unix.OPOST
-	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	raw.Cflag &^= unix.CSIZE | unix.PARENB
-	raw.Cflag |= unix.CS8
-	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
-		return nil, err
-	}
-	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
 }
