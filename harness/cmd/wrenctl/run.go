@@ -26,8 +26,9 @@ func runCommand(g globals, args []string) int {
 	bundle := fs.String("bundle", ".", "OCI bundle directory (config.json and the rootfs it names)")
 	tty := fs.Bool("tty", false, "give the container a terminal")
 	detach := fs.Bool("detach", false, "start the container and return without waiting")
+	sharedDir := fs.String("shared-dir", "", "host side of the pod VM's virtio-fs share (wrenctl vm up prints it): the rootfs is copied there and mounted in the guest as a Kata shim does")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: wrenctl run [--bundle DIR] [--tty] [--detach] ID")
+		fmt.Fprintln(os.Stderr, "usage: wrenctl run [--bundle DIR] [--shared-dir DIR] [--tty] [--detach] ID")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -49,6 +50,14 @@ func runCommand(g globals, args []string) int {
 	if *tty {
 		spec.Process.Terminal = true
 	}
+	storages, unshare, err := shareBundle(*sharedDir, id, spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	if !*detach {
+		defer unshare()
+	}
 
 	ctx := context.Background()
 	dctx, cancel := g.rpcContext()
@@ -61,7 +70,7 @@ func runCommand(g globals, args []string) int {
 	defer c.Close()
 
 	if err := call(g, func(ctx context.Context) error {
-		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id})
+		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id, Storages: storages})
 		if status.Code(unwrapStatus(err)) == codes.AlreadyExists {
 			return nil
 		}
