@@ -31,16 +31,8 @@ mkdir -p "$OUT"
 bin/rootfs-builder initramfs --agent bin/wren-agent --kernel-modules "$kernel_modules" --out "$OUT/wren-initramfs.cpio.gz"
 
 step "making a busybox bundle"
-rm -rf "$RUN/bundle"
-mkdir -p "$RUN/bundle/rootfs/bin" "$RUN/bundle/rootfs/proc" "$RUN/bundle/rootfs/sys" "$RUN/bundle/rootfs/dev" "$RUN/bundle/rootfs/etc" "$RUN/bundle/rootfs/tmp"
-cp /bin/busybox "$RUN/bundle/rootfs/bin/busybox"
-for a in sh echo uname cat hostname true; do ln -s busybox "$RUN/bundle/rootfs/bin/$a"; done
-(cd "$RUN/bundle" && runc spec)
 greeting='Hello from a container in a Wren pod VM!'
-sed -i \
-  -e 's/"terminal": true/"terminal": false/' \
-  -e "s|^\(\s*\)\"sh\"$|\1\"sh\", \"-c\", \"echo '$greeting'; echo guest kernel: \$(uname -r)\"|" \
-  "$RUN/bundle/config.json"
+scripts/busybox-bundle.sh "$RUN/bundle" "echo '$greeting'; echo guest kernel: \$(uname -r)"
 
 # Whatever happens from here on, the VM goes away again.
 bin/wrenctl vm down --dir "$VMDIR" >/dev/null 2>&1 || true

@@ -125,6 +125,9 @@ type State struct {
 	Accel     string    `json:"accel"`
 	GuestCID  uint32    `json:"guest_cid"`
 	Started   time.Time `json:"started"`
+	// BootMS is the time from QEMU's start to the agent's first
+	// Health.Check answer.
+	BootMS float64 `json:"boot_ms,omitempty"`
 	Procs     []*Proc   `json:"procs"`
 	// ownsShared is true when the shared directory was made by Start and
 	// is removed by Stop.
@@ -286,6 +289,10 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		return nil, fmt.Errorf("%w\n%s", err, v.diagnostics())
 	}
 	v.Booted = time.Since(v.Started)
+	v.BootMS = float64(v.Booted.Microseconds()) / 1000
+	if err := v.save(); err != nil {
+		return nil, err
+	}
 	cfg.progress("vm: agent answered after %v", v.Booted.Round(time.Millisecond))
 	return v, nil
 }

@@ -111,7 +111,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "wrenctl vm up: %v\n", err)
 		return exitError
 	}
-	fmt.Fprintf(stdout, "addr=%s\nshared_dir=%s\n", v.Addr(), v.SharedDir)
+	fmt.Fprintf(stdout, "addr=%s\nshared_dir=%s\nboot_ms=%.0f\n", v.Addr(), v.SharedDir, v.BootMS)
 	fmt.Fprintf(stderr, "vm: up in %v; stop it with: wrenctl vm down --dir %s\n", v.Booted.Round(time.Millisecond), abs)
 	return exitOK
 }
