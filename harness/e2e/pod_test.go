@@ -73,6 +73,9 @@ func TestPodVM(t *testing.T) {
 		if v.Running() {
 			t.Error("QEMU still runs after Stop")
 		}
+		if l := processesMentioning(v.Dir); len(l) > 0 {
+			t.Errorf("left running after Stop:\n%s", strings.Join(l, "\n"))
+		}
 	})
 	t.Logf("agent answered %v after QEMU started", v.Booted)
 	c, err := client.Dial(ctx, v.Addr())
