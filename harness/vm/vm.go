@@ -128,8 +128,8 @@ type State struct {
 	// BootMS is the time from QEMU's start to the agent's first
 	// Health.Check answer.
 	BootMS float64 `json:"boot_ms,omitempty"`
-	Procs     []*Proc   `json:"procs"`
-	// ownsShared is true when the shared directory was made by Start and
+	Procs  []*Proc `json:"procs"`
+	// OwnsShared is true when the shared directory was made by Start and
 	// is removed by Stop.
 	OwnsShared bool `json:"owns_shared"`
 }

@@ -292,4 +292,3 @@ func TestBootFailureReportsConsole(t *testing.T) {
 		t.Errorf("console log not kept: %v", err)
 	}
 }
-
