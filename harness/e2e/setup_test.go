@@ -38,7 +38,7 @@ var (
 	binErr  error
 )
 
-// binaries returns a directory holding wren-agent and wren-vsockd: $WREN_BIN
+// binaries returns a directory holding wren-agent, wren-vsockd and wrenctl: $WREN_BIN
 // when `make test` set it and both are there, else a fresh build (the
 // agent static with cgo, as `make agent` builds it).
 func binaries(t *testing.T) string {
@@ -47,7 +47,8 @@ func binaries(t *testing.T) string {
 		if d := os.Getenv("WREN_BIN"); d != "" {
 			_, e1 := os.Stat(filepath.Join(d, "wren-agent"))
 			_, e2 := os.Stat(filepath.Join(d, "wren-vsockd"))
-			if e1 == nil && e2 == nil {
+			_, e3 := os.Stat(filepath.Join(d, "wrenctl"))
+			if e1 == nil && e2 == nil && e3 == nil {
 				binDir = d
 				return
 			}
@@ -63,6 +64,7 @@ func binaries(t *testing.T) string {
 			{"wren-agent", "github.com/wren-vm/wren/agent/cmd/wren-agent", "1",
 				[]string{"-trimpath", "-tags", "netgo osusergo", "-ldflags", "-s -w -extldflags -static"}},
 			{"wren-vsockd", "github.com/wren-vm/wren/harness/cmd/wren-vsockd", "0", []string{"-trimpath"}},
+			{"wrenctl", "github.com/wren-vm/wren/harness/cmd/wrenctl", "0", []string{"-trimpath"}},
 		}
 		for _, b := range builds {
 			args := append([]string{"build"}, b.flags...)
