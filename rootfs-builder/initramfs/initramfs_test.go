@@ -177,6 +177,9 @@ func TestBuildContents(t *testing.T) {
 		}
 		seen[info["name"][0]] = true
 	}
+	if r, ok := recs["lib/modules/"+k.Version+"/modules.builtin"]; !ok || !strings.Contains(string(r.data), "unix.ko") {
+		t.Error("modules.builtin missing")
+	}
 	for _, want := range DefaultModules {
 		if !seen[want] {
 			t.Errorf("requested module %s missing", want)
