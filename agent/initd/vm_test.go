@@ -4,49 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/wren-vm/wren/harness/testagent"
 	"github.com/wren-vm/wren/internal/qemutest"
 	"github.com/wren-vm/wren/rootfs-builder/initramfs"
 	"github.com/wren-vm/wren/rootfs-builder/kernelpkg"
 )
-
-var (
-	agentOnce sync.Once
-	agentBin  string
-	agentErr  error
-)
-
-// buildAgent builds the real agent the way `make agent` does (static, cgo).
-func buildAgent(t *testing.T) string {
-	t.Helper()
-	agentOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wren-agent-vmtest-")
-		if err != nil {
-			agentErr = err
-			return
-		}
-		agentBin = filepath.Join(dir, "wren-agent")
-		cmd := exec.Command("go", "build", "-trimpath", "-tags", "netgo osusergo",
-			"-ldflags", "-s -w -extldflags -static", "-o", agentBin, "github.com/wren-vm/wren/agent/cmd/wren-agent")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = err
-			agentBin = string(out)
-		}
-	})
-	if agentErr != nil {
-		t.Fatalf("build wren-agent: %v\n%s", agentErr, agentBin)
-	}
-	return agentBin
-}
 
 // bootAgent boots Debian's kernel with the agent as /init.
 func bootAgent(t *testing.T, profile, cmdline string) *qemutest.VM {
@@ -59,7 +28,7 @@ func bootAgent(t *testing.T, profile, cmdline string) *qemutest.VM {
 		t.Fatalf("fetch Debian kernel: %v", err)
 	}
 	initrd := filepath.Join(t.TempDir(), "initrd.gz")
-	if err := initramfs.BuildFile(initrd, initramfs.Options{Init: buildAgent(t), ModulesDir: k.ModulesDir, Profile: profile}); err != nil {
+	if err := initramfs.BuildFile(initrd, initramfs.Options{Init: testagent.Binary(t, "wren-agent"), ModulesDir: k.ModulesDir, Profile: profile}); err != nil {
 		t.Fatal(err)
 	}
 	return qemutest.Start(t, qemutest.Config{Kernel: k.Vmlinux, Initrd: initrd, Append: "quiet " + cmdline})
