@@ -122,21 +122,37 @@ var validPackage = regexp.MustCompile(`^linux-image-[0-9][A-Za-z0-9.+~-]*$`)
 // resolvePackage asks apt which linux-image-<ver> package MetaPackage
 // depends on; without apt data it falls back to the only cached kernel.
 func resolvePackage(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "apt-cache", "depends", MetaPackage).Output()
-	if err == nil {
-		sc := bufio.NewScanner(bytes.NewReader(out))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
-				return f[1], nil
-			}
+	pkg, err := aptDepends(ctx)
+	if err != nil {
+		// A fresh machine may have no package lists yet.
+		if out, uerr := exec.CommandContext(ctx, "apt-get", "update", "-qq").CombinedOutput(); uerr == nil {
+			pkg, err = aptDepends(ctx)
+		} else {
+			err = fmt.Errorf("%w; apt-get update: %v: %s", err, uerr, out)
 		}
-		err = fmt.Errorf("no linux-image dependency in output:\n%s", out)
+	}
+	if err == nil {
+		return pkg, nil
 	}
 	if pkg := singleCached(dir); pkg != "" {
 		return pkg, nil
 	}
 	return "", fmt.Errorf("resolve kernel package from %s (apt-cache depends; run apt-get update, or set the package explicitly): %w", MetaPackage, err)
+}
+
+func aptDepends(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "apt-cache", "depends", MetaPackage).Output()
+	if err != nil {
+		return "", fmt.Errorf("apt-cache depends %s: %w", MetaPackage, err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("no linux-image dependency of %s in apt-cache output:\n%s", MetaPackage, out)
 }
 
 // singleCached returns the package name of the only complete kernel in
