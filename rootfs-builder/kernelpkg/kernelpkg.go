@@ -88,26 +88,35 @@ func Fetch(ctx context.Context, opts Options) (*Kernel, error) {
 	if pkg == "" && !opts.Refresh {
 		pkg = singleCached(dir)
 	}
-	if pkg == "" {
-		var err error
-		if pkg, err = resolvePackage(ctx, dir); err != nil {
+	if pkg != "" {
+		if err := checkPackage(pkg); err != nil {
 			return nil, err
 		}
-	}
-	if !validPackage.MatchString(pkg) {
-		return nil, fmt.Errorf("kernel package name %q is not a linux-image package", pkg)
-	}
-	pkgDir := filepath.Join(dir, pkg)
-	if k, err := load(pkg, pkgDir); err == nil {
-		return k, nil
+		if k, err := load(pkg, filepath.Join(dir, pkg)); err == nil {
+			return k, nil
+		}
 	}
 
+	// Resolving may run apt-get update, and fetching writes the cache:
+	// both happen under the lock, so concurrent callers (test packages run
+	// in parallel) neither fight over apt's lock nor download twice.
 	unlock, err := lock(ctx, filepath.Join(dir, ".lock"))
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	// Another process may have finished while we waited for the lock.
+	if pkg == "" && !opts.Refresh {
+		pkg = singleCached(dir) // another process may have fetched meanwhile
+	}
+	if pkg == "" {
+		if pkg, err = resolvePackage(ctx, dir); err != nil {
+			return nil, err
+		}
+		if err := checkPackage(pkg); err != nil {
+			return nil, err
+		}
+	}
+	pkgDir := filepath.Join(dir, pkg)
 	if k, err := load(pkg, pkgDir); err == nil {
 		return k, nil
 	}
@@ -115,6 +124,13 @@ func Fetch(ctx context.Context, opts Options) (*Kernel, error) {
 		return nil, err
 	}
 	return load(pkg, pkgDir)
+}
+
+func checkPackage(pkg string) error {
+	if !validPackage.MatchString(pkg) {
+		return fmt.Errorf("kernel package name %q is not a linux-image package", pkg)
+	}
+	return nil
 }
 
 var validPackage = regexp.MustCompile(`^linux-image-[0-9][A-Za-z0-9.+~-]*$`)
