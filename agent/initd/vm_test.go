@@ -76,14 +76,18 @@ func TestAgentAsPID1(t *testing.T) {
 	vm := bootAgent(t, initramfs.ProfileDebug, "agent.debug_console agent.log=debug")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := vm.WaitFor(ctx, `"msg":"listening"`); err != nil {
+	hostWall, err := vm.WaitFor(ctx, `"msg":"listening"`)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := vm.WaitFor(ctx, `"msg":"debug console on /dev/console"`); err != nil {
 		t.Fatal(err)
 	}
-	var listening map[string]any
+	var listening, started map[string]any
 	for _, rec := range logRecords(vm.Console()) {
+		if rec["msg"] == "guest init started" {
+			started = rec
+		}
 		if rec["level"] == "ERROR" {
 			t.Errorf("error logged during boot: %v", rec)
 		}
@@ -95,7 +99,12 @@ func TestAgentAsPID1(t *testing.T) {
 	if !ok || initMS <= 0 {
 		t.Fatalf("listening record without init time: %v", listening)
 	}
-	t.Logf("agent init time (process start to listening): %.1f ms", initMS)
+	kernelMS, ok := started["uptime_ms"].(float64)
+	if !ok {
+		t.Fatalf("no guest init start record")
+	}
+	t.Logf("QEMU start to listening (host): %s; kernel to /init: %.0f ms; listening at uptime %.0f ms (init_ms); agent init (main to listening): %.0f ms",
+		hostWall.Round(time.Millisecond), kernelMS, initMS, initMS-kernelMS)
 	if os.Getenv("WREN_VMTEST_CONSOLE") != "" {
 		t.Logf("console:\n%s", vm.Console())
 	}

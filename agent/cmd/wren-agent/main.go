@@ -26,12 +26,15 @@ func main() {
 	}
 	// As init, this process must never end: a panic, an error or a signal
 	// all end in a logged, clean power-off (returning would panic the kernel).
+	mainStart := initd.Uptime()
 	console := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	defer initd.Recover(console, "main")
 	// /proc must be mounted before the configuration reads /proc/cmdline.
 	if err := initd.EarlyMounts(""); err != nil {
 		console.Error("early mounts", "err", err)
 	}
+	// The kernel's share of the boot: its uptime when /init began.
+	console.Info("guest init started", "uptime_ms", mainStart.Milliseconds())
 	_ = initd.PowerOff(console, run(true).reason)
 }
 
