@@ -64,3 +64,19 @@ func TestLoadByNameErrors(t *testing.T) {
 		t.Errorf("broken module: %v", err)
 	}
 }
+
+func FuzzParseList(f *testing.F) {
+	f.Add("/lib/modules/v/a.ko\n# c\n/lib/modules/v/b.ko x=1\n")
+	f.Add("relative.ko")
+	f.Fuzz(func(t *testing.T, data string) {
+		entries, err := ParseList(data)
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Path, "/") || strings.ContainsAny(e.Path, " \n") {
+				t.Fatalf("bad entry %+v", e)
+			}
+		}
+	})
+}

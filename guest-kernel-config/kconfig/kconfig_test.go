@@ -131,3 +131,29 @@ func TestLoadFragmentsErrors(t *testing.T) {
 		t.Error("empty fragment dir accepted")
 	}
 }
+
+// FuzzParseFragment checks that parsing never panics and that what parses
+// renders back to the same settings.
+func FuzzParseFragment(f *testing.F) {
+	f.Add("CONFIG_A=y\n# CONFIG_B is not set\n# comment\nCONFIG_C=\"str\"\n")
+	f.Add("CONFIG_=y\nFOO")
+	f.Fuzz(func(t *testing.T, data string) {
+		s, err := ParseFragment("f", strings.NewReader(data))
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		if err := Render(&buf, s); err != nil {
+			t.Fatal(err)
+		}
+		again, err := ParseFragment("f", &buf)
+		if err != nil || len(again) != len(s) {
+			t.Fatalf("round trip: %v, %d vs %d settings", err, len(again), len(s))
+		}
+		for i := range s {
+			if again[i].Name != s[i].Name || again[i].Value != s[i].Value {
+				t.Fatalf("round trip changed %v to %v", s[i], again[i])
+			}
+		}
+	})
+}
