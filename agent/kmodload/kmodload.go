@@ -38,11 +38,11 @@ func ParseList(data string) ([]Entry, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		path, params, _ := strings.Cut(line, " ")
-		if !strings.HasPrefix(path, "/") {
-			return nil, fmt.Errorf("line %d: module path %q is not absolute", n, path)
+		f := strings.Fields(line)
+		if !strings.HasPrefix(f[0], "/") {
+			return nil, fmt.Errorf("line %d: module path %q is not absolute", n, f[0])
 		}
-		out = append(out, Entry{Path: path, Params: strings.TrimSpace(params)})
+		out = append(out, Entry{Path: f[0], Params: strings.Join(f[1:], " ")})
 	}
 	return out, sc.Err()
 }

@@ -74,7 +74,7 @@ func FuzzParseList(f *testing.F) {
 			return
 		}
 		for _, e := range entries {
-			if !strings.HasPrefix(e.Path, "/") || strings.ContainsAny(e.Path, " \n") {
+			if !strings.HasPrefix(e.Path, "/") || strings.ContainsAny(e.Path, " \t\n") {
 				t.Fatalf("bad entry %+v", e)
 			}
 		}
