@@ -50,7 +50,9 @@ func NewLogSinkListener(ctx context.Context, ln net.Listener) *LogSink {
 }
 
 func (s *LogSink) acceptLoop() {
-	defer func() { _ = recover() }() // a logging sink must never take init down
+	// The sink cannot log its own panic to itself; Recover writes the
+	// reason to the console and powers off as for any other goroutine.
+	defer Recover(nil, "log sink")
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
