@@ -2,6 +2,7 @@ package initd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -362,5 +363,20 @@ func TestDebugConsolePTY(t *testing.T) {
 	}
 	if !strings.Contains(s, "pid=") {
 		t.Errorf("no shell output:\n%s", s)
+	}
+}
+
+func TestLogSinkFallback(t *testing.T) {
+	sink := NewLogBuffer()
+	log := slog.New(sink.Handler(slog.LevelInfo))
+	log.Info("before")
+	var console bytes.Buffer
+	sink.Fallback(&console)
+	log.Info("after")
+	if s := console.String(); !strings.Contains(s, `"msg":"before"`) || !strings.Contains(s, `"msg":"after"`) {
+		t.Errorf("console got %q", s)
+	}
+	if err := sink.Close(); err != nil {
+		t.Errorf("Close without a listener: %v", err)
 	}
 }

@@ -202,3 +202,31 @@ func TestAgentCgroupV1(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentLogVport boots with agent.log_vport: the JSON log goes to the
+// vsock stream (buffered until a host connects), not to the console; the
+// power-off reason still reaches the console.
+func TestAgentLogVport(t *testing.T) {
+	vm := bootAgent(t, initramfs.ProfileDebug, "agent.log_vport=1025 agent.debug_console")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := vm.WaitFor(ctx, "guest init started"); err != nil {
+		t.Fatal(err)
+	}
+	// The debug shell answering shows the agent got through its init.
+	if got := shell(t, vm, "cat /proc/1/oom_score_adj"); got != "-997" {
+		t.Errorf("PID 1 oom_score_adj = %q", got)
+	}
+	if strings.Contains(vm.Console(), `"msg":"listening"`) {
+		t.Error("log records on the console despite agent.log_vport")
+	}
+	if err := vm.Send("kill -TERM 1\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Wait(ctx); err != nil {
+		t.Fatalf("VM did not power off: %v", err)
+	}
+	if !strings.Contains(vm.Console(), "wren-agent: powering off: signal received") {
+		t.Error("power-off reason not on the console")
+	}
+}

@@ -68,21 +68,25 @@ func run(pid1 bool) exit {
 	defer stop()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	var sink *initd.LogSink
 	if cfg.LogVport != 0 {
-		// agent.log_vport: the JSON log goes to the first host connection.
-		sink, err := initd.NewLogSink(ctx, cfg.LogVport)
-		if err != nil {
-			log.Error("log stream unavailable; logging to the console", "vport", cfg.LogVport, "err", err)
-		} else {
-			defer sink.Close()
-			log = slog.New(sink.Handler(cfg.LogLevel))
-		}
+		// agent.log_vport: the JSON log goes to the host connected on that
+		// port. It is buffered until the vsock module is loaded.
+		sink = initd.NewLogBuffer()
+		defer sink.Close()
+		log = slog.New(sink.Handler(cfg.LogLevel))
 	}
 	for _, w := range loaded.IgnoredCmdline {
 		log.Warn("ignoring unknown kernel command line key", "word", w)
 	}
 	if pid1 {
 		initGuest(ctx, log, cfg)
+	}
+	if sink != nil {
+		if err := sink.ListenVsock(ctx, cfg.LogVport); err != nil {
+			sink.Fallback(os.Stderr)
+			log.Error("log stream unavailable; logging to the console", "err", err)
+		}
 	}
 
 	if err := serve(ctx, log, cfg); err != nil {
