@@ -17,8 +17,9 @@ import (
 type Agent struct {
 	unimplementedMethods
 
-	log *slog.Logger
-	cfg config.Config
+	log   *slog.Logger
+	cfg   config.Config
+	guest *GuestServices
 }
 
 // unimplementedMethods keeps fallback one embedding level below Agent, so
@@ -31,6 +32,9 @@ var _ agentpb.AgentServiceService = (*Agent)(nil)
 type Options struct {
 	Log    *slog.Logger
 	Config config.Config
+	// Guest holds the storage, device, network and guest-side services
+	// (see NewGuestServices); nil leaves their RPCs FailedPrecondition.
+	Guest *GuestServices
 }
 
 // New makes the AgentService implementation.
@@ -39,7 +43,11 @@ func New(opts Options) *Agent {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Agent{log: log, cfg: opts.Config}
+	guest := opts.Guest
+	if guest == nil {
+		guest = &GuestServices{}
+	}
+	return &Agent{log: log, cfg: opts.Config, guest: guest}
 }
 
 // Register registers grpc.AgentService and grpc.Health on srv.

@@ -16,6 +16,7 @@ import (
 	"github.com/wren-vm/wren/agent/initd"
 	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/server"
+	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
 )
 
@@ -119,11 +120,21 @@ func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
 }
 
 func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
+	// Devices announced before anyone listens are recorded from sysfs, but
+	// the listener must still start before the first device wait.
+	watcher, err := uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
+	if err != nil {
+		log.Warn("uevent listener unavailable; device waits will fail", "err", err)
+	}
+	guest, err := rpc.NewGuestServices(log, cfg, watcher, nil)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(log)
 	if err != nil {
 		return err
 	}
-	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg}))
+	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest}))
 	ln, err := server.Listen(cfg.ServerAddr)
 	if err != nil {
 		return err
