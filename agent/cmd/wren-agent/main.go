@@ -107,10 +107,11 @@ func run(pid1 bool) exit {
 func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	_ = initd.Setup(ctx, log, initd.Config{CgroupV1: initd.CgroupV1Requested(config.SplitCmdline(string(cmdline)))})
-	// Hooks for work that lands with other packages: the uevent listener
-	// (agent/uevent) starts here, before anything waits for a device; the
-	// child reaper (agent/reaper) starts here and its Run is passed to the
-	// debug console, so that one owner calls wait4.
+	// Modules are loaded now, before serve starts the uevent listener and
+	// anything waits for a device. Hook for agent/reaper when it lands: start
+	// it here and pass its Run to the debug console, so that one owner calls
+	// wait4 (until then the console waits for its own shells and orphans
+	// re-parented to PID 1 stay zombies).
 	if cfg.DebugConsole {
 		dc := &initd.DebugConsole{Port: cfg.DebugConsoleVport, Log: log}
 		if err := dc.Start(ctx); err != nil {
