@@ -133,9 +133,10 @@ func (s *LogSink) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	s.buf = append(s.buf, p...)
-	if over := len(s.buf) - s.MaxBuffered; over > 0 {
-		// Drop whole lines from the front.
-		cut := over
+	if len(s.buf) > s.MaxBuffered {
+		// Drop whole lines from the front, down to three quarters of the
+		// limit so the copy is paid once per quarter buffer, not per line.
+		cut := len(s.buf) - s.MaxBuffered*3/4
 		for cut < len(s.buf) && s.buf[cut-1] != '\n' {
 			cut++
 		}
