@@ -237,3 +237,24 @@ func TestBuildErrors(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// BenchmarkBuild measures a full initramfs build (module resolution,
+// archive, gzip) with Debian's default module set.
+func BenchmarkBuild(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	k, err := kernelpkg.Fetch(ctx, kernelpkg.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := Options{Init: DefaultBusybox, ModulesDir: k.ModulesDir}
+	var size int
+	for b.Loop() {
+		var buf bytes.Buffer
+		if err := Build(&buf, opts); err != nil {
+			b.Fatal(err)
+		}
+		size = buf.Len()
+	}
+	b.ReportMetric(float64(size), "bytes")
+}
