@@ -3,6 +3,8 @@ package initd
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -12,47 +14,90 @@ import (
 	"github.com/mdlayher/vsock"
 )
 
-// LogSink is the agent's log destination for agent.log_vport: it listens on
-// a vsock port and streams the log to the connected host. Lines written
-// before the first connection are kept (up to MaxBuffered bytes, oldest
-// dropped) and sent when it arrives. A host that stops reading cannot stall
-// the agent: a write that takes longer than WriteTimeout drops the
-// connection and the sink waits for the next one.
+// LogSink is the agent's log destination for agent.log_vport: it streams
+// the log to a host connected on a vsock port. Lines written before the
+// first connection are kept (up to MaxBuffered bytes, oldest dropped) and
+// sent when it arrives. A host that stops reading cannot stall the agent: a
+// write that takes longer than WriteTimeout drops the connection and the
+// sink waits for the next one.
+//
+// As PID 1 the vsock transport is a module, so the sink starts as a buffer
+// (NewLogBuffer) and listens once modules are loaded (ListenVsock); if that
+// fails, Fallback sends everything to the console instead.
 type LogSink struct {
 	ln           net.Listener
 	mu           sync.Mutex
 	conn         net.Conn
+	fallback     io.Writer
 	buf          []byte
 	dropped      int
 	MaxBuffered  int
 	WriteTimeout time.Duration
 }
 
+// NewLogBuffer returns a sink that buffers until Serve, ListenVsock or
+// Fallback.
+func NewLogBuffer() *LogSink {
+	return &LogSink{MaxBuffered: 1 << 20, WriteTimeout: 2 * time.Second}
+}
+
 // NewLogSink listens on vsock port and accepts host connections until ctx
 // ends.
 func NewLogSink(ctx context.Context, port uint32) (*LogSink, error) {
-	ln, err := vsock.Listen(port, nil)
-	if err != nil {
+	s := NewLogBuffer()
+	if err := s.ListenVsock(ctx, port); err != nil {
 		return nil, err
 	}
-	return NewLogSinkListener(ctx, ln), nil
+	return s, nil
 }
 
 // NewLogSinkListener is NewLogSink on any listener (tests use Unix sockets).
 func NewLogSinkListener(ctx context.Context, ln net.Listener) *LogSink {
-	s := &LogSink{ln: ln, MaxBuffered: 1 << 20, WriteTimeout: 2 * time.Second}
+	s := NewLogBuffer()
+	s.Serve(ctx, ln)
+	return s
+}
+
+// ListenVsock starts serving the log on vsock port.
+func (s *LogSink) ListenVsock(ctx context.Context, port uint32) error {
+	ln, err := vsock.Listen(port, nil)
+	if err != nil {
+		return fmt.Errorf("log stream: listen on vsock port %d: %w", port, err)
+	}
+	s.Serve(ctx, ln)
+	return nil
+}
+
+// Serve accepts log readers on ln until ctx ends.
+func (s *LogSink) Serve(ctx context.Context, ln net.Listener) {
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 	}()
 	go s.acceptLoop()
-	return s
+}
+
+// Fallback writes what is buffered to w, and everything after it.
+func (s *LogSink) Fallback(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fallback = w
+	_, _ = w.Write(s.buf)
+	s.buf = nil
 }
 
 func (s *LogSink) acceptLoop() {
-	defer func() { _ = recover() }() // a logging sink must never take init down
+	// The sink cannot log its own panic to itself; Recover writes the
+	// reason to the console and powers off as for any other goroutine.
+	defer Recover(nil, "log sink")
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
 	for {
-		c, err := s.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
@@ -83,10 +128,15 @@ func (s *LogSink) Write(p []byte) (int, error) {
 		s.writeLocked(p)
 		return len(p), nil
 	}
+	if s.fallback != nil {
+		_, _ = s.fallback.Write(p)
+		return len(p), nil
+	}
 	s.buf = append(s.buf, p...)
-	if over := len(s.buf) - s.MaxBuffered; over > 0 {
-		// Drop whole lines from the front.
-		cut := over
+	if len(s.buf) > s.MaxBuffered {
+		// Drop whole lines from the front, down to three quarters of the
+		// limit so the copy is paid once per quarter buffer, not per line.
+		cut := len(s.buf) - s.MaxBuffered*3/4
 		for cut < len(s.buf) && s.buf[cut-1] != '\n' {
 			cut++
 		}
@@ -111,6 +161,9 @@ func (s *LogSink) Close() error {
 	if s.conn != nil {
 		s.conn.Close()
 		s.conn = nil
+	}
+	if s.ln == nil {
+		return nil
 	}
 	return s.ln.Close()
 }

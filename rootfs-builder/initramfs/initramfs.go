@@ -199,6 +199,13 @@ func Archive(opts Options) (*cpio.Archive, error) {
 			}
 			list.WriteString(guest + "\n")
 		}
+		// modules.builtin lets the guest tell a built-in module from a
+		// missing one when loading by name (kmodload.LoadByName).
+		if b := filepath.Join(opts.ModulesDir, "modules.builtin"); fileExists(b) {
+			if err := add(a.HostFile(path.Join(base, "modules.builtin"), 0o644, b)); err != nil {
+				return nil, err
+			}
+		}
 		progress(opts.Progress, "initramfs: %d modules (with dependencies)", len(mods))
 	} else if len(opts.Modules) > 0 {
 		return nil, errors.New("initramfs: modules requested but no kernel modules directory given")
@@ -291,4 +298,9 @@ func checkStaticELF(p string) error {
 		return fmt.Errorf("ELF type %v is not an executable", f.Type)
 	}
 	return nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }

@@ -177,6 +177,9 @@ func TestBuildContents(t *testing.T) {
 		}
 		seen[info["name"][0]] = true
 	}
+	if r, ok := recs["lib/modules/"+k.Version+"/modules.builtin"]; !ok || !strings.Contains(string(r.data), "unix.ko") {
+		t.Error("modules.builtin missing")
+	}
 	for _, want := range DefaultModules {
 		if !seen[want] {
 			t.Errorf("requested module %s missing", want)
@@ -233,4 +236,25 @@ func TestBuildErrors(t *testing.T) {
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("left behind: %v", left)
 	}
+}
+
+// BenchmarkBuild measures a full initramfs build (module resolution,
+// archive, gzip) with Debian's default module set.
+func BenchmarkBuild(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	k, err := kernelpkg.Fetch(ctx, kernelpkg.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := Options{Init: DefaultBusybox, ModulesDir: k.ModulesDir}
+	var size int
+	for b.Loop() {
+		var buf bytes.Buffer
+		if err := Build(&buf, opts); err != nil {
+			b.Fatal(err)
+		}
+		size = buf.Len()
+	}
+	b.ReportMetric(float64(size), "bytes")
 }

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/wren-vm/wren/agent/config"
@@ -35,37 +33,46 @@ func main() {
 	// container's init; that must happen before anything else runs.
 	container.InitHook()
 	pid1 := initd.IsPID1()
-	if pid1 {
-		// As init, nothing may end this process: a panic powers off.
-		defer initd.Recover(slog.New(slog.NewJSONHandler(os.Stderr, nil)), "main")
-		// /proc must exist before the configuration reads /proc/cmdline.
-		if err := initd.EarlyMounts(""); err != nil {
-			fmt.Fprintf(os.Stderr, "wren-agent: early mounts: %v\n", err)
-		}
+	if !pid1 {
+		os.Exit(run(false).code)
 	}
-	code, reason := run(pid1)
-	if pid1 {
-		_ = initd.PowerOff(slog.New(slog.NewJSONHandler(os.Stderr, nil)), reason)
+	// As init, this process must never end: a panic, an error or a signal
+	// all end in a logged, clean power-off (returning would panic the kernel).
+	mainStart := initd.Uptime()
+	console := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	defer initd.Recover(console, "main")
+	// /proc must be mounted before the configuration reads /proc/cmdline.
+	if err := initd.EarlyMounts(""); err != nil {
+		console.Error("early mounts", "err", err)
 	}
-	os.Exit(code)
+	// The kernel's share of the boot: its uptime when /init began.
+	console.Info("guest init started", "uptime_ms", mainStart.Milliseconds())
+	_ = initd.PowerOff(console, run(true).reason)
 }
 
-func run(pid1 bool) (int, string) {
+// exit is how run ended: the process exit code, and the reason that PID 1
+// logs when it powers off.
+type exit struct {
+	code   int
+	reason string
+}
+
+func run(pid1 bool) exit {
 	loaded, err := config.Load(config.Input{Args: os.Args[1:], PID1: pid1})
 	if errors.Is(err, config.ErrHelp) {
 		config.Usage(os.Stdout)
-		return 0, "help requested"
+		return exit{0, "help requested"}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "wren-agent: %v\n", err)
 		if !pid1 {
 			config.Usage(os.Stderr)
 		}
-		return 2, "configuration: " + err.Error()
+		return exit{2, "configuration: " + err.Error()}
 	}
 	if loaded.ShowVersion {
 		fmt.Printf("wren-agent %s (agent API %s)\n", version.Version, version.APIVersion)
-		return 0, "version requested"
+		return exit{0, "version requested"}
 	}
 	cfg := loaded.Config
 
@@ -73,53 +80,66 @@ func run(pid1 bool) (int, string) {
 	defer stop()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	var sink *initd.LogSink
+	if cfg.LogVport != 0 {
+		// agent.log_vport: the JSON log goes to the host connected on that
+		// port. It is buffered until the vsock module is loaded.
+		sink = initd.NewLogBuffer()
+		defer sink.Close()
+		log = slog.New(sink.Handler(cfg.LogLevel))
+	}
 	for _, w := range loaded.IgnoredCmdline {
 		log.Warn("ignoring unknown kernel command line key", "word", w)
 	}
-	if pid1 {
-		cmdline, _ := os.ReadFile("/proc/cmdline")
-		// Step failures are logged by Setup; the agent still serves.
-		_ = initd.Setup(ctx, log, initd.Config{CgroupV1: initd.CgroupV1Requested(config.SplitCmdline(string(cmdline)))})
-	}
-	// The log stream needs the vsock modules Setup loads; until then the
-	// log goes to the console.
-	if cfg.LogVport != 0 {
-		sink, err := initd.NewLogSink(ctx, cfg.LogVport)
-		if err != nil {
-			log.Error("log stream unavailable; logging to the console", "vport", cfg.LogVport, "err", err)
-		} else {
-			defer sink.Close()
-			log = slog.New(sink.Handler(cfg.LogLevel))
-		}
-	}
+	// One owner calls wait4 for every child: containers, exec'd processes,
+	// debug shells and orphans re-parented to PID 1.
 	rp, err := reaper.New(log)
 	if err != nil {
 		log.Error("reaper", "err", err)
-		return 1, "reaper: " + err.Error()
+		return exit{1, "reaper: " + err.Error()}
 	}
 	defer rp.Close()
-	if pid1 && cfg.DebugConsole {
+	if pid1 {
+		initGuest(ctx, log, cfg, rp)
+	}
+	if sink != nil {
+		if err := sink.ListenVsock(ctx, cfg.LogVport); err != nil {
+			sink.Fallback(os.Stderr)
+			log.Error("log stream unavailable; logging to the console", "err", err)
+		}
+	}
+
+	// As PID 1, DestroySandbox ends the agent and so powers the VM off, as
+	// the shim expects of a sandbox VM it tears down.
+	ctx, destroyed := context.WithCancelCause(ctx)
+	if err := serve(ctx, log, cfg, rp, pid1, destroyed); err != nil {
+		log.Error("agent stopped", "err", err)
+		return exit{1, "agent stopped: " + err.Error()}
+	}
+	log.Info("agent stopped")
+	if cause := context.Cause(ctx); errors.Is(cause, errSandboxDestroyed) {
+		return exit{0, cause.Error()}
+	}
+	if ctx.Err() != nil {
+		return exit{0, "signal received"}
+	}
+	return exit{0, "agent stopped"}
+}
+
+// initGuest does the PID 1 work before the agent serves. Failed steps are
+// logged by initd and do not stop the agent: a guest missing, say, one
+// cgroup controller is still worth serving.
+func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.Reaper) {
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	_ = initd.Setup(ctx, log, initd.Config{CgroupV1: initd.CgroupV1Requested(config.SplitCmdline(string(cmdline)))})
+	// Modules are loaded now, before serve starts the uevent listener and
+	// anything waits for a device.
+	if cfg.DebugConsole {
 		dc := &initd.DebugConsole{Port: cfg.DebugConsoleVport, Log: log, Run: reapedRun(rp)}
 		if err := dc.Start(ctx); err != nil {
 			log.Error("debug console", "err", err)
 		}
 	}
-
-	// As PID 1, DestroySandbox ends the agent and so powers the VM off,
-	// as the shim expects of a sandbox VM it tears down.
-	ctx, destroyed := context.WithCancelCause(ctx)
-	if err := serve(ctx, log, cfg, rp, pid1, destroyed); err != nil {
-		log.Error("agent stopped", "err", err)
-		return 1, "agent stopped: " + err.Error()
-	}
-	log.Info("agent stopped")
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return 0, cause.Error()
-	}
-	if ctx.Err() != nil {
-		return 0, "signal received"
-	}
-	return 0, "agent stopped"
 }
 
 // reapedRun runs a command with the reaper as the only caller of wait4.
@@ -165,27 +185,17 @@ func (a podAgent) DestroySandbox(ctx context.Context, req *agentpb.DestroySandbo
 }
 
 func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.Reaper, pid1 bool, destroyed context.CancelCauseFunc) error {
-	srv, err := server.New(log)
-	if err != nil {
-		return err
-	}
-	// The uevent listener starts before anything can wait for a device;
-	// devices present already are recorded by its cold-plug scan.
+	// Devices announced before anyone listens are recorded from sysfs, but
+	// the listener must still start before the first device wait.
 	watcher, err := uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
 	if err != nil {
 		log.Warn("uevent listener unavailable; device waits will fail", "err", err)
-		watcher = nil
-	} else {
-		defer watcher.Close()
 	}
-	// Route only: netlink.NewHandle() with no family also opens XFRM and
-	// netfilter sockets, which a guest without xfrm_user refuses.
-	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	guest, err := rpc.NewGuestServices(log, cfg, watcher, nil)
 	if err != nil {
-		return fmt.Errorf("rtnetlink: %w", err)
+		return err
 	}
-	defer nl.Close()
-	guest, err := rpc.NewGuestServices(log, cfg, watcher, nl)
+	srv, err := server.New(log)
 	if err != nil {
 		return err
 	}
@@ -202,7 +212,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.
 	}
 	guest.TerminationLog = sb.TerminationLog
 	guest.CPUsOnlined = sb.ReapplyCPUSets
-	agent := rpc.New(rpc.Options{Log: log, Config: cfg, Sandbox: sb, Guest: guest})
+	agent := rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb})
 	if pid1 {
 		agentpb.RegisterAgentServiceService(srv.TTRPC(), podAgent{Agent: agent, destroyed: destroyed})
 		agentpb.RegisterHealthService(srv.TTRPC(), rpc.Health{})
