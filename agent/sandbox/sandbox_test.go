@@ -63,6 +63,14 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	e := newBenchEnv(t)
+	e.t = t
+	return e
+}
+
+// newBenchEnv makes an env with a created sandbox for tests and benchmarks.
+func newBenchEnv(t testing.TB) *env {
+	t.Helper()
 	dir := t.TempDir()
 	sb, err := New(Options{
 		StateRoot:    filepath.Join(dir, "state"),
@@ -74,7 +82,12 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, sb: sb, state: filepath.Join(dir, "state"), rootfs: testbundle.Rootfs(t, filepath.Join(dir, "rootfs"))}
+	e := &env{sb: sb, state: filepath.Join(dir, "state"), rootfs: testbundle.Rootfs(t, filepath.Join(dir, "rootfs"))}
+	if b, ok := t.(*testing.B); ok {
+		if err := sb.CreateSandbox(bg, &pb.CreateSandboxRequest{Hostname: "bench"}); err != nil {
+			b.Fatal(err)
+		}
+	}
 	t.Cleanup(func() {
 		if sb.Created() {
 			if err := sb.DestroySandbox(bg); err != nil {

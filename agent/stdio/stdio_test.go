@@ -69,6 +69,11 @@ func TestSlowReaderLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	for name, f := range map[string]interface{ Fd() uintptr }{"stdout": s.childOut, "stderr": s.childErr, "stdin": s.childIn} {
+		if got, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0); err != nil || got != 4096 {
+			t.Errorf("%s pipe size %d (%v), want 4096", name, got, err)
+		}
+	}
 	cmd := startWith(t, s, "head -c 4194304 /dev/urandom | tee /dev/stderr | sha256sum >&2; head -c 1048576 /dev/zero")
 	go func() { cmd.Wait(); s.MarkExited() }()
 	errc := make(chan []byte)

@@ -13,8 +13,8 @@ import (
 
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/harness/testagent"
-	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
 // writeBundle lays out a busybox bundle the way `runc spec` users do: a
