@@ -10,9 +10,11 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/wren-vm/wren/harness/vsockd/guestmem"
 	"github.com/wren-vm/wren/harness/vsockd/virtq"
+	"golang.org/x/sys/unix"
 )
 
 // Device is the virtio device behind the protocol. Its lock guards every
@@ -39,26 +41,36 @@ type Device interface {
 // may swap the fd at any time (QEMU does on every MSI-X mask/unmask), always
 // under the device lock, so Notify must be called with that lock held.
 type Notifier struct {
-	f *os.File
+	f  *os.File
+	rc syscall.RawConn
 }
 
-// Notify raises the queue's interrupt.
+// Notify raises the queue's interrupt. It never blocks: the write goes
+// straight to the non-blocking fd (not through os.File, which would park on
+// EAGAIN while the caller holds the device lock); EAGAIN means the eventfd
+// counter is saturated, so the interrupt is pending anyway.
 func (n *Notifier) Notify() {
-	if n == nil || n.f == nil {
+	if n == nil || n.rc == nil {
 		return
 	}
 	var one [8]byte
 	binary.LittleEndian.PutUint64(one[:], 1)
-	// The eventfd is non-blocking; EAGAIN means the counter is already
-	// saturated, so the interrupt is pending anyway.
-	_, _ = n.f.Write(one[:])
+	_ = n.rc.Write(func(fd uintptr) bool {
+		_, _ = unix.Write(int(fd), one[:])
+		return true
+	})
 }
 
 func (n *Notifier) set(f *os.File) {
 	if n.f != nil {
 		n.f.Close()
 	}
-	n.f = f
+	n.f, n.rc = f, nil
+	if f != nil {
+		if rc, err := f.SyscallConn(); err == nil {
+			n.rc = rc
+		}
+	}
 }
 
 type vring struct {
