@@ -133,7 +133,28 @@ func (d *device) remove(c *conn) {
 	if c.uds != nil {
 		c.uds.Close()
 	}
+	// Removed connections leave the work queues lazily; compact them when
+	// churn (with rx starved) would otherwise let them pile up.
+	if len(d.ctlConns) > 2*len(d.conns)+64 {
+		d.ctlConns = liveConns(d.ctlConns, func(c *conn) { c.inCtlq = false })
+	}
+	if len(d.dataConns) > 2*len(d.conns)+64 {
+		d.dataConns = liveConns(d.dataConns, func(c *conn) { c.inDataq = false })
+	}
 	d.log.Debug("connection closed", "local", c.key.local, "peer", c.key.peer)
+}
+
+func liveConns(q []*conn, drop func(*conn)) []*conn {
+	out := q[:0]
+	for _, c := range q {
+		if c.removed {
+			drop(c)
+			continue
+		}
+		out = append(out, c)
+	}
+	clear(q[len(out):])
+	return out
 }
 
 func (d *device) header(local, peer uint32, op vsockpkt.Op) vsockpkt.Header {
