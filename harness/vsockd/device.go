@@ -2,6 +2,7 @@ package vsockd
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -23,6 +24,8 @@ const (
 	// a timeout.
 	maxCtlBacklog = 4096
 	readChunk     = 64 << 10
+
+	guestWarnBurst = 10
 )
 
 // device is the virtio-vsock device: it owns the rx/tx queues while the
@@ -46,6 +49,26 @@ type device struct {
 	scratch   []byte
 
 	wg sync.WaitGroup // connection goroutines
+
+	// Rate limit for warnings a guest can trigger at will.
+	warnWindow time.Time
+	warnCount  int
+}
+
+// guestWarn logs a warning caused by guest behaviour, at most
+// guestWarnBurst per second, so that a hostile guest cannot flood the logs.
+func (d *device) guestWarn(msg string, args ...any) {
+	now := time.Now()
+	if now.Sub(d.warnWindow) > time.Second {
+		if d.warnCount > guestWarnBurst {
+			d.log.Warn("suppressed guest-triggered warnings", "count", d.warnCount-guestWarnBurst)
+		}
+		d.warnWindow, d.warnCount = now, 0
+	}
+	d.warnCount++
+	if d.warnCount <= guestWarnBurst {
+		d.log.Warn(msg, args...)
+	}
 }
 
 func newDevice(cfg Config) *device {
@@ -168,7 +191,7 @@ func (d *device) header(local, peer uint32, op vsockpkt.Op) vsockpkt.Header {
 // queueRST schedules a reset of (local, peer). Lock held.
 func (d *device) queueRST(local, peer uint32) {
 	if len(d.ctl) >= maxCtlBacklog {
-		d.log.Warn("control backlog full: dropping RST", "local", local, "peer", peer)
+		d.guestWarn("control backlog full: dropping RST", "local", local, "peer", peer)
 		return
 	}
 	d.ctl = append(d.ctl, d.header(local, peer, vsockpkt.OpRST))
@@ -224,19 +247,20 @@ func (d *device) processTX() {
 			break
 		}
 		chain, err := d.tx.Walk(head)
+		if err == nil && len(chain.Writable) > 0 {
+			err = errors.New("device-writable buffer in a tx chain")
+		}
+		var h vsockpkt.Header
+		var payload []byte
+		if err == nil {
+			// Parse copies the packet out; only then may the guest
+			// have the buffers back.
+			h, payload, err = vsockpkt.Parse(chain.Readable, d.scratch)
+		}
 		d.tx.Push(head, 0)
 		pushed = true
 		if err != nil {
-			d.log.Warn("dropping malformed tx chain", "head", head, "err", err)
-			continue
-		}
-		if len(chain.Writable) > 0 {
-			d.log.Warn("dropping tx chain with device-writable buffers", "head", head)
-			continue
-		}
-		h, payload, err := vsockpkt.Parse(chain.Readable, d.scratch)
-		if err != nil {
-			d.log.Warn("dropping malformed tx packet", "err", err)
+			d.guestWarn("dropping malformed tx chain", "head", head, "err", err)
 			continue
 		}
 		d.handleGuestPacket(h, payload)
@@ -297,7 +321,7 @@ func (d *device) handleGuestPacket(h vsockpkt.Header, payload []byte) {
 			return
 		}
 		if c.buffered()+len(payload) > int(d.cfg.BufAlloc) {
-			d.log.Warn("guest overran its credit: resetting", "local", c.key.local, "peer", c.key.peer)
+			d.guestWarn("guest overran its credit: resetting", "local", c.key.local, "peer", c.key.peer)
 			d.resetConn(c)
 			return
 		}
@@ -355,7 +379,7 @@ func (d *device) afterWrite(c *conn) {
 // guestConnect handles a REQUEST for a new stream: dial <uds>_<port>.
 func (d *device) guestConnect(key connKey, h vsockpkt.Header) {
 	if len(d.conns) >= d.cfg.MaxConns {
-		d.log.Warn("too many connections: refusing guest connect", "port", key.local)
+		d.guestWarn("too many connections: refusing guest connect", "port", key.local)
 		d.queueRST(key.local, key.peer)
 		return
 	}
@@ -573,7 +597,7 @@ func (d *device) processRX() {
 			err = fmt.Errorf("not a device-writable buffer of at least %d bytes", vsockpkt.HeaderLen)
 		}
 		if err != nil {
-			d.log.Warn("dropping malformed rx chain", "head", head, "err", err)
+			d.guestWarn("dropping malformed rx chain", "head", head, "err", err)
 			d.rx.Push(head, 0)
 			pushed = true
 			continue
