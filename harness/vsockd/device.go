@@ -338,7 +338,7 @@ func (d *device) handleGuestPacket(h vsockpkt.Header, payload []byte) {
 	case vsockpkt.OpShutdown:
 		c.peerShut |= h.Flags & (vsockpkt.ShutdownRcv | vsockpkt.ShutdownSend)
 		if c.peerShut&vsockpkt.ShutdownRcv != 0 && len(c.rdata) > 0 {
-			c.rdata = nil
+			c.rdata, c.rnext = nil, nil
 			signal(c.consumed)
 		}
 		d.afterWrite(c)
@@ -463,21 +463,43 @@ func (d *device) startIO(c *conn) {
 	go d.writeLoop(c)
 }
 
+// readLoop moves host socket data to the device, double-buffered: it reads
+// the next chunk while the previous one waits for guest credit and rx
+// buffers, so at most two chunks per stream are held.
 func (d *device) readLoop(c *conn) {
 	defer d.wg.Done()
-	buf := make([]byte, readChunk)
-	for {
-		n, err := c.uds.Read(buf)
+	bufs := [2][]byte{make([]byte, readChunk), make([]byte, readChunk)}
+	for k := 0; ; k ^= 1 {
+		// bufs[k] is free once at most one chunk is queued (the other).
+		for {
+			d.mu.Lock()
+			removed, full := c.removed, c.rnext != nil
+			d.mu.Unlock()
+			if removed {
+				return
+			}
+			if !full {
+				break
+			}
+			select {
+			case <-c.consumed:
+			case <-c.closed:
+				return
+			}
+		}
+		n, err := c.uds.Read(bufs[k])
 		d.mu.Lock()
 		if c.removed {
 			d.mu.Unlock()
 			return
 		}
-		wait := false
 		if n > 0 && c.peerShut&vsockpkt.ShutdownRcv == 0 {
-			c.rdata = buf[:n]
+			if len(c.rdata) == 0 {
+				c.rdata = bufs[k][:n]
+			} else {
+				c.rnext = bufs[k][:n]
+			}
 			d.queueData(c)
-			wait = true
 		}
 		if err != nil {
 			c.eof = true
@@ -490,13 +512,6 @@ func (d *device) readLoop(c *conn) {
 		d.mu.Unlock()
 		if err != nil {
 			return
-		}
-		if wait {
-			select {
-			case <-c.consumed:
-			case <-c.closed:
-				return
-			}
 		}
 	}
 }
@@ -654,6 +669,10 @@ func (d *device) fillRX(chain virtq.Chain) uint32 {
 	vsockpkt.Scatter(chain.Writable, vsockpkt.HeaderLen, c.rdata[:n])
 	c.rdata = c.rdata[n:]
 	c.txCnt += uint32(n)
+	if len(c.rdata) == 0 && c.rnext != nil {
+		c.rdata, c.rnext = c.rnext, nil
+		signal(c.consumed)
+	}
 	if len(c.rdata) > 0 {
 		d.dataConns = append(d.dataConns, c) // round robin
 	} else {
