@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wren-vm/wren/harness/client"
 	"github.com/wren-vm/wren/harness/vsockd"
 	"github.com/wren-vm/wren/internal/qemutest"
 )
@@ -215,6 +216,25 @@ func TestGuestVsock(t *testing.T) {
 		}
 		if !bytes.Equal(got, msg) {
 			t.Fatalf("echo: got %q want %q", got, msg)
+		}
+	})
+
+	t.Run("HarnessClientDial", func(t *testing.T) {
+		// The project's own client (harness/client) against the backend.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := client.DialConn(ctx, fmt.Sprintf("hvsock://%s:%d", b.uds, portEcho))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := c.Write([]byte("ttrpc-ish\n")); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || line != "ttrpc-ish\n" {
+			t.Fatalf("echo via harness/client: %q %v", line, err)
 		}
 	})
 
