@@ -29,6 +29,7 @@ const (
 	portDial   = 1235
 	portSink   = 1236
 	portSource = 1237
+	portReset  = 1238
 	portNobody = 1239
 )
 
@@ -373,6 +374,31 @@ func TestGuestVsock(t *testing.T) {
 		}
 		// The backend is still fine.
 		echoCheck(t, b, 1000)
+	})
+
+	t.Run("GuestDeviceReset", func(t *testing.T) {
+		// A device reset (what a guest reboot does): the backend sees
+		// the rings stopped and restarted on the same connection, closes
+		// open streams, and serves new ones.
+		open := dial(t, b, portEcho)
+		defer open.Close()
+		c := dial(t, b, portReset)
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil || line != "OK\n" {
+			t.Fatalf("reset port: %q %v", line, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := vm.WaitFor(ctx, "GUEST RESET DONE"); err != nil {
+			t.Fatal(err)
+		}
+		_ = open.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := io.Copy(io.Discard, open); err != nil && !isReset(err) {
+			t.Fatalf("stream across the reset: %v", err)
+		}
+		echoCheck(t, b, 1<<20)
 	})
 
 	t.Run("QEMUKilledMidTransfer", func(t *testing.T) {
