@@ -151,10 +151,13 @@ func (s *Server) acceptHybrid(ctx context.Context) {
 	for {
 		c, err := s.hybrid.AcceptUnix()
 		if err != nil {
-			if ctx.Err() == nil {
-				s.cfg.Logger.Error("hybrid vsock accept failed", "err", err)
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			// EMFILE and the like pass; keep serving.
+			s.cfg.Logger.Error("hybrid vsock accept failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		select {
 		case pending <- struct{}{}:

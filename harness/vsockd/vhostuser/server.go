@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/wren-vm/wren/harness/vsockd/guestmem"
 	"github.com/wren-vm/wren/harness/vsockd/virtq"
@@ -103,6 +104,8 @@ type session struct {
 	kicks    sync.WaitGroup
 }
 
+const acceptRetryDelay = 100 * time.Millisecond
+
 // MaxQueueSize is the largest vring the backend accepts.
 const MaxQueueSize = 1024
 
@@ -118,7 +121,13 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("accept vhost-user frontend: %w", err)
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept vhost-user frontend: %w", err)
+			}
+			// EMFILE and the like pass; keep serving.
+			s.Log.Error("accept vhost-user frontend", "err", err)
+			time.Sleep(acceptRetryDelay)
+			continue
 		}
 		if err := s.ServeConn(ctx, c); err != nil {
 			s.Log.Warn("vhost-user session ended", "err", err)
