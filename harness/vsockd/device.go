@@ -85,8 +85,8 @@ func newDevice(cfg Config) *device {
 func (d *device) Lock()   { d.mu.Lock() }
 func (d *device) Unlock() { d.mu.Unlock() }
 
-// Features: the plain split ring, no event index, no indirect descriptors.
-func (d *device) Features() uint64 { return 0 }
+// Features: the split ring with event index; no indirect descriptors.
+func (d *device) Features() uint64 { return vhostuser.FeatureEventIdx }
 
 func (d *device) Config() []byte {
 	b := make([]byte, 8)
@@ -244,6 +244,9 @@ func (d *device) processTX() {
 			break
 		}
 		if !ok {
+			if d.tx.EnableKicks() {
+				continue
+			}
 			break
 		}
 		chain, err := d.tx.Walk(head)
@@ -605,6 +608,10 @@ func (d *device) processRX() {
 			break
 		}
 		if !ok {
+			// Out of rx buffers with packets waiting: ask for a kick.
+			if d.rx.EnableKicks() {
+				continue
+			}
 			break
 		}
 		chain, err := d.rx.Walk(head)

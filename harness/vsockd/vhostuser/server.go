@@ -222,6 +222,7 @@ func (ss *session) dispatch(m *message, reply *[]byte) error {
 		ss.acked = f
 		ss.startReady()
 		ss.s.Dev.Unlock()
+		ss.log.Info("features acked", "features", fmt.Sprintf("%#x", f), "event_idx", f&FeatureEventIdx != 0)
 	case reqGetProtocolFeatures:
 		*reply = u64Bytes(protocolFeatures)
 	case reqSetProtocolFeatures:
@@ -533,6 +534,7 @@ func (ss *session) startReady() {
 				ss.log.Warn("cannot start vring", "vring", i, "err", err)
 				continue
 			}
+			q.EventIdx = ss.acked&FeatureEventIdx != 0
 			r.layout = l
 			r.q = q
 		}
