@@ -60,6 +60,7 @@ type conn struct {
 
 	// host → guest
 	rdata         []byte // read from the host socket, not yet sent to the guest
+	rnext         []byte // the chunk read after rdata (non-nil only if rdata is not empty)
 	consumed      chan struct{}
 	eof           bool // the host socket hit EOF
 	shutSent      bool

@@ -2,6 +2,7 @@ package vsockd
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -23,6 +24,8 @@ const (
 	// a timeout.
 	maxCtlBacklog = 4096
 	readChunk     = 64 << 10
+
+	guestWarnBurst = 10
 )
 
 // device is the virtio-vsock device: it owns the rx/tx queues while the
@@ -46,6 +49,26 @@ type device struct {
 	scratch   []byte
 
 	wg sync.WaitGroup // connection goroutines
+
+	// Rate limit for warnings a guest can trigger at will.
+	warnWindow time.Time
+	warnCount  int
+}
+
+// guestWarn logs a warning caused by guest behaviour, at most
+// guestWarnBurst per second, so that a hostile guest cannot flood the logs.
+func (d *device) guestWarn(msg string, args ...any) {
+	now := time.Now()
+	if now.Sub(d.warnWindow) > time.Second {
+		if d.warnCount > guestWarnBurst {
+			d.log.Warn("suppressed guest-triggered warnings", "count", d.warnCount-guestWarnBurst)
+		}
+		d.warnWindow, d.warnCount = now, 0
+	}
+	d.warnCount++
+	if d.warnCount <= guestWarnBurst {
+		d.log.Warn(msg, args...)
+	}
 }
 
 func newDevice(cfg Config) *device {
@@ -62,8 +85,8 @@ func newDevice(cfg Config) *device {
 func (d *device) Lock()   { d.mu.Lock() }
 func (d *device) Unlock() { d.mu.Unlock() }
 
-// Features: the plain split ring, no event index, no indirect descriptors.
-func (d *device) Features() uint64 { return 0 }
+// Features: the split ring with event index; no indirect descriptors.
+func (d *device) Features() uint64 { return vhostuser.FeatureEventIdx }
 
 func (d *device) Config() []byte {
 	b := make([]byte, 8)
@@ -133,7 +156,28 @@ func (d *device) remove(c *conn) {
 	if c.uds != nil {
 		c.uds.Close()
 	}
+	// Removed connections leave the work queues lazily; compact them when
+	// churn (with rx starved) would otherwise let them pile up.
+	if len(d.ctlConns) > 2*len(d.conns)+64 {
+		d.ctlConns = liveConns(d.ctlConns, func(c *conn) { c.inCtlq = false })
+	}
+	if len(d.dataConns) > 2*len(d.conns)+64 {
+		d.dataConns = liveConns(d.dataConns, func(c *conn) { c.inDataq = false })
+	}
 	d.log.Debug("connection closed", "local", c.key.local, "peer", c.key.peer)
+}
+
+func liveConns(q []*conn, drop func(*conn)) []*conn {
+	out := q[:0]
+	for _, c := range q {
+		if c.removed {
+			drop(c)
+			continue
+		}
+		out = append(out, c)
+	}
+	clear(q[len(out):])
+	return out
 }
 
 func (d *device) header(local, peer uint32, op vsockpkt.Op) vsockpkt.Header {
@@ -147,7 +191,7 @@ func (d *device) header(local, peer uint32, op vsockpkt.Op) vsockpkt.Header {
 // queueRST schedules a reset of (local, peer). Lock held.
 func (d *device) queueRST(local, peer uint32) {
 	if len(d.ctl) >= maxCtlBacklog {
-		d.log.Warn("control backlog full: dropping RST", "local", local, "peer", peer)
+		d.guestWarn("control backlog full: dropping RST", "local", local, "peer", peer)
 		return
 	}
 	d.ctl = append(d.ctl, d.header(local, peer, vsockpkt.OpRST))
@@ -200,22 +244,26 @@ func (d *device) processTX() {
 			break
 		}
 		if !ok {
+			if d.tx.EnableKicks() {
+				continue
+			}
 			break
 		}
 		chain, err := d.tx.Walk(head)
+		if err == nil && len(chain.Writable) > 0 {
+			err = errors.New("device-writable buffer in a tx chain")
+		}
+		var h vsockpkt.Header
+		var payload []byte
+		if err == nil {
+			// Parse copies the packet out; only then may the guest
+			// have the buffers back.
+			h, payload, err = vsockpkt.Parse(chain.Readable, d.scratch)
+		}
 		d.tx.Push(head, 0)
 		pushed = true
 		if err != nil {
-			d.log.Warn("dropping malformed tx chain", "head", head, "err", err)
-			continue
-		}
-		if len(chain.Writable) > 0 {
-			d.log.Warn("dropping tx chain with device-writable buffers", "head", head)
-			continue
-		}
-		h, payload, err := vsockpkt.Parse(chain.Readable, d.scratch)
-		if err != nil {
-			d.log.Warn("dropping malformed tx packet", "err", err)
+			d.guestWarn("dropping malformed tx chain", "head", head, "err", err)
 			continue
 		}
 		d.handleGuestPacket(h, payload)
@@ -276,7 +324,7 @@ func (d *device) handleGuestPacket(h vsockpkt.Header, payload []byte) {
 			return
 		}
 		if c.buffered()+len(payload) > int(d.cfg.BufAlloc) {
-			d.log.Warn("guest overran its credit: resetting", "local", c.key.local, "peer", c.key.peer)
+			d.guestWarn("guest overran its credit: resetting", "local", c.key.local, "peer", c.key.peer)
 			d.resetConn(c)
 			return
 		}
@@ -293,7 +341,7 @@ func (d *device) handleGuestPacket(h vsockpkt.Header, payload []byte) {
 	case vsockpkt.OpShutdown:
 		c.peerShut |= h.Flags & (vsockpkt.ShutdownRcv | vsockpkt.ShutdownSend)
 		if c.peerShut&vsockpkt.ShutdownRcv != 0 && len(c.rdata) > 0 {
-			c.rdata = nil
+			c.rdata, c.rnext = nil, nil
 			signal(c.consumed)
 		}
 		d.afterWrite(c)
@@ -334,7 +382,7 @@ func (d *device) afterWrite(c *conn) {
 // guestConnect handles a REQUEST for a new stream: dial <uds>_<port>.
 func (d *device) guestConnect(key connKey, h vsockpkt.Header) {
 	if len(d.conns) >= d.cfg.MaxConns {
-		d.log.Warn("too many connections: refusing guest connect", "port", key.local)
+		d.guestWarn("too many connections: refusing guest connect", "port", key.local)
 		d.queueRST(key.local, key.peer)
 		return
 	}
@@ -418,21 +466,43 @@ func (d *device) startIO(c *conn) {
 	go d.writeLoop(c)
 }
 
+// readLoop moves host socket data to the device, double-buffered: it reads
+// the next chunk while the previous one waits for guest credit and rx
+// buffers, so at most two chunks per stream are held.
 func (d *device) readLoop(c *conn) {
 	defer d.wg.Done()
-	buf := make([]byte, readChunk)
-	for {
-		n, err := c.uds.Read(buf)
+	bufs := [2][]byte{make([]byte, readChunk), make([]byte, readChunk)}
+	for k := 0; ; k ^= 1 {
+		// bufs[k] is free once at most one chunk is queued (the other).
+		for {
+			d.mu.Lock()
+			removed, full := c.removed, c.rnext != nil
+			d.mu.Unlock()
+			if removed {
+				return
+			}
+			if !full {
+				break
+			}
+			select {
+			case <-c.consumed:
+			case <-c.closed:
+				return
+			}
+		}
+		n, err := c.uds.Read(bufs[k])
 		d.mu.Lock()
 		if c.removed {
 			d.mu.Unlock()
 			return
 		}
-		wait := false
 		if n > 0 && c.peerShut&vsockpkt.ShutdownRcv == 0 {
-			c.rdata = buf[:n]
+			if len(c.rdata) == 0 {
+				c.rdata = bufs[k][:n]
+			} else {
+				c.rnext = bufs[k][:n]
+			}
 			d.queueData(c)
-			wait = true
 		}
 		if err != nil {
 			c.eof = true
@@ -445,13 +515,6 @@ func (d *device) readLoop(c *conn) {
 		d.mu.Unlock()
 		if err != nil {
 			return
-		}
-		if wait {
-			select {
-			case <-c.consumed:
-			case <-c.closed:
-				return
-			}
 		}
 	}
 }
@@ -545,6 +608,10 @@ func (d *device) processRX() {
 			break
 		}
 		if !ok {
+			// Out of rx buffers with packets waiting: ask for a kick.
+			if d.rx.EnableKicks() {
+				continue
+			}
 			break
 		}
 		chain, err := d.rx.Walk(head)
@@ -552,7 +619,7 @@ func (d *device) processRX() {
 			err = fmt.Errorf("not a device-writable buffer of at least %d bytes", vsockpkt.HeaderLen)
 		}
 		if err != nil {
-			d.log.Warn("dropping malformed rx chain", "head", head, "err", err)
+			d.guestWarn("dropping malformed rx chain", "head", head, "err", err)
 			d.rx.Push(head, 0)
 			pushed = true
 			continue
@@ -609,6 +676,10 @@ func (d *device) fillRX(chain virtq.Chain) uint32 {
 	vsockpkt.Scatter(chain.Writable, vsockpkt.HeaderLen, c.rdata[:n])
 	c.rdata = c.rdata[n:]
 	c.txCnt += uint32(n)
+	if len(c.rdata) == 0 && c.rnext != nil {
+		c.rdata, c.rnext = c.rnext, nil
+		signal(c.consumed)
+	}
 	if len(c.rdata) > 0 {
 		d.dataConns = append(d.dataConns, c) // round robin
 	} else {

@@ -717,3 +717,47 @@ func TestHybridHandshake(t *testing.T) {
 	}
 	r.c.Close()
 }
+
+// A guest that churns connections while giving no rx buffers cannot grow
+// the device's work queues without bound.
+func TestChurnWithoutRXBuffersIsBounded(t *testing.T) {
+	cfg := testConfig(t)
+	g := newGuest(t, cfg)
+	ln, err := net.Listen("unix", cfg.UDSPath+"_6000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for i := 0; i < 2000; i++ {
+		src := uint32(10000 + i)
+		g.send(g.hdr(vsockpkt.OpRequest, src, 6000), nil)
+		// Wait for the dial to finish, then reset from the guest side.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			g.d.mu.Lock()
+			c := g.d.conns[connKey{6000, src}]
+			ready := c == nil || c.state == stEstablished
+			g.d.mu.Unlock()
+			if ready || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		g.send(g.hdr(vsockpkt.OpRST, src, 6000), nil)
+	}
+	g.d.mu.Lock()
+	n, q := len(g.d.conns), len(g.d.ctlConns)
+	g.d.mu.Unlock()
+	if n != 0 || q > 2*n+64+1 {
+		t.Fatalf("%d connections, %d queued control entries after churn", n, q)
+	}
+}

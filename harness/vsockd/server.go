@@ -146,17 +146,30 @@ func (s *Server) acceptHybrid(ctx context.Context) {
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Bound clients that connect and never finish their CONNECT line.
+	pending := make(chan struct{}, maxPendingHandshakes)
 	for {
 		c, err := s.hybrid.AcceptUnix()
 		if err != nil {
-			if ctx.Err() == nil {
-				s.cfg.Logger.Error("hybrid vsock accept failed", "err", err)
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			// EMFILE and the like pass; keep serving.
+			s.cfg.Logger.Error("hybrid vsock accept failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		select {
+		case pending <- struct{}{}:
+		default:
+			s.cfg.Logger.Warn("too many pending hybrid handshakes: dropping a client")
+			c.Close()
+			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-pending }()
 			s.handshake(ctx, c)
 		}()
 	}
@@ -180,6 +193,8 @@ func (s *Server) handshake(ctx context.Context, c *net.UnixConn) {
 		s.cfg.Logger.Info("host connect refused", "port", port, "err", err)
 	}
 }
+
+const maxPendingHandshakes = 256
 
 // maxConnectLine bounds "CONNECT <port>\n".
 const maxConnectLine = 32

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -313,12 +314,40 @@ func connectThroughGuest(t testing.TB, vm *vmState, uds string, port uint32) net
 	return r.c
 }
 
-func openFDs(t testing.TB) int {
+// ramMappings counts mappings of the test's guest RAM memfds.
+func ramMappings(t testing.TB) int {
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "memfd:guest-ram")
+}
+
+// newFDs is the fds in after that were not open (to the same thing) in
+// before. Earlier tests' fds may still close in the background, so only new
+// ones count; the directory fd of the listing itself has no target by then.
+func newFDs(before, after map[string]string) map[string]string {
+	out := map[string]string{}
+	for fd, target := range after {
+		if target != "" && before[fd] != target {
+			out[fd] = target
+		}
+	}
+	return out
+}
+
+// openFDs lists this process's open fds (number → target).
+func openFDs(t testing.TB) map[string]string {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	fds := map[string]string{}
+	for _, e := range ents {
+		target, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		fds[e.Name()] = target
+	}
+	return fds
 }
 
 func TestVhostUserSession(t *testing.T) {
@@ -327,7 +356,7 @@ func TestVhostUserSession(t *testing.T) {
 	cfg.UDSPath = filepath.Join(dir, "v.sock")
 	t.Cleanup(closeTestEventfds)
 	rams := [2]*guestRAM{newGuestRAM(t, 0x100000, qemuVA), newGuestRAM(t, 0x400000, qemuVA+0x10000000)}
-	baseFDs, baseG := openFDs(t), runtime.NumGoroutine()
+	baseFDs, baseG, baseMaps := openFDs(t), runtime.NumGoroutine(), ramMappings(t)
 
 	srv, err := New(cfg)
 	if err != nil {
@@ -425,6 +454,18 @@ func TestVhostUserSession(t *testing.T) {
 			t.Fatal("session unusable after bad requests")
 		}
 
+		if vmNo == 1 {
+			// QEMU killed while the device runs: no stop messages,
+			// just EOF. The stream ends; the next frontend is served.
+			vm := startDriver(t, f, rams)
+			hc := connectThroughGuest(t, vm, cfg.UDSPath, 1024)
+			c.Close()
+			_ = hc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadAll(hc); err != nil {
+				t.Fatalf("host stream after frontend death: %v", err)
+			}
+			hc.Close()
+		}
 		// QEMU exits: the backend must take the next VM.
 		c.Close()
 	}
@@ -454,8 +495,21 @@ func TestVhostUserSession(t *testing.T) {
 	}
 	// No fd or goroutine outlives the server.
 	closeTestEventfds()
-	if n := openFDs(t); n != baseFDs {
-		t.Fatalf("%d fds open after Serve, %d before", n, baseFDs)
+	// Closing an fd that another goroutine still uses completes when that
+	// goroutine lets go; give the runtime a moment.
+	var leaked map[string]string
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		leaked = newFDs(baseFDs, openFDs(t))
+		if len(leaked) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(leaked) > 0 {
+		t.Fatalf("fds opened during the test and still open after Serve: %v", leaked)
+	}
+	if n := ramMappings(t); n != baseMaps {
+		t.Fatalf("%d mappings of guest RAM after Serve, %d before (the test's own)", n, baseMaps)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > baseG && time.Now().Before(deadline) {

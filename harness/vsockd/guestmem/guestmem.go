@@ -85,6 +85,17 @@ func Map(regions []MapRegion) (*Memory, error) {
 			m.Close()
 			return nil, fmt.Errorf("region %d: bad size %d", i, r.Size)
 		}
+		// Touching a mapping past the end of its file is SIGBUS, so the
+		// region must lie inside the file.
+		var st unix.Stat_t
+		if err := unix.Fstat(int(r.File.Fd()), &st); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("region %d: fstat: %w", i, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && (r.MmapOffset > uint64(st.Size) || r.Size > uint64(st.Size)-r.MmapOffset) {
+			m.Close()
+			return nil, fmt.Errorf("region %d: offset %#x size %#x beyond the %d-byte file", i, r.MmapOffset, r.Size, st.Size)
+		}
 		// mmap wants a page-aligned offset: map from the page start and
 		// slice off the head.
 		head := r.MmapOffset % pageSize

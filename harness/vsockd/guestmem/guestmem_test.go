@@ -98,4 +98,11 @@ func TestMapMemfd(t *testing.T) {
 	if _, err := Map([]MapRegion{{GuestPhysAddr: 0, Size: 0, File: f}}); err == nil {
 		t.Fatal("zero-size region accepted")
 	}
+	// A region past the end of the file would SIGBUS on first touch.
+	if _, err := Map([]MapRegion{{GuestPhysAddr: 0, Size: 3 * 4096, MmapOffset: 4096, File: f}}); err == nil {
+		t.Fatal("region beyond the end of the memfd accepted")
+	}
+	if _, err := Map([]MapRegion{{GuestPhysAddr: 0, Size: 4096, MmapOffset: 1 << 40, File: f}}); err == nil {
+		t.Fatal("offset beyond the end of the memfd accepted")
+	}
 }

@@ -52,6 +52,7 @@ const (
 const (
 	FeatureVersion1         = 1 << 32
 	FeatureProtocolFeatures = 1 << 30
+	FeatureEventIdx         = 1 << 29
 
 	ProtocolFeatureMQ       = 1 << 0
 	ProtocolFeatureReplyAck = 1 << 3

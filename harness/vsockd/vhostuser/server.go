@@ -10,9 +10,12 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/wren-vm/wren/harness/vsockd/guestmem"
 	"github.com/wren-vm/wren/harness/vsockd/virtq"
+	"golang.org/x/sys/unix"
 )
 
 // Device is the virtio device behind the protocol. Its lock guards every
@@ -39,26 +42,36 @@ type Device interface {
 // may swap the fd at any time (QEMU does on every MSI-X mask/unmask), always
 // under the device lock, so Notify must be called with that lock held.
 type Notifier struct {
-	f *os.File
+	f  *os.File
+	rc syscall.RawConn
 }
 
-// Notify raises the queue's interrupt.
+// Notify raises the queue's interrupt. It never blocks: the write goes
+// straight to the non-blocking fd (not through os.File, which would park on
+// EAGAIN while the caller holds the device lock); EAGAIN means the eventfd
+// counter is saturated, so the interrupt is pending anyway.
 func (n *Notifier) Notify() {
-	if n == nil || n.f == nil {
+	if n == nil || n.rc == nil {
 		return
 	}
 	var one [8]byte
 	binary.LittleEndian.PutUint64(one[:], 1)
-	// The eventfd is non-blocking; EAGAIN means the counter is already
-	// saturated, so the interrupt is pending anyway.
-	_, _ = n.f.Write(one[:])
+	_ = n.rc.Write(func(fd uintptr) bool {
+		_, _ = unix.Write(int(fd), one[:])
+		return true
+	})
 }
 
 func (n *Notifier) set(f *os.File) {
 	if n.f != nil {
 		n.f.Close()
 	}
-	n.f = f
+	n.f, n.rc = f, nil
+	if f != nil {
+		if rc, err := f.SyscallConn(); err == nil {
+			n.rc = rc
+		}
+	}
 }
 
 type vring struct {
@@ -91,6 +104,8 @@ type session struct {
 	kicks    sync.WaitGroup
 }
 
+const acceptRetryDelay = 100 * time.Millisecond
+
 // MaxQueueSize is the largest vring the backend accepts.
 const MaxQueueSize = 1024
 
@@ -106,7 +121,13 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("accept vhost-user frontend: %w", err)
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept vhost-user frontend: %w", err)
+			}
+			// EMFILE and the like pass; keep serving.
+			s.Log.Error("accept vhost-user frontend", "err", err)
+			time.Sleep(acceptRetryDelay)
+			continue
 		}
 		if err := s.ServeConn(ctx, c); err != nil {
 			s.Log.Warn("vhost-user session ended", "err", err)
@@ -201,6 +222,7 @@ func (ss *session) dispatch(m *message, reply *[]byte) error {
 		ss.acked = f
 		ss.startReady()
 		ss.s.Dev.Unlock()
+		ss.log.Info("features acked", "features", fmt.Sprintf("%#x", f), "event_idx", f&FeatureEventIdx != 0)
 	case reqGetProtocolFeatures:
 		*reply = u64Bytes(protocolFeatures)
 	case reqSetProtocolFeatures:
@@ -512,6 +534,7 @@ func (ss *session) startReady() {
 				ss.log.Warn("cannot start vring", "vring", i, "err", err)
 				continue
 			}
+			q.EventIdx = ss.acked&FeatureEventIdx != 0
 			r.layout = l
 			r.q = q
 		}

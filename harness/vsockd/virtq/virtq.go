@@ -55,6 +55,12 @@ type Queue struct {
 	nextUsed  uint16
 	broken    bool
 
+	// EventIdx: VIRTIO_RING_F_EVENT_IDX was negotiated, so interrupts and
+	// kicks are suppressed through used_event / avail_event instead of
+	// the ring flags.
+	EventIdx     bool
+	lastSignaled uint16 // used.idx at the previous NeedNotify
+
 	// MaxChainLen caps the total bytes a chain may describe.
 	MaxChainLen uint64
 }
@@ -82,6 +88,7 @@ func New(mem *guestmem.Memory, l Layout, lastAvail uint16) (*Queue, error) {
 		return nil, err
 	}
 	q.nextUsed = binary.LittleEndian.Uint16(q.used[2:])
+	q.lastSignaled = q.nextUsed
 	return q, nil
 }
 
@@ -246,8 +253,17 @@ func (q *Queue) Push(head uint16, n uint32) {
 }
 
 // NeedNotify reports whether the driver wants an interrupt for the used
-// entries just published (it reads avail.flags after Push's full fence).
+// entries published since the previous call. It reads the driver's
+// suppression state after Push's full fence.
 func (q *Queue) NeedNotify() bool {
+	if q.EventIdx {
+		// used_event follows the avail ring; interrupt when used.idx
+		// moved past it since the last signal (vring_need_event).
+		usedEvent := binary.LittleEndian.Uint16(q.avail[4+2*uint64(q.size):])
+		newIdx, old := q.nextUsed, q.lastSignaled
+		q.lastSignaled = newIdx
+		return newIdx-usedEvent-1 < newIdx-old
+	}
 	var flags uint16
 	if addrOf(q.avail)%4 == 0 {
 		flags = uint16(atomic.LoadUint32((*uint32)(unsafe.Pointer(&q.avail[0]))))
@@ -255,4 +271,21 @@ func (q *Queue) NeedNotify() bool {
 		flags = binary.LittleEndian.Uint16(q.avail[0:])
 	}
 	return flags&availFNoInterrupt == 0
+}
+
+// EnableKicks asks the driver to kick for the next chain it makes available
+// and reports whether chains arrived meanwhile (then the caller must keep
+// popping: the driver may have skipped its kick). Call it when Pop finds
+// the ring empty and the device wants more. Without EVENT_IDX the driver
+// always kicks (the device never sets VRING_USED_F_NO_NOTIFY).
+func (q *Queue) EnableKicks() bool {
+	if !q.EventIdx {
+		return false
+	}
+	// avail_event sits right after the used ring (2 bytes, device-owned).
+	binary.LittleEndian.PutUint16(q.used[4+8*uint64(q.size):], q.lastAvail)
+	// Full fence between that store and re-reading avail.idx: re-store the
+	// device-owned used header with an XCHG.
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&q.used[0])), uint32(q.nextUsed)<<16)
+	return q.Pending()
 }

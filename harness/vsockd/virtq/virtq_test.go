@@ -254,3 +254,70 @@ func TestStartsFromUsedIdx(t *testing.T) {
 		t.Fatalf("used %+v idx %d", u, d.UsedIdx())
 	}
 }
+
+// With EVENT_IDX the device interrupts only when used.idx passes the
+// driver's used_event, counting from the previous check.
+func TestEventIdxNotify(t *testing.T) {
+	d := virtqtest.New(1<<16, 8)
+	q := d.Queue()
+	q.EventIdx = true
+	push := func() {
+		h, _ := d.Post(virtqtest.Seg{Data: []byte("x")})
+		if got, ok, err := q.Pop(); err != nil || !ok || got != h {
+			t.Fatalf("Pop = %d %v %v", got, ok, err)
+		}
+		q.Push(h, 0)
+	}
+	d.SetUsedEvent(0)
+	push() // used.idx 0 → 1 passes event 0
+	if !q.NeedNotify() {
+		t.Fatal("no interrupt when used.idx passed used_event")
+	}
+	push() // 1 → 2, event still 0: already signalled for it
+	if q.NeedNotify() {
+		t.Fatal("interrupt although used_event was already passed")
+	}
+	d.SetUsedEvent(4)
+	push() // 2 → 3
+	if q.NeedNotify() {
+		t.Fatal("interrupt before used_event")
+	}
+	push() // 3 → 4
+	push() // 4 → 5 passes 4
+	if !q.NeedNotify() {
+		t.Fatal("no interrupt after passing used_event in a batch")
+	}
+	d.Collect()
+	// NO_INTERRUPT is ignored under EVENT_IDX.
+	d.SetNoInterrupt(true)
+	d.SetUsedEvent(5)
+	push()
+	if !q.NeedNotify() {
+		t.Fatal("EVENT_IDX interrupt suppressed by the flag")
+	}
+}
+
+func TestEventIdxEnableKicks(t *testing.T) {
+	d := virtqtest.New(1<<16, 8)
+	q := d.Queue()
+	if q.EnableKicks() {
+		t.Fatal("EnableKicks without EVENT_IDX reported chains")
+	}
+	q.EventIdx = true
+	for i := 0; i < 3; i++ {
+		h, _ := d.Post(virtqtest.Seg{Data: []byte("x")})
+		q.Pop()
+		q.Push(h, 0)
+	}
+	if q.EnableKicks() {
+		t.Fatal("EnableKicks on an empty ring reported chains")
+	}
+	if d.AvailEvent() != 3 {
+		t.Fatalf("avail_event %d, want 3 (the next index the device will read)", d.AvailEvent())
+	}
+	// A chain made available before the re-check is seen.
+	d.Post(virtqtest.Seg{Data: []byte("y")})
+	if !q.EnableKicks() {
+		t.Fatal("EnableKicks missed a pending chain")
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wren-vm/wren/harness/client"
 	"github.com/wren-vm/wren/harness/vsockd"
 	"github.com/wren-vm/wren/internal/qemutest"
 )
@@ -28,6 +29,7 @@ const (
 	portDial   = 1235
 	portSink   = 1236
 	portSource = 1237
+	portReset  = 1238
 	portNobody = 1239
 )
 
@@ -218,6 +220,25 @@ func TestGuestVsock(t *testing.T) {
 		}
 	})
 
+	t.Run("HarnessClientDial", func(t *testing.T) {
+		// The project's own client (harness/client) against the backend.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := client.DialConn(ctx, fmt.Sprintf("hvsock://%s:%d", b.uds, portEcho))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := c.Write([]byte("ttrpc-ish\n")); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || line != "ttrpc-ish\n" {
+			t.Fatalf("echo via harness/client: %q %v", line, err)
+		}
+	})
+
 	t.Run("Bulk64MiBEachWay", func(t *testing.T) {
 		echoCheck(t, b, 64<<20)
 	})
@@ -244,6 +265,34 @@ func TestGuestVsock(t *testing.T) {
 		m, err := io.Copy(io.Discard, c)
 		if err != nil || m != n {
 			t.Fatalf("source sent %d bytes (%v), want %d", m, err, n)
+		}
+	})
+
+	t.Run("SlowHostReader", func(t *testing.T) {
+		// The guest outpaces the host by far: flow control must hold the
+		// guest back (its sends block on our credit) and lose nothing.
+		c := dial(t, b, portSource)
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
+		const n = 4 << 20
+		fmt.Fprintf(c, "%d\n", n)
+		buf := make([]byte, 32<<10)
+		pos := 0
+		for pos < n {
+			time.Sleep(time.Millisecond)
+			k, err := c.Read(buf)
+			for i := 0; i < k; i++ {
+				if want := byte((pos + i) % (64 << 10) * 7); buf[i] != want {
+					t.Fatalf("byte %d is %d, want %d", pos+i, buf[i], want)
+				}
+			}
+			pos += k
+			if err != nil {
+				break
+			}
+		}
+		if pos != n {
+			t.Fatalf("received %d bytes, want %d", pos, n)
 		}
 	})
 
@@ -325,6 +374,31 @@ func TestGuestVsock(t *testing.T) {
 		}
 		// The backend is still fine.
 		echoCheck(t, b, 1000)
+	})
+
+	t.Run("GuestDeviceReset", func(t *testing.T) {
+		// A device reset (what a guest reboot does): the backend sees
+		// the rings stopped and restarted on the same connection, closes
+		// open streams, and serves new ones.
+		open := dial(t, b, portEcho)
+		defer open.Close()
+		c := dial(t, b, portReset)
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil || line != "OK\n" {
+			t.Fatalf("reset port: %q %v", line, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := vm.WaitFor(ctx, "GUEST RESET DONE"); err != nil {
+			t.Fatal(err)
+		}
+		_ = open.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := io.Copy(io.Discard, open); err != nil && !isReset(err) {
+			t.Fatalf("stream across the reset: %v", err)
+		}
+		echoCheck(t, b, 1<<20)
 	})
 
 	t.Run("QEMUKilledMidTransfer", func(t *testing.T) {

@@ -182,6 +182,18 @@ func (d *Driver) SetNoInterrupt(on bool) {
 	atomic.StoreUint32(w, v)
 }
 
+// SetUsedEvent writes used_event (EVENT_IDX: interrupt me once used.idx
+// passes v).
+func (d *Driver) SetUsedEvent(v uint16) {
+	binary.LittleEndian.PutUint16(d.off(d.Layout.AvailAddr+4+2*uint64(d.size)), v)
+}
+
+// AvailEvent reads avail_event (EVENT_IDX: the device wants a kick once
+// avail.idx passes it).
+func (d *Driver) AvailEvent() uint16 {
+	return binary.LittleEndian.Uint16(d.off(d.Layout.UsedAddr + 4 + 8*uint64(d.size)))
+}
+
 // UsedIdx reads used.idx.
 func (d *Driver) UsedIdx() uint16 {
 	return uint16(atomic.LoadUint32((*uint32)(unsafe.Pointer(&d.off(d.Layout.UsedAddr)[0]))) >> 16)

@@ -7,6 +7,8 @@
 //	      between the two streams; answers "ERR <reason>\n" if that fails
 //	1236  sink: reads to EOF, then writes the byte count as a decimal line
 //	1237  source: reads "<n>\n", writes n bytes of a fixed pattern, closes
+//	1238  reset: answers "OK\n", then unbinds and rebinds the vsock PCI
+//	      device (a device reset, as a guest reboot does to the backend)
 //
 // Port 1239 is never listened on. It prints "GUEST READY" on the console
 // once all listeners are up, and never exits (it is PID 1).
@@ -18,6 +20,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +53,7 @@ func setup() error {
 	serve(1235, dialRelay)
 	serve(1236, sink)
 	serve(1237, source)
+	serve(1238, resetDevice)
 	fmt.Println("GUEST READY")
 	return nil
 }
@@ -150,3 +154,30 @@ func source(c *vsock.Conn) {
 }
 
 var _ net.Conn = (*vsock.Conn)(nil)
+
+func resetDevice(c *vsock.Conn) {
+	// The PCI function whose virtio child the vsock driver drives.
+	devs, _ := filepath.Glob("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport/virtio*")
+	if len(devs) != 1 {
+		fmt.Fprintf(c, "ERR %d vsock devices\n", len(devs))
+		return
+	}
+	real, err := filepath.EvalSymlinks(devs[0])
+	if err != nil {
+		fmt.Fprintf(c, "ERR %v\n", err)
+		return
+	}
+	pci := filepath.Base(filepath.Dir(real))
+	fmt.Fprintf(c, "OK\n")
+	c.Close()
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		for _, op := range []string{"unbind", "bind"} {
+			if err := os.WriteFile("/sys/bus/pci/drivers/virtio-pci/"+op, []byte(pci), 0o200); err != nil {
+				fmt.Println("GUEST FAILED: reset", op, err)
+				return
+			}
+		}
+		fmt.Println("GUEST RESET DONE")
+	}()
+}
