@@ -187,8 +187,14 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	if old, err := Attach(cfg.Dir); err == nil && old.Running() {
-		return nil, fmt.Errorf("a VM already runs in %s (wrenctl vm down --dir %s)", cfg.Dir, cfg.Dir)
+	if old, err := Attach(cfg.Dir); err == nil {
+		if old.Running() {
+			return nil, fmt.Errorf("a VM already runs in %s (wrenctl vm down --dir %s)", cfg.Dir, cfg.Dir)
+		}
+		// QEMU is gone (the guest powered off): end what it left running.
+		if err := old.Stop(); err != nil {
+			return nil, fmt.Errorf("clean up the previous VM in %s: %w", cfg.Dir, err)
+		}
 	}
 	for _, f := range []string{vhostSockFile, hvsockFile, virtiofsSock, qmpSockFile, stateFile} {
 		os.Remove(filepath.Join(cfg.Dir, f))

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/wren-vm/wren/harness/vm"
@@ -86,7 +88,11 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseVMFlags(fs, args, stderr); !ok {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout+time.Minute)
+	// Ctrl-C during the boot fails Start, which stops what it started (the
+	// helpers run in their own sessions and do not see the signal).
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sigCtx, *timeout+time.Minute)
 	defer cancel()
 	k, ird, err := bootFiles(ctx, *kernel, *initrd, *dir, *debug, stderr)
 	if err != nil {
