@@ -292,3 +292,38 @@ func TestBootFailureReportsConsole(t *testing.T) {
 		t.Errorf("console log not kept: %v", err)
 	}
 }
+
+// TestHelpersDieWithCaller: helpers of an in-process VM must not outlive a
+// caller that dies without Stop (a test binary killed by its timeout). The
+// test re-executes itself as such a caller.
+func TestHelpersDieWithCaller(t *testing.T) {
+	if os.Getenv("WREN_VM_TEST_ORPHAN") != "" {
+		p, err := startProc("sleeper", "/bin/sleep", []string{"1000"}, filepath.Join(os.Getenv("WREN_VM_TEST_ORPHAN"), "log"), false)
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(2)
+		}
+		fmt.Println("pid", p.PID, p.Start)
+		os.Exit(0) // no Stop, no cleanup
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestHelpersDieWithCaller$")
+	cmd.Env = append(os.Environ(), "WREN_VM_TEST_ORPHAN="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper: %v: %s", err, out)
+	}
+	var pid int
+	var start uint64
+	if _, err := fmt.Sscanf(string(out), "pid %d %d", &pid, &start); err != nil {
+		t.Fatalf("helper said %q", out)
+	}
+	rec := &Proc{Name: "sleeper", PID: pid, Start: start}
+	deadline := time.Now().Add(10 * time.Second)
+	for rec.Running() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rec.Running() {
+		rec.signal(syscall.SIGKILL)
+		t.Fatalf("helper process %d outlived its caller", pid)
+	}
+}
