@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
 RUN="$OUT/run"
 VMDIR="$RUN/vm"
-start=$(date +%s.%N)
-step() { printf '\n==> [%5.1fs] %s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$*"; }
+start=$(date +%s%N)
+step() { local ms=$((($(date +%s%N) - start) / 1000000)); printf '\n==> [%3d.%ds] %s\n' $((ms / 1000)) $((ms % 1000 / 100)) "$*"; }
 
 if [ "$(id -u)" != 0 ]; then
   echo "make run needs root (QEMU memfd backends, virtiofsd, apt-get on the first run)" >&2
