@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +29,7 @@ func defaultVMDir() string {
 
 const vmUsage = `usage: wrenctl vm up [--dir STATE] [--memory MiB] [--cpus N] [--debug] [--shared-dir DIR]
                      [--kernel VMLINUX] [--initrd INITRAMFS] [--image DAX_IMAGE] [--accel tcg|kvm|auto]
+                     [--cid N] [--kernel-params WORDS] [--timeout DURATION]
        wrenctl vm status [--dir STATE]
        wrenctl vm down [--dir STATE]
        wrenctl vm console [--dir STATE]     (a VM started with --debug; leave with Ctrl-])`
@@ -84,6 +86,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	image := fs.String("image", "", "DAX image attached as an nvdimm (optional)")
 	accel := fs.String("accel", os.Getenv("WREN_ACCEL"), "tcg, kvm or auto (probe KVM); default tcg")
 	cid := fs.Uint("cid", vm.DefaultGuestCID, "guest vsock context ID (3 or above)")
+	params := fs.String("kernel-params", "", "extra kernel command line words (e.g. agent.hotplug_timeout=10s)")
 	timeout := fs.Duration("timeout", 3*time.Minute, "how long to wait for the agent")
 	if code, ok := parseVMFlags(fs, args, stderr); !ok {
 		return code
@@ -108,6 +111,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	v, err := vm.Start(ctx, vm.Config{
 		Dir: *dir, Kernel: k, Initrd: ird, SharedDir: *shared, Image: *image,
 		MemoryMiB: *mem, CPUs: *cpus, GuestCID: uint32(*cid), Debug: *debug, Accel: *accel,
+		KernelParams: strings.Fields(*params),
 		Detach:       true,
 		LogCollector: []string{exe, "vm", "_log", "--dir", abs},
 		BootTimeout:  *timeout,
