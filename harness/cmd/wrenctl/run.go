@@ -55,9 +55,13 @@ func runCommand(g globals, args []string) int {
 		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
 		return exitError
 	}
-	if !*detach {
-		defer unshare()
-	}
+	// A detached container keeps its rootfs in the share once it started.
+	keepShare := false
+	defer func() {
+		if !keepShare {
+			unshare()
+		}
+	}()
 
 	ctx := context.Background()
 	dctx, cancel := g.rpcContext()
@@ -100,6 +104,7 @@ func runCommand(g globals, args []string) int {
 			remove()
 			return rpcFailed("StartContainer", err)
 		}
+		keepShare = true
 		return exitOK
 	}
 	// Attach before starting so that not a byte of output is missed.
