@@ -25,14 +25,16 @@ down() { bin/wrenctl vm down --dir "$VMDIR" >/dev/null 2>&1 || true; }
 down
 trap down EXIT
 
-boots=() inits=()
+boots=() inits=() kernels=()
 for i in $(seq "$BOOTS"); do
   bin/wrenctl vm up --dir "$VMDIR" --kernel "$kernel_vmlinux" --initrd "$B/initramfs.cpio.gz" >"$B/vm.env" 2>"$B/up.log"
   boots+=("$(sed -n 's/^boot_ms=//p' "$B/vm.env")")
   # The log collector may still be writing the first records.
   for _ in $(seq 50); do grep -q '"msg":"listening"' "$VMDIR/agent.log" 2>/dev/null && break; sleep 0.1; done
   inits+=("$(grep '"msg":"listening"' "$VMDIR/agent.log" | head -1 | jq -r '.init_ms | floor')")
-  echo "boot $i: first Health.Check ${boots[-1]} ms after QEMU start; agent init_ms ${inits[-1]}" >&2
+  # The agent as PID 1 logs the kernel's uptime when /init started.
+  kernels+=("$(grep -o '"uptime_ms":[0-9]*' "$VMDIR/console.log" | head -1 | cut -d: -f2)")
+  echo "boot $i: first Health.Check ${boots[-1]} ms after QEMU start; kernel uptime at /init ${kernels[-1]:-?} ms; agent init_ms ${inits[-1]}" >&2
   [ "$i" = "$BOOTS" ] || down
 done
 addr=$(sed -n 's/^addr=//p' "$B/vm.env")
@@ -48,12 +50,13 @@ stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1; s+=$1} END {printf "med
 section=$(cat <<MD
 ## Pod VM (scripts/bench-vm.sh)
 
-$(date -u +%Y-%m-%d), $(nproc) cores, QEMU ${WREN_ACCEL:-tcg}, 512 MiB, 1 vCPU, Debian kernel $kernel_version,
+$(date -u +%Y-%m-%d), $(nproc) cores (load average $(cut -d' ' -f1 /proc/loadavg) at the end: other helpers' builds and VMs share them), QEMU ${WREN_ACCEL:-tcg}, 512 MiB, 1 vCPU, Debian kernel $kernel_version,
 Wren initramfs (agent as /init), wren-vsockd hybrid vsock, virtiofsd.
 
 | measure | result |
 |---|---|
 | QEMU start → first Health.Check answer | $(stats "${boots[@]}") |
+| kernel uptime when /init started (the agent's "guest init started" record) | $(stats "${kernels[@]}") |
 | agent init_ms (process start → listening; kernel boot included) | $(stats "${inits[@]}") |
 | \`wrenctl run --shared-dir\` of \`/bin/true\` (copy rootfs into the share, CreateContainer, Start, Wait, Remove) | mean $run_mean ms ± $run_sd ms (hyperfine, $RUNS runs) |
 MD
