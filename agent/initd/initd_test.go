@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -331,9 +332,50 @@ func TestLogSinkStalledReader(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("logging blocked on a stalled reader")
 	}
-	if sink.connected() {
-		t.Error("stalled connection kept")
+	// The writer goroutine gives up on the reader after WriteTimeout.
+	for deadline := time.Now().Add(30 * time.Second); sink.connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("stalled connection kept")
+		}
 	}
+	// A new reader gets the log again.
+	c2, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	for !sink.connected() {
+		time.Sleep(time.Millisecond)
+	}
+	slog.New(sink.Handler(slog.LevelInfo)).Info("after the stall")
+	c2.SetReadDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c2)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("new reader: %v", err)
+		}
+		if strings.Contains(line, "after the stall") {
+			break
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func (s *LogSink) connected() bool {
@@ -384,13 +426,14 @@ func TestLogSinkFallback(t *testing.T) {
 	sink := NewLogBuffer()
 	log := slog.New(sink.Handler(slog.LevelInfo))
 	log.Info("before")
-	var console bytes.Buffer
+	var console lockedBuffer
 	sink.Fallback(&console)
 	log.Info("after")
-	if s := console.String(); !strings.Contains(s, `"msg":"before"`) || !strings.Contains(s, `"msg":"after"`) {
-		t.Errorf("console got %q", s)
-	}
+	// Close delivers what is still buffered.
 	if err := sink.Close(); err != nil {
 		t.Errorf("Close without a listener: %v", err)
+	}
+	if s := console.String(); !strings.Contains(s, `"msg":"before"`) || !strings.Contains(s, `"msg":"after"`) {
+		t.Errorf("console got %q", s)
 	}
 }
