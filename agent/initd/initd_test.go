@@ -399,7 +399,8 @@ func TestDebugConsolePTY(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dc := &DebugConsole{Log: discard(), Listener: ln}
+	// dash: no rc files or line editing between the test and the prompt.
+	dc := &DebugConsole{Log: discard(), Listener: ln, Shell: "/bin/sh"}
 	if err := dc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -408,11 +409,21 @@ func TestDebugConsolePTY(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	// Wait for the prompt, so the command is read by the shell, not
+	// typed ahead of it.
+	r := bufio.NewReader(c)
+	for prompt := ""; !strings.HasSuffix(prompt, "# "); {
+		b, err := r.ReadByte()
+		if err != nil {
+			t.Fatalf("no prompt: %v (got %q)", err, prompt)
+		}
+		prompt += string(b)
+	}
 	if _, err := c.Write([]byte("tty; echo 'pid''='$$; exit 3\n")); err != nil {
 		t.Fatal(err)
 	}
-	out, _ := io.ReadAll(c) // ends when the shell exits and the pty closes
+	out, _ := io.ReadAll(r) // ends when the shell exits and the pty closes
 	s := strings.ReplaceAll(string(out), "\r", "")
 	if !strings.Contains(s, "/dev/pts/") {
 		t.Errorf("shell not on a pty:\n%s", s)
