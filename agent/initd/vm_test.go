@@ -115,7 +115,10 @@ func TestAgentAsPID1(t *testing.T) {
 		t.Logf("console:\n%s", vm.Console())
 	}
 
-	time.Sleep(300 * time.Millisecond) // let the shell print its prompt
+	// Commands typed before the shell's line editor starts may be lost.
+	if _, err := vm.WaitForText(ctx, "/ # "); err != nil {
+		t.Fatal(err)
+	}
 	if got := shell(t, vm, "cat /proc/1/oom_score_adj"); got != "-997" {
 		t.Errorf("PID 1 oom_score_adj = %q", got)
 	}
@@ -219,6 +222,9 @@ func TestAgentLogVport(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := vm.WaitFor(ctx, "guest init started"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.WaitForText(ctx, "/ # "); err != nil {
 		t.Fatal(err)
 	}
 	// The debug shell answering shows the agent got through its init.
