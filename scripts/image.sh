@@ -17,7 +17,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 
 echo "image: kernel"
 eval "$(bin/rootfs-builder kernel | sed 's/^/kernel_/')"
-cp --reflink=auto -f "$kernel_vmlinux" "$OUT/vmlinux"
+install -m 0644 "$kernel_vmlinux" "$OUT/vmlinux"
 
 echo "image: initramfs"
 bin/rootfs-builder initramfs --agent bin/wren-agent --kernel-modules "$kernel_modules" --out "$OUT/wren-initramfs.cpio.gz"

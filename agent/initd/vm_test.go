@@ -3,6 +3,7 @@ package initd_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -103,13 +104,21 @@ func TestAgentAsPID1(t *testing.T) {
 	if !ok {
 		t.Fatalf("no guest init start record")
 	}
-	t.Logf("QEMU start to listening (host): %s; kernel to /init: %.0f ms; listening at uptime %.0f ms (init_ms); agent init (main to listening): %.0f ms",
-		hostWall.Round(time.Millisecond), kernelMS, initMS, initMS-kernelMS)
+	t0, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(started["time"]))
+	t1, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(listening["time"]))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("record times: %v %v", err1, err2)
+	}
+	t.Logf("QEMU start to listening (host): %s; kernel to /init: %.0f ms (guest uptime); agent init, /init to listening: %s; init_ms field: %.0f",
+		hostWall.Round(time.Millisecond), kernelMS, t1.Sub(t0).Round(time.Millisecond), initMS)
 	if os.Getenv("WREN_VMTEST_CONSOLE") != "" {
 		t.Logf("console:\n%s", vm.Console())
 	}
 
-	time.Sleep(300 * time.Millisecond) // let the shell print its prompt
+	// Commands typed before the shell's line editor starts may be lost.
+	if _, err := vm.WaitForText(ctx, "/ # "); err != nil {
+		t.Fatal(err)
+	}
 	if got := shell(t, vm, "cat /proc/1/oom_score_adj"); got != "-997" {
 		t.Errorf("PID 1 oom_score_adj = %q", got)
 	}
@@ -147,6 +156,8 @@ func TestAgentAsPID1(t *testing.T) {
 	if n, _ := strconv.Atoi(shell(t, vm, "grep -c . /proc/modules")); n < len(initramfs.DefaultModules) {
 		t.Errorf("only %d modules loaded", n)
 	}
+
+	t.Logf("agent memory after boot: %s", strings.Join(strings.Fields(shell(t, vm, "grep -E 'VmRSS|RssAnon' /proc/1/status")), " "))
 
 	if err := vm.Send("kill -TERM 1\n"); err != nil {
 		t.Fatal(err)
@@ -211,6 +222,9 @@ func TestAgentLogVport(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := vm.WaitFor(ctx, "guest init started"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.WaitForText(ctx, "/ # "); err != nil {
 		t.Fatal(err)
 	}
 	// The debug shell answering shows the agent got through its init.

@@ -104,6 +104,11 @@ func ModulesDir() (string, error) {
 	return "/lib/modules/" + unix.ByteSliceToString(u.Release[:]), nil
 }
 
+// Errors of LoadByName, for mapping to RPC status codes: ErrInvalidName
+// (InvalidArgument) and kmod.ErrNotFound (NotFound); anything else is the
+// kernel refusing the module.
+var ErrInvalidName = errors.New("invalid module name")
+
 // LoadByName loads the module called name from dir (a /lib/modules/<release>
 // tree; ModulesDir() when empty) after every module it depends on, as read
 // from the modules' own .modinfo. It serves CreateSandbox's kernel_modules.
@@ -117,7 +122,7 @@ func LoadByName(dir, name string, params []string) error {
 		}
 	}
 	if name == "" || strings.ContainsAny(name, "/ \x00") {
-		return fmt.Errorf("load module: invalid name %q", name)
+		return fmt.Errorf("load module %q: %w", name, ErrInvalidName)
 	}
 	ix, err := kmod.Scan(dir)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wren-vm/wren/rootfs-builder/kmod"
 )
 
 func TestParseList(t *testing.T) {
@@ -48,7 +50,7 @@ func TestLoadListFailures(t *testing.T) {
 }
 
 func TestLoadByNameErrors(t *testing.T) {
-	if err := LoadByName(t.TempDir(), "a/b", nil); err == nil || !strings.Contains(err.Error(), "invalid name") {
+	if err := LoadByName(t.TempDir(), "a/b", nil); !errors.Is(err, ErrInvalidName) {
 		t.Errorf("path-like name: %v", err)
 	}
 	dir := t.TempDir()
@@ -57,7 +59,7 @@ func TestLoadByNameErrors(t *testing.T) {
 	if err := LoadByName(dir, "ext4", nil); err != nil {
 		t.Errorf("builtin module: %v", err)
 	}
-	if err := LoadByName(dir, "nope", nil); err == nil || !strings.Contains(err.Error(), "nope") {
+	if err := LoadByName(dir, "nope", nil); !errors.Is(err, kmod.ErrNotFound) || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("missing module: %v", err)
 	}
 	if err := LoadByName(dir, "junk", nil); err == nil || !strings.Contains(err.Error(), "ELF") {

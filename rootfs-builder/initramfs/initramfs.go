@@ -26,7 +26,8 @@ import (
 
 // DefaultModules are the modules the agent's guest needs from a modular
 // kernel such as Debian's: virtio over PCI and MMIO, vsock (virtio and
-// loopback), virtio-fs/FUSE, virtio-blk/scsi/net/console, nvdimm with pmem
+// loopback), virtio-fs/FUSE, virtio-blk, virtio-scsi with the SCSI disk
+// driver, virtio-net/console, nvdimm with pmem
 // and fs-dax (nfit, nd_pmem, dax_pmem), ext4 for the DAX image with the
 // crc32c its checksums need, and overlay. Their dependencies are added from
 // .modinfo; names built into the kernel are skipped.
@@ -34,7 +35,7 @@ var DefaultModules = []string{
 	"virtio_pci", "virtio_mmio",
 	"vmw_vsock_virtio_transport", "vsock_loopback",
 	"virtiofs", "fuse",
-	"virtio_blk", "virtio_scsi", "virtio_net", "virtio_console",
+	"virtio_blk", "virtio_scsi", "sd_mod", "virtio_net", "virtio_console",
 	"nfit", "nd_pmem", "dax_pmem",
 	"crc32c_generic", "ext4",
 	"overlay",
