@@ -20,6 +20,7 @@ declare -A want=(
   [dpkg-deb]=dpkg
   [mke2fs]=e2fsprogs
   [ip]=iproute2
+  [iptables-save]=iptables
   [losetup]=mount
   [/usr/lib/qemu/virtiofsd]=qemu-system-common
   [gcc]=gcc

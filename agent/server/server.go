@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -25,6 +26,10 @@ const ShutdownGrace = 5 * time.Second
 type Server struct {
 	log *slog.Logger
 	srv *ttrpc.Server
+	// inflight counts running handlers. ttrpc's own Shutdown can close a
+	// connection whose request has arrived but not yet been marked active,
+	// so shutdown first waits for this count to drain.
+	inflight sync.WaitGroup
 }
 
 // New makes a server; register services on TTRPC() before Serve.
@@ -45,7 +50,9 @@ func (s *Server) TTRPC() *ttrpc.Server { return s.srv }
 // calls finish for up to ShutdownGrace and closes the remaining connections.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(ctx, ln) }()
+	// ttrpc drops every connection when its Serve context ends, so serve
+	// on a context of our own and end it through Shutdown instead.
+	go func() { errc <- s.srv.Serve(context.WithoutCancel(ctx), ln) }()
 	select {
 	case err := <-errc:
 		if errors.Is(err, ttrpc.ErrServerClosed) {
@@ -54,9 +61,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+	ln.Close() // no new connections while in-flight calls finish
+	drained := make(chan struct{})
+	go func() { s.inflight.Wait(); close(drained) }()
+	grace := time.NewTimer(ShutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-drained:
+	case <-grace.C:
+		s.log.Warn("in-flight calls still running after grace period; closing connections")
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if err := s.srv.Shutdown(shutdownCtx); err != nil {
+	if err := s.srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Warn("graceful shutdown incomplete; closing connections", "err", err)
 	}
 	err := s.srv.Close()
@@ -68,6 +85,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // Internal error so that one bad request can never take the agent (and, as
 // PID 1, the VM) down, and logs each call at debug level.
 func (s *Server) intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {

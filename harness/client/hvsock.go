@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
@@ -61,6 +62,12 @@ func hybridVsockAttempt(ctx context.Context, udsPath string, port uint32) (net.C
 		conn.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if ok { // the socket deadline is the context's, a hair early
+				return nil, fmt.Errorf("no answer to CONNECT: %w", context.DeadlineExceeded)
+			}
+			return nil, fmt.Errorf("no answer to CONNECT within %v", DefaultHandshakeTimeout)
 		}
 		return nil, err
 	}

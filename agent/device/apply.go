@@ -1,0 +1,241 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/uevent"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// Device types of CreateContainerRequest.devices, as Kata's runtime sends
+// them.
+const (
+	TypeBlk       = "blk"
+	TypeMMIOBlk   = "mmioblk"
+	TypeSCSI      = "scsi"
+	TypeNVDIMM    = "nvdimm"
+	TypeVFIOPCI   = "vfio-pci"
+	TypeVFIO      = "vfio" // the pre-3.x name of vfio-pci
+	TypeVFIOPCIGK = "vfio-pci-gk"
+)
+
+// Handlers lists the device types, as reported in AgentDetails.
+func Handlers() []string {
+	return []string{TypeBlk, TypeMMIOBlk, TypeSCSI, TypeNVDIMM, TypeVFIOPCI, TypeVFIOPCIGK}
+}
+
+// update is what one device changes in the spec.
+type update struct {
+	containerPath string
+	guestPath     string // node in the guest
+	newPath       string // container path after the update ("" keeps it)
+}
+
+// Apply waits for every device of a CreateContainer request to appear in
+// the guest and rewrites the spec's linux.devices and
+// linux.resources.devices entries to the guest's major/minor. The spec is
+// only modified when every device resolved.
+func (d *Devices) Apply(ctx context.Context, devs []*agentpb.Device, spec *specs.Spec) error {
+	var ups []update
+	for i, dev := range devs {
+		if dev == nil {
+			return status.Errorf(codes.InvalidArgument, "device %d is empty", i)
+		}
+		u, err := d.resolve(ctx, dev)
+		if err != nil {
+			return fmt.Errorf("device %d (%s %s): %w", i, dev.Type, firstNonEmpty(dev.Id, dev.VmPath), err)
+		}
+		if u.containerPath != "" {
+			ups = append(ups, u)
+		}
+	}
+	if len(ups) == 0 {
+		return nil
+	}
+	if spec == nil || spec.Linux == nil {
+		return status.Error(codes.InvalidArgument, "devices given for a spec without a linux section")
+	}
+	type devNum struct {
+		typ          string
+		major, minor int64
+	}
+	nums := make([]devNum, len(ups))
+	for i, u := range ups {
+		var st unix.Stat_t
+		if err := unix.Stat(u.guestPath, &st); err != nil {
+			return status.Errorf(codes.NotFound, "device node %s: %v", u.guestPath, err)
+		}
+		typ := "c"
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFBLK:
+			typ = "b"
+		case unix.S_IFCHR:
+		default:
+			return status.Errorf(codes.FailedPrecondition, "%s is not a device node", u.guestPath)
+		}
+		nums[i] = devNum{typ, int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))}
+	}
+
+	// Resource rules are matched on the host numbers as they were before
+	// any rewrite, so two devices whose numbers swap do not collide.
+	res := []specs.LinuxDeviceCgroup(nil)
+	if spec.Linux.Resources != nil {
+		res = spec.Linux.Resources.Devices
+	}
+	origRes := make([]*devNum, len(res))
+	for i, r := range res {
+		if r.Major != nil && r.Minor != nil {
+			origRes[i] = &devNum{r.Type, *r.Major, *r.Minor}
+		}
+	}
+	devIdx := make([]int, len(ups))
+	for i, u := range ups {
+		devIdx[i] = -1
+		for j := range spec.Linux.Devices {
+			if spec.Linux.Devices[j].Path == u.containerPath {
+				devIdx[i] = j
+				break
+			}
+		}
+		if devIdx[i] < 0 {
+			return status.Errorf(codes.InvalidArgument, "device %s is not in the spec's linux.devices", u.containerPath)
+		}
+	}
+	for i, u := range ups {
+		sd := &spec.Linux.Devices[devIdx[i]]
+		host := devNum{sd.Type, sd.Major, sd.Minor}
+		sd.Major, sd.Minor = nums[i].major, nums[i].minor
+		if u.newPath != "" {
+			sd.Path = u.newPath
+		}
+		for j := range res {
+			o := origRes[j]
+			if o == nil || o.major != host.major || o.minor != host.minor || (o.typ != "" && o.typ != "a" && o.typ != host.typ) {
+				continue
+			}
+			maj, min := nums[i].major, nums[i].minor
+			res[j].Major, res[j].Minor = &maj, &min
+			origRes[j] = nil
+		}
+	}
+	return nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func (d *Devices) resolve(ctx context.Context, dev *agentpb.Device) (update, error) {
+	u := update{containerPath: dev.ContainerPath}
+	var err error
+	switch dev.Type {
+	case TypeBlk:
+		switch {
+		case dev.Id != "":
+			u.guestPath, err = d.BlockByPCIPath(ctx, dev.Id)
+		case strings.HasPrefix(dev.VmPath, "/dev/"):
+			u.guestPath = dev.VmPath
+		default:
+			err = status.Error(codes.InvalidArgument, "blk device without a PCI path or /dev path")
+		}
+	case TypeMMIOBlk, TypeNVDIMM:
+		if dev.VmPath == "" {
+			return u, status.Errorf(codes.InvalidArgument, "%s device without vm_path", dev.Type)
+		}
+		u.guestPath, err = d.BlockByName(ctx, dev.VmPath)
+	case TypeSCSI:
+		u.guestPath, err = d.BlockBySCSIAddr(ctx, dev.Id)
+	case TypeVFIOPCI, TypeVFIO, TypeVFIOPCIGK:
+		var group string
+		group, err = d.vfio(ctx, dev, dev.Type != TypeVFIOPCIGK)
+		if dev.Type == TypeVFIOPCIGK {
+			// Bound to a guest kernel driver: nothing to put in the spec.
+			u.containerPath = ""
+			break
+		}
+		u.guestPath = filepath.Join(d.devDir, "vfio", group)
+		u.newPath = filepath.Join("/dev/vfio", group)
+	default:
+		return u, status.Errorf(codes.InvalidArgument, "unknown device type %q", dev.Type)
+	}
+	return u, err
+}
+
+// vfio waits for each PCI function of a VFIO device (options
+// "<host BDF>=<guest PCI path>"), binds it to vfio-pci when asked, and
+// returns the IOMMU group they share.
+func (d *Devices) vfio(ctx context.Context, dev *agentpb.Device, bindVFIO bool) (string, error) {
+	if len(dev.Options) == 0 {
+		return "", status.Error(codes.InvalidArgument, "VFIO device without host=guest PCI options")
+	}
+	group := ""
+	for _, opt := range dev.Options {
+		_, guestPath, ok := strings.Cut(opt, "=")
+		if !ok {
+			return "", status.Errorf(codes.InvalidArgument, "VFIO option %q is not host_bdf=guest_pci_path", opt)
+		}
+		sysDev, err := d.PCIDevicePath(guestPath)
+		if err != nil {
+			return "", err
+		}
+		if _, err := d.wait(ctx, "PCI device at "+guestPath, func(ev uevent.Event) bool {
+			return ev.Subsystem == "pci" && ev.DevPath == sysDev
+		}); err != nil {
+			return "", err
+		}
+		if bindVFIO {
+			if err := d.bindVFIO(sysDev); err != nil {
+				return "", err
+			}
+		}
+		link, err := os.Readlink(filepath.Join(d.sysfs, sysDev, "iommu_group"))
+		if err != nil {
+			return "", status.Errorf(codes.FailedPrecondition, "PCI device %s has no IOMMU group: %v", guestPath, err)
+		}
+		g := filepath.Base(link)
+		if _, err := strconv.ParseUint(g, 10, 32); err != nil {
+			return "", fmt.Errorf("IOMMU group link %s: %w", link, err)
+		}
+		if group != "" && g != group {
+			return "", status.Errorf(codes.InvalidArgument, "VFIO device spans IOMMU groups %s and %s", group, g)
+		}
+		group = g
+	}
+	return group, nil
+}
+
+// bindVFIO hands a PCI function to the vfio-pci driver.
+func (d *Devices) bindVFIO(sysDev string) error {
+	dir := filepath.Join(d.sysfs, sysDev)
+	if drv, err := os.Readlink(filepath.Join(dir, "driver")); err == nil {
+		if filepath.Base(drv) == "vfio-pci" {
+			return nil
+		}
+		if err := os.WriteFile(filepath.Join(dir, "driver/unbind"), []byte(filepath.Base(sysDev)), 0); err != nil {
+			return fmt.Errorf("unbind %s from %s: %w", sysDev, filepath.Base(drv), err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "driver_override"), []byte("vfio-pci"), 0); err != nil {
+		return fmt.Errorf("driver_override of %s: %w", sysDev, err)
+	}
+	if err := os.WriteFile(filepath.Join(d.sysfs, "bus/pci/drivers_probe"), []byte(filepath.Base(sysDev)), 0); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("probe %s: %w", sysDev, err)
+	}
+	return nil
+}

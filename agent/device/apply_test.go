@@ -1,0 +1,140 @@
+package device
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// loopDevice attaches an empty image to a free loop device for the test.
+func loopDevice(t *testing.T) (string, int64, int64) {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", img).Output()
+	if err != nil {
+		t.Skipf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	return dev, int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
+}
+
+func i64(v int64) *int64 { return &v }
+
+func TestApplyRewritesMajorMinor(t *testing.T) {
+	w := listen(t, 2*time.Second)
+	d := New(w, Options{})
+	dev, maj, min := loopDevice(t)
+	spec := &specs.Spec{Linux: &specs.Linux{
+		Devices: []specs.LinuxDevice{
+			{Path: "/dev/xvda", Type: "b", Major: 8, Minor: 0},
+			{Path: "/dev/xvdb", Type: "b", Major: 8, Minor: 16},
+		},
+		Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{
+			{Allow: false, Access: "rwm"},
+			{Allow: true, Type: "b", Major: i64(8), Minor: i64(16), Access: "rw"},
+			{Allow: true, Type: "c", Major: i64(8), Minor: i64(16), Access: "rw"}, // a char device with the same numbers
+		}},
+	}}
+	err := d.Apply(context.Background(), []*agentpb.Device{
+		// mmioblk waits for the device's uevent (here: seen at start-up).
+		{Type: TypeMMIOBlk, VmPath: dev, ContainerPath: "/dev/xvdb"},
+		// A rootfs device: waited for, but nothing in the spec to update.
+		{Type: TypeBlk, VmPath: dev},
+	}, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := spec.Linux.Devices[1]
+	if got.Major != maj || got.Minor != min || got.Path != "/dev/xvdb" {
+		t.Fatalf("device rewritten to %+v, want %d:%d", got, maj, min)
+	}
+	if spec.Linux.Devices[0].Major != 8 || spec.Linux.Devices[0].Minor != 0 {
+		t.Fatal("unrelated device changed")
+	}
+	r := spec.Linux.Resources.Devices
+	if *r[1].Major != maj || *r[1].Minor != min {
+		t.Fatalf("cgroup rule not rewritten: %d:%d", *r[1].Major, *r[1].Minor)
+	}
+	if *r[2].Major != 8 || *r[2].Minor != 16 {
+		t.Fatal("char-device rule with the same numbers was rewritten")
+	}
+}
+
+func TestApplySwappedNumbersDoNotCollide(t *testing.T) {
+	w := listen(t, 2*time.Second)
+	d := New(w, Options{})
+	devA, majA, minA := loopDevice(t)
+	devB, majB, minB := loopDevice(t)
+	// On the host A had B's guest numbers and B had A's.
+	spec := &specs.Spec{Linux: &specs.Linux{
+		Devices: []specs.LinuxDevice{
+			{Path: "/dev/a", Type: "b", Major: majB, Minor: minB},
+			{Path: "/dev/b", Type: "b", Major: majA, Minor: minA},
+		},
+		Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{
+			{Allow: true, Type: "b", Major: i64(majB), Minor: i64(minB), Access: "r"},
+			{Allow: true, Type: "b", Major: i64(majA), Minor: i64(minA), Access: "w"},
+		}},
+	}}
+	err := d.Apply(context.Background(), []*agentpb.Device{
+		{Type: TypeBlk, VmPath: devA, ContainerPath: "/dev/a"},
+		{Type: TypeBlk, VmPath: devB, ContainerPath: "/dev/b"},
+	}, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := spec.Linux.Resources.Devices
+	if *r[0].Minor != minA || *r[1].Minor != minB {
+		t.Fatalf("rules %d and %d, want %d (read) and %d (write)", *r[0].Minor, *r[1].Minor, minA, minB)
+	}
+}
+
+func TestApplyRejectsBadRequestsWithoutTouchingSpec(t *testing.T) {
+	w := listen(t, 100*time.Millisecond)
+	d := New(w, Options{})
+	dev, _, _ := loopDevice(t)
+	fresh := func() *specs.Spec {
+		return &specs.Spec{Linux: &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/xvdb", Type: "b", Major: 8, Minor: 16}}}}
+	}
+	for name, tc := range map[string]struct {
+		devs []*agentpb.Device
+		code codes.Code
+	}{
+		"unknown type":    {[]*agentpb.Device{{Type: "floppy", VmPath: dev, ContainerPath: "/dev/xvdb"}}, codes.InvalidArgument},
+		"nil device":      {[]*agentpb.Device{nil}, codes.InvalidArgument},
+		"not in spec":     {[]*agentpb.Device{{Type: TypeBlk, VmPath: dev, ContainerPath: "/dev/other"}}, codes.InvalidArgument},
+		"mmio no vm_path": {[]*agentpb.Device{{Type: TypeMMIOBlk, ContainerPath: "/dev/xvdb"}}, codes.InvalidArgument},
+		"bad PCI path":    {[]*agentpb.Device{{Type: TypeBlk, Id: "zz", ContainerPath: "/dev/xvdb"}}, codes.InvalidArgument},
+		"never appears":   {[]*agentpb.Device{{Type: TypeNVDIMM, VmPath: "/dev/pmem9", ContainerPath: "/dev/xvdb"}}, codes.DeadlineExceeded},
+		"vfio no options": {[]*agentpb.Device{{Type: TypeVFIOPCI, ContainerPath: "/dev/vfio/3"}}, codes.InvalidArgument},
+		"second fails":    {[]*agentpb.Device{{Type: TypeBlk, VmPath: dev, ContainerPath: "/dev/xvdb"}, {Type: "floppy"}}, codes.InvalidArgument},
+	} {
+		spec := fresh()
+		err := d.Apply(context.Background(), tc.devs, spec)
+		if status.Code(err) != tc.code {
+			t.Errorf("%s: got %v, want %v", name, err, tc.code)
+		}
+		if spec.Linux.Devices[0].Major != 8 || spec.Linux.Devices[0].Minor != 16 {
+			t.Errorf("%s: spec modified by a failed request", name)
+		}
+	}
+}

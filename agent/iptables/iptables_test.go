@@ -1,0 +1,71 @@
+package iptables
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// inNetns runs f on a thread moved into a fresh network namespace: the
+// tools it starts inherit that namespace, so the host's rules are never
+// read or changed. The thread is discarded afterwards.
+func inNetns(t *testing.T, f func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		ns, err := netns.New()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ns.Close()
+		f()
+	}()
+	<-done
+}
+
+func TestRestoreThenSaveInNetns(t *testing.T) {
+	if _, err := Save(context.Background(), false); status.Code(err) == codes.FailedPrecondition {
+		t.Skip("iptables not installed")
+	}
+	inNetns(t, func() {
+		rules := "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -s 10.9.8.7/32 -j DROP\nCOMMIT\n"
+		if _, err := Restore(context.Background(), false, []byte(rules)); err != nil {
+			t.Error(err)
+			return
+		}
+		out, err := Save(context.Background(), false)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if !strings.Contains(string(out), "-A INPUT -s 10.9.8.7/32 -j DROP") {
+			t.Errorf("saved rules lack the restored one:\n%s", out)
+		}
+		if _, err := Restore(context.Background(), false, []byte("*filter\n-A NOCHAIN -j DROP\nCOMMIT\n")); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("bad rules: %v", err)
+		}
+		if _, err := Restore(context.Background(), true, nil); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("empty rules: %v", err)
+		}
+	})
+}
+
+func TestMissingToolIsFailedPrecondition(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := Save(context.Background(), true)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "ip6tables-save") {
+		t.Fatalf("got %v, want FailedPrecondition naming ip6tables-save", err)
+	}
+}

@@ -1,0 +1,503 @@
+// Package network configures the guest's interfaces, routes and neighbours
+// over rtnetlink for the UpdateInterface, UpdateRoutes, ListInterfaces,
+// ListRoutes and AddARPNeighbors requests.
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Family of an address or route.
+type Family int
+
+const (
+	V4 Family = iota
+	V6
+)
+
+// Addr is an interface address with its prefix length in Mask ("24").
+type Addr struct {
+	Family  Family
+	Address string
+	Mask    string
+}
+
+// Interface is the wire shape of types.Interface.
+type Interface struct {
+	Device     string
+	Name       string
+	Addrs      []Addr
+	MTU        uint64
+	HwAddr     string
+	DevicePath string // PCI path of the NIC, when the MAC is not enough
+	Type       string
+	RawFlags   uint32
+}
+
+// Route is the wire shape of types.Route.
+type Route struct {
+	Dest    string // CIDR, or "" / "default" for the default route
+	Gateway string
+	Device  string
+	Source  string
+	Scope   uint32
+	Family  Family
+	Flags   uint32
+	MTU     uint32
+}
+
+// Neighbor is the wire shape of types.ARPNeighbor.
+type Neighbor struct {
+	IP     Addr
+	Device string
+	LLAddr string
+	State  int32
+	Flags  int32
+}
+
+// LinkFinder resolves a NIC's PCI path to its interface name (waiting for
+// its hotplug); the device package provides it.
+type LinkFinder interface {
+	NetByPCIPath(ctx context.Context, pciPath string) (string, error)
+}
+
+// Network applies configuration through one rtnetlink handle. Tests pass a
+// handle bound to a network namespace they created.
+type Network struct {
+	h      *netlink.Handle
+	finder LinkFinder
+	// mu serialises reconfiguration: two UpdateRoutes interleaving their
+	// flush and add would leave a mix of both tables.
+	mu sync.Mutex
+}
+
+// New returns a Network using h (nil: the agent's own namespace) and finder
+// (nil: interfaces are found by MAC only).
+func New(h *netlink.Handle, finder LinkFinder) (*Network, error) {
+	if h == nil {
+		var err error
+		if h, err = netlink.NewHandle(); err != nil {
+			return nil, fmt.Errorf("rtnetlink handle: %w", err)
+		}
+	}
+	return &Network{h: h, finder: finder}, nil
+}
+
+// dumpRetries bounds retries of a dump the kernel reported as interrupted by
+// a concurrent change.
+const dumpRetries = 5
+
+func retryDump[T any](f func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range dumpRetries {
+		v, err = f()
+		if !errors.Is(err, nl.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
+func invalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
+
+func parseIPNet(a Addr) (*net.IPNet, error) {
+	ip := net.ParseIP(a.Address)
+	if ip == nil {
+		return nil, invalid("address %q is not an IP", a.Address)
+	}
+	bits := 32
+	if ip.To4() == nil {
+		bits = 128
+	}
+	if (a.Family == V6) != (bits == 128) {
+		return nil, invalid("address %s does not match its family", a.Address)
+	}
+	ones := bits
+	if a.Mask != "" {
+		n, err := strconv.Atoi(a.Mask)
+		if err != nil || n < 0 || n > bits {
+			return nil, invalid("prefix length %q for %s", a.Mask, a.Address)
+		}
+		ones = n
+	}
+	if bits == 32 {
+		ip = ip.To4()
+	}
+	return &net.IPNet{IP: ip, Mask: net.CIDRMask(ones, bits)}, nil
+}
+
+// findLink locates the interface an UpdateInterface names: by PCI path
+// when given, else by MAC address.
+func (n *Network) findLink(ctx context.Context, iface *Interface) (netlink.Link, error) {
+	if iface.DevicePath != "" {
+		if n.finder == nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "interface with PCI path %s: no uevent listener", iface.DevicePath)
+		}
+		name, err := n.finder.NetByPCIPath(ctx, iface.DevicePath)
+		if err != nil {
+			return nil, err
+		}
+		l, err := n.h.LinkByName(name)
+		if err != nil {
+			return nil, status.Errorf(codes.NotFound, "interface %s at PCI path %s: %v", name, iface.DevicePath, err)
+		}
+		return l, nil
+	}
+	mac, err := net.ParseMAC(iface.HwAddr)
+	if err != nil {
+		return nil, invalid("interface MAC %q: %v", iface.HwAddr, err)
+	}
+	links, err := retryDump(n.h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if slices.Equal(l.Attrs().HardwareAddr, mac) {
+			return l, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "no interface with MAC %s", mac)
+}
+
+// UpdateInterface renames the interface, replaces its addresses and sets
+// its MTU and flags, then brings it up, returning the result.
+func (n *Network) UpdateInterface(ctx context.Context, iface Interface) (Interface, error) {
+	if iface.Name == "" && iface.Device == "" {
+		return Interface{}, invalid("interface without a name")
+	}
+	var nets []*net.IPNet
+	for _, a := range iface.Addrs {
+		ipn, err := parseIPNet(a)
+		if err != nil {
+			return Interface{}, err
+		}
+		nets = append(nets, ipn)
+	}
+	name := iface.Name
+	if name == "" {
+		name = iface.Device
+	}
+	if len(name) >= unix.IFNAMSIZ || strings.ContainsAny(name, "/ \x00") || name == "." || name == ".." {
+		return Interface{}, invalid("interface name %q", name)
+	}
+	if iface.MTU > 1<<20 {
+		return Interface{}, invalid("MTU %d", iface.MTU)
+	}
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	link, err := n.findLink(ctx, &iface)
+	if err != nil {
+		return Interface{}, err
+	}
+	// Renaming needs the link down.
+	if err := n.h.LinkSetDown(link); err != nil {
+		return Interface{}, fmt.Errorf("set %s down: %w", link.Attrs().Name, err)
+	}
+	if link.Attrs().Name != name {
+		if err := n.h.LinkSetName(link, name); err != nil {
+			return Interface{}, fmt.Errorf("rename %s to %s: %w", link.Attrs().Name, name, err)
+		}
+	}
+	if link, err = n.h.LinkByIndex(link.Attrs().Index); err != nil {
+		return Interface{}, fmt.Errorf("link %s: %w", name, err)
+	}
+	if iface.MTU > 0 && int(iface.MTU) != link.Attrs().MTU {
+		if err := n.h.LinkSetMTU(link, int(iface.MTU)); err != nil {
+			return Interface{}, fmt.Errorf("set MTU of %s to %d: %w", name, iface.MTU, err)
+		}
+	}
+	if iface.RawFlags&unix.IFF_NOARP != 0 {
+		if err := n.h.LinkSetARPOff(link); err != nil {
+			return Interface{}, fmt.Errorf("set %s noarp: %w", name, err)
+		}
+	}
+	if iface.RawFlags&unix.IFF_PROMISC != 0 {
+		if err := n.h.SetPromiscOn(link); err != nil {
+			return Interface{}, fmt.Errorf("set %s promisc: %w", name, err)
+		}
+	}
+	old, err := retryDump(func() ([]netlink.Addr, error) { return n.h.AddrList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return Interface{}, fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, a := range old {
+		if a.IP.IsLinkLocalUnicast() && a.IP.To4() == nil {
+			continue // the kernel's own fe80:: address
+		}
+		if err := n.h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return Interface{}, fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
+		}
+	}
+	for _, ipn := range nets {
+		if err := n.h.AddrReplace(link, &netlink.Addr{IPNet: ipn}); err != nil {
+			return Interface{}, fmt.Errorf("add %s to %s: %w", ipn, name, err)
+		}
+	}
+	if err := n.h.LinkSetUp(link); err != nil {
+		return Interface{}, fmt.Errorf("set %s up: %w", name, err)
+	}
+	if link, err = n.h.LinkByIndex(link.Attrs().Index); err != nil {
+		return Interface{}, fmt.Errorf("link %s: %w", name, err)
+	}
+	return n.describe(link)
+}
+
+func (n *Network) describe(l netlink.Link) (Interface, error) {
+	a := l.Attrs()
+	out := Interface{Device: a.Name, Name: a.Name, MTU: uint64(a.MTU), HwAddr: a.HardwareAddr.String(), Type: l.Type(), RawFlags: a.RawFlags}
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return n.h.AddrList(l, netlink.FAMILY_ALL) })
+	if err != nil {
+		return Interface{}, fmt.Errorf("list addresses of %s: %w", a.Name, err)
+	}
+	for _, ad := range addrs {
+		ones, _ := ad.Mask.Size()
+		fam := V4
+		if ad.IP.To4() == nil {
+			fam = V6
+		}
+		out.Addrs = append(out.Addrs, Addr{Family: fam, Address: ad.IP.String(), Mask: strconv.Itoa(ones)})
+	}
+	return out, nil
+}
+
+// ListInterfaces describes every interface but loopback.
+func (n *Network) ListInterfaces(ctx context.Context) ([]Interface, error) {
+	links, err := retryDump(n.h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []Interface
+	for _, l := range links {
+		if l.Attrs().Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		ifc, err := n.describe(l)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ifc)
+	}
+	return out, nil
+}
+
+// ListRoutes returns the main table's unicast routes, without the kernel's
+// IPv6 link-local ones.
+func (n *Network) ListRoutes(ctx context.Context) ([]Route, error) {
+	routes, err := n.mainRoutes()
+	if err != nil {
+		return nil, err
+	}
+	names := map[int]string{}
+	var out []Route
+	for _, r := range routes {
+		if isKernelLinkLocal(r) {
+			continue
+		}
+		name, ok := names[r.LinkIndex]
+		if !ok && r.LinkIndex > 0 {
+			if l, err := n.h.LinkByIndex(r.LinkIndex); err == nil {
+				name = l.Attrs().Name
+			}
+			names[r.LinkIndex] = name
+		}
+		out = append(out, toRoute(r, name))
+	}
+	return out, nil
+}
+
+func (n *Network) mainRoutes() ([]netlink.Route, error) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST}
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return n.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	return routes, nil
+}
+
+func isKernelLinkLocal(r netlink.Route) bool {
+	return r.Dst != nil && r.Dst.IP.To4() == nil && r.Dst.IP.IsLinkLocalUnicast() && r.Protocol == unix.RTPROT_KERNEL
+}
+
+func toRoute(r netlink.Route, dev string) Route {
+	out := Route{Device: dev, Scope: uint32(r.Scope), Flags: uint32(r.Flags), MTU: uint32(r.MTU), Family: V4}
+	if r.Family == netlink.FAMILY_V6 {
+		out.Family = V6
+	}
+	if r.Dst != nil {
+		ones, _ := r.Dst.Mask.Size()
+		if ones != 0 || !r.Dst.IP.IsUnspecified() {
+			out.Dest = r.Dst.String()
+		}
+	}
+	if r.Gw != nil {
+		out.Gateway = r.Gw.String()
+	}
+	if r.Src != nil {
+		out.Source = r.Src.String()
+	}
+	return out
+}
+
+// UpdateRoutes replaces the main table with routes and returns the result.
+// Routes without a gateway (link scope) go in first: the gateway routes
+// need them to reach their next hop.
+func (n *Network) UpdateRoutes(ctx context.Context, routes []Route) ([]Route, error) {
+	n.mu.Lock()
+	want := make([]netlink.Route, 0, len(routes))
+	for _, r := range routes {
+		nr, err := n.fromRoute(r)
+		if err != nil {
+			n.mu.Unlock()
+			return nil, err
+		}
+		want = append(want, nr)
+	}
+	slices.SortStableFunc(want, func(a, b netlink.Route) int {
+		ag, bg := a.Gw != nil, b.Gw != nil
+		switch {
+		case ag == bg:
+			return 0
+		case !ag:
+			return -1
+		}
+		return 1
+	})
+	err := n.replaceRoutes(want)
+	n.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return n.ListRoutes(ctx)
+}
+
+func (n *Network) replaceRoutes(want []netlink.Route) error {
+	old, err := n.mainRoutes()
+	if err != nil {
+		return err
+	}
+	for _, r := range old {
+		if isKernelLinkLocal(r) {
+			continue
+		}
+		if err := n.h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("delete route %v: %w", r.Dst, err)
+		}
+	}
+	for i := range want {
+		if err := n.h.RouteReplace(&want[i]); err != nil {
+			// Put the previous table back rather than leave half of each.
+			for j := i - 1; j >= 0; j-- {
+				_ = n.h.RouteDel(&want[j])
+			}
+			for k := range old {
+				if !isKernelLinkLocal(old[k]) {
+					_ = n.h.RouteReplace(&old[k])
+				}
+			}
+			return fmt.Errorf("add route %v via %v: %w", want[i].Dst, want[i].Gw, err)
+		}
+	}
+	return nil
+}
+
+func (n *Network) fromRoute(r Route) (netlink.Route, error) {
+	nr := netlink.Route{Table: unix.RT_TABLE_MAIN, Scope: netlink.Scope(r.Scope), Flags: int(r.Flags), MTU: int(r.MTU)}
+	if r.Scope > 255 {
+		return nr, invalid("route scope %d", r.Scope)
+	}
+	if r.Device != "" {
+		l, err := n.h.LinkByName(r.Device)
+		if err != nil {
+			return nr, status.Errorf(codes.NotFound, "route device %s: %v", r.Device, err)
+		}
+		nr.LinkIndex = l.Attrs().Index
+	}
+	if r.Dest != "" && r.Dest != "default" {
+		dest := r.Dest
+		if !strings.Contains(dest, "/") {
+			if ip := net.ParseIP(dest); ip != nil && ip.To4() != nil {
+				dest += "/32"
+			} else {
+				dest += "/128"
+			}
+		}
+		_, ipn, err := net.ParseCIDR(dest)
+		if err != nil {
+			return nr, invalid("route destination %q", r.Dest)
+		}
+		nr.Dst = ipn
+	}
+	if r.Gateway != "" {
+		if nr.Gw = net.ParseIP(r.Gateway); nr.Gw == nil {
+			return nr, invalid("route gateway %q", r.Gateway)
+		}
+	}
+	if r.Source != "" {
+		if nr.Src = net.ParseIP(r.Source); nr.Src == nil {
+			return nr, invalid("route source %q", r.Source)
+		}
+	}
+	if nr.LinkIndex == 0 && nr.Gw == nil {
+		return nr, invalid("route to %q has neither device nor gateway", r.Dest)
+	}
+	nr.Family = netlink.FAMILY_V4
+	if r.Family == V6 || (nr.Dst != nil && nr.Dst.IP.To4() == nil) || (nr.Gw != nil && nr.Gw.To4() == nil) {
+		nr.Family = netlink.FAMILY_V6
+	}
+	if nr.Dst == nil && nr.Family == netlink.FAMILY_V6 {
+		nr.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
+	return nr, nil
+}
+
+// AddARPNeighbors adds (or replaces) static neighbour entries.
+func (n *Network) AddARPNeighbors(ctx context.Context, neighs []Neighbor) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, nb := range neighs {
+		ip := net.ParseIP(nb.IP.Address)
+		if ip == nil {
+			return invalid("neighbour address %q", nb.IP.Address)
+		}
+		mac, err := net.ParseMAC(nb.LLAddr)
+		if err != nil {
+			return invalid("neighbour %s lladdr %q", ip, nb.LLAddr)
+		}
+		l, err := n.h.LinkByName(nb.Device)
+		if err != nil {
+			return status.Errorf(codes.NotFound, "neighbour device %q: %v", nb.Device, err)
+		}
+		state := int(nb.State)
+		if state == 0 {
+			state = netlink.NUD_PERMANENT
+		}
+		fam := netlink.FAMILY_V4
+		if ip.To4() == nil {
+			fam = netlink.FAMILY_V6
+		}
+		ng := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: state, Flags: int(nb.Flags), IP: ip, HardwareAddr: mac}
+		if err := n.h.NeighSet(ng); err != nil {
+			return fmt.Errorf("add neighbour %s on %s: %w", ip, nb.Device, err)
+		}
+	}
+	return nil
+}

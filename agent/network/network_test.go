@@ -1,0 +1,286 @@
+package network
+
+import (
+	"context"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// testNetns creates a network namespace holding a veth pair and returns a
+// handle bound to it. Nothing here touches the host's interfaces; the
+// namespace disappears with the last handle.
+func testNetns(t *testing.T) (*netlink.Handle, net.HardwareAddr) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	ns, err := netns.New()
+	if serr := netns.Set(orig); serr != nil {
+		// The thread is stuck in the test namespace: never reuse it.
+		t.Fatalf("returning to the original netns: %v", serr)
+	}
+	orig.Close()
+	runtime.UnlockOSThread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(); ns.Close() })
+	mac := net.HardwareAddr{0x02, 0x42, 0xac, 0x11, 0x00, 0x02}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0", HardwareAddr: mac}, PeerName: "veth1"}
+	if err := h.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	peer, err := h.LinkByName("veth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(peer); err != nil {
+		t.Fatal(err)
+	}
+	return h, mac
+}
+
+func hostLinks(t *testing.T) []string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		a := l.Attrs()
+		out = append(out, a.Name+"/"+a.HardwareAddr.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestUpdateInterfaceByMAC(t *testing.T) {
+	hostBefore := hostLinks(t)
+	h, mac := testNetns(t)
+	n, err := New(h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	got, err := n.UpdateInterface(ctx, Interface{
+		Name: "eth0", HwAddr: mac.String(), MTU: 1400,
+		Addrs: []Addr{{Family: V4, Address: "10.10.0.2", Mask: "24"}, {Family: V6, Address: "fd00::2", Mask: "64"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatalf("not renamed: %v", err)
+	}
+	if l.Attrs().MTU != 1400 || l.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatalf("mtu %d flags %v", l.Attrs().MTU, l.Attrs().Flags)
+	}
+	addrs, _ := h.AddrList(l, netlink.FAMILY_ALL)
+	var have []string
+	for _, a := range addrs {
+		have = append(have, a.IPNet.String())
+	}
+	for _, want := range []string{"10.10.0.2/24", "fd00::2/64"} {
+		if !slices.Contains(have, want) {
+			t.Errorf("address %s missing from %v", want, have)
+		}
+	}
+	if got.Name != "eth0" || got.MTU != 1400 || got.HwAddr != mac.String() {
+		t.Errorf("returned %+v", got)
+	}
+
+	// A second update replaces the addresses rather than adding to them.
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Family: V4, Address: "10.20.0.2", Mask: "16"}}}); err != nil {
+		t.Fatal(err)
+	}
+	addrs, _ = h.AddrList(l, netlink.FAMILY_V4)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.20.0.2/16" {
+		t.Fatalf("addresses after replace: %v", addrs)
+	}
+
+	for name, iface := range map[string]Interface{
+		"bad ip":     {Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.1.2"}}},
+		"bad mask":   {Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.1.2.3", Mask: "33"}}},
+		"family":     {Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Family: V6, Address: "10.1.2.3"}}},
+		"bad mac":    {Name: "eth0", HwAddr: "zz"},
+		"long name":  {Name: "a-very-long-interface-name", HwAddr: mac.String()},
+		"slash name": {Name: "eth/0", HwAddr: mac.String()},
+	} {
+		if _, err := n.UpdateInterface(ctx, iface); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: got %v, want InvalidArgument", name, err)
+		}
+	}
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth9", HwAddr: "02:00:00:00:00:99"}); status.Code(err) != codes.NotFound {
+		t.Errorf("unknown MAC: %v", err)
+	}
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth9", DevicePath: "02/00"}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("PCI path without listener: %v", err)
+	}
+
+	ifaces, err := n.ListInterfaces(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, i := range ifaces {
+		names = append(names, i.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"eth0", "veth1"}) {
+		t.Fatalf("ListInterfaces names %v", names)
+	}
+	if !slices.Equal(hostBefore, hostLinks(t)) {
+		t.Fatal("host interfaces changed")
+	}
+}
+
+func TestUpdateRoutesReplacesTableInDependencyOrder(t *testing.T) {
+	h, mac := testNetns(t)
+	n, _ := New(h, nil)
+	ctx := context.Background()
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.10.0.2", Mask: "24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway routes come first in the request; they only work if the
+	// link route to 172.16.0.0/24 is added before them.
+	routes := []Route{
+		{Dest: "default", Gateway: "172.16.0.1", Device: "eth0"},
+		{Dest: "192.168.5.0/24", Gateway: "172.16.0.254", Device: "eth0"},
+		{Dest: "172.16.0.0/24", Device: "eth0", Scope: unix.RT_SCOPE_LINK},
+	}
+	got, err := n.UpdateRoutes(ctx, routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(r Route) string { return r.Dest + " via " + r.Gateway + " dev " + r.Device }
+	var keys []string
+	for _, r := range got {
+		if r.Family == V4 {
+			keys = append(keys, key(r))
+		}
+	}
+	slices.Sort(keys)
+	want := []string{" via 172.16.0.1 dev eth0", "172.16.0.0/24 via  dev eth0", "192.168.5.0/24 via 172.16.0.254 dev eth0"}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("routes %q, want %q (the kernel's 10.10.0.0/24 must be gone: the table is replaced)", keys, want)
+	}
+
+	// Replacing again drops what the new table does not list.
+	got, err = n.UpdateRoutes(ctx, []Route{{Dest: "10.10.0.0/24", Device: "eth0", Scope: unix.RT_SCOPE_LINK}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys = nil
+	for _, r := range got {
+		if r.Family == V4 {
+			keys = append(keys, key(r))
+		}
+	}
+	if !slices.Equal(keys, []string{"10.10.0.0/24 via  dev eth0"}) {
+		t.Fatalf("after second update: %q", keys)
+	}
+
+	for name, r := range map[string]Route{
+		"bad dest":    {Dest: "10.0.0.0/99", Device: "eth0"},
+		"bad gateway": {Dest: "default", Gateway: "x"},
+		"no via":      {Dest: "10.1.0.0/16"},
+		"bad scope":   {Dest: "10.1.0.0/16", Device: "eth0", Scope: 300},
+		"bad source":  {Dest: "10.1.0.0/16", Device: "eth0", Source: "nope"},
+	} {
+		if _, err := n.UpdateRoutes(ctx, []Route{r}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := n.UpdateRoutes(ctx, []Route{{Dest: "10.1.0.0/16", Device: "nosuchdev"}}); status.Code(err) != codes.NotFound {
+		t.Errorf("unknown device: %v", err)
+	}
+	// A rejected request leaves the table as it was.
+	got, _ = n.ListRoutes(ctx)
+	keys = nil
+	for _, r := range got {
+		if r.Family == V4 {
+			keys = append(keys, key(r))
+		}
+	}
+	if !slices.Equal(keys, []string{"10.10.0.0/24 via  dev eth0"}) {
+		t.Fatalf("table changed by rejected requests: %q", keys)
+	}
+}
+
+func TestAddARPNeighbors(t *testing.T) {
+	h, mac := testNetns(t)
+	n, _ := New(h, nil)
+	ctx := context.Background()
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.10.0.2", Mask: "24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	err := n.AddARPNeighbors(ctx, []Neighbor{{IP: Addr{Address: "10.10.0.9"}, Device: "eth0", LLAddr: "02:00:00:00:00:09"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := h.LinkByName("eth0")
+	neighs, err := h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, nb := range neighs {
+		if nb.IP.Equal(net.ParseIP("10.10.0.9")) {
+			found = true
+			if nb.State != netlink.NUD_PERMANENT || nb.HardwareAddr.String() != "02:00:00:00:00:09" {
+				t.Fatalf("neighbour %+v", nb)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("neighbour missing from %v", neighs)
+	}
+	if err := n.AddARPNeighbors(ctx, []Neighbor{{IP: Addr{Address: "10.10.0.10"}, Device: "eth0", LLAddr: "nope"}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad lladdr: %v", err)
+	}
+	if err := n.AddARPNeighbors(ctx, []Neighbor{{IP: Addr{Address: "10.10.0.10"}, Device: "eth7", LLAddr: "02:00:00:00:00:0a"}}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown device: %v", err)
+	}
+}
+
+func TestUpdateRoutesKernelRejectionRestoresTable(t *testing.T) {
+	h, mac := testNetns(t)
+	n, _ := New(h, nil)
+	ctx := context.Background()
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.10.0.2", Mask: "24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := n.ListRoutes(ctx)
+	// The gateway is on no connected network: the kernel refuses it after
+	// the link route was already added.
+	_, err := n.UpdateRoutes(ctx, []Route{{Dest: "172.16.0.0/24", Device: "eth0", Scope: unix.RT_SCOPE_LINK}, {Dest: "default", Gateway: "192.0.2.1", Device: "eth0"}})
+	if err == nil {
+		t.Fatal("unreachable gateway accepted")
+	}
+	after, _ := n.ListRoutes(ctx)
+	if !slices.Equal(before, after) {
+		t.Fatalf("table not restored:\nbefore %+v\nafter  %+v", before, after)
+	}
+}

@@ -1,0 +1,57 @@
+// Package rpc implements the agent's ttrpc services, grpc.AgentService and
+// grpc.Health, on top of the packages that do the work (sandbox,
+// containers, storage, devices, network). Handlers are split by area into
+// files; any AgentService method without a handler answers Unimplemented.
+package rpc
+
+import (
+	"log/slog"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// Agent serves grpc.AgentService.
+type Agent struct {
+	unimplementedMethods
+
+	log   *slog.Logger
+	cfg   config.Config
+	guest *GuestServices
+}
+
+// unimplementedMethods keeps fallback one embedding level below Agent, so
+// that Agent's own methods take precedence over it.
+type unimplementedMethods struct{ fallback }
+
+var _ agentpb.AgentServiceService = (*Agent)(nil)
+
+// Options carries what the handlers need from the rest of the agent.
+type Options struct {
+	Log    *slog.Logger
+	Config config.Config
+	// Guest holds the storage, device, network and guest-side services
+	// (see NewGuestServices); nil leaves their RPCs FailedPrecondition.
+	Guest *GuestServices
+}
+
+// New makes the AgentService implementation.
+func New(opts Options) *Agent {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	guest := opts.Guest
+	if guest == nil {
+		guest = &GuestServices{}
+	}
+	return &Agent{log: log, cfg: opts.Config, guest: guest}
+}
+
+// Register registers grpc.AgentService and grpc.Health on srv.
+func Register(srv *ttrpc.Server, a *Agent) {
+	agentpb.RegisterAgentServiceService(srv, a)
+	agentpb.RegisterHealthService(srv, Health{})
+}

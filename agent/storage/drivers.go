@@ -1,0 +1,353 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// overlayRWOption asks for a writable overlay with upper and work
+// directories made by the agent under <state root>/<container id>/.
+const overlayRWOption = "io.katacontainers.fs-opt.overlay-rw"
+
+// plainMount mounts source at the volume's mount point, creating it as a
+// file when a bind source is a file.
+func (m *Manager) plainMount(source, fstype string, v *Volume, opts []string) (*mountState, error) {
+	mo, err := ParseOptions(opts)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "options: %v", err)
+	}
+	file := mo.Flags&unix.MS_BIND != 0 && !isDirSource(source)
+	created, err := makeMountPoint(v.MountPoint, file)
+	if err != nil {
+		return nil, err
+	}
+	if err := mountFS(source, v.MountPoint, fstype, mo); err != nil {
+		_ = removeCreated(created)
+		return nil, err
+	}
+	return &mountState{unmount: true, created: created}, nil
+}
+
+func fstypeOr(v *Volume, def string) string {
+	if v.FSType != "" {
+		return v.FSType
+	}
+	return def
+}
+
+func (m *Manager) mountVirtioFS(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	if v.Source == "" {
+		return nil, status.Error(codes.InvalidArgument, "virtio-fs storage without a tag")
+	}
+	// A guest image may mount the shared tag itself (Kata allows this too);
+	// then there is nothing to do and nothing to undo.
+	if v.Source == SharedTag {
+		if fstype, ok := mountedFSType(v.MountPoint); ok && fstype == "virtiofs" {
+			return &mountState{}, nil
+		}
+	}
+	return m.plainMount(v.Source, fstypeOr(v, "virtiofs"), v, v.Options)
+}
+
+func (m *Manager) mount9P(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	if v.Source == "" {
+		return nil, status.Error(codes.InvalidArgument, "9p storage without a tag")
+	}
+	return m.plainMount(v.Source, fstypeOr(v, "9p"), v, v.Options)
+}
+
+// fsgid parses the ephemeral/local "fsgid=N" option.
+func fsgid(opts []string) (int, bool, error) {
+	s, ok := optionValue(opts, "fsgid")
+	if !ok {
+		return 0, false, nil
+	}
+	g, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, false, status.Errorf(codes.InvalidArgument, "fsgid %q: %v", s, err)
+	}
+	return int(g), true, nil
+}
+
+// setFSGid gives a volume root to a group, setgid and group read-write, so
+// files created there by the pod's supplementary group stay shared.
+func setFSGid(path string, gid int) error {
+	if err := os.Lchown(path, -1, gid); err != nil {
+		return fmt.Errorf("chown %s to gid %d: %w", path, gid, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if err := unix.Chmod(path, (st.Mode&0o7777)|unix.S_ISGID|0o060); err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return nil
+}
+
+func (m *Manager) mountEphemeral(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	if v.FSType == "hugetlbfs" {
+		return m.mountHugetlbfs(v)
+	}
+	if v.FSType != "" && v.FSType != "tmpfs" {
+		return nil, status.Errorf(codes.InvalidArgument, "ephemeral storage of type %q; want tmpfs or hugetlbfs", v.FSType)
+	}
+	gid, hasGid, err := fsgid(v.Options)
+	if err != nil {
+		return nil, err
+	}
+	source := v.Source
+	if source == "" {
+		source = "tmpfs"
+	}
+	st, err := m.plainMount(source, "tmpfs", v, withoutOption(v.Options, "fsgid"))
+	if err != nil {
+		return nil, err
+	}
+	if hasGid {
+		if err := setFSGid(v.MountPoint, gid); err != nil {
+			_ = m.teardown(v.MountPoint, st)
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// parseSize parses a hugetlbfs/tmpfs size: bytes with an optional k, M, G
+// (binary) suffix.
+func parseSize(s string) (uint64, error) {
+	mult := uint64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		}
+		if mult != 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("size %q is not a positive number of bytes", s)
+	}
+	if v > (1<<63)/mult {
+		return 0, fmt.Errorf("size %q overflows", s)
+	}
+	return v * mult, nil
+}
+
+// mountHugetlbfs reserves the hugepages a pod asked for (pagesize=, size=)
+// before mounting, as Kata does, so the pod's memory is really there.
+func (m *Manager) mountHugetlbfs(v *Volume) (*mountState, error) {
+	ps, ok1 := optionValue(v.Options, "pagesize")
+	sz, ok2 := optionValue(v.Options, "size")
+	if !ok1 || !ok2 {
+		return nil, status.Error(codes.InvalidArgument, "hugetlbfs storage needs pagesize= and size= options")
+	}
+	pagesize, err := parseSize(ps)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "hugetlbfs pagesize: %v", err)
+	}
+	size, err := parseSize(sz)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "hugetlbfs size: %v", err)
+	}
+	if pagesize < 1<<12 || size%pagesize != 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "hugetlbfs size %d is not a multiple of pagesize %d", size, pagesize)
+	}
+	if err := m.reserveHugepages(pagesize, size/pagesize); err != nil {
+		return nil, err
+	}
+	source := v.Source
+	if source == "" {
+		source = "nodev"
+	}
+	return m.plainMount(source, "hugetlbfs", v, v.Options)
+}
+
+func (m *Manager) reserveHugepages(pagesize, pages uint64) error {
+	p := filepath.Join(m.sysfs, "kernel/mm/hugepages", fmt.Sprintf("hugepages-%dkB", pagesize>>10), "nr_hugepages")
+	read := func() (uint64, error) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return 0, err
+		}
+		return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	}
+	cur, err := read()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "hugepages of %d bytes unsupported: %v", pagesize, err)
+	}
+	if cur >= pages {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte(strconv.FormatUint(pages, 10)), 0); err != nil {
+		return fmt.Errorf("reserve %d hugepages: %w", pages, err)
+	}
+	if got, err := read(); err != nil || got < pages {
+		return status.Errorf(codes.ResourceExhausted, "reserved %d of %d hugepages of %d bytes", got, pages, pagesize)
+	}
+	return nil
+}
+
+func (m *Manager) mountLocal(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	mode := uint64(0o777)
+	if s, ok := optionValue(v.Options, "mode"); ok {
+		var err error
+		if mode, err = strconv.ParseUint(s, 8, 32); err != nil || mode > 0o7777 {
+			return nil, status.Errorf(codes.InvalidArgument, "local storage mode %q is not octal permission bits", s)
+		}
+	}
+	gid, hasGid, err := fsgid(v.Options)
+	if err != nil {
+		return nil, err
+	}
+	created, err := makeMountPoint(v.MountPoint, false)
+	if err != nil {
+		return nil, err
+	}
+	st := &mountState{created: created}
+	if len(created) > 0 {
+		// A directory we made is the volume itself: it goes with it.
+		st.removeTree = []string{v.MountPoint}
+	}
+	fail := func(err error) (*mountState, error) {
+		_ = m.teardown(v.MountPoint, st)
+		return nil, err
+	}
+	if err := unix.Chmod(v.MountPoint, uint32(mode)); err != nil {
+		return fail(fmt.Errorf("chmod %s: %w", v.MountPoint, err))
+	}
+	if hasGid {
+		if err := setFSGid(v.MountPoint, gid); err != nil {
+			return fail(err)
+		}
+	}
+	return st, nil
+}
+
+func (m *Manager) mountOverlay(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	opts := slices.Clone(v.Options)
+	var extra []string
+	if slices.Contains(v.Options, overlayRWOption) {
+		if owner == "" || strings.ContainsAny(owner, "/\x00") || owner == "." || owner == ".." {
+			return nil, status.Errorf(codes.InvalidArgument, "writable overlay needs a container id, got %q", owner)
+		}
+		base := filepath.Join(m.stateRoot, owner)
+		for _, d := range []string{"upper", "work"} {
+			dir := filepath.Join(base, d)
+			made, err := makeMountPoint(dir, false)
+			if err != nil {
+				_ = removeCreated(extra)
+				return nil, err
+			}
+			extra = append(extra, made...)
+			opts = append(opts, d+"dir="+dir)
+		}
+	}
+	source := v.Source
+	if source == "" {
+		source = "overlay"
+	}
+	st, err := m.plainMount(source, "overlay", v, opts)
+	if err != nil {
+		_ = removeCreated(extra)
+		return nil, err
+	}
+	// The upper and work directories hold the container's writes: they go
+	// when the overlay does.
+	for _, d := range extra {
+		st.removeTree = append(st.removeTree, d)
+	}
+	return st, nil
+}
+
+// blockMount mounts a resolved block device node.
+func (m *Manager) blockMount(dev string, v *Volume) (*mountState, error) {
+	if v.FSType == "" {
+		return nil, status.Errorf(codes.InvalidArgument, "block storage %s without fstype", v.Source)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		return nil, status.Errorf(codes.NotFound, "block device %s: %v", dev, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return nil, status.Errorf(codes.InvalidArgument, "%s is not a block device", dev)
+	}
+	return m.plainMount(dev, v.FSType, v, v.Options)
+}
+
+func (m *Manager) needDevices(driver string) error {
+	if m.devs == nil {
+		return status.Errorf(codes.FailedPrecondition, "%s storage needs the uevent listener", driver)
+	}
+	return nil
+}
+
+func (m *Manager) mountBlk(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	if strings.HasPrefix(v.Source, "/") {
+		if !strings.HasPrefix(v.Source, "/dev/") {
+			return nil, status.Errorf(codes.InvalidArgument, "blk source %q is neither a PCI path nor a /dev path", v.Source)
+		}
+		return m.blockMount(v.Source, v)
+	}
+	if err := m.needDevices(v.Driver); err != nil {
+		return nil, err
+	}
+	dev, err := m.devs.BlockByPCIPath(ctx, v.Source)
+	if err != nil {
+		return nil, err
+	}
+	return m.blockMount(dev, v)
+}
+
+func (m *Manager) mountMMIOBlk(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	if err := m.needDevices(v.Driver); err != nil {
+		return nil, err
+	}
+	dev, err := m.devs.BlockByName(ctx, v.Source)
+	if err != nil {
+		return nil, err
+	}
+	return m.blockMount(dev, v)
+}
+
+func (m *Manager) mountSCSI(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	if err := m.needDevices(v.Driver); err != nil {
+		return nil, err
+	}
+	dev, err := m.devs.BlockBySCSIAddr(ctx, v.Source)
+	if err != nil {
+		return nil, err
+	}
+	return m.blockMount(dev, v)
+}
+
+func (m *Manager) mountNVDIMM(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	if err := m.needDevices(v.Driver); err != nil {
+		return nil, err
+	}
+	dev, err := m.devs.BlockByName(ctx, v.Source)
+	if err != nil {
+		return nil, err
+	}
+	return m.blockMount(dev, v)
+}
+
+func isReadOnly(opts []string) bool {
+	mo, err := ParseOptions(opts)
+	return err == nil && mo.Flags&unix.MS_RDONLY != 0
+}

@@ -1,0 +1,610 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/protocols/agentpb"
+	"github.com/wren-vm/wren/protocols/typespb"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+}
+
+// mountTable returns this process's mount table without the fields that
+// change on their own, for before/after comparisons.
+func mountTable(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	slices.Sort(lines)
+	return lines
+}
+
+// assertMountsUnchanged fails the test when the mount table differs from
+// before.
+func assertMountsUnchanged(t *testing.T, before []string) {
+	t.Helper()
+	after := mountTable(t)
+	if !slices.Equal(before, after) {
+		var added, removed []string
+		for _, l := range after {
+			if !slices.Contains(before, l) {
+				added = append(added, l)
+			}
+		}
+		for _, l := range before {
+			if !slices.Contains(after, l) {
+				removed = append(removed, l)
+			}
+		}
+		t.Fatalf("mount table changed:\nadded: %q\nremoved: %q", added, removed)
+	}
+}
+
+func mountAt(t *testing.T, path string) (fstype, superOpts string, ok bool) {
+	t.Helper()
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 10 || f[4] != path {
+			continue
+		}
+		i := slices.Index(f, "-")
+		fstype, superOpts, ok = f[i+1], f[i+3], true
+	}
+	return
+}
+
+func newManager(t *testing.T) (*Manager, string) {
+	t.Helper()
+	root := t.TempDir()
+	m := New(Options{StateRoot: filepath.Join(root, "run")})
+	t.Cleanup(func() {
+		if err := m.ReleaseAll(context.Background()); err != nil {
+			t.Errorf("ReleaseAll: %v", err)
+		}
+	})
+	return m, root
+}
+
+func TestParseOptions(t *testing.T) {
+	mo, err := ParseOptions([]string{"ro", "nosuid", "nodev", "size=64m", "rw", "rbind", "rslave", "io.katacontainers.fs-opt.overlay-rw", "", "mode=1777"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_BIND | unix.MS_REC); mo.Flags != want {
+		t.Errorf("flags %#x, want %#x", mo.Flags, want)
+	}
+	if mo.Propagation != unix.MS_SLAVE|unix.MS_REC {
+		t.Errorf("propagation %#x", mo.Propagation)
+	}
+	if got := mo.DataString(); got != "size=64m,mode=1777" {
+		t.Errorf("data %q", got)
+	}
+	if _, err := ParseOptions([]string{"a\x00b"}); err == nil {
+		t.Error("NUL accepted")
+	}
+	if _, err := ParseOptions([]string{strings.Repeat("x", 5000)}); err == nil {
+		t.Error("oversized data accepted")
+	}
+}
+
+func TestEphemeralTmpfsCreatesAndRemovesMountPoint(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/ephemeral/cache")
+	err := m.MountVolumes(context.Background(), "c1", []Volume{{
+		Driver: DriverEphemeral, Source: "tmpfs", FSType: "tmpfs", MountPoint: mp,
+		Options: []string{"size=1m", "fsgid=2345", "nosuid"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fstype, opts, ok := mountAt(t, mp)
+	if !ok || fstype != "tmpfs" || !strings.Contains(opts, "size=1024k") {
+		t.Fatalf("mount at %s: %q %q %v", mp, fstype, opts, ok)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(mp, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Gid != 2345 || st.Mode&unix.S_ISGID == 0 || st.Mode&0o060 != 0o060 {
+		t.Fatalf("fsgid not applied: gid %d mode %o", st.Gid, st.Mode)
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+	if _, err := os.Stat(filepath.Join(root, "run")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("created directories left behind: %v", err)
+	}
+}
+
+func TestHugetlbfsReservesPages(t *testing.T) {
+	requireRoot(t)
+	nr := "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+	orig, err := os.ReadFile(nr)
+	if err != nil {
+		t.Skipf("no 2 MiB hugepages: %v", err)
+	}
+	t.Cleanup(func() { os.WriteFile(nr, orig, 0) })
+	if err := os.WriteFile(nr, []byte("0"), 0); err != nil {
+		t.Skipf("cannot reset hugepages: %v", err)
+	}
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/ephemeral/huge")
+	err = m.MountVolumes(context.Background(), "c1", []Volume{{
+		Driver: DriverEphemeral, Source: "nodev", FSType: "hugetlbfs", MountPoint: mp,
+		Options: []string{"pagesize=2M", "size=4M"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fstype, opts, ok := mountAt(t, mp); !ok || fstype != "hugetlbfs" || !strings.Contains(opts, "pagesize=2M") {
+		t.Fatalf("mount at %s: %q %q", mp, fstype, opts)
+	}
+	b, _ := os.ReadFile(nr)
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n < 2 {
+		t.Fatalf("nr_hugepages = %d, want >= 2", n)
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+
+	// A size that is not a whole number of pages is refused up front.
+	err = m.MountVolumes(context.Background(), "c1", []Volume{{
+		Driver: DriverEphemeral, FSType: "hugetlbfs", MountPoint: mp, Options: []string{"pagesize=2M", "size=3M"},
+	}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("got %v, want InvalidArgument", err)
+	}
+	assertMountsUnchanged(t, before)
+}
+
+func TestOverlayWritable(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	lower := filepath.Join(root, "lower")
+	os.MkdirAll(lower, 0o755)
+	os.WriteFile(filepath.Join(lower, "base"), []byte("from lower"), 0o644)
+	mp := filepath.Join(root, "run/c1/rootfs")
+	err := m.MountVolumes(context.Background(), "c1", []Volume{{
+		Driver: DriverOverlayFS, Source: "overlay", FSType: "overlay", MountPoint: mp,
+		Options: []string{"lowerdir=" + lower, overlayRWOption},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mp, "base")); err != nil || string(b) != "from lower" {
+		t.Fatalf("lower file through overlay: %q %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "new"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "run/c1/upper/new")); err != nil {
+		t.Fatalf("write did not land in the upper dir: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(lower, "new")); err == nil {
+		t.Fatal("write reached the lower dir")
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+	if _, err := os.Stat(filepath.Join(root, "run")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("overlay upper/work or mount point left: %v", err)
+	}
+}
+
+// loopDevice makes an ext4 image on a loop device, detached at cleanup.
+func loopDevice(t *testing.T, size string) (dev, image string) {
+	t.Helper()
+	for _, tool := range []string{"losetup", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s missing", tool)
+		}
+	}
+	image = filepath.Join(t.TempDir(), "disk.img")
+	if out, err := exec.Command("truncate", "-s", size, image).CombinedOutput(); err != nil {
+		t.Fatalf("truncate: %v %s", err, out)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", image).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", image).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev = strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v %s", dev, err, out)
+		}
+	})
+	return dev, image
+}
+
+func TestBlkDevPathOnLoopDevice(t *testing.T) {
+	requireRoot(t)
+	dev, _ := loopDevice(t, "32M")
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/storage/vol")
+	err := m.MountVolumes(context.Background(), "c1", []Volume{{
+		Driver: DriverBlk, Source: dev, FSType: "ext4", MountPoint: mp, Options: []string{"nodev"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fstype, _, ok := mountAt(t, mp); !ok || fstype != "ext4" {
+		t.Fatalf("mount at %s: %q", mp, fstype)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "data"), []byte("persist"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+
+	// The data is on the device: mount it again read-only and read it back.
+	if err := m.MountVolumes(context.Background(), "c2", []Volume{{
+		Driver: DriverBlk, Source: dev, FSType: "ext4", MountPoint: mp, Options: []string{"ro"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mp, "data")); err != nil || string(b) != "persist" {
+		t.Fatalf("read back %q %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "x"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Fatalf("write on ro mount: %v", err)
+	}
+	if err := m.Release(context.Background(), "c2"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+}
+
+func TestRefcountAcrossTwoContainers(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/shm")
+	vol := Volume{Driver: DriverEphemeral, Source: "shm", FSType: "tmpfs", MountPoint: mp}
+	if err := m.MountVolumes(context.Background(), "a", []Volume{vol}); err != nil {
+		t.Fatal(err)
+	}
+	// The same mount point spelled the way Kata's runtime spells the shared
+	// directory, with a trailing slash, is the same mount.
+	vol.MountPoint = mp + "/"
+	if err := m.MountVolumes(context.Background(), "b", []Volume{vol}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Mounted()[mp]; got != 2 {
+		t.Fatalf("refcount %d, want 2", got)
+	}
+	// One tmpfs, not two stacked.
+	if n := strings.Count(strings.Join(mountTable(t), "\n"), " "+mp+" "); n != 1 {
+		t.Fatalf("%d mounts at %s, want 1", n, mp)
+	}
+	os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o644)
+	if err := m.Release(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(mp, "f")); err != nil {
+		t.Fatalf("mount went away while b still uses it: %v", err)
+	}
+	if err := m.Release(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+	if len(m.Mounted()) != 0 {
+		t.Fatalf("manager still holds %v", m.Mounted())
+	}
+}
+
+func TestSharedLivesUntilReleaseAll(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/ephemeral/shared")
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp, Shared: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := mountAt(t, mp); !ok {
+		t.Fatal("shared storage unmounted when its container went")
+	}
+	if err := m.ReleaseAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+}
+
+func TestFSGroup(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	mp := filepath.Join(root, "run/vol")
+	// A local volume (a plain directory) that already holds files, as a
+	// restored volume would.
+	if err := m.MountVolumes(context.Background(), "", []Volume{{Driver: DriverLocal, MountPoint: mp, Options: []string{"mode=0750"}}}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(mp, "sub"), 0o700)
+	os.WriteFile(filepath.Join(mp, "sub/file"), []byte("x"), 0o600)
+	os.Symlink("/etc/passwd", filepath.Join(mp, "link"))
+	var pw unix.Stat_t
+	unix.Stat("/etc/passwd", &pw)
+
+	tmpfs := filepath.Join(root, "run/tmpfs")
+	err := m.MountVolumes(context.Background(), "c1", []Volume{
+		{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: tmpfs, FSGroup: &FSGroup{GID: 3000}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyFSGroup(m.log, mp, FSGroup{GID: 3000}, false); err != nil {
+		t.Fatal(err)
+	}
+	for path, wantMode := range map[string]uint32{
+		mp: 0o750 | 0o660 | 0o110 | unix.S_ISGID, filepath.Join(mp, "sub"): 0o700 | 0o660 | 0o110 | unix.S_ISGID,
+		filepath.Join(mp, "sub/file"): 0o660, tmpfs: 0o660 | 0o110 | unix.S_ISGID,
+	} {
+		var st unix.Stat_t
+		unix.Stat(path, &st)
+		if st.Gid != 3000 || st.Mode&wantMode != wantMode {
+			t.Errorf("%s: gid %d mode %o, want gid 3000 and bits %o", path, st.Gid, st.Mode&0o7777, wantMode)
+		}
+	}
+	var after unix.Stat_t
+	unix.Stat("/etc/passwd", &after)
+	if after.Gid != pw.Gid || after.Mode != pw.Mode {
+		t.Fatal("fs_group followed a symlink out of the volume")
+	}
+
+	// OnRootMismatch: the root already matches, so a new file below is not
+	// touched.
+	os.WriteFile(filepath.Join(mp, "later"), nil, 0o600)
+	os.Chown(filepath.Join(mp, "later"), 0, 0) // the setgid root would hand it 3000
+	if err := applyFSGroup(m.log, mp, FSGroup{GID: 3000, OnRootMismatch: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Stat(filepath.Join(mp, "later"), &st)
+	if st.Gid == 3000 {
+		t.Fatal("OnRootMismatch walked a volume whose root already matched")
+	}
+	// Always walks.
+	if err := applyFSGroup(m.log, mp, FSGroup{GID: 3000}, false); err != nil {
+		t.Fatal(err)
+	}
+	unix.Stat(filepath.Join(mp, "later"), &st)
+	if st.Gid != 3000 {
+		t.Fatal("Always did not walk")
+	}
+}
+
+func TestLocalVolumeModeAndCleanup(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	mp := filepath.Join(root, "run/shared/containers/sb/rootfs/local/scratch")
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverLocal, MountPoint: mp, Options: []string{"mode=0770", "fsgid=4000"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(mp, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o777 != 0o770 || st.Gid != 4000 || st.Mode&unix.S_ISGID == 0 {
+		t.Fatalf("mode %o gid %d", st.Mode&0o7777, st.Gid)
+	}
+	os.WriteFile(filepath.Join(mp, "data"), []byte("x"), 0o644)
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "run")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("local volume left: %v", err)
+	}
+}
+
+func TestFailuresLeaveNothing(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	good := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/a/good")}
+	notBlock := filepath.Join(root, "plainfile")
+	os.WriteFile(notBlock, nil, 0o644)
+	cases := []struct {
+		name  string
+		vols  []Volume
+		code  codes.Code
+		owner string
+	}{
+		{"unknown driver", []Volume{good, {Driver: "floppy", MountPoint: filepath.Join(root, "run/b")}}, codes.InvalidArgument, ""},
+		{"relative mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "run/x"}}, codes.InvalidArgument, ""},
+		{"root mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "/run/.."}}, codes.InvalidArgument, ""},
+		{"NUL in options", []Volume{{Driver: DriverEphemeral, MountPoint: root + "/run/x", Options: []string{"size=1\x00"}}}, codes.InvalidArgument, ""},
+		{"second mount fails", []Volume{good, {Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/b/c"), Options: []string{"size=nonsense"}}}, codes.Unknown, ""},
+		{"virtio-fs tag missing", []Volume{good, {Driver: DriverVirtioFS, Source: "no-such-tag", FSType: "virtiofs", MountPoint: filepath.Join(root, "run/shared")}}, codes.Unknown, ""},
+		{"blk not a block device", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.InvalidArgument, ""},
+		{"blk missing device", []Volume{good, {Driver: DriverBlk, Source: "/dev/wren-none", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.NotFound, ""},
+		{"blk without fstype", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", MountPoint: filepath.Join(root, "run/blk")}}, codes.InvalidArgument, ""},
+		{"blk PCI path without listener", []Volume{good, {Driver: DriverBlk, Source: "02/00", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.FailedPrecondition, ""},
+		{"scsi without listener", []Volume{good, {Driver: DriverSCSI, Source: "0:0", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.FailedPrecondition, ""},
+		{"ephemeral bad type", []Volume{good, {Driver: DriverEphemeral, FSType: "ext4", MountPoint: filepath.Join(root, "run/e")}}, codes.InvalidArgument, ""},
+		{"writable overlay without container", []Volume{{Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/o"), Options: []string{overlayRWOption, "lowerdir=/"}}}, codes.InvalidArgument, "-"},
+		{"overlay bad lowerdir", []Volume{good, {Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/o"), Options: []string{"lowerdir=" + root + "/missing"}}}, codes.Unknown, ""},
+		{"local bad mode", []Volume{good, {Driver: DriverLocal, MountPoint: filepath.Join(root, "run/l"), Options: []string{"mode=999"}}}, codes.InvalidArgument, ""},
+		{"watchable outside its dir", []Volume{good, {Driver: DriverWatchableBind, Source: root, MountPoint: filepath.Join(root, "run/w")}}, codes.InvalidArgument, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			owner := "c1"
+			if c.owner == "-" {
+				owner = ""
+			}
+			err := m.MountVolumes(context.Background(), owner, c.vols)
+			if err == nil {
+				t.Fatal("succeeded")
+			}
+			if got := status.Code(err); got != c.code {
+				t.Fatalf("code %v (%v), want %v", got, err, c.code)
+			}
+			assertMountsUnchanged(t, before)
+			if _, err := os.Stat(filepath.Join(root, "run")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("directories left behind: %v", err)
+			}
+			if len(m.Mounted()) != 0 {
+				t.Fatalf("manager holds %v", m.Mounted())
+			}
+		})
+	}
+}
+
+func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	shared := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/shm")}
+	if err := m.MountVolumes(context.Background(), "a", []Volume{shared}); err != nil {
+		t.Fatal(err)
+	}
+	err := m.MountVolumes(context.Background(), "b", []Volume{shared, {Driver: "nope", MountPoint: root + "/x"}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("got %v", err)
+	}
+	err = m.MountVolumes(context.Background(), "b", []Volume{shared, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: root + "/x"}})
+	if err == nil {
+		t.Fatal("succeeded")
+	}
+	if got := m.Mounted()[shared.MountPoint]; got != 1 {
+		t.Fatalf("refcount after b's failed request: %d, want 1", got)
+	}
+	if _, _, ok := mountAt(t, shared.MountPoint); !ok {
+		t.Fatal("a's mount went away")
+	}
+}
+
+func TestMountProtoStorages(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/shm")
+	err := m.Mount(context.Background(), "", []*agentpb.Storage{{
+		Driver: DriverEphemeral, Source: "shm", Fstype: "tmpfs", MountPoint: mp, Options: []string{"size=1m"},
+		FsGroup: &agentpb.FSGroup{GroupId: 77, GroupChangePolicy: typespb.FSGroupChangePolicy_OnRootMismatch}, Shared: true,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Stat(mp, &st)
+	if st.Gid != 77 {
+		t.Fatalf("fs_group from the message not applied: gid %d", st.Gid)
+	}
+	if err := m.Release(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := mountAt(t, mp); !ok {
+		t.Fatal("shared storage released with its owner")
+	}
+	if err := m.Mount(context.Background(), "c1", []*agentpb.Storage{nil}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("nil storage: %v", err)
+	}
+	if err := m.ReleaseAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+}
+
+func TestConcurrentMountsOfOneMountPoint(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	mp := filepath.Join(root, "run/sandbox/shm")
+	owners := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	errs := make(chan error, len(owners))
+	for _, o := range owners {
+		go func() {
+			errs <- m.MountVolumes(context.Background(), o, []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp}})
+		}()
+	}
+	for range owners {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Mounted()[mp]; got != len(owners) {
+		t.Fatalf("refcount %d, want %d", got, len(owners))
+	}
+	if n := strings.Count(strings.Join(mountTable(t), "\n"), " "+mp+" "); n != 1 {
+		t.Fatalf("%d mounts stacked at %s", n, mp)
+	}
+	for _, o := range owners {
+		go func() { errs <- m.Release(context.Background(), o) }()
+	}
+	for range owners {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertMountsUnchanged(t, before)
+	if len(m.Mounted()) != 0 {
+		t.Fatalf("left %v", m.Mounted())
+	}
+}
+
+// A bind of a file source gets a file mount point; "ro" on a bind needs a
+// second, remount call to take effect.
+func TestReadOnlyFileBind(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	src := filepath.Join(root, "resolv.conf")
+	os.WriteFile(src, []byte("nameserver 10.0.0.1\n"), 0o644)
+	mp := filepath.Join(root, "run/sandbox/resolv.conf")
+	err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverVirtioFS, Source: src, FSType: "bind", MountPoint: mp, Options: []string{"bind", "ro"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(mp); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("mount point is not a file: %v", err)
+	}
+	if b, _ := os.ReadFile(mp); string(b) != "nameserver 10.0.0.1\n" {
+		t.Fatalf("bind content %q", b)
+	}
+	if err := os.WriteFile(mp, []byte("x"), 0o644); !errors.Is(err, unix.EROFS) {
+		t.Fatalf("write through ro bind: %v", err)
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+	if _, err := os.Stat(filepath.Join(root, "run")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("file mount point left: %v", err)
+	}
+}

@@ -1,0 +1,152 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Usage is a volume's byte or inode usage (csi.proto VolumeUsage).
+type Usage struct {
+	Available, Total, Used uint64
+}
+
+// VolumeStats returns byte and inode usage of the filesystem at path.
+func VolumeStats(path string) (bytes, inodes Usage, err error) {
+	if !filepath.IsAbs(path) {
+		return Usage{}, Usage{}, status.Errorf(codes.InvalidArgument, "volume path %q is not absolute", path)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return Usage{}, Usage{}, status.Errorf(codes.NotFound, "volume %s: %v", path, err)
+		}
+		return Usage{}, Usage{}, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	bs := uint64(st.Bsize)
+	bytes = Usage{Available: st.Bavail * bs, Total: st.Blocks * bs, Used: (st.Blocks - st.Bfree) * bs}
+	inodes = Usage{Available: st.Ffree, Total: st.Files, Used: st.Files - st.Ffree}
+	return bytes, inodes, nil
+}
+
+// ResizeVolume grows the filesystem mounted at path online to size bytes
+// (0: to the size of its device), after the host grew the device. ext4
+// (resize2fs) and xfs (xfs_growfs) can do this while mounted.
+func ResizeVolume(ctx context.Context, path string, size uint64) error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return status.Errorf(codes.InvalidArgument, "volume path %q is not absolute and clean", path)
+	}
+	mounts, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
+	if err != nil {
+		return fmt.Errorf("mountinfo: %w", err)
+	}
+	if len(mounts) == 0 {
+		return status.Errorf(codes.NotFound, "no filesystem mounted at %s", path)
+	}
+	mnt := mounts[len(mounts)-1]
+	var cmd []string
+	switch mnt.FSType {
+	case "ext2", "ext3", "ext4":
+		if !strings.HasPrefix(mnt.Source, "/dev/") {
+			return status.Errorf(codes.FailedPrecondition, "%s is not on a block device (%s)", path, mnt.Source)
+		}
+		cmd = []string{"resize2fs", mnt.Source}
+		if size > 0 {
+			cmd = append(cmd, strconv.FormatUint(size/1024, 10)+"K")
+		}
+	case "xfs":
+		cmd = []string{"xfs_growfs", path}
+		if size > 0 {
+			var st unix.Statfs_t
+			if err := unix.Statfs(path, &st); err != nil {
+				return fmt.Errorf("statfs %s: %w", path, err)
+			}
+			cmd = append(cmd[:1], "-D", strconv.FormatUint(size/uint64(st.Bsize), 10), path)
+		}
+	default:
+		return status.Errorf(codes.Unimplemented, "online resize of %s filesystems is not supported", mnt.FSType)
+	}
+	bin, err := exec.LookPath(cmd[0])
+	if err != nil {
+		return status.Errorf(codes.FailedPrecondition, "%s is not installed in the guest", cmd[0])
+	}
+	out, err := exec.CommandContext(ctx, bin, cmd[1:]...).CombinedOutput()
+	if err != nil {
+		return status.Errorf(codes.FailedPrecondition, "%s: %v: %s", strings.Join(cmd, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Swapon enables swap on a device or file already formatted by mkswap.
+func Swapon(path string) error {
+	if !filepath.IsAbs(path) {
+		return status.Errorf(codes.InvalidArgument, "swap path %q is not absolute", path)
+	}
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "swap path: %v", err)
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_SWAPON, uintptr(unsafe.Pointer(p)), 0, 0); errno != 0 {
+		switch errno {
+		case unix.ENOENT:
+			return status.Errorf(codes.NotFound, "swapon %s: %v", path, errno)
+		case unix.EINVAL:
+			return status.Errorf(codes.InvalidArgument, "swapon %s: not a swap area: %v", path, errno)
+		case unix.EBUSY:
+			return status.Errorf(codes.AlreadyExists, "swapon %s: already in use", path)
+		}
+		return fmt.Errorf("swapon %s: %w", path, errno)
+	}
+	return nil
+}
+
+// UpdateEphemeral remounts mounted ephemeral tmpfs volumes with new options
+// (Kubernetes resizing an emptyDir with medium Memory).
+func (m *Manager) UpdateEphemeral(ctx context.Context, vols []Volume) error {
+	for _, v := range vols {
+		if v.Driver != DriverEphemeral || (v.FSType != "" && v.FSType != "tmpfs") {
+			return status.Errorf(codes.InvalidArgument, "%s: only ephemeral tmpfs storages can be updated (driver %q, type %q)", v.MountPoint, v.Driver, v.FSType)
+		}
+		if fstype, ok := mountedFSType(v.MountPoint); !ok || fstype != "tmpfs" {
+			return status.Errorf(codes.NotFound, "no ephemeral tmpfs mounted at %s", v.MountPoint)
+		}
+		mo, err := ParseOptions(withoutOption(v.Options, "fsgid"))
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "%s: %v", v.MountPoint, err)
+		}
+		if err := unix.Mount("", v.MountPoint, "tmpfs", mo.Flags|unix.MS_REMOUNT, mo.DataString()); err != nil {
+			return status.Errorf(codes.InvalidArgument, "remount %s with %q: %v", v.MountPoint, mo.DataString(), err)
+		}
+	}
+	return nil
+}
+
+// TouchSharedMounts stats every mount below the shared directory, which
+// makes virtiofsd drop the inodes and fds it holds for stale entries.
+func (m *Manager) TouchSharedMounts(ctx context.Context) error {
+	shared := SharedDir(m.stateRoot)
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(shared))
+	if err != nil {
+		return fmt.Errorf("mountinfo: %w", err)
+	}
+	for _, mnt := range mounts {
+		if err := ctx.Err(); err != nil {
+			return status.FromContextError(err).Err()
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(mnt.Mountpoint, &st); err != nil {
+			m.log.Debug("stat of shared mount failed", "mount_point", mnt.Mountpoint, "err", err)
+		}
+	}
+	return nil
+}

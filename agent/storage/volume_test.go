@@ -1,0 +1,202 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestVolumeStatsOnTmpfs(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	mp := filepath.Join(root, "run/vol")
+	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp, Options: []string{"size=4m", "nr_inodes=100"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "f"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, in, err := VolumeStats(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Total != 4<<20 || b.Used < 1<<20 || b.Available+b.Used != b.Total {
+		t.Fatalf("bytes %+v", b)
+	}
+	if in.Total != 100 || in.Used < 2 || in.Available+in.Used != in.Total {
+		t.Fatalf("inodes %+v", in)
+	}
+	if _, _, err := VolumeStats(filepath.Join(root, "missing")); status.Code(err) != codes.NotFound {
+		t.Fatalf("missing: %v", err)
+	}
+	if _, _, err := VolumeStats("rel"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("relative: %v", err)
+	}
+}
+
+// hasCapSysResource reports whether this process may grow a mounted ext4
+// (EXT4_IOC_RESIZE_FS needs CAP_SYS_RESOURCE). The agent has it in the
+// guest; the sandbox this suite runs in may not.
+func hasCapSysResource() bool {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			var caps uint64
+			fmt.Sscanf(strings.TrimSpace(v), "%x", &caps)
+			return caps&(1<<unix.CAP_SYS_RESOURCE) != 0
+		}
+	}
+	return false
+}
+
+func TestResizeVolumeErrors(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	tmp := filepath.Join(root, "run/tmp")
+	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: tmp}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ResizeVolume(context.Background(), tmp, 0); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("tmpfs: %v", err)
+	}
+	if err := ResizeVolume(context.Background(), filepath.Join(root, "nothing"), 0); status.Code(err) != codes.NotFound {
+		t.Fatalf("not mounted: %v", err)
+	}
+	if err := ResizeVolume(context.Background(), "rel/path", 0); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("relative: %v", err)
+	}
+}
+
+func TestResizeVolumeGrowsExt4Online(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("resize2fs"); err != nil {
+		t.Skip("resize2fs missing")
+	}
+	if !hasCapSysResource() {
+		t.Skip("CAP_SYS_RESOURCE is not held here, so no online ext4 resize; the VM suite covers it")
+	}
+	dev, img := loopDevice(t, "32M")
+	m, root := newManager(t)
+	mp := filepath.Join(root, "run/vol")
+	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverBlk, Source: dev, FSType: "ext4", MountPoint: mp}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _, _ := VolumeStats(mp)
+	// The host grows the disk; the guest kernel sees the new capacity.
+	if err := os.Truncate(img, 96<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("losetup", "-c", dev).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -c: %v %s", err, out)
+	}
+	if err := ResizeVolume(context.Background(), mp, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	mid, _, _ := VolumeStats(mp)
+	if err := ResizeVolume(context.Background(), mp, 0); err != nil {
+		t.Fatal(err)
+	}
+	after, _, _ := VolumeStats(mp)
+	if !(before.Total < mid.Total && mid.Total < after.Total && after.Total > 80<<20) {
+		t.Fatalf("sizes before %d, at 64M %d, grown %d", before.Total, mid.Total, after.Total)
+	}
+}
+
+func swapoff(path string) error {
+	p, _ := unix.BytePtrFromString(path)
+	if _, _, errno := unix.Syscall(unix.SYS_SWAPOFF, uintptr(unsafe.Pointer(p)), 0, 0); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func TestSwaponFile(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("mkswap"); err != nil {
+		t.Skip("mkswap missing")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "swap")
+	if err := os.WriteFile(file, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkswap", file).CombinedOutput(); err != nil {
+		t.Fatalf("mkswap: %v %s", err, out)
+	}
+	if err := Swapon(file); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := swapoff(file); err != nil {
+			t.Errorf("swapoff: %v", err)
+		}
+	})
+	swaps, _ := os.ReadFile("/proc/swaps")
+	if !strings.Contains(string(swaps), file) {
+		t.Fatalf("%s not in /proc/swaps:\n%s", file, swaps)
+	}
+	if err := Swapon(file); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("second swapon: %v", err)
+	}
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, make([]byte, 1<<20), 0o600)
+	if err := Swapon(plain); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("not a swap area: %v", err)
+	}
+	if err := Swapon(filepath.Join(dir, "none")); status.Code(err) != codes.NotFound {
+		t.Fatalf("missing: %v", err)
+	}
+}
+
+func TestUpdateEphemeralRemountsWithNewSize(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	mp := filepath.Join(root, "run/sandbox/ephemeral/cache")
+	v := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp, Options: []string{"size=1m"}}
+	if err := m.MountVolumes(context.Background(), "c", []Volume{v}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(mp, "keep"), []byte("x"), 0o644)
+	v.Options = []string{"size=2m"}
+	if err := m.UpdateEphemeral(context.Background(), []Volume{v}); err != nil {
+		t.Fatal(err)
+	}
+	if _, opts, _ := mountAt(t, mp); !strings.Contains(opts, "size=2048k") {
+		t.Fatalf("options after update: %s", opts)
+	}
+	if _, err := os.Stat(filepath.Join(mp, "keep")); err != nil {
+		t.Fatal("remount lost the content")
+	}
+	if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverLocal, MountPoint: mp}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("local: %v", err)
+	}
+	if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverEphemeral, MountPoint: root + "/none"}}); status.Code(err) != codes.NotFound {
+		t.Fatalf("not mounted: %v", err)
+	}
+}
+
+func TestTouchSharedMounts(t *testing.T) {
+	requireRoot(t)
+	m, _ := newManager(t)
+	mp := filepath.Join(SharedDir(m.StateRoot()), "c1", "rootfs")
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TouchSharedMounts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := m.TouchSharedMounts(ctx); status.Code(err) != codes.Canceled {
+		t.Fatalf("cancelled: %v", err)
+	}
+}

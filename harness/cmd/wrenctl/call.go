@@ -1,0 +1,144 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// services are the agent's ttrpc services, in the order list prints them.
+var services = []protoreflect.ServiceDescriptor{
+	agentpb.File_wren_protocols_agent_proto.Services().ByName("AgentService"),
+	agentpb.File_wren_protocols_health_proto.Services().ByName("Health"),
+}
+
+// findMethod looks an RPC up by its method name in either service.
+func findMethod(name string) (protoreflect.MethodDescriptor, bool) {
+	for _, svc := range services {
+		if m := svc.Methods().ByName(protoreflect.Name(name)); m != nil {
+			return m, true
+		}
+	}
+	return nil, false
+}
+
+func listCommand(_ globals, args []string) int {
+	if len(args) > 0 {
+		return usageError(os.Stderr, "list takes no arguments")
+	}
+	var names []string
+	for _, svc := range services {
+		for i := 0; i < svc.Methods().Len(); i++ {
+			m := svc.Methods().Get(i)
+			names = append(names, fmt.Sprintf("%-32s %s", m.Name(), svc.FullName()))
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Println(n)
+	}
+	return exitOK
+}
+
+// callCommand sends one RPC with a protojson request and prints the reply.
+func callCommand(g globals, name string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	m, ok := findMethod(name)
+	if !ok {
+		return usageError(stderr, "unknown RPC or command %q (see 'wrenctl list')", name)
+	}
+	if len(args) > 1 {
+		return usageError(stderr, "%s takes at most one REQUEST argument", name)
+	}
+	req, err := newMessage(m.Input())
+	if err != nil {
+		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	if len(args) == 1 {
+		text, err := requestText(args[0], stdin)
+		if err != nil {
+			return usageError(stderr, "%v", err)
+		}
+		if err := protojson.Unmarshal(text, req); err != nil {
+			return usageError(stderr, "request for %s is not a valid %s: %v", name, m.Input().FullName(), err)
+		}
+	}
+	resp, err := newMessage(m.Output())
+	if err != nil {
+		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	if g.addr == "" {
+		return usageError(stderr, "no agent address: use --addr or set WREN_ADDR")
+	}
+
+	ctx, cancel := g.rpcContext()
+	defer cancel()
+	c, err := client.Dial(ctx, g.addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	defer c.Close()
+	if err := c.Call(ctx, string(m.Parent().FullName()), string(m.Name()), req, resp); err != nil {
+		st, _ := status.FromError(unwrapStatus(err))
+		fmt.Fprintf(stderr, "wrenctl: %s: %s: %s\n", name, st.Code(), st.Message())
+		return exitError
+	}
+	out, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(resp)
+	if err != nil {
+		fmt.Fprintf(stderr, "wrenctl: encode response: %v\n", err)
+		return exitError
+	}
+	fmt.Fprintln(stdout, string(out))
+	return exitOK
+}
+
+// unwrapStatus finds the ttrpc status under the client's wrapping.
+func unwrapStatus(err error) error {
+	for e := err; e != nil; {
+		if _, ok := status.FromError(e); ok {
+			return e
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return err
+}
+
+func newMessage(d protoreflect.MessageDescriptor) (proto.Message, error) {
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(d.FullName())
+	if err != nil {
+		return nil, fmt.Errorf("message type %s: %w", d.FullName(), err)
+	}
+	return mt.New().Interface(), nil
+}
+
+// requestText reads REQUEST: inline JSON, @file, or - for stdin.
+func requestText(arg string, stdin io.Reader) ([]byte, error) {
+	switch {
+	case arg == "-":
+		return io.ReadAll(stdin)
+	case strings.HasPrefix(arg, "@"):
+		b, err := os.ReadFile(arg[1:])
+		if err != nil {
+			return nil, fmt.Errorf("request file: %w", err)
+		}
+		return b, nil
+	}
+	return []byte(arg), nil
+}

@@ -1,0 +1,163 @@
+// Package testagent runs the real wren-agent binary on a host unix socket
+// for tests, and finds or builds the project's binaries.
+package testagent
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// repoRoot is the module root, found from this file's location.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+var (
+	buildMu    sync.Mutex
+	builtPaths = map[string]string{}
+)
+
+// Binary returns the path of one of the project's binaries (wren-agent,
+// wrenctl, ...). With WREN_BIN set (make test sets it to bin/) it uses the
+// binaries `make build` made; otherwise it builds the binary once per test
+// process with the Makefile.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	if dir := os.Getenv("WREN_BIN"); dir != "" {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("WREN_BIN=%s: %v", dir, err)
+		}
+		return p
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := builtPaths[name]; ok {
+		return p
+	}
+	target := map[string]string{"wren-agent": "agent", "wrenctl": "wrenctl"}[name]
+	if target == "" {
+		target = "tools"
+	}
+	cmd := exec.Command("make", "-s", target)
+	cmd.Dir = repoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make %s: %v\n%s", target, err, out)
+	}
+	p := filepath.Join(repoRoot(), "bin", name)
+	builtPaths[name] = p
+	return p
+}
+
+// Agent is a wren-agent process serving on a unix socket.
+type Agent struct {
+	// Addr is the agent's address (unix:///...).
+	Addr string
+	// StateRoot is the agent's state directory.
+	StateRoot string
+	// Cmd is the running process.
+	Cmd *exec.Cmd
+	log *lockedBuffer
+}
+
+// Log returns what the agent wrote to stderr so far.
+func (a *Agent) Log() string { return a.log.String() }
+
+// Start runs wren-agent with a fresh socket and state root, waits until it
+// answers Health.Check, and stops it when the test ends.
+func Start(t testing.TB, extraArgs ...string) *Agent {
+	t.Helper()
+	bin := Binary(t, "wren-agent")
+	dir := t.TempDir()
+	a := &Agent{
+		Addr:      "unix://" + filepath.Join(dir, "agent.sock"),
+		StateRoot: filepath.Join(dir, "state"),
+		log:       &lockedBuffer{},
+	}
+	args := append([]string{"--server-addr", a.Addr, "--state-root", a.StateRoot, "--log-level", "debug"}, extraArgs...)
+	a.Cmd = exec.Command(bin, args...)
+	a.Cmd.Stderr = a.log
+	a.Cmd.Env = append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL=")
+	if err := a.Cmd.Start(); err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { a.Cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		a.Cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			a.Cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.Log())
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		select {
+		case <-exited:
+			t.Fatalf("agent exited before serving: %v\n%s", a.Cmd.ProcessState, a.Log())
+		default:
+		}
+		if c, err := client.Dial(ctx, a.Addr); err == nil {
+			_, err = c.Health.Check(ctx, &agentpb.CheckRequest{})
+			c.Close()
+			if err == nil {
+				return a
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("agent did not answer Check: %v\n%s", ctx.Err(), a.Log())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Dial connects a client to the agent, closed when the test ends.
+func (a *Agent) Dial(t testing.TB) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, a.Addr)
+	if err != nil {
+		t.Fatalf("dial agent: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// lockedBuffer collects a process's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
