@@ -38,6 +38,8 @@ type backend struct {
 	srv             *vsockd.Server
 	cancel          context.CancelFunc
 	done            chan error
+	stopOnce        sync.Once
+	stopErr         error
 }
 
 func startBackend(t testing.TB, dir string) *backend {
@@ -62,15 +64,18 @@ func startBackend(t testing.TB, dir string) *backend {
 	return b
 }
 
-// stop shuts the backend down and returns Serve's result.
+// stop shuts the backend down and returns Serve's result (again on later
+// calls).
 func (b *backend) stop() error {
-	b.cancel()
-	select {
-	case err := <-b.done:
-		return err
-	case <-time.After(30 * time.Second):
-		return errors.New("Serve did not return within 30s")
-	}
+	b.stopOnce.Do(func() {
+		b.cancel()
+		select {
+		case b.stopErr = <-b.done:
+		case <-time.After(30 * time.Second):
+			b.stopErr = errors.New("Serve did not return within 30s")
+		}
+	})
+	return b.stopErr
 }
 
 type testWriter struct{ t testing.TB }
