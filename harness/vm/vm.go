@@ -45,6 +45,7 @@ const (
 	DefaultGuestCID  = 3
 	DefaultVirtiofsd = "/usr/lib/qemu/virtiofsd"
 	DefaultQEMU      = "qemu-system-x86_64"
+	DefaultFirmware  = "/usr/share/qemu/qboot.rom"
 	// SharedTag is the virtio-fs tag a Kata shim gives the sandbox share.
 	SharedTag = "kataShared"
 	// HotplugPorts is how many empty PCIe root ports the machine gets for
@@ -91,6 +92,12 @@ type Config struct {
 	Debug bool
 	// Accel is "tcg" (default), "kvm", or "auto" (probe KVM, else TCG).
 	Accel string
+	// Firmware is QEMU's -bios: a path, "seabios" for QEMU's default, or
+	// empty for $WREN_FIRMWARE, else qboot when installed. qboot
+	// (/usr/share/qemu/qboot.rom, qemu-system-data) reaches the kernel about
+	// 1.5-2 s sooner than SeaBIOS under TCG on the CI machines; hotplug and
+	// the nvdimm (ACPI tables from QEMU) work the same.
+	Firmware string
 	// KernelParams are appended to the kernel command line.
 	KernelParams []string
 	// NoLogPort leaves the agent's log on the serial console instead of
@@ -336,6 +343,17 @@ func (c *Config) fill() error {
 	if c.Accel == "" {
 		c.Accel = os.Getenv("WREN_ACCEL")
 	}
+	if c.Firmware == "" {
+		c.Firmware = os.Getenv("WREN_FIRMWARE")
+	}
+	if c.Firmware == "" {
+		if _, err := os.Stat(DefaultFirmware); err == nil {
+			c.Firmware = DefaultFirmware
+		}
+	}
+	if c.Firmware == "seabios" {
+		c.Firmware = ""
+	}
 	for _, f := range []struct{ what, path string }{{"kernel", c.Kernel}, {"initramfs", c.Initrd}} {
 		if f.path == "" {
 			return fmt.Errorf("vm: no %s given (make image builds out/vmlinux and out/wren-initramfs.cpio.gz)", f.what)
@@ -446,6 +464,9 @@ func qemuArgs(cfg *Config, accel string) []string {
 		"-device", "vhost-user-vsock-pci,chardev=vsock,id=vsock0",
 		"-chardev", "socket,id=virtiofs,path=" + filepath.Join(cfg.Dir, virtiofsSock),
 		"-device", "vhost-user-fs-pci,chardev=virtiofs,tag=" + SharedTag + ",queue-size=1024,id=virtiofs0",
+	}
+	if cfg.Firmware != "" {
+		args = append(args, "-bios", cfg.Firmware)
 	}
 	for i := 0; i < HotplugPorts; i++ {
 		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=hp%d,bus=pcie.0,chassis=%d,addr=0x%x", i, i+1, hotplugSlot0+i))

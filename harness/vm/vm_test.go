@@ -64,9 +64,14 @@ func TestQEMUArgs(t *testing.T) {
 			t.Errorf("QEMU args lack %q:\n%s", want, args)
 		}
 	}
-	if strings.Contains(args, "nvdimm") {
-		t.Errorf("nvdimm without an image: %s", args)
+	if strings.Contains(args, "nvdimm") || strings.Contains(args, "-bios") {
+		t.Errorf("nvdimm without an image, or firmware without one set: %s", args)
 	}
+	c.Firmware = "/usr/share/qemu/qboot.rom"
+	if args := strings.Join(qemuArgs(c, "tcg"), " "); !strings.Contains(args, "-bios /usr/share/qemu/qboot.rom") {
+		t.Errorf("firmware not passed: %s", args)
+	}
+	c.Firmware = ""
 	img := filepath.Join(dir, "img")
 	if err := os.WriteFile(img, make([]byte, 3<<20), 0o644); err != nil {
 		t.Fatal(err)

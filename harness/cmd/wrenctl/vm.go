@@ -86,6 +86,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	image := fs.String("image", "", "DAX image attached as an nvdimm (optional)")
 	accel := fs.String("accel", os.Getenv("WREN_ACCEL"), "tcg, kvm or auto (probe KVM); default tcg")
 	cid := fs.Uint("cid", vm.DefaultGuestCID, "guest vsock context ID (3 or above)")
+	firmware := fs.String("firmware", os.Getenv("WREN_FIRMWARE"), "QEMU -bios: a path or seabios (default qboot when installed)")
 	params := fs.String("kernel-params", "", "extra kernel command line words (e.g. agent.hotplug_timeout=10s)")
 	timeout := fs.Duration("timeout", 3*time.Minute, "how long to wait for the agent")
 	if code, ok := parseVMFlags(fs, args, stderr); !ok {
@@ -111,7 +112,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	v, err := vm.Start(ctx, vm.Config{
 		Dir: *dir, Kernel: k, Initrd: ird, SharedDir: *shared, Image: *image,
 		MemoryMiB: *mem, CPUs: *cpus, GuestCID: uint32(*cid), Debug: *debug, Accel: *accel,
-		KernelParams: strings.Fields(*params),
+		KernelParams: strings.Fields(*params), Firmware: *firmware,
 		Detach:       true,
 		LogCollector: []string{exe, "vm", "_log", "--dir", abs},
 		BootTimeout:  *timeout,
