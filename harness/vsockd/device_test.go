@@ -228,6 +228,7 @@ func readLine(t testing.TB, c net.Conn) (string, error) {
 func establish(t testing.TB, g *guest, guestPort uint32, guestBuf uint32) (net.Conn, packet) {
 	t.Helper()
 	client, server := hostPair(t)
+	g.refill()
 	if err := g.d.hostConnect(server, guestPort); err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +308,9 @@ func TestHostConnectTimeout(t *testing.T) {
 	cfg.ConnectTimeout = 100 * time.Millisecond
 	g := newGuest(t, cfg)
 	client, server := hostPair(t)
+	// With rx buffers posted the REQUEST leaves at once, before the timer
+	// can fire however loaded the machine is.
+	g.refill()
 	if err := g.d.hostConnect(server, 9); err != nil {
 		t.Fatal(err)
 	}
