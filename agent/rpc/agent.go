@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -20,6 +21,9 @@ type Agent struct {
 	log   *slog.Logger
 	cfg   config.Config
 	guest *GuestServices
+	// sandbox serves the sandbox, container, process and IO RPCs; without
+	// one they answer Unimplemented.
+	sandbox *sandbox.Sandbox
 }
 
 // unimplementedMethods keeps fallback one embedding level below Agent, so
@@ -35,6 +39,9 @@ type Options struct {
 	// Guest holds the storage, device, network and guest-side services
 	// (see NewGuestServices); nil leaves their RPCs FailedPrecondition.
 	Guest *GuestServices
+	// Sandbox is the pod model (package sandbox) behind the sandbox,
+	// container, process and IO RPCs.
+	Sandbox *sandbox.Sandbox
 }
 
 // New makes the AgentService implementation.
@@ -47,7 +54,7 @@ func New(opts Options) *Agent {
 	if guest == nil {
 		guest = &GuestServices{}
 	}
-	return &Agent{log: log, cfg: opts.Config, guest: guest}
+	return &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox}
 }
 
 // Register registers grpc.AgentService and grpc.Health on srv.

@@ -11,16 +11,23 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/initd"
+	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/rpc"
+	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
 )
 
 func main() {
+	// libcontainer re-executes this binary as `wren-agent init` to become a
+	// container's init; that must happen before anything else runs.
+	container.InitHook()
 	pid1 := initd.IsPID1()
 	if !pid1 {
 		os.Exit(run(false).code)
@@ -108,10 +115,9 @@ func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	_ = initd.Setup(ctx, log, initd.Config{CgroupV1: initd.CgroupV1Requested(config.SplitCmdline(string(cmdline)))})
 	// Modules are loaded now, before serve starts the uevent listener and
-	// anything waits for a device. Hook for agent/reaper when it lands: start
-	// it here and pass its Run to the debug console, so that one owner calls
-	// wait4 (until then the console waits for its own shells and orphans
-	// re-parented to PID 1 stay zombies).
+	// anything waits for a device. The debug console waits for its own
+	// shells (exec.Cmd), which agent/reaper leaves alone; orphans are
+	// reaped by the reaper that serve starts.
 	if cfg.DebugConsole {
 		dc := &initd.DebugConsole{Port: cfg.DebugConsoleVport, Log: log}
 		if err := dc.Start(ctx); err != nil {
@@ -135,7 +141,25 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest}))
+	rp, err := reaper.New(log)
+	if err != nil {
+		return err
+	}
+	defer rp.Close()
+	sb, err := sandbox.New(sandbox.Options{
+		StateRoot: cfg.StateRoot,
+		PipeSize:  cfg.ContainerPipeSize,
+		Reaper:    rp,
+		Storage:   guest.Storage,
+		Devices:   guest.Devices,
+		Log:       log,
+	})
+	if err != nil {
+		return err
+	}
+	guest.TerminationLog = sb.TerminationLog
+	guest.CPUsOnlined = sb.ReapplyCPUSets
+	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb}))
 	ln, err := server.Listen(cfg.ServerAddr)
 	if err != nil {
 		return err
@@ -145,5 +169,14 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
 		attrs = append(attrs, "init_ms", float64(d.Microseconds())/1000)
 	}
 	log.Info("listening", attrs...)
-	return srv.Serve(ctx, ln)
+	err = srv.Serve(ctx, ln)
+	if sb.Created() {
+		// Not PID 1 (or PID 1 told to stop): leave no container behind.
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if derr := sb.DestroySandbox(dctx); derr != nil {
+			log.Error("destroy sandbox on exit", "err", derr)
+		}
+	}
+	return err
 }

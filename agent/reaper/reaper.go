@@ -1,0 +1,262 @@
+// Package reaper owns the reaping of the agent's children.
+//
+// The agent is a child subreaper (and PID 1 in the guest), so container
+// processes, their orphans and everything else that loses its parent end up
+// as its children. One goroutine reaps them; everyone else gets exit
+// statuses from it (Exit). Processes are registered with Start, which runs
+// the start function with the reap loop held off and registers the pid
+// before the loop can see that pid exit.
+//
+// Other code in the agent still starts short-lived commands with os/exec
+// and waits for them itself, and libcontainer waits for its nsexec stage
+// processes. A blind wait4(-1) would steal those children (their Wait
+// would fail with ECHILD). So the loop reaps a child only when it is a
+// zombie (state Z in /proc) and either registered, or unregistered for
+// longer than OrphanGrace — time for its own parent code to wait for it.
+// Hold keeps the loop off entirely while fn runs.
+package reaper
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// OrphanGrace is how long an unregistered zombie child is left for the code
+// that started it (exec.Cmd.Wait) before the reaper collects it.
+const OrphanGrace = 3 * time.Second
+
+// ExitSignalOffset is added to the number of the signal that killed a process
+// to form its exit code, as shells do.
+const ExitSignalOffset = 128
+
+// Exit is the future exit status of one registered process.
+type Exit struct {
+	pid  int
+	done chan struct{}
+	code int
+}
+
+// Pid is the process id the Exit belongs to.
+func (e *Exit) Pid() int { return e.pid }
+
+// Done is closed once the process has exited and was reaped.
+func (e *Exit) Done() <-chan struct{} { return e.done }
+
+// Code is the exit status, or 128+signal for a process killed by a signal.
+// It is only meaningful after Done is closed.
+func (e *Exit) Code() int {
+	<-e.done
+	return e.code
+}
+
+// Wait blocks until the process exits or ctx ends. Any number of goroutines
+// may wait for the same Exit.
+func (e *Exit) Wait(ctx context.Context) (int, error) {
+	select {
+	case <-e.done:
+		return e.code, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Reaper reaps every child of the process. Create one per process with New.
+type Reaper struct {
+	log *slog.Logger
+
+	// gate is read-held by Start and Hold callers and write-held by the
+	// reap loop around its wait4 calls, so the loop never steals a child
+	// that another piece of code is about to wait for itself.
+	gate sync.RWMutex
+
+	mu      sync.Mutex
+	watched map[int]*Exit
+
+	// seen records when the loop first saw an unregistered zombie (only
+	// the loop uses it).
+	seen map[int]time.Time
+
+	sigc chan os.Signal
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New makes the calling process a child subreaper and starts the reap loop.
+func New(log *slog.Logger) (*Reaper, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
+	}
+	r := &Reaper{
+		log:     log.With("component", "reaper"),
+		watched: make(map[int]*Exit),
+		seen:    make(map[int]time.Time),
+		sigc:    make(chan os.Signal, 16),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	signal.Notify(r.sigc, unix.SIGCHLD)
+	go r.loop()
+	return r, nil
+}
+
+// Close stops the reap loop. Registered processes that have not exited yet
+// are left as they are; their Exits never complete.
+func (r *Reaper) Close() {
+	select {
+	case <-r.stop:
+		return
+	default:
+	}
+	signal.Stop(r.sigc)
+	close(r.stop)
+	<-r.done
+}
+
+func (r *Reaper) loop() {
+	defer close(r.done)
+	// Children may have exited before the signal handler was installed.
+	next := r.reap()
+	for {
+		var retry <-chan time.Time
+		if next > 0 {
+			retry = time.After(next)
+		}
+		select {
+		case <-r.stop:
+			return
+		case <-r.sigc:
+		case <-retry:
+		}
+		next = r.reap()
+	}
+}
+
+// reap collects the zombie children that are registered or past their
+// grace, and returns when to look again for the ones still in grace (0:
+// no need). Signals coalesce, so it looks at every zombie each time.
+func (r *Reaper) reap() time.Duration {
+	r.gate.Lock()
+	defer r.gate.Unlock()
+	now := time.Now()
+	var next time.Duration
+	zombies := zombieChildren()
+	for pid := range r.seen {
+		if !zombies[pid] {
+			delete(r.seen, pid) // its own parent code reaped it
+		}
+	}
+	for pid := range zombies {
+		r.mu.Lock()
+		e, registered := r.watched[pid]
+		r.mu.Unlock()
+		if !registered {
+			first, ok := r.seen[pid]
+			if !ok {
+				r.seen[pid] = now
+				first = now
+			}
+			if wait := OrphanGrace - now.Sub(first); wait > 0 {
+				if next == 0 || wait < next {
+					next = wait
+				}
+				continue
+			}
+		}
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
+		if err != nil || got != pid || (!ws.Exited() && !ws.Signaled()) {
+			continue // someone else reaped it meanwhile
+		}
+		delete(r.seen, pid)
+		code := exitCode(ws)
+		if !registered {
+			r.log.Debug("reaped unregistered child", "pid", pid, "status", code)
+			continue
+		}
+		r.mu.Lock()
+		delete(r.watched, pid)
+		r.mu.Unlock()
+		e.code = code
+		close(e.done)
+	}
+	return next
+}
+
+// zombieChildren lists this process's children that have exited and wait
+// to be reaped.
+func zombieChildren() map[int]bool {
+	self := strconv.Itoa(os.Getpid())
+	out := map[int]bool{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may contain anything but ends
+		// at the last ')'.
+		line := string(b)
+		i := strings.LastIndexByte(line, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(line[i+1:])
+		if len(f) < 2 || f[0] != "Z" || f[1] != self {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			out[pid] = true
+		}
+	}
+	return out
+}
+
+func exitCode(ws unix.WaitStatus) int {
+	if ws.Signaled() {
+		return ExitSignalOffset + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+// Start runs start, which must start exactly one long-lived child and return
+// its pid, with the reap loop held off, and registers that pid before the loop
+// can reap it. Children that start creates and waits for itself (as
+// libcontainer does with its nsexec stages) are safe from the loop. start
+// should not block for long: reaping of every other child waits for it.
+func (r *Reaper) Start(start func() (int, error)) (*Exit, error) {
+	r.gate.RLock()
+	defer r.gate.RUnlock()
+	pid, err := start()
+	if err != nil {
+		return nil, err
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("start returned invalid pid %d", pid)
+	}
+	e := &Exit{pid: pid, done: make(chan struct{})}
+	r.mu.Lock()
+	r.watched[pid] = e
+	r.mu.Unlock()
+	return e, nil
+}
+
+// Hold runs fn with the reap loop held off, for code that waits for its own
+// children and may take longer than OrphanGrace to do so. Keep fn short.
+func (r *Reaper) Hold(fn func() error) error {
+	r.gate.RLock()
+	defer r.gate.RUnlock()
+	return fn()
+}

@@ -1,0 +1,52 @@
+package sandbox
+
+import (
+	"testing"
+
+	pb "github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// BenchmarkRunToExit measures CreateContainer + StartContainer +
+// WaitProcess + RemoveContainer of /bin/true (busybox, runc's default spec).
+func BenchmarkRunToExit(b *testing.B) {
+	e := newBenchEnv(b)
+	for b.Loop() {
+		id := newID()
+		if err := e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, OCI: e.spec("/bin/true")}); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := e.sb.WaitProcess(bg, &pb.WaitProcessRequest{ContainerId: id}); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: id}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkExec measures ExecProcess + WaitProcess of /bin/true in a
+// running container.
+func BenchmarkExec(b *testing.B) {
+	e := newBenchEnv(b)
+	id := newID()
+	if err := e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, OCI: e.spec("/bin/sleep", "1000")}); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for b.Loop() {
+		n++
+		execID := "e" + newID()
+		if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: execID, Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/", User: &pb.User{}}}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := e.sb.WaitProcess(bg, &pb.WaitProcessRequest{ContainerId: id, ExecId: execID}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
