@@ -9,12 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
-
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/container"
@@ -25,7 +22,6 @@ import (
 	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
-	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
 func main() {
@@ -91,16 +87,8 @@ func run(pid1 bool) exit {
 	for _, w := range loaded.IgnoredCmdline {
 		log.Warn("ignoring unknown kernel command line key", "word", w)
 	}
-	// One owner calls wait4 for every child: containers, exec'd processes,
-	// debug shells and orphans re-parented to PID 1.
-	rp, err := reaper.New(log)
-	if err != nil {
-		log.Error("reaper", "err", err)
-		return exit{1, "reaper: " + err.Error()}
-	}
-	defer rp.Close()
 	if pid1 {
-		initGuest(ctx, log, cfg, rp)
+		initGuest(ctx, log, cfg)
 	}
 	if sink != nil {
 		if err := sink.ListenVsock(ctx, cfg.LogVport); err != nil {
@@ -112,7 +100,10 @@ func run(pid1 bool) exit {
 	// As PID 1, DestroySandbox ends the agent and so powers the VM off, as
 	// the shim expects of a sandbox VM it tears down.
 	ctx, destroyed := context.WithCancelCause(ctx)
-	if err := serve(ctx, log, cfg, rp, pid1, destroyed); err != nil {
+	if !pid1 {
+		destroyed = nil
+	}
+	if err := serve(ctx, log, cfg, destroyed); err != nil {
 		log.Error("agent stopped", "err", err)
 		return exit{1, "agent stopped: " + err.Error()}
 	}
@@ -129,62 +120,22 @@ func run(pid1 bool) exit {
 // initGuest does the PID 1 work before the agent serves. Failed steps are
 // logged by initd and do not stop the agent: a guest missing, say, one
 // cgroup controller is still worth serving.
-func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.Reaper) {
+func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	_ = initd.Setup(ctx, log, initd.Config{CgroupV1: initd.CgroupV1Requested(config.SplitCmdline(string(cmdline)))})
 	// Modules are loaded now, before serve starts the uevent listener and
-	// anything waits for a device.
+	// anything waits for a device. The debug console waits for its own
+	// shells (exec.Cmd), which agent/reaper leaves alone; orphans are
+	// reaped by the reaper that serve starts.
 	if cfg.DebugConsole {
-		dc := &initd.DebugConsole{Port: cfg.DebugConsoleVport, Log: log, Run: reapedRun(rp)}
+		dc := &initd.DebugConsole{Port: cfg.DebugConsoleVport, Log: log}
 		if err := dc.Start(ctx); err != nil {
 			log.Error("debug console", "err", err)
 		}
 	}
 }
 
-// reapedRun runs a command with the reaper as the only caller of wait4.
-func reapedRun(rp *reaper.Reaper) initd.RunFunc {
-	return func(cmd *exec.Cmd) error {
-		ex, err := rp.Start(func() (int, error) {
-			if err := cmd.Start(); err != nil {
-				return 0, err
-			}
-			return cmd.Process.Pid, nil
-		})
-		if err != nil {
-			return err
-		}
-		code, err := ex.Wait(context.Background())
-		if err != nil {
-			return err
-		}
-		if code != 0 {
-			return fmt.Errorf("exit status %d", code)
-		}
-		return nil
-	}
-}
-
-// errSandboxDestroyed is the power-off reason after DestroySandbox.
-var errSandboxDestroyed = errors.New("sandbox destroyed")
-
-// podAgent powers the VM off after a successful DestroySandbox when the
-// agent is PID 1.
-type podAgent struct {
-	*rpc.Agent
-	destroyed context.CancelCauseFunc
-}
-
-func (a podAgent) DestroySandbox(ctx context.Context, req *agentpb.DestroySandboxRequest) (*emptypb.Empty, error) {
-	resp, err := a.Agent.DestroySandbox(ctx, req)
-	if err == nil {
-		// Let the reply reach the shim before the server stops.
-		time.AfterFunc(100*time.Millisecond, func() { a.destroyed(errSandboxDestroyed) })
-	}
-	return resp, err
-}
-
-func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.Reaper, pid1 bool, destroyed context.CancelCauseFunc) error {
+func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed context.CancelCauseFunc) error {
 	// Devices announced before anyone listens are recorded from sysfs, but
 	// the listener must still start before the first device wait.
 	watcher, err := uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
@@ -199,6 +150,11 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.
 	if err != nil {
 		return err
 	}
+	rp, err := reaper.New(log)
+	if err != nil {
+		return err
+	}
+	defer rp.Close()
 	sb, err := sandbox.New(sandbox.Options{
 		StateRoot: cfg.StateRoot,
 		PipeSize:  cfg.ContainerPipeSize,
@@ -212,13 +168,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, rp *reaper.
 	}
 	guest.TerminationLog = sb.TerminationLog
 	guest.CPUsOnlined = sb.ReapplyCPUSets
-	agent := rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb})
-	if pid1 {
-		agentpb.RegisterAgentServiceService(srv.TTRPC(), podAgent{Agent: agent, destroyed: destroyed})
-		agentpb.RegisterHealthService(srv.TTRPC(), rpc.Health{})
-	} else {
-		rpc.Register(srv.TTRPC(), agent)
-	}
+	register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb}), destroyed)
 	ln, err := server.Listen(cfg.ServerAddr)
 	if err != nil {
 		return err
