@@ -45,13 +45,18 @@ type DebugConsole struct {
 	Run RunFunc
 	// Listener overrides the vsock listener (tests use a Unix socket).
 	Listener net.Listener
+	// Shell overrides the search of Shells.
+	Shell string
 }
 
 // Start starts the console in the background; it stops when ctx ends.
 func (d *DebugConsole) Start(ctx context.Context) error {
-	shell, err := FindShell("")
-	if err != nil {
-		return err
+	shell := d.Shell
+	if shell == "" {
+		var err error
+		if shell, err = FindShell(""); err != nil {
+			return err
+		}
 	}
 	run := d.Run
 	if run == nil {
@@ -63,6 +68,7 @@ func (d *DebugConsole) Start(ctx context.Context) error {
 	}
 	ln := d.Listener
 	if ln == nil {
+		var err error
 		if ln, err = vsock.Listen(d.Port, nil); err != nil {
 			return fmt.Errorf("debug console: listen on vsock port %d: %w", d.Port, err)
 		}

@@ -152,3 +152,15 @@ func join(root, p string) string {
 	}
 	return strings.TrimSuffix(root, "/") + p
 }
+
+// Uptime returns the time since the kernel booted (CLOCK_BOOTTIME, the
+// clock of /proc/uptime). As PID 1 the process start time in /proc is the
+// kernel's init thread, nearly zero, so the agent's own init time is the
+// uptime at listening minus the uptime when main began.
+func Uptime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}

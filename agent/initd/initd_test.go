@@ -2,14 +2,19 @@ package initd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -260,7 +265,7 @@ func TestLogSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink := NewLogSinkListener(ctx, ln)
-	sink.MaxBuffered = 100
+	sink.MaxBuffered = 200
 	log := slog.New(sink.Handler(slog.LevelInfo))
 	for i := 0; i < 5; i++ {
 		log.Info("early", "i", i) // ~70 bytes each: only the newest fits
@@ -273,12 +278,20 @@ func TestLogSink(t *testing.T) {
 	r := bufio.NewReader(c)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	first, err := r.ReadString('\n')
-	if err != nil || !strings.Contains(first, "dropped") || !strings.Contains(first, `"count":4`) {
+	m := regexp.MustCompile(`"log lines dropped before the host connected","count":(\d)`).FindStringSubmatch(first)
+	if err != nil || m == nil {
 		t.Fatalf("first line %q, %v", first, err)
 	}
-	second, _ := r.ReadString('\n')
-	if !strings.Contains(second, `"i":4`) {
-		t.Errorf("buffered line %q, want the newest", second)
+	dropped, _ := strconv.Atoi(m[1])
+	if dropped < 1 || dropped > 4 {
+		t.Fatalf("dropped %d of 5 lines", dropped)
+	}
+	// What is left of the early lines arrives in order, newest last.
+	var last string
+	for i := dropped; i < 5; i++ {
+		if last, err = r.ReadString('\n'); err != nil || !strings.Contains(last, fmt.Sprintf(`"i":%d`, i)) {
+			t.Fatalf("buffered line %d: %q, %v", i, last, err)
+		}
 	}
 	log.Info("live")
 	live, _ := r.ReadString('\n')
@@ -319,9 +332,50 @@ func TestLogSinkStalledReader(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("logging blocked on a stalled reader")
 	}
-	if sink.connected() {
-		t.Error("stalled connection kept")
+	// The writer goroutine gives up on the reader after WriteTimeout.
+	for deadline := time.Now().Add(30 * time.Second); sink.connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("stalled connection kept")
+		}
 	}
+	// A new reader gets the log again.
+	c2, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	for !sink.connected() {
+		time.Sleep(time.Millisecond)
+	}
+	slog.New(sink.Handler(slog.LevelInfo)).Info("after the stall")
+	c2.SetReadDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c2)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("new reader: %v", err)
+		}
+		if strings.Contains(line, "after the stall") {
+			break
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func (s *LogSink) connected() bool {
@@ -336,13 +390,17 @@ func TestDebugConsolePTY(t *testing.T) {
 	if _, err := FindShell(""); err != nil {
 		t.Skip(err)
 	}
+	if _, err := os.Stat("/dev/ptmx"); err != nil {
+		t.Skipf("host has no pty multiplexer: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "console.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dc := &DebugConsole{Log: discard(), Listener: ln}
+	// dash: no rc files or line editing between the test and the prompt.
+	dc := &DebugConsole{Log: discard(), Listener: ln, Shell: "/bin/sh"}
 	if err := dc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -351,16 +409,42 @@ func TestDebugConsolePTY(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	// Wait for the prompt, so the command is read by the shell, not
+	// typed ahead of it.
+	r := bufio.NewReader(c)
+	for prompt := ""; !strings.HasSuffix(prompt, "# "); {
+		b, err := r.ReadByte()
+		if err != nil {
+			t.Fatalf("no prompt: %v (got %q)", err, prompt)
+		}
+		prompt += string(b)
+	}
 	if _, err := c.Write([]byte("tty; echo 'pid''='$$; exit 3\n")); err != nil {
 		t.Fatal(err)
 	}
-	out, _ := io.ReadAll(c) // ends when the shell exits and the pty closes
+	out, _ := io.ReadAll(r) // ends when the shell exits and the pty closes
 	s := strings.ReplaceAll(string(out), "\r", "")
 	if !strings.Contains(s, "/dev/pts/") {
 		t.Errorf("shell not on a pty:\n%s", s)
 	}
 	if !strings.Contains(s, "pid=") {
 		t.Errorf("no shell output:\n%s", s)
+	}
+}
+
+func TestLogSinkFallback(t *testing.T) {
+	sink := NewLogBuffer()
+	log := slog.New(sink.Handler(slog.LevelInfo))
+	log.Info("before")
+	var console lockedBuffer
+	sink.Fallback(&console)
+	log.Info("after")
+	// Close delivers what is still buffered.
+	if err := sink.Close(); err != nil {
+		t.Errorf("Close without a listener: %v", err)
+	}
+	if s := console.String(); !strings.Contains(s, `"msg":"before"`) || !strings.Contains(s, `"msg":"after"`) {
+		t.Errorf("console got %q", s)
 	}
 }

@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/rootfs-builder/kmod"
 )
 
 // ListPath is where the image keeps the module load list.
@@ -35,11 +38,11 @@ func ParseList(data string) ([]Entry, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		path, params, _ := strings.Cut(line, " ")
-		if !strings.HasPrefix(path, "/") {
-			return nil, fmt.Errorf("line %d: module path %q is not absolute", n, path)
+		f := strings.Fields(line)
+		if !strings.HasPrefix(f[0], "/") {
+			return nil, fmt.Errorf("line %d: module path %q is not absolute", n, f[0])
 		}
-		out = append(out, Entry{Path: path, Params: strings.TrimSpace(params)})
+		out = append(out, Entry{Path: f[0], Params: strings.Join(f[1:], " ")})
 	}
 	return out, sc.Err()
 }
@@ -89,4 +92,75 @@ func LoadList(path string) (loaded int, err error) {
 		loaded++
 	}
 	return loaded, errors.Join(errs...)
+}
+
+// ModulesDir is where the running kernel's modules live:
+// /lib/modules/<release>.
+func ModulesDir() (string, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "", fmt.Errorf("uname: %w", err)
+	}
+	return "/lib/modules/" + unix.ByteSliceToString(u.Release[:]), nil
+}
+
+// Errors of LoadByName, for mapping to RPC status codes: ErrInvalidName
+// (InvalidArgument) and kmod.ErrNotFound (NotFound); anything else is the
+// kernel refusing the module.
+var ErrInvalidName = errors.New("invalid module name")
+
+// LoadByName loads the module called name from dir (a /lib/modules/<release>
+// tree; ModulesDir() when empty) after every module it depends on, as read
+// from the modules' own .modinfo. It serves CreateSandbox's kernel_modules.
+// params apply to the named module only. Modules built into the kernel or
+// already loaded are not an error.
+func LoadByName(dir, name string, params []string) error {
+	if dir == "" {
+		var err error
+		if dir, err = ModulesDir(); err != nil {
+			return err
+		}
+	}
+	if name == "" || strings.ContainsAny(name, "/ \x00") {
+		return fmt.Errorf("load module %q: %w", name, ErrInvalidName)
+	}
+	ix, err := kmod.Scan(dir)
+	if err != nil {
+		return fmt.Errorf("load module %s: %w", name, err)
+	}
+	if ix.Builtin(name) {
+		return nil
+	}
+	mods, err := ix.Resolve([]string{name})
+	if err != nil {
+		return fmt.Errorf("load module %s: %w", name, err)
+	}
+	for i, m := range mods {
+		p := ""
+		if i == len(mods)-1 {
+			p = strings.Join(params, " ")
+		}
+		if strings.HasSuffix(m.Path, ".ko") {
+			err = Load(filepath.Join(dir, m.Path), p)
+		} else {
+			err = loadCompressed(m, p)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadCompressed loads a compressed module from its decompressed bytes
+// with init_module, since finit_module would need kernel decompression.
+func loadCompressed(m *kmod.Module, params string) error {
+	data, err := m.Contents()
+	if err != nil {
+		return err
+	}
+	if err := unix.InitModule(data, params); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("init_module %s: %w", m.Name, err)
+	}
+	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wren-vm/wren/rootfs-builder/kmod"
 )
 
 func TestParseList(t *testing.T) {
@@ -45,4 +47,38 @@ func TestLoadListFailures(t *testing.T) {
 	if _, err := LoadList(filepath.Join(dir, "nope")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing list: %v", err)
 	}
+}
+
+func TestLoadByNameErrors(t *testing.T) {
+	if err := LoadByName(t.TempDir(), "a/b", nil); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("path-like name: %v", err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "junk.ko"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/fs/ext4/ext4.ko\n"), 0o644)
+	if err := LoadByName(dir, "ext4", nil); err != nil {
+		t.Errorf("builtin module: %v", err)
+	}
+	if err := LoadByName(dir, "nope", nil); !errors.Is(err, kmod.ErrNotFound) || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("missing module: %v", err)
+	}
+	if err := LoadByName(dir, "junk", nil); err == nil || !strings.Contains(err.Error(), "ELF") {
+		t.Errorf("broken module: %v", err)
+	}
+}
+
+func FuzzParseList(f *testing.F) {
+	f.Add("/lib/modules/v/a.ko\n# c\n/lib/modules/v/b.ko x=1\n")
+	f.Add("relative.ko")
+	f.Fuzz(func(t *testing.T, data string) {
+		entries, err := ParseList(data)
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Path, "/") || strings.ContainsAny(e.Path, " \t\n") {
+				t.Fatalf("bad entry %+v", e)
+			}
+		}
+	})
 }

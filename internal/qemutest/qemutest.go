@@ -145,11 +145,21 @@ var ErrExited = errors.New("qemu exited")
 // WaitFor waits until the console holds a complete line containing marker
 // and returns the time since Start.
 func (vm *VM) WaitFor(ctx context.Context, marker string) (time.Duration, error) {
+	return vm.wait(ctx, marker, true)
+}
+
+// WaitForText waits until the console contains text anywhere, such as a
+// shell prompt that ends no line.
+func (vm *VM) WaitForText(ctx context.Context, text string) (time.Duration, error) {
+	return vm.wait(ctx, text, false)
+}
+
+func (vm *VM) wait(ctx context.Context, marker string, wholeLine bool) (time.Duration, error) {
 	for {
 		vm.mu.Lock()
 		found := false
 		if i := bytes.Index(vm.console.Bytes(), []byte(marker)); i >= 0 {
-			found = bytes.IndexByte(vm.console.Bytes()[i:], '\n') >= 0
+			found = !wholeLine || bytes.IndexByte(vm.console.Bytes()[i:], '\n') >= 0
 		}
 		exited, ch := vm.exited, vm.changed
 		vm.mu.Unlock()

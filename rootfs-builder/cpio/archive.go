@@ -216,3 +216,18 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// Walk calls fn for every entry in write order, including the parent
+// directories the archive adds (as 0755 root-owned directories).
+func (a *Archive) Walk(fn func(name string, e Entry) error) error {
+	for _, name := range a.Names() {
+		e, ok := a.entries[name]
+		if !ok {
+			e = Entry{Type: TypeDir, Perm: 0o755}
+		}
+		if err := fn(name, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}

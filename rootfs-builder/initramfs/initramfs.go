@@ -26,7 +26,8 @@ import (
 
 // DefaultModules are the modules the agent's guest needs from a modular
 // kernel such as Debian's: virtio over PCI and MMIO, vsock (virtio and
-// loopback), virtio-fs/FUSE, virtio-blk/scsi/net/console, nvdimm with pmem
+// loopback), virtio-fs/FUSE, virtio-blk, virtio-scsi with the SCSI disk
+// driver, virtio-net/console, nvdimm with pmem
 // and fs-dax (nfit, nd_pmem, dax_pmem), ext4 for the DAX image with the
 // crc32c its checksums need, and overlay. Their dependencies are added from
 // .modinfo; names built into the kernel are skipped.
@@ -34,7 +35,7 @@ var DefaultModules = []string{
 	"virtio_pci", "virtio_mmio",
 	"vmw_vsock_virtio_transport", "vsock_loopback",
 	"virtiofs", "fuse",
-	"virtio_blk", "virtio_scsi", "virtio_net", "virtio_console",
+	"virtio_blk", "virtio_scsi", "sd_mod", "virtio_net", "virtio_console",
 	"nfit", "nd_pmem", "dax_pmem",
 	"crc32c_generic", "ext4",
 	"overlay",
@@ -199,6 +200,13 @@ func Archive(opts Options) (*cpio.Archive, error) {
 			}
 			list.WriteString(guest + "\n")
 		}
+		// modules.builtin lets the guest tell a built-in module from a
+		// missing one when loading by name (kmodload.LoadByName).
+		if b := filepath.Join(opts.ModulesDir, "modules.builtin"); fileExists(b) {
+			if err := add(a.HostFile(path.Join(base, "modules.builtin"), 0o644, b)); err != nil {
+				return nil, err
+			}
+		}
 		progress(opts.Progress, "initramfs: %d modules (with dependencies)", len(mods))
 	} else if len(opts.Modules) > 0 {
 		return nil, errors.New("initramfs: modules requested but no kernel modules directory given")
@@ -291,4 +299,9 @@ func checkStaticELF(p string) error {
 		return fmt.Errorf("ELF type %v is not an executable", f.Type)
 	}
 	return nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }

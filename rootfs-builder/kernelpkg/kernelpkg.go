@@ -88,26 +88,35 @@ func Fetch(ctx context.Context, opts Options) (*Kernel, error) {
 	if pkg == "" && !opts.Refresh {
 		pkg = singleCached(dir)
 	}
-	if pkg == "" {
-		var err error
-		if pkg, err = resolvePackage(ctx, dir); err != nil {
+	if pkg != "" {
+		if err := checkPackage(pkg); err != nil {
 			return nil, err
 		}
-	}
-	if !validPackage.MatchString(pkg) {
-		return nil, fmt.Errorf("kernel package name %q is not a linux-image package", pkg)
-	}
-	pkgDir := filepath.Join(dir, pkg)
-	if k, err := load(pkg, pkgDir); err == nil {
-		return k, nil
+		if k, err := load(pkg, filepath.Join(dir, pkg)); err == nil {
+			return k, nil
+		}
 	}
 
+	// Resolving may run apt-get update, and fetching writes the cache:
+	// both happen under the lock, so concurrent callers (test packages run
+	// in parallel) neither fight over apt's lock nor download twice.
 	unlock, err := lock(ctx, filepath.Join(dir, ".lock"))
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	// Another process may have finished while we waited for the lock.
+	if pkg == "" && !opts.Refresh {
+		pkg = singleCached(dir) // another process may have fetched meanwhile
+	}
+	if pkg == "" {
+		if pkg, err = resolvePackage(ctx, dir); err != nil {
+			return nil, err
+		}
+		if err := checkPackage(pkg); err != nil {
+			return nil, err
+		}
+	}
+	pkgDir := filepath.Join(dir, pkg)
 	if k, err := load(pkg, pkgDir); err == nil {
 		return k, nil
 	}
@@ -117,26 +126,49 @@ func Fetch(ctx context.Context, opts Options) (*Kernel, error) {
 	return load(pkg, pkgDir)
 }
 
+func checkPackage(pkg string) error {
+	if !validPackage.MatchString(pkg) {
+		return fmt.Errorf("kernel package name %q is not a linux-image package", pkg)
+	}
+	return nil
+}
+
 var validPackage = regexp.MustCompile(`^linux-image-[0-9][A-Za-z0-9.+~-]*$`)
 
 // resolvePackage asks apt which linux-image-<ver> package MetaPackage
 // depends on; without apt data it falls back to the only cached kernel.
 func resolvePackage(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "apt-cache", "depends", MetaPackage).Output()
-	if err == nil {
-		sc := bufio.NewScanner(bytes.NewReader(out))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
-				return f[1], nil
-			}
+	pkg, err := aptDepends(ctx)
+	if err != nil {
+		// A fresh machine may have no package lists yet.
+		if out, uerr := exec.CommandContext(ctx, "apt-get", "update", "-qq").CombinedOutput(); uerr == nil {
+			pkg, err = aptDepends(ctx)
+		} else {
+			err = fmt.Errorf("%w; apt-get update: %v: %s", err, uerr, out)
 		}
-		err = fmt.Errorf("no linux-image dependency in output:\n%s", out)
+	}
+	if err == nil {
+		return pkg, nil
 	}
 	if pkg := singleCached(dir); pkg != "" {
 		return pkg, nil
 	}
 	return "", fmt.Errorf("resolve kernel package from %s (apt-cache depends; run apt-get update, or set the package explicitly): %w", MetaPackage, err)
+}
+
+func aptDepends(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "apt-cache", "depends", MetaPackage).Output()
+	if err != nil {
+		return "", fmt.Errorf("apt-cache depends %s: %w", MetaPackage, err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("no linux-image dependency of %s in apt-cache output:\n%s", MetaPackage, out)
 }
 
 // singleCached returns the package name of the only complete kernel in

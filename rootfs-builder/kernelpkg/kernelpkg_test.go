@@ -96,8 +96,9 @@ func (c *lineCounter) Write(p []byte) (int, error) {
 }
 
 // TestFetchConcurrent fetches into an empty cache from two goroutines (each
-// with its own lock file descriptor, as two test processes would have):
-// exactly one downloads, both get the same complete kernel.
+// with its own lock file descriptor, as two test processes would have),
+// resolving the package from apt: exactly one downloads, both get the same
+// complete kernel.
 func TestFetchConcurrent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("downloads the kernel package (70 MB)")
@@ -114,7 +115,7 @@ func TestFetchConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = Fetch(ctx, Options{Dir: dir, Package: pkg, Progress: &prog})
+			results[i], errs[i] = Fetch(ctx, Options{Dir: dir, Progress: &prog})
 		}()
 	}
 	wg.Wait()
@@ -122,6 +123,9 @@ func TestFetchConcurrent(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("Fetch %d: %v", i, errs[i])
 		}
+	}
+	if results[0].Package != pkg {
+		t.Errorf("resolved %s, want %s", results[0].Package, pkg)
 	}
 	if *results[0] != *results[1] {
 		t.Errorf("results differ: %+v vs %+v", results[0], results[1])

@@ -5,7 +5,8 @@
 // as "testinit: ..." lines, and powers the VM off.
 //
 // Kernel command line: testinit.dax=<path inside the image> turns on the DAX
-// check.
+// check; testinit.modprobe=<name> loads a module by name with its
+// dependencies (kmodload.LoadByName).
 package main
 
 import (
@@ -52,13 +53,22 @@ func main() {
 		if v, ok := strings.CutPrefix(f, "testinit.dax="); ok {
 			checkDAX(v)
 		}
+		if v, ok := strings.CutPrefix(f, "testinit.modprobe="); ok {
+			if err := kmodload.LoadByName("", v, nil); err != nil {
+				say("error: load %s by name: %v", v, err)
+			} else if _, err := os.Stat("/sys/module/" + v); err != nil {
+				say("error: %s not loaded: %v", v, err)
+			} else {
+				say("modprobe %s ok", v)
+			}
+		}
 	}
 	say("done")
 }
 
 func checkDAX(file string) {
 	dev := "/dev/pmem0p1"
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute) // a hang guard: probing is slow on a loaded TCG host
 	for {
 		if _, err := os.Stat(dev); err == nil {
 			break
