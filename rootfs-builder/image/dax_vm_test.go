@@ -20,7 +20,7 @@ import (
 // /dev/pmem0p1 with -o dax and prints a known file from it.
 func TestDAXImageInGuest(t *testing.T) {
 	qemutest.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	k, err := kernelpkg.Fetch(ctx, kernelpkg.Options{})
 	if err != nil {

@@ -68,7 +68,7 @@ func main() {
 
 func checkDAX(file string) {
 	dev := "/dev/pmem0p1"
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute) // a hang guard: probing is slow on a loaded TCG host
 	for {
 		if _, err := os.Stat(dev); err == nil {
 			break
