@@ -156,12 +156,13 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 	}
 	defer rp.Close()
 	sb, err := sandbox.New(sandbox.Options{
-		StateRoot: cfg.StateRoot,
-		PipeSize:  cfg.ContainerPipeSize,
-		Reaper:    rp,
-		Storage:   guest.Storage,
-		Devices:   guest.Devices,
-		Log:       log,
+		StateRoot:    cfg.StateRoot,
+		CgroupParent: cfg.CgroupParent,
+		PipeSize:     cfg.ContainerPipeSize,
+		Reaper:       rp,
+		Storage:      guest.Storage,
+		Devices:      guest.Devices,
+		Log:          log,
 	})
 	if err != nil {
 		return err
