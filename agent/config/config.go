@@ -19,6 +19,7 @@ const (
 	DefaultServerAddr     = "vsock://-1:1024"
 	DefaultStateRoot      = "/run/kata-containers"
 	DefaultHotplugTimeout = 3 * time.Second
+	DefaultCgroupParent   = "wren"
 )
 
 // Config is the agent's effective configuration.
@@ -46,6 +47,9 @@ type Config struct {
 	UnifiedCgroupHierarchy bool
 	// StateRoot holds the sandbox's bundles, shared mounts and namespaces.
 	StateRoot string
+	// CgroupParent is the cgroup under which containers whose spec names no
+	// cgroupsPath are placed, as /<CgroupParent>/<container id>.
+	CgroupParent string
 	// ConfigFile is the TOML file the configuration was read from, if any.
 	ConfigFile string
 }
@@ -57,6 +61,7 @@ func Default() Config {
 		LogLevel:       slog.LevelInfo,
 		HotplugTimeout: DefaultHotplugTimeout,
 		StateRoot:      DefaultStateRoot,
+		CgroupParent:   DefaultCgroupParent,
 	}
 }
 

@@ -205,6 +205,29 @@ func TestFileErrors(t *testing.T) {
 	}
 }
 
+func TestCgroupParent(t *testing.T) {
+	for _, tt := range []struct {
+		args          []string
+		want, wantErr string
+	}{
+		{args: nil, want: "wren"},
+		{args: []string{"--cgroup-parent", "pods/a"}, want: "pods/a"},
+		{args: []string{"--cgroup-parent", "/abs"}, wantErr: "relative"},
+		{args: []string{"--cgroup-parent", "a/../b"}, wantErr: `bad path element ".."`},
+	} {
+		got, err := Load(Input{Args: tt.args, Getenv: func(string) string { return "" }, ReadFile: fakeFS{}.read})
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: err = %v, want %q", tt.args, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got.Config.CgroupParent != tt.want {
+			t.Errorf("%q: %q, %v; want %q", tt.args, got.Config.CgroupParent, err, tt.want)
+		}
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	env := func(k string) string {
 		if k == "WREN_AGENT_LOG_LEVEL" {

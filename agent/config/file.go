@@ -23,6 +23,7 @@ type fileConfig struct {
 	DevMode                *bool   `toml:"dev_mode"`
 	UnifiedCgroupHierarchy *bool   `toml:"unified_cgroup_hierarchy"`
 	StateRoot              *string `toml:"state_root"`
+	CgroupParent           *string `toml:"cgroup_parent"`
 }
 
 // applyFile applies a TOML configuration file. Unknown keys are errors: a
@@ -70,6 +71,7 @@ func applyFile(c *Config, name string, data []byte) error {
 	setIf(&c.DevMode, f.DevMode)
 	setIf(&c.UnifiedCgroupHierarchy, f.UnifiedCgroupHierarchy)
 	setIf(&c.StateRoot, f.StateRoot)
+	setIf(&c.CgroupParent, f.CgroupParent)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/wren-vm/wren/agent/address"
 )
@@ -55,6 +56,7 @@ func Load(in Input) (Loaded, error) {
 	logLevel := fs.String("log-level", "", "log level: trace, debug, info, warn, error")
 	configFile := fs.String("config", "", "TOML configuration file")
 	stateRoot := fs.String("state-root", "", "directory for sandbox state (default "+DefaultStateRoot+")")
+	cgroupParent := fs.String("cgroup-parent", "", "cgroup for containers whose spec has no cgroupsPath (default "+DefaultCgroupParent+")")
 	readCmdline := fs.Bool("kernel-cmdline", false, "read agent.* keys from the kernel command line (always on as PID 1)")
 	fs.BoolVar(&out.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(in.Args); err != nil {
@@ -119,6 +121,12 @@ func Load(in Input) (Loaded, error) {
 	if *stateRoot != "" {
 		c.StateRoot = *stateRoot
 	}
+	if *cgroupParent != "" {
+		c.CgroupParent = *cgroupParent
+	}
+	if err := checkCgroupParent(c.CgroupParent); err != nil {
+		return out, invalidValue("configuration", "cgroup parent", c.CgroupParent, err)
+	}
 	if err := checkServerAddr(c.ServerAddr); err != nil {
 		return out, fmt.Errorf("server address %q: %w", c.ServerAddr, err)
 	}
@@ -138,7 +146,21 @@ func checkServerAddr(s string) error {
 	return nil
 }
 
+// checkCgroupParent accepts a relative cgroup path that stays below the
+// hierarchy's root.
+func checkCgroupParent(p string) error {
+	if p == "" || strings.HasPrefix(p, "/") {
+		return fmt.Errorf("want a relative cgroup path")
+	}
+	for _, part := range strings.Split(p, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("bad path element %q", part)
+		}
+	}
+	return nil
+}
+
 // Usage writes the flag summary.
 func Usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: wren-agent [--server-addr ADDR] [--log-level LEVEL] [--config FILE] [--state-root DIR] [--kernel-cmdline] [--version]")
+	fmt.Fprintln(w, "usage: wren-agent [--server-addr ADDR] [--log-level LEVEL] [--config FILE] [--state-root DIR] [--cgroup-parent PATH] [--kernel-cmdline] [--version]")
 }

@@ -89,7 +89,11 @@ type Network struct {
 func New(h *netlink.Handle, finder LinkFinder) (*Network, error) {
 	if h == nil {
 		var err error
-		if h, err = netlink.NewHandle(); err != nil {
+		// Route family only: with no families NewHandle also opens
+		// NETLINK_XFRM and NETLINK_NETFILTER sockets, which fail with
+		// EPROTONOSUPPORT on a guest kernel where xfrm_user/nfnetlink are
+		// modules that are not loaded (Debian's), stopping the agent.
+		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 			return nil, fmt.Errorf("rtnetlink handle: %w", err)
 		}
 	}

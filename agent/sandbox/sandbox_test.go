@@ -403,10 +403,36 @@ func TestKillAllAndRemoveWithProcessesRunning(t *testing.T) {
 	snap.Check(t, append(cgroupDirs(id), cgroupDirs(id2)...)...)
 }
 
+// missingBinary checks that a missing binary fails the request promptly
+// (Kata #8026: it hung) and returns the ids it used.
+func (e *env) missingBinary(t *testing.T) []string {
+	t.Helper()
+	nobin, live := newID(), ""
+	if err := e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: nobin, OCI: e.spec("/no/such/binary")}); err == nil {
+		if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: nobin}); err == nil {
+			t.Error("a container with a missing binary started")
+		}
+		e.remove(nobin)
+	}
+	live = e.run("/bin/sleep", "1000")
+	if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: live, ExecId: "nobin", Process: &pb.Process{Args: []string{"/no/such/binary"}, Cwd: "/"}}); err == nil {
+		t.Error("exec of a missing binary succeeded")
+	}
+	e.remove(live)
+	return []string{nobin, live}
+}
+
 func TestBadInputsLeaveNothingBehind(t *testing.T) {
 	e := newEnv(t)
 	e.createSandbox()
+	// libcontainer and the cgroup library open a few handles once per
+	// process (the cgroup root, /) on these paths: warm them up first.
+	e.missingBinary(t)
 	snap := leakcheck.Take(t)
+	var used []string
+	for range 2 {
+		used = append(used, e.missingBinary(t)...)
+	}
 	for _, bad := range []string{"", "a", "-abc", "a/b", "../x", "a b", "sandbox", strings.Repeat("x", 2000)} {
 		wantCode(t, fmt.Sprintf("id %q", bad), e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: bad, OCI: e.spec("/bin/true")}), codes.InvalidArgument)
 	}
@@ -432,7 +458,11 @@ func TestBadInputsLeaveNothingBehind(t *testing.T) {
 	wantCode(t, "bad signal", e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, Signal: 999}), codes.InvalidArgument)
 	wantCode(t, "resume running", e.sb.ResumeContainer(bg, &pb.ResumeContainerRequest{ContainerId: id}), codes.FailedPrecondition)
 	e.remove(id)
-	snap.Check(t, cgroupDirs(id)...)
+	dirs := cgroupDirs(id)
+	for _, u := range used {
+		dirs = append(dirs, cgroupDirs(u)...)
+	}
+	snap.Check(t, dirs...)
 	entries, _ := os.ReadDir(e.state)
 	for _, en := range entries {
 		if en.Name() != "sandbox" && en.Name() != libcontainerDir {

@@ -287,30 +287,51 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 }
 
 // readOnce does one read that ends early when ctx is done and is bounded by
-// the drain window once the process has exited.
+// the drain window once the process has exited. Every RPC has its own ctx,
+// cancelled when the RPC returns: the deadline setters are disarmed under a
+// lock before readOnce returns, so a late one can never cut a later read
+// short.
 func (s *Streams) readOnce(ctx context.Context, f *os.File, buf []byte) (int, error) {
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
 		return 0, err
 	}
-	done := make(chan struct{})
-	defer close(done)
+	g := &deadlineGuard{set: f.SetReadDeadline}
+	stopCtx := context.AfterFunc(ctx, func() { g.setDeadline(time.Now()) })
+	exitWatch := make(chan struct{})
 	go func() {
 		select {
-		case <-done:
-			return
-		case <-ctx.Done():
-			f.SetReadDeadline(time.Now())
-			return
 		case <-s.exited:
-			f.SetReadDeadline(time.Now().Add(DrainWindow))
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-			f.SetReadDeadline(time.Now())
+			g.setDeadline(time.Now().Add(DrainWindow))
+		case <-exitWatch:
 		}
 	}()
-	return f.Read(buf)
+	n, err := f.Read(buf)
+	g.disarm()
+	stopCtx()
+	close(exitWatch)
+	return n, err
+}
+
+// deadlineGuard lets asynchronous watchers set a deadline only while the
+// operation they watch is still running.
+type deadlineGuard struct {
+	mu       sync.Mutex
+	disarmed bool
+	set      func(time.Time) error
+}
+
+func (g *deadlineGuard) setDeadline(t time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.disarmed {
+		g.set(t)
+	}
+}
+
+func (g *deadlineGuard) disarm() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.disarmed = true
 }
 
 // Write writes all of data to stdin; empty data closes stdin (EOF).
@@ -324,9 +345,14 @@ func (s *Streams) Write(ctx context.Context, data []byte) (int, error) {
 	if f == nil {
 		return 0, ErrStdinClosed
 	}
-	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Now()) })
-	defer stop()
+	if err := f.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, os.ErrClosed) {
+		return 0, err
+	}
+	g := &deadlineGuard{set: f.SetWriteDeadline}
+	stop := context.AfterFunc(ctx, func() { g.setDeadline(time.Now()) })
 	n, err := f.Write(data)
+	g.disarm()
+	stop()
 	if err != nil && ctx.Err() != nil {
 		return n, ctx.Err()
 	}

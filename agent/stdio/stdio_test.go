@@ -191,3 +191,27 @@ func TestResizeWithoutTerminal(t *testing.T) {
 		t.Fatalf("resize: %v", err)
 	}
 }
+
+// Each RPC has its own context, cancelled when the RPC returns. A read's
+// context ending after the read must not cut the next read short (a stale
+// deadline would look like EOF and lose output).
+func TestEndedContextsDoNotCutLaterReads(t *testing.T) {
+	s, err := NewPipes(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const total = 8 << 20
+	cmd := startWith(t, s, "head -c 8388608 /dev/zero")
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var n int
+	for n < total {
+		ctx, cancel := context.WithCancel(context.Background())
+		b, err := s.Read(ctx, Stdout, 4096)
+		cancel()
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+		n += len(b)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/internal/testbundle"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -67,6 +68,8 @@ type Agent struct {
 	Addr string
 	// StateRoot is the agent's state directory.
 	StateRoot string
+	// CgroupParent holds the cgroups of the agent's containers.
+	CgroupParent string
 	// Cmd is the running process.
 	Cmd *exec.Cmd
 	log *lockedBuffer
@@ -86,7 +89,10 @@ func Start(t testing.TB, extraArgs ...string) *Agent {
 		StateRoot: filepath.Join(dir, "state"),
 		log:       &lockedBuffer{},
 	}
-	args := append([]string{"--server-addr", a.Addr, "--state-root", a.StateRoot, "--log-level", "debug"}, extraArgs...)
+	// Each agent gets its own cgroup parent: test packages run in
+	// parallel and reuse container ids.
+	a.CgroupParent = "wren-test-" + filepath.Base(dir)
+	args := append([]string{"--server-addr", a.Addr, "--state-root", a.StateRoot, "--cgroup-parent", a.CgroupParent, "--log-level", "debug"}, extraArgs...)
 	a.Cmd = exec.Command(bin, args...)
 	a.Cmd.Stderr = a.log
 	a.Cmd.Env = append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL=")
@@ -103,6 +109,7 @@ func Start(t testing.TB, extraArgs ...string) *Agent {
 			a.Cmd.Process.Kill()
 			<-exited
 		}
+		testbundle.RemoveCgroupParent(a.CgroupParent)
 		if t.Failed() {
 			t.Logf("agent log:\n%s", a.Log())
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/initd"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/sandbox"
@@ -27,42 +28,114 @@ func main() {
 	// libcontainer re-executes this binary as `wren-agent init` to become a
 	// container's init; that must happen before anything else runs.
 	container.InitHook()
-	os.Exit(run())
+	pid1 := initd.IsPID1()
+	if !pid1 {
+		os.Exit(run(false).code)
+	}
+	// As init, this process must never end: a panic, an error or a signal
+	// all end in a logged, clean power-off (returning would panic the kernel).
+	mainStart := initd.Uptime()
+	console := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	defer initd.Recover(console, "main")
+	// /proc must be mounted before the configuration reads /proc/cmdline.
+	if err := initd.EarlyMounts(""); err != nil {
+		console.Error("early mounts", "err", err)
+	}
+	// The kernel's share of the boot: its uptime when /init began.
+	console.Info("guest init started", "uptime_ms", mainStart.Milliseconds())
+	_ = initd.PowerOff(console, run(true).reason)
 }
 
-func run() int {
-	loaded, err := config.Load(config.Input{Args: os.Args[1:], PID1: os.Getpid() == 1})
+// exit is how run ended: the process exit code, and the reason that PID 1
+// logs when it powers off.
+type exit struct {
+	code   int
+	reason string
+}
+
+func run(pid1 bool) exit {
+	loaded, err := config.Load(config.Input{Args: os.Args[1:], PID1: pid1})
 	if errors.Is(err, config.ErrHelp) {
 		config.Usage(os.Stdout)
-		return 0
+		return exit{0, "help requested"}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "wren-agent: %v\n", err)
-		config.Usage(os.Stderr)
-		return 2
+		if !pid1 {
+			config.Usage(os.Stderr)
+		}
+		return exit{2, "configuration: " + err.Error()}
 	}
 	if loaded.ShowVersion {
 		fmt.Printf("wren-agent %s (agent API %s)\n", version.Version, version.APIVersion)
-		return 0
+		return exit{0, "version requested"}
 	}
 	cfg := loaded.Config
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	for _, w := range loaded.IgnoredCmdline {
-		log.Warn("ignoring unknown kernel command line key", "word", w)
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	if err := serve(ctx, log, cfg); err != nil {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	var sink *initd.LogSink
+	if cfg.LogVport != 0 {
+		// agent.log_vport: the JSON log goes to the host connected on that
+		// port. It is buffered until the vsock module is loaded.
+		sink = initd.NewLogBuffer()
+		defer sink.Close()
+		log = slog.New(sink.Handler(cfg.LogLevel))
+	}
+	for _, w := range loaded.IgnoredCmdline {
+		log.Warn("ignoring unknown kernel command line key", "word", w)
+	}
+	if pid1 {
+		initGuest(ctx, log, cfg)
+	}
+	if sink != nil {
+		if err := sink.ListenVsock(ctx, cfg.LogVport); err != nil {
+			sink.Fallback(os.Stderr)
+			log.Error("log stream unavailable; logging to the console", "err", err)
+		}
+	}
+
+	// As PID 1, DestroySandbox ends the agent and so powers the VM off, as
+	// the shim expects of a sandbox VM it tears down.
+	ctx, destroyed := context.WithCancelCause(ctx)
+	if !pid1 {
+		destroyed = nil
+	}
+	if err := serve(ctx, log, cfg, destroyed); err != nil {
 		log.Error("agent stopped", "err", err)
-		return 1
+		return exit{1, "agent stopped: " + err.Error()}
 	}
 	log.Info("agent stopped")
-	return 0
+	if cause := context.Cause(ctx); errors.Is(cause, errSandboxDestroyed) {
+		return exit{0, cause.Error()}
+	}
+	if ctx.Err() != nil {
+		return exit{0, "signal received"}
+	}
+	return exit{0, "agent stopped"}
 }
 
-func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
+// initGuest does the PID 1 work before the agent serves. Failed steps are
+// logged by initd and do not stop the agent: a guest missing, say, one
+// cgroup controller is still worth serving.
+func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	_ = initd.Setup(ctx, log, initd.Config{CgroupV1: initd.CgroupV1Requested(config.SplitCmdline(string(cmdline)))})
+	// Modules are loaded now, before serve starts the uevent listener and
+	// anything waits for a device. The debug console waits for its own
+	// shells (exec.Cmd), which agent/reaper leaves alone; orphans are
+	// reaped by the reaper that serve starts.
+	if cfg.DebugConsole {
+		dc := &initd.DebugConsole{Port: cfg.DebugConsoleVport, Log: log}
+		if err := dc.Start(ctx); err != nil {
+			log.Error("debug console", "err", err)
+		}
+	}
+}
+
+func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed context.CancelCauseFunc) error {
 	// Devices announced before anyone listens are recorded from sysfs, but
 	// the listener must still start before the first device wait.
 	watcher, err := uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
@@ -83,19 +156,20 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
 	}
 	defer rp.Close()
 	sb, err := sandbox.New(sandbox.Options{
-		StateRoot: cfg.StateRoot,
-		PipeSize:  cfg.ContainerPipeSize,
-		Reaper:    rp,
-		Storage:   guest.Storage,
-		Devices:   guest.Devices,
-		Log:       log,
+		StateRoot:    cfg.StateRoot,
+		CgroupParent: cfg.CgroupParent,
+		PipeSize:     cfg.ContainerPipeSize,
+		Reaper:       rp,
+		Storage:      guest.Storage,
+		Devices:      guest.Devices,
+		Log:          log,
 	})
 	if err != nil {
 		return err
 	}
 	guest.TerminationLog = sb.TerminationLog
 	guest.CPUsOnlined = sb.ReapplyCPUSets
-	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb}))
+	register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb}), destroyed)
 	ln, err := server.Listen(cfg.ServerAddr)
 	if err != nil {
 		return err

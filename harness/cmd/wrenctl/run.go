@@ -26,8 +26,9 @@ func runCommand(g globals, args []string) int {
 	bundle := fs.String("bundle", ".", "OCI bundle directory (config.json and the rootfs it names)")
 	tty := fs.Bool("tty", false, "give the container a terminal")
 	detach := fs.Bool("detach", false, "start the container and return without waiting")
+	sharedDir := fs.String("shared-dir", "", "host side of the pod VM's virtio-fs share (wrenctl vm up prints it): the rootfs is copied there and mounted in the guest as a Kata shim does")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: wrenctl run [--bundle DIR] [--tty] [--detach] ID")
+		fmt.Fprintln(os.Stderr, "usage: wrenctl run [--bundle DIR] [--shared-dir DIR] [--tty] [--detach] ID")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -49,6 +50,18 @@ func runCommand(g globals, args []string) int {
 	if *tty {
 		spec.Process.Terminal = true
 	}
+	storages, unshare, err := shareBundle(*sharedDir, id, spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	// A detached container keeps its rootfs in the share once it started.
+	keepShare := false
+	defer func() {
+		if !keepShare {
+			unshare()
+		}
+	}()
 
 	ctx := context.Background()
 	dctx, cancel := g.rpcContext()
@@ -61,7 +74,7 @@ func runCommand(g globals, args []string) int {
 	defer c.Close()
 
 	if err := call(g, func(ctx context.Context) error {
-		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id})
+		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id, Storages: storages})
 		if status.Code(unwrapStatus(err)) == codes.AlreadyExists {
 			return nil
 		}
@@ -91,6 +104,7 @@ func runCommand(g globals, args []string) int {
 			remove()
 			return rpcFailed("StartContainer", err)
 		}
+		keepShare = true
 		return exitOK
 	}
 	// Attach before starting so that not a byte of output is missed.

@@ -1,0 +1,566 @@
+// Package e2e drives the real agent inside a real pod VM (QEMU TCG, Debian's
+// kernel, the Wren initramfs) over hybrid vsock, the way a Kata shim does.
+// One VM is booted and shared by the subtests of TestPodVM: a TCG boot costs
+// many seconds on the CI machines.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/harness/kata"
+	"github.com/wren-vm/wren/harness/vm"
+	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+const (
+	podHostname = "wren-e2e-pod"
+	podDNS      = "nameserver 192.0.2.53"
+	// rpcTimeout bounds one RPC; TCG guests are slow, not stuck.
+	rpcTimeout = 2 * time.Minute
+)
+
+// pod is the booted VM and a connection to its agent.
+type pod struct {
+	t      *testing.T
+	vm     *vm.VM
+	c      *client.Client
+	kernel string // the guest's uname -r
+}
+
+func TestPodVM(t *testing.T) {
+	requireVM(t)
+	bins := binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+	art, err := vm.BuildArtifacts(ctx, filepath.Join(bins, "wren-agent"), filepath.Join(work, "boot"), false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(work, "dax.img")
+	buildDAXImage(t, img)
+
+	v, err := vm.Start(ctx, vm.Config{
+		Dir: filepath.Join(work, "vm"), Kernel: art.Kernel, Initrd: art.Initrd, Image: img,
+		MemoryMiB: 768, Vsockd: filepath.Join(bins, "wren-vsockd"),
+		BootTimeout: 4 * time.Minute, Progress: testLog{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("console tail:\n%s", vm.Tail(v.Console, 60))
+			t.Logf("agent log tail:\n%s", vm.Tail(v.AgentLog, 40))
+		}
+		if err := v.Stop(); err != nil {
+			t.Errorf("stop VM: %v", err)
+		}
+		if v.Running() {
+			t.Error("QEMU still runs after Stop")
+		}
+		if l := processesMentioning(v.Dir); len(l) > 0 {
+			t.Errorf("left running after Stop:\n%s", strings.Join(l, "\n"))
+		}
+	})
+	t.Logf("agent answered %v after QEMU started", v.Booted)
+	c, err := client.Dial(ctx, v.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := &pod{t: t, vm: v, c: c, kernel: art.KernelVersion}
+
+	t.Run("Check", p.testCheck)
+	t.Run("GuestDetails", p.testGuestDetails)
+	if !t.Run("CreateSandbox", p.testCreateSandbox) {
+		t.Fatal("no sandbox: the container tests cannot run")
+	}
+	t.Run("RunFromSharedDir", p.testRunFromSharedDir)
+	t.Run("HostnameAndDNS", p.testHostnameAndDNS)
+	t.Run("StdinRoundTrip", p.testStdinRoundTrip)
+	t.Run("Exec", p.testExec)
+	t.Run("ExecTTY", p.testExecTTY)
+	t.Run("OOM", p.testOOM)
+	t.Run("BlockHotplug", p.testBlockHotplug)
+	t.Run("DAXImage", p.testDAX)
+	t.Run("Logs", p.testLogs)
+	t.Run("DestroySandboxPowersOff", p.testDestroy)
+}
+
+func (p *pod) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), rpcTimeout)
+}
+
+// skipIfUnimplemented turns a test off, with the reason, while the RPC it
+// needs answers Unimplemented.
+func skipIfUnimplemented(t *testing.T, rpc string, err error) {
+	t.Helper()
+	if status.Code(unwrap(err)) == codes.Unimplemented {
+		t.Skipf("%s answers Unimplemented in this agent: %v", rpc, err)
+	}
+}
+
+// unwrap finds the status error inside a wrapped error.
+func unwrap(err error) error {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if _, ok := status.FromError(e); ok {
+			return e
+		}
+	}
+	return err
+}
+
+func (p *pod) testCheck(t *testing.T) {
+	ctx, cancel := p.ctx()
+	defer cancel()
+	resp, err := p.c.Health.Check(ctx, &agentpb.CheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != agentpb.HealthCheckResponse_SERVING {
+		t.Errorf("status %v", resp.Status)
+	}
+	ver, err := p.c.Health.Version(ctx, &agentpb.CheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ver.AgentVersion == "" || ver.GrpcVersion == "" {
+		t.Errorf("version %v", ver)
+	}
+}
+
+func (p *pod) testGuestDetails(t *testing.T) {
+	ctx, cancel := p.ctx()
+	defer cancel()
+	resp, err := p.c.Agent.GetGuestDetails(ctx, &agentpb.GuestDetailsRequest{})
+	skipIfUnimplemented(t, "GetGuestDetails", err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := resp.GetAgentDetails()
+	if d == nil || !d.InitDaemon {
+		t.Errorf("agent details %v: want init_daemon true (the agent is PID 1)", d)
+	}
+	for _, want := range []string{"virtio-fs", "blk", "nvdimm"} {
+		if !contains(d.GetStorageHandlers(), want) {
+			t.Errorf("storage handlers %v lack %s", d.GetStorageHandlers(), want)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *pod) testCreateSandbox(t *testing.T) {
+	ctx, cancel := p.ctx()
+	defer cancel()
+	_, err := p.c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{
+		Hostname:  podHostname,
+		Dns:       []string{podDNS},
+		Storages:  []*agentpb.Storage{kata.SharedStorage()},
+		SandboxId: "e2e-pod",
+	})
+	skipIfUnimplemented(t, "CreateSandbox", err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second CreateSandbox is refused with the right code.
+	_, err = p.c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: "x", SandboxId: "again"})
+	if status.Code(unwrap(err)) != codes.AlreadyExists {
+		t.Errorf("second CreateSandbox: %v, want AlreadyExists", err)
+	}
+}
+
+// container is one container of the pod, its root filesystem written into
+// the host side of the share.
+type container struct {
+	id   string
+	spec *specs.Spec
+}
+
+// newContainer lays out a busybox rootfs in SHARED/<id>/rootfs and a spec
+// whose root is that directory as the guest sees it through virtio-fs.
+func (p *pod) newContainer(t *testing.T, id string, args ...string) *container {
+	t.Helper()
+	testbundle.Rootfs(t, kata.HostRootfs(p.vm.SharedDir, id))
+	spec := testbundle.Spec(kata.GuestRootfs(id), args...)
+	spec.Hostname = ""
+	spec.Linux.CgroupsPath = "/e2e/" + id
+	return &container{id: id, spec: spec}
+}
+
+// output is what a process printed and how it ended.
+type output struct {
+	stdout, stderr string
+	code           int32
+}
+
+// run creates, starts and waits for a container, feeding stdin (when not
+// nil) and collecting its output, then removes it.
+func (p *pod) run(t *testing.T, c *container, stdin []byte, storages ...*agentpb.Storage) output {
+	t.Helper()
+	ctx, cancel := p.ctx()
+	defer cancel()
+	_, err := p.c.Agent.CreateContainer(ctx, &agentpb.CreateContainerRequest{
+		ContainerId: c.id, ExecId: c.id, OCI: ocispec.FromSpec(c.spec), Storages: storages,
+	})
+	skipIfUnimplemented(t, "CreateContainer", err)
+	if err != nil {
+		t.Fatalf("CreateContainer %s: %v", c.id, err)
+	}
+	defer func() {
+		rctx, rcancel := p.ctx()
+		defer rcancel()
+		if _, err := p.c.Agent.RemoveContainer(rctx, &agentpb.RemoveContainerRequest{ContainerId: c.id, Timeout: 30}); err != nil {
+			t.Errorf("RemoveContainer %s: %v", c.id, err)
+		}
+	}()
+	stdout := p.reader(ctx, c.id, c.id, p.c.Agent.ReadStdout)
+	stderr := p.reader(ctx, c.id, c.id, p.c.Agent.ReadStderr)
+	if _, err := p.c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: c.id}); err != nil {
+		t.Fatalf("StartContainer %s: %v", c.id, err)
+	}
+	if stdin != nil {
+		p.writeStdin(t, ctx, c.id, c.id, stdin)
+	}
+	w, err := p.c.Agent.WaitProcess(ctx, &agentpb.WaitProcessRequest{ContainerId: c.id, ExecId: c.id})
+	if err != nil {
+		t.Fatalf("WaitProcess %s: %v", c.id, err)
+	}
+	return output{stdout: <-stdout, stderr: <-stderr, code: w.Status}
+}
+
+// reader collects one output stream until the agent reports EOF (empty
+// data) or an error.
+func (p *pod) reader(ctx context.Context, cid, execID string, read func(context.Context, *agentpb.ReadStreamRequest) (*agentpb.ReadStreamResponse, error)) <-chan string {
+	ch := make(chan string, 1)
+	go func() {
+		var b bytes.Buffer
+		for {
+			resp, err := read(ctx, &agentpb.ReadStreamRequest{ContainerId: cid, ExecId: execID, Len: 32 << 10})
+			if err != nil || len(resp.Data) == 0 {
+				break
+			}
+			b.Write(resp.Data)
+		}
+		ch <- b.String()
+	}()
+	return ch
+}
+
+func (p *pod) writeStdin(t *testing.T, ctx context.Context, cid, execID string, data []byte) {
+	t.Helper()
+	for len(data) > 0 {
+		resp, err := p.c.Agent.WriteStdin(ctx, &agentpb.WriteStreamRequest{ContainerId: cid, ExecId: execID, Data: data})
+		if err != nil {
+			t.Fatalf("WriteStdin: %v", err)
+		}
+		if resp.Len == 0 {
+			t.Fatal("WriteStdin wrote nothing")
+		}
+		data = data[resp.Len:]
+	}
+	if _, err := p.c.Agent.CloseStdin(ctx, &agentpb.CloseStdinRequest{ContainerId: cid, ExecId: execID}); err != nil {
+		t.Fatalf("CloseStdin: %v", err)
+	}
+}
+
+func (p *pod) testRunFromSharedDir(t *testing.T) {
+	c := p.newContainer(t, "hello", "/bin/sh", "-c", "echo hello from the pod VM; uname -r; echo oops >&2; exit 3")
+	out := p.run(t, c, nil)
+	want := "hello from the pod VM\n" + p.kernel + "\n"
+	if out.stdout != want {
+		t.Errorf("stdout %q, want %q", out.stdout, want)
+	}
+	if out.stderr != "oops\n" {
+		t.Errorf("stderr %q", out.stderr)
+	}
+	if out.code != 3 {
+		t.Errorf("exit status %d, want 3", out.code)
+	}
+}
+
+func (p *pod) testHostnameAndDNS(t *testing.T) {
+	c := p.newContainer(t, "names", "/bin/sh", "-c", "hostname; cat /etc/resolv.conf")
+	out := p.run(t, c, nil)
+	lines := strings.SplitN(out.stdout, "\n", 2)
+	if lines[0] != podHostname {
+		t.Errorf("hostname %q, want %q (output %q)", lines[0], podHostname, out.stdout)
+	}
+	if len(lines) < 2 || !strings.Contains(lines[1], podDNS) {
+		t.Errorf("resolv.conf lacks %q: %q", podDNS, out.stdout)
+	}
+}
+
+func (p *pod) testStdinRoundTrip(t *testing.T) {
+	// 256 KiB crosses many vsock packets and agent reads in both directions.
+	in := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog 0123456789\n"), 256<<10/55)
+	c := p.newContainer(t, "stdin", "/bin/sh", "-c", "tr a-z A-Z")
+	out := p.run(t, c, in)
+	if want := strings.ToUpper(string(in)); out.stdout != want {
+		t.Errorf("stdout: %d bytes, want %d (first difference near %d)", len(out.stdout), len(want), firstDiff(out.stdout, want))
+	}
+	if out.code != 0 {
+		t.Errorf("exit status %d", out.code)
+	}
+}
+
+func firstDiff(a, b string) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// startIdle starts a container that waits for exec'd processes.
+func (p *pod) startIdle(t *testing.T, id string) {
+	t.Helper()
+	c := p.newContainer(t, id, "/bin/sleep", "3600")
+	ctx, cancel := p.ctx()
+	defer cancel()
+	if _, err := p.c.Agent.CreateContainer(ctx, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(c.spec)}); err != nil {
+		skipIfUnimplemented(t, "CreateContainer", err)
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := p.ctx()
+		defer cancel()
+		p.c.Agent.SignalProcess(ctx, &agentpb.SignalProcessRequest{ContainerId: id, ExecId: id, Signal: 9})
+		if _, err := p.c.Agent.RemoveContainer(ctx, &agentpb.RemoveContainerRequest{ContainerId: id, Timeout: 30}); err != nil {
+			t.Errorf("RemoveContainer %s: %v", id, err)
+		}
+	})
+	if _, err := p.c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
+}
+
+func (p *pod) exec(t *testing.T, cid, execID string, tty bool, stdin []byte, args ...string) output {
+	t.Helper()
+	ctx, cancel := p.ctx()
+	defer cancel()
+	proc := &specs.Process{Terminal: tty, Args: args, Env: []string{"PATH=/bin", "TERM=dumb"}, Cwd: "/"}
+	if tty {
+		proc.ConsoleSize = &specs.Box{Height: 24, Width: 80}
+	}
+	_, err := p.c.Agent.ExecProcess(ctx, &agentpb.ExecProcessRequest{ContainerId: cid, ExecId: execID, Process: ocispec.FromProcess(proc)})
+	skipIfUnimplemented(t, "ExecProcess", err)
+	if err != nil {
+		t.Fatalf("ExecProcess: %v", err)
+	}
+	stdout := p.reader(ctx, cid, execID, p.c.Agent.ReadStdout)
+	var stderr <-chan string
+	if tty {
+		none := make(chan string, 1)
+		none <- "" // a terminal has one output stream
+		stderr = none
+	} else {
+		stderr = p.reader(ctx, cid, execID, p.c.Agent.ReadStderr)
+	}
+	if stdin != nil {
+		p.writeStdin(t, ctx, cid, execID, stdin)
+	}
+	w, err := p.c.Agent.WaitProcess(ctx, &agentpb.WaitProcessRequest{ContainerId: cid, ExecId: execID})
+	if err != nil {
+		t.Fatalf("WaitProcess: %v", err)
+	}
+	return output{stdout: <-stdout, stderr: <-stderr, code: w.Status}
+}
+
+func (p *pod) testExec(t *testing.T) {
+	p.startIdle(t, "execbox")
+	out := p.exec(t, "execbox", "e1", false, nil, "/bin/sh", "-c", "echo out; echo err >&2; test -t 0 || echo notty; exit 7")
+	if out.stdout != "out\nnotty\n" || out.stderr != "err\n" || out.code != 7 {
+		t.Errorf("exec: %+v", out)
+	}
+	out = p.exec(t, "execbox", "e2", false, []byte("ping\n"), "/bin/sh", "-c", "read l; echo got:$l")
+	if out.stdout != "got:ping\n" {
+		t.Errorf("exec with stdin: %+v", out)
+	}
+	// The exec'd process shares the container's PID namespace with sleep.
+	out = p.exec(t, "execbox", "e3", false, nil, "/bin/sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '")
+	if !strings.Contains(out.stdout, "sleep 3600") {
+		t.Errorf("exec not in the container: PID 1 is %q", out.stdout)
+	}
+}
+
+func (p *pod) testExecTTY(t *testing.T) {
+	p.startIdle(t, "ttybox")
+	out := p.exec(t, "ttybox", "t1", true, []byte("hi\n"), "/bin/sh", "-c", "test -t 0 && echo tty; stty size; read l; echo got:$l; exit 4")
+	s := strings.ReplaceAll(out.stdout, "\r\n", "\n")
+	for _, want := range []string{"tty\n", "24 80\n", "got:hi\n"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("tty output %q lacks %q", s, want)
+		}
+	}
+	if out.code != 4 {
+		t.Errorf("exit status %d, want 4", out.code)
+	}
+}
+
+func (p *pod) testOOM(t *testing.T) {
+	c := p.newContainer(t, "oom", "/bin/sh", "-c", "x=a; while true; do x=$x$x; done")
+	limit := int64(32 << 20)
+	swap := limit
+	c.spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &swap}}
+	events := make(chan string, 1)
+	errs := make(chan error, 1)
+	ctx, cancel := p.ctx()
+	defer cancel()
+	go func() {
+		ev, err := p.c.Agent.GetOOMEvent(ctx, &agentpb.GetOOMEventRequest{})
+		if err != nil {
+			errs <- err
+			return
+		}
+		events <- ev.ContainerId
+	}()
+	out := p.run(t, c, nil)
+	if out.code != 137 {
+		t.Errorf("exit status %d, want 137 (SIGKILL by the OOM killer)", out.code)
+	}
+	select {
+	case id := <-events:
+		if id != c.id {
+			t.Errorf("GetOOMEvent: container %q, want %q", id, c.id)
+		}
+	case err := <-errs:
+		skipIfUnimplemented(t, "GetOOMEvent", err)
+		t.Fatalf("GetOOMEvent: %v", err)
+	case <-ctx.Done():
+		t.Fatal("no OOM event")
+	}
+}
+
+// mountedContainer runs cat on a file of a storage the container gets
+// bind-mounted at /data.
+func (p *pod) catFromStorage(t *testing.T, id, file string, st *agentpb.Storage) output {
+	t.Helper()
+	c := p.newContainer(t, id, "/bin/sh", "-c", "cat /data/"+file+"; grep ' /data ' /proc/mounts")
+	c.spec.Mounts = append(c.spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: st.MountPoint, Options: []string{"rbind", "ro"}})
+	return p.run(t, c, nil, st)
+}
+
+func (p *pod) testBlockHotplug(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "disk.ext4")
+	buildExt4(t, disk)
+	ctx, cancel := p.ctx()
+	defer cancel()
+	q, err := p.vm.QMPDial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	pciPath, err := p.vm.HotplugBlock(ctx, q, "e2edisk", disk, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pci []any
+	if err := q.Execute(ctx, "query-pci", nil, &pci); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(pci); !strings.Contains(string(b), `"qdev_id":"e2edisk"`) {
+		t.Errorf("query-pci does not list the hot-plugged disk")
+	}
+	st := &agentpb.Storage{Driver: "blk", Source: pciPath, Fstype: "ext4", Options: []string{"ro"}, MountPoint: "/run/wren-e2e/blk"}
+	out := p.catFromStorage(t, "blkreader", "hello.txt", st)
+	if !strings.HasPrefix(out.stdout, blkToken) {
+		t.Errorf("read %q from the disk at PCI path %s, want %q", out.stdout, pciPath, blkToken)
+	}
+}
+
+func (p *pod) testDAX(t *testing.T) {
+	st := &agentpb.Storage{Driver: "nvdimm", Source: "/dev/pmem0p1", Fstype: "ext4", Options: []string{"dax", "ro"}, MountPoint: "/run/wren-e2e/dax"}
+	out := p.catFromStorage(t, "daxreader", "wren-e2e.txt", st)
+	if !strings.HasPrefix(out.stdout, daxToken) {
+		t.Fatalf("read %q from the DAX image, want %q (stderr %q)", out.stdout, daxToken, out.stderr)
+	}
+	mount := strings.TrimPrefix(out.stdout, daxToken)
+	if !strings.Contains(mount, "dax") {
+		t.Errorf("the image is not mounted with dax: %q", mount)
+	}
+}
+
+// logRecords parses JSON log lines (anything before '{' is skipped, such as
+// a console prefix).
+func logRecords(text string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(text, "\n") {
+		i := strings.Index(line, `{"time"`)
+		if i < 0 {
+			continue
+		}
+		var rec map[string]any
+		if json.Unmarshal([]byte(line[i:]), &rec) == nil {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func (p *pod) testLogs(t *testing.T) {
+	recs := logRecords(p.vm.AgentLogText())
+	var listening map[string]any
+	for _, r := range recs {
+		if r["msg"] == "listening" {
+			listening = r
+		}
+		if r["level"] == "ERROR" {
+			t.Errorf("agent error record on vsock %d: %v", vm.LogPort, r)
+		}
+	}
+	if listening == nil {
+		t.Fatalf("no \"listening\" record among %d records on vsock %d", len(recs), vm.LogPort)
+	}
+	if ms, ok := listening["init_ms"].(float64); !ok || ms <= 0 {
+		t.Errorf("listening record without init_ms: %v", listening)
+	} else {
+		t.Logf("agent init time (its own log): %.0f ms", ms)
+	}
+	for _, r := range logRecords(p.vm.ConsoleText()) {
+		if r["level"] == "ERROR" {
+			t.Errorf("agent error record on the console: %v", r)
+		}
+	}
+}
+
+func (p *pod) testDestroy(t *testing.T) {
+	ctx, cancel := p.ctx()
+	defer cancel()
+	_, err := p.c.Agent.DestroySandbox(ctx, &agentpb.DestroySandboxRequest{})
+	skipIfUnimplemented(t, "DestroySandbox", err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer wcancel()
+	if err := p.vm.Wait(wctx); err != nil {
+		t.Fatalf("QEMU did not exit by itself after DestroySandbox: %v", err)
+	}
+	if c := p.vm.ConsoleText(); !strings.Contains(c, "powering off") {
+		t.Errorf("console does not say why the VM powered off:\n%s", vm.Tail(p.vm.Console, 10))
+	}
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Pod VM benchmarks (QEMU ${WREN_ACCEL:-tcg}): for BOOTS boots, the time from
+# QEMU's start to the agent's first Health.Check answer and the agent's own
+# init time (init_ms of its "listening" record: process start, i.e. kernel
+# boot included, to listening); then `wrenctl run` of /bin/true through the
+# VM (hyperfine). Prints a Markdown section and, with WRITE_DOCS=1, replaces
+# the "Pod VM" section of docs/benchmarks.md.
+#   BOOTS=3 RUNS=10 WRITE_DOCS=1 scripts/bench-vm.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${BOOTS:=3}" "${RUNS:=10}" "${WRITE_DOCS:=0}"
+OUT=${OUT:-out}
+B="$OUT/bench-vm"
+mkdir -p "$B"
+command -v hyperfine >/dev/null || { echo "hyperfine missing: apt-get install hyperfine" >&2; exit 1; }
+command -v jq >/dev/null || { echo "jq missing: apt-get install jq" >&2; exit 1; }
+
+make --no-print-directory -s build >/dev/null
+eval "$(bin/rootfs-builder kernel | sed 's/^/kernel_/')"
+bin/rootfs-builder initramfs --agent bin/wren-agent --kernel-modules "$kernel_modules" --out "$B/initramfs.cpio.gz" >/dev/null
+scripts/busybox-bundle.sh "$B/bundle" "true"
+
+VMDIR="$B/vm"
+down() { bin/wrenctl vm down --dir "$VMDIR" >/dev/null 2>&1 || true; }
+down
+trap down EXIT
+
+boots=() inits=() kernels=()
+for i in $(seq "$BOOTS"); do
+  bin/wrenctl vm up --dir "$VMDIR" --kernel "$kernel_vmlinux" --initrd "$B/initramfs.cpio.gz" >"$B/vm.env" 2>"$B/up.log"
+  boots+=("$(sed -n 's/^boot_ms=//p' "$B/vm.env")")
+  # The log collector may still be writing the first records.
+  for _ in $(seq 50); do grep -q '"msg":"listening"' "$VMDIR/agent.log" 2>/dev/null && break; sleep 0.1; done
+  inits+=("$(grep '"msg":"listening"' "$VMDIR/agent.log" | head -1 | jq -r '.init_ms | floor')")
+  # The agent as PID 1 logs the kernel's uptime when /init started.
+  kernels+=("$(grep -o '"uptime_ms":[0-9]*' "$VMDIR/console.log" | head -1 | cut -d: -f2)")
+  echo "boot $i: first Health.Check ${boots[-1]} ms after QEMU start; kernel uptime at /init ${kernels[-1]:-?} ms; agent init_ms ${inits[-1]}" >&2
+  [ "$i" = "$BOOTS" ] || down
+done
+addr=$(sed -n 's/^addr=//p' "$B/vm.env")
+shared=$(sed -n 's/^shared_dir=//p' "$B/vm.env")
+
+hyperfine -N --warmup 2 --runs "$RUNS" --export-json "$B/run.json" \
+  "bin/wrenctl --addr $addr run --shared-dir $shared --bundle $B/bundle true" >&2
+run_mean=$(jq '.results[0].mean * 1000 | floor' "$B/run.json")
+run_sd=$(jq '.results[0].stddev * 1000 | floor' "$B/run.json")
+down
+
+stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1; s+=$1} END {printf "median %d ms (min %d, max %d, n=%d)", a[int((NR+1)/2)], a[1], a[NR], NR}'; }
+section=$(cat <<MD
+## Pod VM (scripts/bench-vm.sh)
+
+$(date -u +%Y-%m-%d), $(nproc) cores (load average $(cut -d' ' -f1 /proc/loadavg) at the end: other helpers' builds and VMs share them), QEMU ${WREN_ACCEL:-tcg}, 512 MiB, 1 vCPU, Debian kernel $kernel_version,
+Wren initramfs (agent as /init), wren-vsockd hybrid vsock, virtiofsd.
+
+| measure | result |
+|---|---|
+| QEMU start → first Health.Check answer | $(stats "${boots[@]}") |
+| kernel uptime when /init started (the agent's "guest init started" record) | $(stats "${kernels[@]}") |
+| agent init_ms (process start → listening; kernel boot included) | $(stats "${inits[@]}") |
+| \`wrenctl run --shared-dir\` of \`/bin/true\` (copy rootfs into the share, CreateContainer, Start, Wait, Remove) | mean $run_mean ms ± $run_sd ms (hyperfine, $RUNS runs) |
+MD
+)
+echo "$section"
+if [ "$WRITE_DOCS" = 1 ]; then
+  doc=docs/benchmarks.md
+  [ -f "$doc" ] || printf '# Benchmarks\n' >"$doc"
+  # Replace our section (up to the next "## " heading) or append it.
+  awk -v sec="$section" '
+    /^## Pod VM / { print sec; skip=1; done=1; next }
+    skip && /^## / { skip=0 }
+    !skip { print }
+    END { if (!done) { print ""; print sec } }' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
+  echo "wrote $doc" >&2
+fi
