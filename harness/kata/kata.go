@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 
+	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -68,7 +69,7 @@ func ShareRootfs(sharedDir, cid, rootfs string) (guestPath string, remove func()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", nil, err
 	}
-	remove = func() error { return os.RemoveAll(dir) }
+	remove = func() error { return fsremove.All(dir) }
 	// cp -a keeps modes, owners, links and device nodes; --reflink=auto
 	// makes it nearly free on filesystems that can share extents.
 	out, err := exec.Command("cp", "-a", "--reflink=auto", rootfs, HostRootfs(sharedDir, cid)).CombinedOutput()

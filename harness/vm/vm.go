@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/harness/client"
 )
 
@@ -661,7 +662,7 @@ func (v *VM) Stop() error {
 		}
 	}
 	if v.OwnsShared {
-		if err := os.RemoveAll(v.SharedDir); err != nil {
+		if err := fsremove.All(v.SharedDir); err != nil {
 			errs = append(errs, err)
 		}
 	}
