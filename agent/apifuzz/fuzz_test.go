@@ -12,10 +12,12 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -323,6 +325,9 @@ func under(root, p string) string {
 
 // state is what a failed request must leave unchanged.
 type state struct {
+	// at is when the snapshot was taken, in clock ticks since boot (the
+	// unit of a process's start time).
+	at       uint64
 	files    []string
 	mounts   []string
 	children []string
@@ -330,7 +335,7 @@ type state struct {
 }
 
 func (e *env) snapshot() state {
-	var s state
+	s := state{at: bootTicks()}
 	filepath.WalkDir(e.dir, func(p string, d os.DirEntry, err error) error {
 		// libcontainer's state directory is shared by all containers and
 		// removed with the sandbox; its content is per container.
@@ -373,7 +378,45 @@ func children() []string {
 	return out
 }
 
+// clkTck is USER_HZ, the unit of /proc/PID/stat's start time.
+const clkTck = 100
+
+func bootTicks() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return uint64(ts.Sec)*clkTck + uint64(ts.Nsec)/(1e9/clkTck)
+}
+
+// startTicks is a process's start time (field 22 of /proc/PID/stat).
+func startTicks(pid string) (uint64, bool) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 20 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(f[19], 10, 64)
+	return v, err == nil
+}
+
 func (s state) diff(o state) string {
+	// /proc/self/task/*/children may miss a child while the thread that
+	// forked it is exiting (it is only exact for stopped children), so a
+	// child seen only afterwards counts as new only if it started after
+	// the first snapshot.
+	o.children = slices.DeleteFunc(slices.Clone(o.children), func(pid string) bool {
+		if slices.Contains(s.children, pid) {
+			return false
+		}
+		start, ok := startTicks(pid)
+		return ok && start <= s.at
+	})
+	o.children = append(o.children, slices.DeleteFunc(slices.Clone(s.children), func(pid string) bool {
+		return slices.Contains(o.children, pid)
+	})...)
+	slices.Sort(o.children)
 	var out []string
 	for _, x := range []struct {
 		name string
