@@ -4,7 +4,9 @@
 GO        ?= go
 BIN       := $(CURDIR)/bin
 TOOLBIN   := $(BIN)/tools
-GOFLAGS_STATIC := -trimpath -tags 'netgo osusergo'
+# seccomp links Debian's static libseccomp so containers can get seccomp filters.
+TAGS      := netgo osusergo seccomp
+GOFLAGS_STATIC := -trimpath -tags '$(TAGS)'
 LDFLAGS_STATIC := -s -w -extldflags -static
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS_VERSION := -X github.com/wren-vm/wren/agent/version.Version=$(VERSION)
@@ -53,10 +55,10 @@ proto-check: proto
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	CGO_ENABLED=1 $(GO) vet -tags 'netgo osusergo' ./...
+	CGO_ENABLED=1 $(GO) vet -tags '$(TAGS)' ./...
 
 test: lint proto-check build
-	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) test -tags 'netgo osusergo' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
 
 bench: build
 	@if [ -x scripts/bench.sh ]; then scripts/bench.sh; else echo "not yet available: scripts/bench.sh (issues 4/8, 6/8, 7/8)"; fi

@@ -8,5 +8,5 @@ set -eu
 cd "$(dirname "$0")/.."
 : "${BENCHTIME:=2s}"
 : "${COUNT:=1}"
-exec go test -tags 'netgo osusergo' -run '^$' -bench 'BenchmarkVsock' \
+exec go test -tags 'netgo osusergo seccomp' -run '^$' -bench 'BenchmarkVsock' \
 	-benchtime "$BENCHTIME" -count "$COUNT" ./harness/vsockd/vmtest/

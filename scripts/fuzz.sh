@@ -10,7 +10,7 @@ FUZZTIME=${FUZZTIME:-30s}
 # 60s, would eat a short run of the slow agent API target).
 FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-1x}
 GO=${GO:-go}
-TAGS='netgo osusergo'
+TAGS='netgo osusergo seccomp'
 out=docs/reliability/fuzz.tsv
 mkdir -p docs/reliability
 logdir=$(mktemp -d)

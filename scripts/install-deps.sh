@@ -24,6 +24,7 @@ declare -A want=(
   [losetup]=mount
   [/usr/lib/qemu/virtiofsd]=qemu-system-common
   [gcc]=gcc
+  [pkg-config]=pkg-config
   [make]=make
   [git]=git
 )

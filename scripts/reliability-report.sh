@@ -13,7 +13,7 @@ fi
 json=$(mktemp)
 trap 'rm -f "$json"' EXIT
 status=0
-CGO_ENABLED=1 $GO test -json -tags 'netgo osusergo' -count=1 -timeout 20m \
+CGO_ENABLED=1 $GO test -json -tags 'netgo osusergo seccomp' -count=1 -timeout 20m \
 	./agent/fsremove/ ./agent/apifuzz/ ./harness/reliability/ >"$json" || status=$?
 $GO run ./scripts/reliability-report -tests "$json"
 echo "wrote docs/reliability.md"

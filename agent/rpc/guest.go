@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -111,9 +112,13 @@ func (a *Agent) CopyFile(ctx context.Context, req *agentpb.CopyFileRequest) (*em
 	return &emptypb.Empty{}, nil
 }
 
-// seccompSupported: the agent is built with libseccomp (libcontainer's
-// seccomp filter), so support comes down to the guest kernel.
+// seccompSupported reports whether containers can get seccomp filters: the
+// agent must be built with libseccomp (the seccomp build tag) and the
+// kernel must offer seccomp.
 func seccompSupported() bool {
+	if !seccomp.Enabled {
+		return false
+	}
 	b, err := os.ReadFile("/proc/self/status")
 	return err == nil && bytes.Contains(b, []byte("\nSeccomp:"))
 }

@@ -62,7 +62,7 @@ func binaries(t *testing.T) string {
 			flags         []string
 		}{
 			{"wren-agent", "github.com/wren-vm/wren/agent/cmd/wren-agent", "1",
-				[]string{"-trimpath", "-tags", "netgo osusergo", "-ldflags", "-s -w -extldflags -static"}},
+				[]string{"-trimpath", "-tags", "netgo osusergo seccomp", "-ldflags", "-s -w -extldflags -static"}},
 			{"wren-vsockd", "github.com/wren-vm/wren/harness/cmd/wren-vsockd", "0", []string{"-trimpath"}},
 			{"wrenctl", "github.com/wren-vm/wren/harness/cmd/wrenctl", "0", []string{"-trimpath"}},
 		}

@@ -82,11 +82,10 @@ func TestBadInputMatrix(t *testing.T) {
 			s.Linux.Namespaces = append(s.Linux.Namespaces[:0:0], specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/proc/nonexistent/ns/net"})
 		})), codes.Internal},
 		{"spec missing binary", create("nobin", withSpec(func(s *specs.Spec) { s.Process.Args = []string{"/no/such/binary"} })), codes.Internal},
-		// The agent is built without the seccomp tag: a profile must be
-		// refused clearly, not ignored.
-		{"spec seccomp profile without seccomp support", create("seccomp", withSpec(func(s *specs.Spec) {
-			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"mount"}, Action: specs.ActErrno}}}
-		})), codes.Internal},
+		// A profile the agent cannot apply must be refused, never ignored.
+		{"spec seccomp unknown action", create("seccomp", withSpec(func(s *specs.Spec) {
+			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"mount"}, Action: "SCMP_ACT_BOGUS"}}}
+		})), codes.InvalidArgument},
 		{"spec huge env", create("hugeenv", withSpec(func(s *specs.Spec) { s.Process.Env = append(s.Process.Env, hugeEnv...) })), codes.OK},
 		{"storage unknown driver", storage(&agentpb.Storage{Driver: "nosuchdriver", MountPoint: "/run/kata-containers/x"}), codes.InvalidArgument},
 		{"storage failing mount option", storage(&agentpb.Storage{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: p.a.StateRoot + "/eph", Options: []string{"size=notanumber"}}), codes.Internal},
