@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -19,6 +20,9 @@ type Agent struct {
 
 	log *slog.Logger
 	cfg config.Config
+	// sandbox serves the sandbox, container, process and IO RPCs; without
+	// one they answer Unimplemented.
+	sandbox *sandbox.Sandbox
 }
 
 // unimplementedMethods keeps fallback one embedding level below Agent, so
@@ -31,6 +35,9 @@ var _ agentpb.AgentServiceService = (*Agent)(nil)
 type Options struct {
 	Log    *slog.Logger
 	Config config.Config
+	// Sandbox is the pod model (package sandbox) behind the sandbox,
+	// container, process and IO RPCs.
+	Sandbox *sandbox.Sandbox
 }
 
 // New makes the AgentService implementation.
@@ -39,7 +46,7 @@ func New(opts Options) *Agent {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Agent{log: log, cfg: opts.Config}
+	return &Agent{log: log, cfg: opts.Config, sandbox: opts.Sandbox}
 }
 
 // Register registers grpc.AgentService and grpc.Health on srv.

@@ -11,14 +11,21 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/rpc"
+	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/agent/version"
 )
 
 func main() {
+	// libcontainer re-executes this binary as `wren-agent init` to become a
+	// container's init; that must happen before anything else runs.
+	container.InitHook()
 	os.Exit(run())
 }
 
@@ -59,7 +66,21 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg}))
+	rp, err := reaper.New(log)
+	if err != nil {
+		return err
+	}
+	defer rp.Close()
+	sb, err := sandbox.New(sandbox.Options{
+		StateRoot: cfg.StateRoot,
+		PipeSize:  cfg.ContainerPipeSize,
+		Reaper:    rp,
+		Log:       log,
+	})
+	if err != nil {
+		return err
+	}
+	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Sandbox: sb}))
 	ln, err := server.Listen(cfg.ServerAddr)
 	if err != nil {
 		return err
@@ -69,5 +90,14 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
 		attrs = append(attrs, "init_ms", float64(d.Microseconds())/1000)
 	}
 	log.Info("listening", attrs...)
-	return srv.Serve(ctx, ln)
+	err = srv.Serve(ctx, ln)
+	if sb.Created() {
+		// Not PID 1 (or PID 1 told to stop): leave no container behind.
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if derr := sb.DestroySandbox(dctx); derr != nil {
+			log.Error("destroy sandbox on exit", "err", derr)
+		}
+	}
+	return err
 }

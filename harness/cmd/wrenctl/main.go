@@ -4,6 +4,8 @@
 //
 //	wrenctl [--addr URI] [--timeout DURATION] RPC [REQUEST]
 //	wrenctl list
+//	wrenctl run [--bundle DIR] [--tty] [--detach] ID
+//	wrenctl exec [--tty] ID CMD [ARG...]
 //
 // REQUEST is protojson text, @file.json, or - for stdin; omitted means an
 // empty request. The response is printed as protojson. Exit status: 0 on
@@ -36,6 +38,8 @@ type globals struct {
 // subcommands are the verbs that are not RPC names.
 var subcommands = map[string]func(g globals, args []string) int{
 	"list": listCommand,
+	"run":  runCommand,
+	"exec": execCommand,
 }
 
 func main() {
@@ -51,6 +55,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: wrenctl [--addr URI] [--timeout DURATION] RPC [REQUEST]")
 		fmt.Fprintln(stderr, "       wrenctl list")
+		fmt.Fprintln(stderr, "       wrenctl run [--bundle DIR] [--tty] [--detach] ID")
+		fmt.Fprintln(stderr, "       wrenctl exec [--tty] ID CMD [ARG...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

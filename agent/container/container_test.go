@@ -1,0 +1,443 @@
+package container
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/cgroups"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/internal/leakcheck"
+	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/agent/stdio"
+)
+
+var (
+	testReaper   *reaper.Reaper
+	cgroupParent string
+	seq          atomic.Int64
+)
+
+func TestMain(m *testing.M) {
+	InitHook()
+	if os.Geteuid() != 0 {
+		fmt.Println("skipping: container tests need root")
+		os.Exit(0)
+	}
+	r, err := reaper.New(nil)
+	if err != nil {
+		panic(err)
+	}
+	testReaper = r
+	cgroupParent = fmt.Sprintf("wren-ctest-%d", os.Getpid())
+	code := m.Run()
+	testbundle.RemoveCgroupParent(cgroupParent)
+	os.Exit(code)
+}
+
+// cgroupDirs are where the container's cgroups live on this host.
+func cgroupDirs(id string) []string {
+	var out []string
+	for _, ctrl := range []string{"memory", "pids", "freezer", "cpu", "cpuacct", "cpuset", "blkio", "devices", "unified", "systemd", ""} {
+		out = append(out, filepath.Join("/sys/fs/cgroup", ctrl, cgroupParent, id))
+	}
+	return out
+}
+
+type fixture struct {
+	t     *testing.T
+	state string
+}
+
+func newFixture(t *testing.T) *fixture {
+	return &fixture{t: t, state: t.TempDir()}
+}
+
+func (f *fixture) spec(args ...string) (string, *specs.Spec) {
+	id := fmt.Sprintf("c%d", seq.Add(1))
+	root := testbundle.Rootfs(f.t, filepath.Join(f.t.TempDir(), "rootfs"))
+	s := testbundle.Spec(root, args...)
+	s.Linux.CgroupsPath = "/" + cgroupParent + "/" + id
+	return id, s
+}
+
+func (f *fixture) create(id string, s *specs.Spec, onOOM func(string)) *Container {
+	f.t.Helper()
+	c, err := Create(context.Background(), Config{
+		ID: id, Spec: s, StateDir: filepath.Join(f.state, "lc"),
+		Reaper: testReaper, PipeSize: 1 << 16, OnOOM: onOOM,
+		NoPivotRoot: RootIsInitramfs(),
+	})
+	if err != nil {
+		f.t.Fatalf("create %s: %v", id, err)
+	}
+	f.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := c.Destroy(ctx); err != nil {
+			f.t.Errorf("destroy %s: %v", id, err)
+		}
+	})
+	return c
+}
+
+func (f *fixture) run(args ...string) (*Container, string) {
+	f.t.Helper()
+	id, s := f.spec(args...)
+	c := f.create(id, s, nil)
+	if err := c.Start(context.Background()); err != nil {
+		f.t.Fatalf("start: %v", err)
+	}
+	return c, id
+}
+
+func readAll(t *testing.T, c *Container, execID string, which stdio.Stream) string {
+	t.Helper()
+	var out []byte
+	for {
+		b, err := c.Read(context.Background(), execID, which, 32<<10)
+		if errors.Is(err, io.EOF) {
+			return string(out)
+		}
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		out = append(out, b...)
+	}
+}
+
+func wait(t *testing.T, c *Container, execID string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code, err := c.Wait(ctx, execID)
+	if err != nil {
+		t.Fatalf("wait %q: %v", execID, err)
+	}
+	return code
+}
+
+func TestRunToExitWithOutput(t *testing.T) {
+	f := newFixture(t)
+	c, _ := f.run("/bin/sh", "-c", "echo hello; hostname; echo oops >&2; exit 3")
+	if got := wait(t, c, ""); got != 3 {
+		t.Errorf("exit code %d, want 3", got)
+	}
+	if got := readAll(t, c, "", stdio.Stdout); got != "hello\nwren-test\n" {
+		t.Errorf("stdout %q", got)
+	}
+	if got := readAll(t, c, "", stdio.Stderr); got != "oops\n" {
+		t.Errorf("stderr %q", got)
+	}
+}
+
+func TestInitWaitsForStart(t *testing.T) {
+	f := newFixture(t)
+	id, s := f.spec("/bin/sh", "-c", "echo started")
+	c := f.create(id, s, nil)
+	st, _ := c.Status()
+	if st.String() != "created" {
+		t.Fatalf("status after create %s, want created", st)
+	}
+	select {
+	case <-c.Init().Exited():
+		t.Fatal("init ran before Start")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); !errors.Is(err, ErrState) {
+		t.Errorf("second start: %v, want ErrState", err)
+	}
+	if got := readAll(t, c, "", stdio.Stdout); got != "started\n" {
+		t.Errorf("stdout %q", got)
+	}
+	if got := wait(t, c, ""); got != 0 {
+		t.Errorf("exit %d", got)
+	}
+}
+
+func TestSignalKillAndTermUpgrade(t *testing.T) {
+	f := newFixture(t)
+	c, _ := f.run("/bin/sleep", "1000")
+	// sleep as PID 1 does not handle SIGTERM: it must become SIGKILL.
+	if err := c.Signal(context.Background(), "", unix.SIGTERM, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := wait(t, c, ""); got != 137 {
+		t.Errorf("exit %d, want 137", got)
+	}
+	// A shell that traps TERM gets TERM.
+	c2, _ := f.run("/bin/sh", "-c", "trap 'echo term; exit 4' TERM; echo ready; while :; do sleep 0.05; done")
+	if b, err := c2.Read(context.Background(), "", stdio.Stdout, 6); err != nil || string(b) != "ready\n" {
+		t.Fatalf("ready: %q %v", b, err)
+	}
+	if err := c2.Signal(context.Background(), "", unix.SIGTERM, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := wait(t, c2, ""); got != 4 {
+		t.Errorf("trapped TERM: exit %d, want 4", got)
+	}
+}
+
+func TestExecWithAndWithoutTTY(t *testing.T) {
+	f := newFixture(t)
+	c, _ := f.run("/bin/sleep", "1000")
+	_, err := c.Exec(context.Background(), "e1", &specs.Process{Args: []string{"/bin/sh", "-c", "echo $((6*7)); cat /proc/1/cmdline"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, c, "e1", stdio.Stdout); got != "42\n/bin/sleep\x001000\x00" {
+		t.Errorf("exec stdout %q", got)
+	}
+	if got := readAll(t, c, "e1", stdio.Stderr); got != "" {
+		t.Errorf("exec stderr %q", got)
+	}
+	if got := wait(t, c, "e1"); got != 0 {
+		t.Errorf("exec exit %d", got)
+	}
+	if _, err := c.Exec(context.Background(), "e1", &specs.Process{Args: []string{"/bin/true"}, Cwd: "/"}); err != nil {
+		t.Errorf("exec id reusable once waited and drained: %v", err)
+	}
+
+	tp, err := c.Exec(context.Background(), "tty", &specs.Process{Terminal: true, Args: []string{"/bin/sh", "-c", "test -t 0 && echo isatty; read line; echo got:$line; stty size"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Streams.Resize(33, 101); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.Streams.Write(context.Background(), []byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	out := readAll(t, c, "tty", stdio.Stdout)
+	for _, want := range []string{"isatty", "got:ping", "33 101"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("tty output %q lacks %q", out, want)
+		}
+	}
+	if got := wait(t, c, "tty"); got != 0 {
+		t.Errorf("tty exec exit %d", got)
+	}
+}
+
+func TestStdinRoundTrip(t *testing.T) {
+	f := newFixture(t)
+	c, _ := f.run("/bin/sh", "-c", "tr a-z A-Z; echo done")
+	if _, err := c.Init().Streams.Write(context.Background(), []byte("round trip\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Init().Streams.CloseStdin(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, c, "", stdio.Stdout); got != "ROUND TRIP\ndone\n" {
+		t.Errorf("stdout %q", got)
+	}
+	if got := wait(t, c, ""); got != 0 {
+		t.Errorf("exit %d", got)
+	}
+}
+
+func TestLargeStdoutNothingLost(t *testing.T) {
+	f := newFixture(t)
+	// The container writes 64 MiB and prints its checksum on stderr; the
+	// reader checks both after the exit (the tail must survive the exit).
+	c, _ := f.run("/bin/sh", "-c", "head -c 67108864 /dev/urandom > /tmp/data; sha256sum /tmp/data >&2; cat /tmp/data")
+	h := sha256.New()
+	var n int64
+	for {
+		b, err := c.Read(context.Background(), "", stdio.Stdout, 1<<20)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write(b)
+		n += int64(len(b))
+	}
+	stderr := readAll(t, c, "", stdio.Stderr)
+	if n != 64<<20 {
+		t.Fatalf("read %d bytes, want %d", n, 64<<20)
+	}
+	if want := fmt.Sprintf("%x", h.Sum(nil)); !strings.HasPrefix(stderr, want) {
+		t.Errorf("checksum: read %s, container says %q", want, stderr)
+	}
+	if got := wait(t, c, ""); got != 0 {
+		t.Errorf("exit %d", got)
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	f := newFixture(t)
+	c, _ := f.run("/bin/sh", "-c", "while :; do echo tick; sleep 0.02; done")
+	if err := c.Pause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := c.Status()
+	if st.String() != "paused" {
+		t.Fatalf("status %s, want paused", st)
+	}
+	if err := c.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resume(context.Background()); !errors.Is(err, ErrState) {
+		t.Errorf("resume running: %v, want ErrState", err)
+	}
+	if b, err := c.Read(context.Background(), "", stdio.Stdout, 5); err != nil || len(b) == 0 {
+		t.Fatalf("no output after resume: %q %v", b, err)
+	}
+}
+
+func TestUpdateMemoryAndStats(t *testing.T) {
+	f := newFixture(t)
+	c, id := f.run("/bin/sh", "-c", "head -c 8388608 /dev/zero > /tmp/f; while :; do sleep 1; done")
+	limit := int64(96 << 20)
+	if err := c.Update(context.Background(), &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroupParent, id, "memory.limit_in_bytes"))
+	if err != nil {
+		t.Skipf("no v1 memory cgroup here: %v", err)
+	}
+	if got, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); got != limit {
+		t.Errorf("memory.limit_in_bytes = %d, want %d", got, limit)
+	}
+	var st = waitStats(t, c)
+	if st.MemoryStats.Usage.Usage == 0 || st.PidsStats.Current == 0 || st.CpuStats.CpuUsage.TotalUsage == 0 {
+		t.Errorf("stats have zero counters: mem %d pids %d cpu %d", st.MemoryStats.Usage.Usage, st.PidsStats.Current, st.CpuStats.CpuUsage.TotalUsage)
+	}
+	if st.MemoryStats.Usage.Limit != uint64(limit) {
+		t.Errorf("stats memory limit %d, want %d", st.MemoryStats.Usage.Limit, limit)
+	}
+}
+
+func waitStats(t *testing.T, c *Container) *cgroups.Stats {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st, err := c.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.MemoryStats.Usage.Usage > 4<<20 || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestOOMEvent(t *testing.T) {
+	f := newFixture(t)
+	id, s := f.spec("/bin/sh", "-c", "head -c 134217728 /dev/zero | tail")
+	limit := int64(32 << 20)
+	s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &limit}
+	ooms := make(chan string, 4)
+	c := f.create(id, s, func(id string) { ooms <- id })
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ooms:
+		if got != id {
+			t.Errorf("OOM for %q, want %q", got, id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no OOM event")
+	}
+	if code := wait(t, c, ""); code == 0 {
+		t.Errorf("exit 0 after OOM")
+	}
+}
+
+func TestKillAll(t *testing.T) {
+	f := newFixture(t)
+	c, _ := f.run("/bin/sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000 & echo up; wait")
+	if b, err := c.Read(context.Background(), "", stdio.Stdout, 3); err != nil || string(b) != "up\n" {
+		t.Fatalf("%q %v", b, err)
+	}
+	if _, err := c.Exec(context.Background(), "x", &specs.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	if pids, _ := c.Processes(); len(pids) < 4 {
+		t.Fatalf("processes %v, want at least 4", pids)
+	}
+	if err := c.Signal(context.Background(), "", unix.SIGKILL, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := wait(t, c, ""); got != 137 {
+		t.Errorf("init exit %d, want 137", got)
+	}
+	if got := wait(t, c, "x"); got != 137 {
+		t.Errorf("exec exit %d, want 137", got)
+	}
+	if pids, _ := c.Processes(); len(pids) != 0 {
+		t.Errorf("processes left: %v", pids)
+	}
+}
+
+func TestExecIntoStoppedContainer(t *testing.T) {
+	f := newFixture(t)
+	c, _ := f.run("/bin/true")
+	wait(t, c, "")
+	if _, err := c.Exec(context.Background(), "late", &specs.Process{Args: []string{"/bin/true"}, Cwd: "/"}); !errors.Is(err, ErrState) {
+		t.Errorf("exec into stopped: %v, want ErrState", err)
+	}
+	if _, err := c.Process("nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown exec id: %v", err)
+	}
+}
+
+// Create failures and destroy with processes running leave nothing behind.
+func TestNothingLeftBehind(t *testing.T) {
+	f := newFixture(t)
+	snap := leakcheck.Take(t)
+	id, s := f.spec("/bin/sleep", "1000")
+	c, err := Create(context.Background(), Config{ID: id, Spec: s, StateDir: filepath.Join(f.state, "lc"), Reaper: testReaper})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(context.Background(), "x", &specs.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	// A duplicate id fails and must not disturb the first container.
+	if _, err := Create(context.Background(), Config{ID: id, Spec: s, StateDir: filepath.Join(f.state, "lc"), Reaper: testReaper}); !errors.Is(err, ErrExists) {
+		t.Errorf("duplicate: %v, want ErrExists", err)
+	}
+	if err := c.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// A spec whose process cannot start (no such binary) fails cleanly.
+	id2, s2 := f.spec("/no/such/binary")
+	if c2, err := Create(context.Background(), Config{ID: id2, Spec: s2, StateDir: filepath.Join(f.state, "lc"), Reaper: testReaper}); err == nil {
+		// runc reports a missing binary at start, not at create.
+		if err := c2.Start(context.Background()); err == nil {
+			wait(t, c2, "")
+		}
+		if err := c2.Destroy(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Bad specs are refused before anything is made.
+	id3, s3 := f.spec("/bin/true")
+	s3.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS"}}
+	if _, err := Create(context.Background(), Config{ID: id3, Spec: s3, StateDir: filepath.Join(f.state, "lc"), Reaper: testReaper}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad rlimit: %v, want ErrInvalid", err)
+	}
+	snap.Check(t, append(append(cgroupDirs(id), cgroupDirs(id2)...), cgroupDirs(id3)...)...)
+}

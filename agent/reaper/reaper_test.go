@@ -1,0 +1,173 @@
+package reaper
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The reaper is per process; these tests share one.
+var shared *Reaper
+
+func TestMain(m *testing.M) {
+	r, err := New(nil)
+	if err != nil {
+		panic(err)
+	}
+	shared = r
+	code := m.Run()
+	r.Close()
+	os.Exit(code)
+}
+
+func startCmd(t *testing.T, name string, args ...string) *Exit {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	e, err := shared.Start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	return e
+}
+
+func waitCode(t *testing.T, e *Exit) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code, err := e.Wait(ctx)
+	if err != nil {
+		t.Fatalf("wait pid %d: %v", e.Pid(), err)
+	}
+	return code
+}
+
+func TestExitStatuses(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		want   int
+	}{
+		{"exit 0", 0},
+		{"exit 3", 3},
+		{"kill -KILL $$", 137},
+		{"kill -TERM $$", 143},
+	} {
+		e := startCmd(t, "/bin/sh", "-c", tc.script)
+		if got := waitCode(t, e); got != tc.want {
+			t.Errorf("%q: exit code %d, want %d", tc.script, got, tc.want)
+		}
+	}
+}
+
+// A process that exits immediately still reaches its waiters: Start registers
+// the pid before the loop may reap it.
+func TestImmediateExitIsNotLost(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		e := startCmd(t, "/bin/true")
+		if got := waitCode(t, e); got != 0 {
+			t.Fatalf("run %d: exit code %d", i, got)
+		}
+	}
+}
+
+func TestConcurrentWaitersAllGetStatus(t *testing.T) {
+	e := startCmd(t, "/bin/sh", "-c", "sleep 0.1; exit 7")
+	var wg sync.WaitGroup
+	codes := make([]int, 8)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = e.Wait(context.Background())
+		}()
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != 7 {
+			t.Errorf("waiter %d: code %d, want 7", i, c)
+		}
+	}
+}
+
+func TestWaitHonoursContext(t *testing.T) {
+	e := startCmd(t, "/bin/sleep", "30")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := e.Wait(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("Wait: %v, want DeadlineExceeded", err)
+	}
+	if err := unix.Kill(e.Pid(), unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitCode(t, e); got != 137 {
+		t.Fatalf("code %d, want 137", got)
+	}
+}
+
+// Hold lets exec.Cmd.Wait collect its own child without the loop stealing it.
+func TestHoldKeepsOwnWaits(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		err := shared.Hold(func() error {
+			return exec.Command("/bin/sh", "-c", "exit 5").Run()
+		})
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 5 {
+			t.Fatalf("run %d: %v, want exit status 5", i, err)
+		}
+	}
+}
+
+// Orphans re-parented to the subreaper are reaped, so no zombie remains.
+func TestOrphansAreReaped(t *testing.T) {
+	e := startCmd(t, "/bin/sh", "-c", "/bin/sleep 0.2 & exit 0")
+	if got := waitCode(t, e); got != 0 {
+		t.Fatalf("code %d", got)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		kids := children(t)
+		if len(kids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("children left: %v", kids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// children lists the pids (with state) whose parent is this process.
+func children(t *testing.T) []string {
+	t.Helper()
+	self := strconv.Itoa(os.Getpid())
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []string
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == self {
+			out = append(out, filepath.Base(filepath.Dir(p))+":"+f[0])
+		}
+	}
+	return out
+}

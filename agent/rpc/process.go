@@ -1,0 +1,36 @@
+package rpc
+
+import (
+	"context"
+
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// ExecProcess implements grpc.AgentService.
+func (a *Agent) ExecProcess(ctx context.Context, req *agentpb.ExecProcessRequest) (*emptypb.Empty, error) {
+	sb, err := a.pod("ExecProcess")
+	if err != nil {
+		return nil, err
+	}
+	return empty(sb.ExecProcess(ctx, req))
+}
+
+// SignalProcess implements grpc.AgentService.
+func (a *Agent) SignalProcess(ctx context.Context, req *agentpb.SignalProcessRequest) (*emptypb.Empty, error) {
+	sb, err := a.pod("SignalProcess")
+	if err != nil {
+		return nil, err
+	}
+	return empty(sb.SignalProcess(ctx, req))
+}
+
+// WaitProcess implements grpc.AgentService.
+func (a *Agent) WaitProcess(ctx context.Context, req *agentpb.WaitProcessRequest) (*agentpb.WaitProcessResponse, error) {
+	sb, err := a.pod("WaitProcess")
+	if err != nil {
+		return nil, err
+	}
+	return sb.WaitProcess(ctx, req)
+}

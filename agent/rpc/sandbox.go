@@ -1,0 +1,54 @@
+package rpc
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/wren-vm/wren/agent/sandbox"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// pod returns the sandbox behind the pod RPCs.
+func (a *Agent) pod(method string) (*sandbox.Sandbox, error) {
+	if a.sandbox == nil {
+		return nil, status.Errorf(codes.Unimplemented, "/grpc.AgentService/%s: this agent runs no containers", method)
+	}
+	return a.sandbox, nil
+}
+
+func empty(err error) (*emptypb.Empty, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// CreateSandbox implements grpc.AgentService.
+func (a *Agent) CreateSandbox(ctx context.Context, req *agentpb.CreateSandboxRequest) (*emptypb.Empty, error) {
+	sb, err := a.pod("CreateSandbox")
+	if err != nil {
+		return nil, err
+	}
+	return empty(sb.CreateSandbox(ctx, req))
+}
+
+// DestroySandbox implements grpc.AgentService.
+func (a *Agent) DestroySandbox(ctx context.Context, _ *agentpb.DestroySandboxRequest) (*emptypb.Empty, error) {
+	sb, err := a.pod("DestroySandbox")
+	if err != nil {
+		return nil, err
+	}
+	return empty(sb.DestroySandbox(ctx))
+}
+
+// GetOOMEvent implements grpc.AgentService (a long poll).
+func (a *Agent) GetOOMEvent(ctx context.Context, req *agentpb.GetOOMEventRequest) (*agentpb.OOMEvent, error) {
+	sb, err := a.pod("GetOOMEvent")
+	if err != nil {
+		return nil, err
+	}
+	return sb.GetOOMEvent(ctx, req)
+}

@@ -1,0 +1,405 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/ocispec"
+	pb "github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// libcontainerDir holds libcontainer's per-container state under the state
+// root; its name cannot be a container id (ids start with [a-zA-Z0-9]).
+const libcontainerDir = ".libcontainer"
+
+// container finds a created container: NotFound for an unknown id,
+// FailedPrecondition before CreateSandbox or while it is being created.
+func (s *Sandbox) container(id string) (*container.Container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.requireCreated(); err != nil {
+		return nil, err
+	}
+	e, ok := s.containers[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", id)
+	}
+	if e.c == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is being created or removed", id)
+	}
+	return e.c, nil
+}
+
+// CreateContainer creates a container whose init waits for StartContainer.
+// On error nothing of it is left: no mount, cgroup, process or state.
+func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRequest) (retErr error) {
+	id := req.GetContainerId()
+	if err := validateID("container", id); err != nil {
+		return err
+	}
+	execID := req.GetExecId()
+	if execID == "" {
+		execID = id
+	}
+	if err := validateID("exec", execID); err != nil {
+		return err
+	}
+	spec := ocispec.ToSpec(req.GetOCI())
+	if spec == nil || spec.Process == nil || spec.Root == nil || spec.Root.Path == "" {
+		return status.Error(codes.InvalidArgument, "OCI spec needs process and root")
+	}
+	if spec.Linux == nil {
+		spec.Linux = &specs.Linux{}
+	}
+	if len(req.GetStorages()) > 0 && s.opts.Storage == nil {
+		return status.Error(codes.Unimplemented, "no storage layer configured")
+	}
+	if len(req.GetDevices()) > 0 && s.opts.Devices == nil {
+		return status.Error(codes.Unimplemented, "no device layer configured")
+	}
+
+	// Reserve the id so concurrent creates of the same id fail fast.
+	s.mu.Lock()
+	if err := s.requireCreated(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	if _, dup := s.containers[id]; dup {
+		s.mu.Unlock()
+		return status.Errorf(codes.AlreadyExists, "container %q already exists", id)
+	}
+	e := &entry{bundle: filepath.Join(s.opts.StateRoot, id)}
+	s.containers[id] = e
+	ns, dnsFile, pidns, oom := s.ns, s.dnsFile, s.pidnsPath, s.oom
+	s.mu.Unlock()
+
+	var undo []func()
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		s.mu.Lock()
+		delete(s.containers, id)
+		s.mu.Unlock()
+		retErr = toStatus(retErr)
+	}()
+
+	if len(req.GetStorages()) > 0 {
+		if err := s.opts.Storage.Mount(ctx, id, req.GetStorages()); err != nil {
+			return fmt.Errorf("storages of %s: %w", id, err)
+		}
+		e.hasStorage = true
+		undo = append(undo, func() {
+			if err := s.opts.Storage.Release(context.Background(), id); err != nil {
+				s.log.Warn("release storages after failed create", "container", id, "err", err)
+			}
+		})
+	}
+	if len(req.GetDevices()) > 0 {
+		if err := s.opts.Devices.Apply(ctx, req.GetDevices(), spec); err != nil {
+			return fmt.Errorf("devices of %s: %w", id, err)
+		}
+	}
+	if req.GetSandboxPidns() && pidns == "" {
+		s.log.Info("no sandbox pid namespace yet; the container gets its own", "container", id)
+	}
+	joinSandboxNamespaces(spec, ns, pidnsIf(req.GetSandboxPidns(), pidns))
+	addDNS(spec, dnsFile)
+	if spec.Linux.CgroupsPath == "" {
+		spec.Linux.CgroupsPath = "/" + s.opts.CgroupParent + "/" + id
+	}
+
+	if err := s.prepareBundle(e, spec); err != nil {
+		return err
+	}
+	undo = append(undo, func() { s.cleanupBundle(e) })
+
+	c, err := container.Create(ctx, container.Config{
+		ID:          id,
+		ExecID:      execID,
+		Spec:        spec,
+		StateDir:    filepath.Join(s.opts.StateRoot, libcontainerDir),
+		NoPivotRoot: s.noPivotRoot,
+		PipeSize:    s.opts.PipeSize,
+		Reaper:      s.opts.Reaper,
+		Log:         s.log,
+		OnOOM:       s.notifyOOM(oom),
+	})
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	s.mu.Lock()
+	e.c = c
+	if s.pidnsPath == "" && hasNewNamespace(spec, specs.PIDNamespace) {
+		s.pidnsPath = fmt.Sprintf("/proc/%d/ns/pid", c.InitPid())
+		s.pidnsOwner = id
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func pidnsIf(want bool, path string) string {
+	if want {
+		return path
+	}
+	return ""
+}
+
+// joinSandboxNamespaces points the spec's uts and ipc namespaces (and the
+// pid namespace when asked) at the sandbox's. The hostname lives in the
+// sandbox UTS namespace, so the spec must not set it again.
+func joinSandboxNamespaces(spec *specs.Spec, ns *namespaces, pidns string) {
+	for i := range spec.Linux.Namespaces {
+		n := &spec.Linux.Namespaces[i]
+		switch {
+		case n.Type == specs.UTSNamespace && ns != nil && ns.uts != "" && n.Path == "":
+			n.Path = ns.uts
+			spec.Hostname = ""
+		case n.Type == specs.IPCNamespace && ns != nil && ns.ipc != "" && n.Path == "":
+			n.Path = ns.ipc
+		case n.Type == specs.PIDNamespace && pidns != "" && n.Path == "":
+			n.Path = pidns
+		}
+	}
+}
+
+func hasNewNamespace(spec *specs.Spec, typ specs.LinuxNamespaceType) bool {
+	return slices.ContainsFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool {
+		return n.Type == typ && n.Path == ""
+	})
+}
+
+// addDNS binds the sandbox resolv.conf onto the container's, unless the spec
+// already mounts something there.
+func addDNS(spec *specs.Spec, dnsFile string) {
+	if dnsFile == "" {
+		return
+	}
+	for _, m := range spec.Mounts {
+		if filepath.Clean(m.Destination) == "/etc/resolv.conf" {
+			return
+		}
+	}
+	spec.Mounts = append(spec.Mounts, specs.Mount{
+		Destination: "/etc/resolv.conf",
+		Type:        "bind",
+		Source:      dnsFile,
+		Options:     []string{"rbind", "rprivate"},
+	})
+}
+
+// prepareBundle binds the requested rootfs at <state>/<cid>/rootfs and
+// writes <state>/<cid>/config.json, as the Kata agent lays bundles out.
+func (s *Sandbox) prepareBundle(e *entry, spec *specs.Spec) (retErr error) {
+	src := spec.Root.Path
+	if !filepath.IsAbs(src) {
+		return status.Errorf(codes.InvalidArgument, "root path %q is not absolute", src)
+	}
+	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
+		return status.Errorf(codes.InvalidArgument, "root path %q is not a directory", src)
+	}
+	if err := os.Mkdir(e.bundle, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return status.Errorf(codes.AlreadyExists, "bundle %s exists", e.bundle)
+		}
+		return fmt.Errorf("bundle dir: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			os.RemoveAll(e.bundle)
+		}
+	}()
+	rootfs := filepath.Join(e.bundle, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return fmt.Errorf("rootfs dir: %w", err)
+	}
+	if err := unix.Mount(src, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind rootfs %s: %w", src, err)
+	}
+	e.rootfs = rootfs
+	spec.Root.Path = rootfs
+	b, err := json.Marshal(spec)
+	if err != nil {
+		s.cleanupBundle(e)
+		return fmt.Errorf("encode config.json: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(e.bundle, "config.json"), b, 0o600); err != nil {
+		s.cleanupBundle(e)
+		return fmt.Errorf("write config.json: %w", err)
+	}
+	return nil
+}
+
+func (s *Sandbox) cleanupBundle(e *entry) error {
+	if e.rootfs != "" {
+		if err := unix.Unmount(e.rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", e.rootfs, err)
+		}
+		e.rootfs = ""
+	}
+	// RemoveAll never crosses into a mount here: the only mount was the
+	// rootfs, detached above.
+	return os.RemoveAll(e.bundle)
+}
+
+// StartContainer releases the container's init. Twice → FailedPrecondition.
+func (s *Sandbox) StartContainer(ctx context.Context, req *pb.StartContainerRequest) error {
+	c, err := s.container(req.GetContainerId())
+	if err != nil {
+		return err
+	}
+	return toStatus(c.Start(ctx))
+}
+
+// RemoveContainer kills what still runs, waits for it (up to timeout
+// seconds; 0 = no limit; DeadlineExceeded when it passes), then removes the
+// cgroups, the bundle and the container's storages.
+func (s *Sandbox) RemoveContainer(ctx context.Context, req *pb.RemoveContainerRequest) error {
+	id := req.GetContainerId()
+	if _, err := s.container(id); err != nil {
+		return err
+	}
+	if t := req.GetTimeout(); t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
+		defer cancel()
+	}
+	return toStatus(s.removeContainer(ctx, id))
+}
+
+func (s *Sandbox) removeContainer(ctx context.Context, id string) error {
+	s.mu.Lock()
+	e, ok := s.containers[id]
+	if !ok || e.c == nil {
+		s.mu.Unlock()
+		return status.Errorf(codes.NotFound, "container %q not found", id)
+	}
+	c := e.c
+	s.mu.Unlock()
+	if err := c.Destroy(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	e.c = nil // further RPCs for this id: FailedPrecondition until gone
+	if s.pidnsOwner == id {
+		s.pidnsPath, s.pidnsOwner = "", ""
+	}
+	s.mu.Unlock()
+	var errs []error
+	if err := s.cleanupBundle(e); err != nil {
+		errs = append(errs, err)
+	}
+	if e.hasStorage {
+		if err := s.opts.Storage.Release(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("release storages: %w", err))
+		}
+	}
+	s.mu.Lock()
+	delete(s.containers, id)
+	s.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// ExecProcess starts a process in a running container.
+func (s *Sandbox) ExecProcess(ctx context.Context, req *pb.ExecProcessRequest) error {
+	if err := validateID("exec", req.GetExecId()); err != nil {
+		return err
+	}
+	c, err := s.container(req.GetContainerId())
+	if err != nil {
+		return err
+	}
+	p := ocispec.ToProcess(req.GetProcess())
+	if p == nil {
+		return status.Error(codes.InvalidArgument, "process is missing")
+	}
+	_, err = c.Exec(ctx, req.GetExecId(), p)
+	return toStatus(err)
+}
+
+// SignalProcess signals a process; an empty exec id with SIGKILL kills every
+// process of the container.
+func (s *Sandbox) SignalProcess(ctx context.Context, req *pb.SignalProcessRequest) error {
+	sig := req.GetSignal()
+	if sig == 0 || sig > 64 {
+		return status.Errorf(codes.InvalidArgument, "invalid signal %d", sig)
+	}
+	c, err := s.container(req.GetContainerId())
+	if err != nil {
+		return err
+	}
+	all := req.GetExecId() == "" && unix.Signal(sig) == unix.SIGKILL
+	return toStatus(c.Signal(ctx, req.GetExecId(), unix.Signal(sig), all))
+}
+
+// WaitProcess returns the exit status (128+signal when killed).
+func (s *Sandbox) WaitProcess(ctx context.Context, req *pb.WaitProcessRequest) (*pb.WaitProcessResponse, error) {
+	c, err := s.container(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	code, err := c.Wait(ctx, req.GetExecId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.WaitProcessResponse{Status: int32(code)}, nil
+}
+
+// PauseContainer freezes the container's cgroup.
+func (s *Sandbox) PauseContainer(ctx context.Context, req *pb.PauseContainerRequest) error {
+	c, err := s.container(req.GetContainerId())
+	if err != nil {
+		return err
+	}
+	return toStatus(c.Pause(ctx))
+}
+
+// ResumeContainer thaws it.
+func (s *Sandbox) ResumeContainer(ctx context.Context, req *pb.ResumeContainerRequest) error {
+	c, err := s.container(req.GetContainerId())
+	if err != nil {
+		return err
+	}
+	return toStatus(c.Resume(ctx))
+}
+
+// UpdateContainer applies new resources to the container's cgroup.
+func (s *Sandbox) UpdateContainer(ctx context.Context, req *pb.UpdateContainerRequest) error {
+	c, err := s.container(req.GetContainerId())
+	if err != nil {
+		return err
+	}
+	r := ocispec.ToResources(req.GetResources())
+	if r == nil {
+		return status.Error(codes.InvalidArgument, "resources are missing")
+	}
+	return toStatus(c.Update(ctx, r))
+}
+
+// StatsContainer reads the container's cgroup statistics.
+func (s *Sandbox) StatsContainer(ctx context.Context, req *pb.StatsContainerRequest) (*pb.StatsContainerResponse, error) {
+	c, err := s.container(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.Stats(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.StatsContainerResponse{CgroupStats: statsToProto(st)}, nil
+}

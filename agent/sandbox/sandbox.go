@@ -1,0 +1,410 @@
+// Package sandbox is the pod model behind the agent API: one sandbox per
+// agent, created by CreateSandbox (hostname in a persistent UTS namespace, a
+// persistent IPC namespace, DNS, sandbox storages) and the containers and
+// processes that live in it. Its methods take and return the agentpb
+// messages and report errors as ttrpc status codes.
+//
+// Locking: Sandbox.mu only guards the maps and fields; it is never held
+// across a mount, a cgroup access, a process start or a wait. Each
+// container serialises its own lifecycle changes (package container).
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/reaper"
+	pb "github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// Defaults match the Kata agent's guest paths.
+const (
+	DefaultStateRoot    = "/run/kata-containers"
+	DefaultNamespaceDir = "/run/sandbox-ns"
+	// oomQueue is how many OOM events wait for a GetOOMEvent caller.
+	oomQueue = 100
+)
+
+// StorageMounter mounts the storages of CreateSandbox (owner "") and
+// CreateContainer (owner = container id). The storage layer implements it.
+type StorageMounter interface {
+	// Mount mounts the storages for owner; on error nothing of this call
+	// stays mounted.
+	Mount(ctx context.Context, owner string, storages []*pb.Storage) error
+	// Release unmounts what Mount mounted for owner (reference counted).
+	Release(ctx context.Context, owner string) error
+	// ReleaseAll unmounts everything.
+	ReleaseAll(ctx context.Context) error
+}
+
+// DeviceHandler makes the devices of CreateContainer available and rewrites
+// the spec to point at them. The device layer implements it.
+type DeviceHandler interface {
+	Apply(ctx context.Context, devices []*pb.Device, spec *specs.Spec) error
+}
+
+// Options configure a Sandbox.
+type Options struct {
+	// StateRoot holds bundles (<StateRoot>/<cid>), the sandbox's DNS file
+	// (<StateRoot>/sandbox/resolv.conf) and libcontainer state. Default
+	// DefaultStateRoot.
+	StateRoot string
+	// NamespaceDir holds the persistent uts and ipc namespace files.
+	// Default DefaultNamespaceDir, or <StateRoot>/sandbox-ns when StateRoot
+	// is not the default.
+	NamespaceDir string
+	// PipeSize is agent.container_pipe_size (0: kernel default).
+	PipeSize int
+	// CgroupParent is used for containers whose spec has no cgroupsPath:
+	// they get /<CgroupParent>/<cid>. Default "wren".
+	CgroupParent string
+	// NoPivotRoot forces no_pivot_root; it is also used when / is an
+	// initramfs.
+	NoPivotRoot bool
+	Reaper      *reaper.Reaper
+	// Storage mounts storages; nil refuses requests that carry storages.
+	Storage StorageMounter
+	// Devices handles devices; nil refuses requests that carry devices.
+	Devices DeviceHandler
+	Log     *slog.Logger
+}
+
+// Sandbox is the agent's single pod.
+type Sandbox struct {
+	opts        Options
+	log         *slog.Logger
+	noPivotRoot bool
+
+	mu         sync.Mutex
+	created    bool
+	busy       bool // a CreateSandbox or DestroySandbox is in progress
+	id         string
+	hostname   string
+	ns         *namespaces
+	dnsFile    string
+	containers map[string]*entry
+	pidnsPath  string // the sandbox PID namespace: the first container's
+	pidnsOwner string
+	oom        chan string
+	destroyed  chan struct{} // closed by DestroySandbox; unblocks GetOOMEvent
+}
+
+// entry is a container slot; c is nil while CreateContainer runs.
+type entry struct {
+	c          *container.Container
+	bundle     string
+	rootfs     string
+	hasStorage bool
+}
+
+// New returns a sandbox that does not exist yet (CreateSandbox creates it).
+func New(opts Options) (*Sandbox, error) {
+	if opts.Reaper == nil {
+		return nil, errors.New("sandbox: a reaper is required")
+	}
+	if opts.StateRoot == "" {
+		opts.StateRoot = DefaultStateRoot
+	}
+	if opts.NamespaceDir == "" {
+		// A state root other than the guest's (an agent on a host, tests)
+		// keeps its namespaces to itself.
+		opts.NamespaceDir = DefaultNamespaceDir
+		if filepath.Clean(opts.StateRoot) != DefaultStateRoot {
+			opts.NamespaceDir = filepath.Join(opts.StateRoot, "sandbox-ns")
+		}
+	}
+	if opts.CgroupParent == "" {
+		opts.CgroupParent = "wren"
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Sandbox{
+		opts:        opts,
+		log:         log.With("component", "sandbox"),
+		noPivotRoot: opts.NoPivotRoot || container.RootIsInitramfs(),
+		containers:  make(map[string]*entry),
+		oom:         make(chan string, oomQueue),
+		destroyed:   make(chan struct{}),
+	}, nil
+}
+
+var idPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// reservedIDs name directories of the state root that are not bundles.
+var reservedIDs = map[string]bool{"sandbox": true, "shared": true, "sandbox-ns": true}
+
+func validateID(kind, id string) error {
+	if kind == "exec" {
+		// Exec ids are only keys (containerd makes them up freely).
+		if id == "" || len(id) > 1024 {
+			return status.Errorf(codes.InvalidArgument, "invalid exec id %q", id)
+		}
+		return nil
+	}
+	if !idPattern.MatchString(id) || len(id) > 1024 {
+		return status.Errorf(codes.InvalidArgument, "invalid %s id %q: must match %s", kind, id, idPattern)
+	}
+	if kind == "container" && reservedIDs[id] {
+		return status.Errorf(codes.InvalidArgument, "invalid container id %q: reserved", id)
+	}
+	return nil
+}
+
+// toStatus maps package errors to API status codes.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, container.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, container.ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, container.ErrState):
+		code = codes.FailedPrecondition
+	case errors.Is(err, container.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Error(code, err.Error())
+}
+
+// Created reports whether CreateSandbox has run (and DestroySandbox not).
+func (s *Sandbox) Created() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.created
+}
+
+// Destroyed is closed when DestroySandbox completes (the agent, as PID 1,
+// then powers the VM off).
+func (s *Sandbox) Destroyed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.destroyed
+}
+
+func (s *Sandbox) requireCreated() error {
+	if !s.created {
+		return status.Error(codes.FailedPrecondition, "sandbox not created: call CreateSandbox first")
+	}
+	return nil
+}
+
+// CreateSandbox sets the sandbox up. A second call gives AlreadyExists.
+func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxRequest) (retErr error) {
+	s.mu.Lock()
+	if s.created || s.busy {
+		s.mu.Unlock()
+		return status.Error(codes.AlreadyExists, "sandbox already created")
+	}
+	s.busy = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.busy = false
+		s.mu.Unlock()
+	}()
+
+	if req.GetSandboxId() != "" {
+		if err := validateID("sandbox", req.GetSandboxId()); err != nil {
+			return err
+		}
+	}
+	if len(req.GetStorages()) > 0 && s.opts.Storage == nil {
+		return status.Error(codes.Unimplemented, "no storage layer configured")
+	}
+	var undo []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	sandboxDir := filepath.Join(s.opts.StateRoot, "sandbox")
+	if err := os.MkdirAll(sandboxDir, 0o755); err != nil {
+		return status.Errorf(codes.Internal, "create %s: %v", sandboxDir, err)
+	}
+	undo = append(undo, func() { os.RemoveAll(sandboxDir) })
+
+	ns, err := newNamespaces(s.opts.NamespaceDir, req.GetHostname())
+	if err != nil {
+		return status.Errorf(codes.Internal, "sandbox namespaces: %v", err)
+	}
+	undo = append(undo, func() { ns.release() })
+
+	var dnsFile string
+	if len(req.GetDns()) > 0 {
+		dnsFile = filepath.Join(sandboxDir, "resolv.conf")
+		content := strings.Join(req.GetDns(), "\n") + "\n"
+		if err := os.WriteFile(dnsFile, []byte(content), 0o644); err != nil {
+			return status.Errorf(codes.Internal, "write %s: %v", dnsFile, err)
+		}
+	}
+	for _, m := range req.GetKernelModules() {
+		if err := s.loadModule(ctx, m); err != nil {
+			return status.Errorf(codes.Internal, "load kernel module %s: %v", m.GetName(), err)
+		}
+	}
+	if len(req.GetStorages()) > 0 {
+		if err := s.opts.Storage.Mount(ctx, "", req.GetStorages()); err != nil {
+			return toStatus(fmt.Errorf("sandbox storages: %w", err))
+		}
+		undo = append(undo, func() { _ = s.opts.Storage.Release(context.Background(), "") })
+	}
+
+	s.mu.Lock()
+	s.created = true
+	s.id = req.GetSandboxId()
+	s.hostname = req.GetHostname()
+	s.ns = ns
+	s.dnsFile = dnsFile
+	s.oom = make(chan string, oomQueue)
+	s.destroyed = make(chan struct{})
+	s.mu.Unlock()
+	s.log.Info("sandbox created", "id", s.id, "hostname", s.hostname)
+	return nil
+}
+
+func (s *Sandbox) loadModule(ctx context.Context, m *pb.KernelModule) error {
+	if m.GetName() == "" || strings.HasPrefix(m.GetName(), "-") {
+		return status.Errorf(codes.InvalidArgument, "invalid kernel module name %q", m.GetName())
+	}
+	args := append([]string{"-v", "--", m.GetName()}, m.GetParameters()...)
+	return s.opts.Reaper.Hold(func() error {
+		out, err := exec.CommandContext(ctx, "modprobe", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("modprobe: %w: %s", err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	})
+}
+
+// DestroySandbox kills every container, unmounts everything the sandbox
+// mounted, removes its state and unblocks GetOOMEvent.
+func (s *Sandbox) DestroySandbox(ctx context.Context) error {
+	s.mu.Lock()
+	if err := s.requireCreated(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	if s.busy {
+		s.mu.Unlock()
+		return status.Error(codes.FailedPrecondition, "sandbox is being created or destroyed")
+	}
+	s.busy = true
+	ids := make([]string, 0, len(s.containers))
+	for id, e := range s.containers {
+		if e.c != nil {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.busy = false
+		s.mu.Unlock()
+	}()
+
+	var errs []error
+	for _, id := range ids {
+		if err := s.removeContainer(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+		}
+	}
+	if s.opts.Storage != nil {
+		if err := s.opts.Storage.ReleaseAll(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("storages: %w", err))
+		}
+	}
+	s.mu.Lock()
+	ns := s.ns
+	s.mu.Unlock()
+	if ns != nil {
+		if err := ns.release(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(s.opts.StateRoot, "sandbox")); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeIfEmpty(filepath.Join(s.opts.StateRoot, libcontainerDir)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return status.Errorf(codes.Internal, "destroy sandbox: %v", errors.Join(errs...))
+	}
+	s.mu.Lock()
+	s.created = false
+	s.ns = nil
+	s.dnsFile = ""
+	s.pidnsPath, s.pidnsOwner = "", ""
+	close(s.destroyed)
+	s.mu.Unlock()
+	s.log.Info("sandbox destroyed", "id", s.id)
+	return nil
+}
+
+func removeIfEmpty(dir string) error {
+	err := os.Remove(dir)
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if errors.Is(err, errNotEmpty) {
+		return nil
+	}
+	return err
+}
+
+// GetOOMEvent blocks until a container hits OOM, ctx ends or the sandbox
+// is destroyed.
+func (s *Sandbox) GetOOMEvent(ctx context.Context, _ *pb.GetOOMEventRequest) (*pb.OOMEvent, error) {
+	s.mu.Lock()
+	if err := s.requireCreated(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	oom, destroyed := s.oom, s.destroyed
+	s.mu.Unlock()
+	select {
+	case id := <-oom:
+		return &pb.OOMEvent{ContainerId: id}, nil
+	case <-destroyed:
+		return nil, status.Error(codes.Aborted, "sandbox destroyed")
+	case <-ctx.Done():
+		return nil, toStatus(ctx.Err())
+	}
+}
+
+func (s *Sandbox) notifyOOM(oom chan string) func(string) {
+	return func(id string) {
+		select {
+		case oom <- id:
+		default:
+			s.log.Warn("OOM event queue full; dropping event", "container", id)
+		}
+	}
+}

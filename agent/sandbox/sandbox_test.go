@@ -1,0 +1,534 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/internal/leakcheck"
+	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/agent/reaper"
+	pb "github.com/wren-vm/wren/protocols/agentpb"
+)
+
+var (
+	testReaper   *reaper.Reaper
+	cgroupParent string
+	seq          atomic.Int64
+	bg           = context.Background()
+)
+
+func TestMain(m *testing.M) {
+	container.InitHook()
+	if os.Geteuid() != 0 {
+		fmt.Println("skipping: sandbox tests need root")
+		os.Exit(0)
+	}
+	r, err := reaper.New(nil)
+	if err != nil {
+		panic(err)
+	}
+	testReaper = r
+	cgroupParent = fmt.Sprintf("wren-stest-%d", os.Getpid())
+	code := m.Run()
+	testbundle.RemoveCgroupParent(cgroupParent)
+	os.Exit(code)
+}
+
+func cgroupDirs(id string) []string {
+	var out []string
+	for _, ctrl := range []string{"memory", "pids", "freezer", "cpu", "cpuacct", "cpuset", "blkio", "devices", "unified", "systemd", ""} {
+		out = append(out, filepath.Join("/sys/fs/cgroup", ctrl, cgroupParent, id))
+	}
+	return out
+}
+
+type env struct {
+	t      *testing.T
+	sb     *Sandbox
+	state  string
+	rootfs string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	sb, err := New(Options{
+		StateRoot:    filepath.Join(dir, "state"),
+		NamespaceDir: filepath.Join(dir, "ns"),
+		PipeSize:     1 << 16,
+		CgroupParent: cgroupParent,
+		Reaper:       testReaper,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, sb: sb, state: filepath.Join(dir, "state"), rootfs: testbundle.Rootfs(t, filepath.Join(dir, "rootfs"))}
+	t.Cleanup(func() {
+		if sb.Created() {
+			if err := sb.DestroySandbox(bg); err != nil {
+				t.Errorf("DestroySandbox: %v", err)
+			}
+		}
+	})
+	return e
+}
+
+func (e *env) createSandbox() {
+	e.t.Helper()
+	err := e.sb.CreateSandbox(bg, &pb.CreateSandboxRequest{
+		Hostname: "wren-pod", SandboxId: "pod1",
+		Dns: []string{"nameserver 192.0.2.53", "search example.test"},
+	})
+	if err != nil {
+		e.t.Fatalf("CreateSandbox: %v", err)
+	}
+}
+
+func (e *env) spec(args ...string) *pb.Spec {
+	s := testbundle.Spec(e.rootfs, args...)
+	s.Linux.CgroupsPath = ""
+	return ocispec.FromSpec(s)
+}
+
+func newID() string { return fmt.Sprintf("ctr%d", seq.Add(1)) }
+
+func (e *env) create(id string, spec *pb.Spec, sandboxPidns bool) {
+	e.t.Helper()
+	if err := e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: spec, SandboxPidns: sandboxPidns}); err != nil {
+		e.t.Fatalf("CreateContainer %s: %v", id, err)
+	}
+}
+
+func (e *env) run(args ...string) string {
+	e.t.Helper()
+	id := newID()
+	e.create(id, e.spec(args...), false)
+	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+		e.t.Fatalf("StartContainer: %v", err)
+	}
+	return id
+}
+
+func (e *env) readAll(id, execID string, stderr bool) string {
+	e.t.Helper()
+	var out []byte
+	for {
+		req := &pb.ReadStreamRequest{ContainerId: id, ExecId: execID, Len: 32 << 10}
+		read := e.sb.ReadStdout
+		if stderr {
+			read = e.sb.ReadStderr
+		}
+		resp, err := read(bg, req)
+		if err != nil {
+			e.t.Fatalf("read: %v", err)
+		}
+		if len(resp.Data) == 0 {
+			return string(out)
+		}
+		out = append(out, resp.Data...)
+	}
+}
+
+func (e *env) wait(id, execID string) int32 {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(bg, 30*time.Second)
+	defer cancel()
+	resp, err := e.sb.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: id, ExecId: execID})
+	if err != nil {
+		e.t.Fatalf("WaitProcess: %v", err)
+	}
+	return resp.Status
+}
+
+func (e *env) remove(id string) {
+	e.t.Helper()
+	if err := e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: id}); err != nil {
+		e.t.Fatalf("RemoveContainer: %v", err)
+	}
+}
+
+func wantCode(t *testing.T, what string, err error, want codes.Code) {
+	t.Helper()
+	if got := status.Code(err); got != want {
+		t.Errorf("%s: code %v (%v), want %v", what, got, err, want)
+	}
+}
+
+func TestSandboxRequiredFirst(t *testing.T) {
+	e := newEnv(t)
+	wantCode(t, "CreateContainer", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "abc", OCI: e.spec("/bin/true")}), codes.FailedPrecondition)
+	wantCode(t, "StartContainer", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: "abc"}), codes.FailedPrecondition)
+	_, err := e.sb.GetOOMEvent(bg, &pb.GetOOMEventRequest{})
+	wantCode(t, "GetOOMEvent", err, codes.FailedPrecondition)
+	wantCode(t, "DestroySandbox", e.sb.DestroySandbox(bg), codes.FailedPrecondition)
+	e.createSandbox()
+	wantCode(t, "second CreateSandbox", e.sb.CreateSandbox(bg, &pb.CreateSandboxRequest{Hostname: "x"}), codes.AlreadyExists)
+}
+
+func TestRunExitStatusesAndOutput(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	for _, tc := range []struct {
+		script string
+		code   int32
+		out    string
+	}{
+		{"echo hello", 0, "hello\n"},
+		{"echo bye; exit 3", 3, "bye\n"},
+	} {
+		id := e.run("/bin/sh", "-c", tc.script)
+		if got := e.readAll(id, "", false); got != tc.out {
+			t.Errorf("%q: stdout %q, want %q", tc.script, got, tc.out)
+		}
+		if got := e.wait(id, ""); got != tc.code {
+			t.Errorf("%q: status %d, want %d", tc.script, got, tc.code)
+		}
+		e.remove(id)
+	}
+	// SIGKILL through SignalProcess gives 137 too.
+	id := e.run("/bin/sleep", "1000")
+	if err := e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, ExecId: id, Signal: uint32(unix.SIGKILL)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.wait(id, id); got != 137 {
+		t.Errorf("after SIGKILL: %d, want 137", got)
+	}
+}
+
+// Hostname, DNS, the shared IPC namespace and the sandbox PID namespace.
+func TestSandboxNamespacesAndDNS(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	first := newID()
+	e.create(first, e.spec("/bin/sh", "-c", "readlink /proc/self/ns/ipc; hostname; cat /etc/resolv.conf; exec sleep 1000"), true)
+	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: first}); err != nil {
+		t.Fatal(err)
+	}
+	bundleCfg := filepath.Join(e.state, first, "config.json")
+	if _, err := os.Stat(bundleCfg); err != nil {
+		t.Errorf("bundle config: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.state, first, "rootfs", "bin", "busybox")); err != nil {
+		t.Errorf("rootfs not bound into the bundle: %v", err)
+	}
+	var ipcStat unix.Stat_t
+	if err := unix.Stat(filepath.Join(e.sb.opts.NamespaceDir, "ipc"), &ipcStat); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	for !strings.Contains(out, "search example.test") {
+		resp, err := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: first, Len: 4096})
+		if err != nil || len(resp.Data) == 0 {
+			t.Fatalf("read: %v (so far %q)", err, out)
+		}
+		out += string(resp.Data)
+	}
+	want := fmt.Sprintf("ipc:[%d]\nwren-pod\nnameserver 192.0.2.53\nsearch example.test\n", ipcStat.Ino)
+	if out != want {
+		t.Errorf("first container saw\n%q\nwant\n%q", out, want)
+	}
+	second := e.run("/bin/true") // warm: a plain second container works too
+	e.wait(second, "")
+	e.remove(second)
+
+	third := newID()
+	e.create(third, e.spec("/bin/sh", "-c", "cat /proc/1/cmdline; echo; hostname"), true)
+	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: third}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.readAll(third, "", false); got != "sleep\x001000\x00\nwren-pod\n" {
+		t.Errorf("container in the sandbox pid namespace saw %q", got)
+	}
+	e.wait(third, "")
+	e.remove(third)
+	e.remove(first)
+	if _, err := os.Stat(filepath.Join(e.state, first)); !os.IsNotExist(err) {
+		t.Errorf("bundle left after remove: %v", err)
+	}
+}
+
+func TestExecStdinAndTTY(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	id := e.run("/bin/sleep", "1000")
+	proc := func(tty bool, args ...string) *pb.Process {
+		return &pb.Process{Terminal: tty, Args: args, Env: []string{"PATH=/bin"}, Cwd: "/", User: &pb.User{}}
+	}
+	// Plain exec with a stdin round trip.
+	if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: "cat", Process: proc(false, "/bin/sh", "-c", "tr a-z A-Z")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat", Data: []byte("stdin round trip\n")}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "TtyWinResize without tty", e.sb.TtyWinResize(bg, &pb.TtyWinResizeRequest{ContainerId: id, ExecId: "cat", Row: 10, Column: 10}), codes.FailedPrecondition)
+	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat"}); err != nil { // EOF
+		t.Fatal(err)
+	}
+	_, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat", Data: []byte("late")})
+	wantCode(t, "write after close", err, codes.FailedPrecondition)
+	if got := e.readAll(id, "cat", false); got != "STDIN ROUND TRIP\n" {
+		t.Errorf("stdout %q", got)
+	}
+	e.readAll(id, "cat", true)
+	if got := e.wait(id, "cat"); got != 0 {
+		t.Errorf("exec status %d", got)
+	}
+	// With a tty.
+	if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: "tty", Process: proc(true, "/bin/sh", "-c", "read l; echo got:$l; stty size; exit 5")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sb.TtyWinResize(bg, &pb.TtyWinResizeRequest{ContainerId: id, ExecId: "tty", Row: 40, Column: 120}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "tty", Data: []byte("hi\n")}); err != nil {
+		t.Fatal(err)
+	}
+	out := e.readAll(id, "tty", false)
+	if !strings.Contains(out, "got:hi") || !strings.Contains(out, "40 120") {
+		t.Errorf("tty output %q", out)
+	}
+	if got := e.wait(id, "tty"); got != 5 {
+		t.Errorf("tty exec status %d, want 5", got)
+	}
+}
+
+func TestPauseResumeUpdateStatsOOM(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	id := e.run("/bin/sh", "-c", "head -c 8388608 /dev/zero > /tmp/f; echo ready; exec sleep 1000")
+	if got, _ := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: id, Len: 6}); string(got.GetData()) != "ready\n" {
+		t.Fatalf("ready: %q", got.GetData())
+	}
+	if err := e.sb.PauseContainer(bg, &pb.PauseContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", cgroupParent, id, "freezer.state")); strings.TrimSpace(string(b)) != "FROZEN" {
+		t.Errorf("freezer.state %q after pause", b)
+	}
+	if err := e.sb.ResumeContainer(bg, &pb.ResumeContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", cgroupParent, id, "freezer.state")); strings.TrimSpace(string(b)) != "THAWED" {
+		t.Errorf("freezer.state %q after resume", b)
+	}
+	const limit = 200 << 20
+	if err := e.sb.UpdateContainer(bg, &pb.UpdateContainerRequest{ContainerId: id, Resources: &pb.LinuxResources{Memory: &pb.LinuxMemory{Limit: limit}, Pids: &pb.LinuxPids{Limit: 99}}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroupParent, id, "memory.limit_in_bytes")); strings.TrimSpace(string(b)) != fmt.Sprint(limit) {
+		t.Errorf("memory.limit_in_bytes %q, want %d", b, limit)
+	}
+	if b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", cgroupParent, id, "pids.max")); strings.TrimSpace(string(b)) != "99" {
+		t.Errorf("pids.max %q, want 99", b)
+	}
+	st, err := e.sb.StatsContainer(bg, &pb.StatsContainerRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := st.GetCgroupStats()
+	if cs.GetMemoryStats().GetUsage().GetUsage() == 0 || cs.GetCpuStats().GetCpuUsage().GetTotalUsage() == 0 || cs.GetPidsStats().GetCurrent() == 0 {
+		t.Errorf("zero counters in stats: %v", cs)
+	}
+	if cs.GetMemoryStats().GetUsage().GetLimit() != limit || cs.GetPidsStats().GetLimit() != 99 {
+		t.Errorf("stats limits: memory %d pids %d", cs.GetMemoryStats().GetUsage().GetLimit(), cs.GetPidsStats().GetLimit())
+	}
+
+	// OOM: a container that exceeds its limit reaches GetOOMEvent.
+	oomID := newID()
+	spec := e.spec("/bin/sh", "-c", "head -c 134217728 /dev/zero | tail")
+	spec.Linux.Resources.Memory = &pb.LinuxMemory{Limit: 32 << 20}
+	e.create(oomID, spec, false)
+	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: oomID}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(bg, 30*time.Second)
+	defer cancel()
+	ev, err := e.sb.GetOOMEvent(ctx, &pb.GetOOMEventRequest{})
+	if err != nil {
+		t.Fatalf("GetOOMEvent: %v", err)
+	}
+	if ev.ContainerId != oomID {
+		t.Errorf("OOM event for %q, want %q", ev.ContainerId, oomID)
+	}
+}
+
+func TestKillAllAndRemoveWithProcessesRunning(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	snap := leakcheck.Take(t)
+	id := e.run("/bin/sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000 & echo up; wait")
+	if resp, err := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: id, Len: 3}); err != nil || string(resp.Data) != "up\n" {
+		t.Fatalf("up: %v %v", resp, err)
+	}
+	id2 := e.run("/bin/sh", "-c", "sleep 1000 & exec sleep 1000")
+	if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id2, ExecId: "x", Process: &pb.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/", User: &pb.User{}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("kill-all on", id)
+	if err := e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, Signal: uint32(unix.SIGKILL)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.wait(id, ""); got != 137 {
+		t.Errorf("init status %d, want 137", got)
+	}
+	e.remove(id)
+	// Remove with everything still running.
+	e.remove(id2)
+	snap.Check(t, append(cgroupDirs(id), cgroupDirs(id2)...)...)
+}
+
+func TestBadInputsLeaveNothingBehind(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	snap := leakcheck.Take(t)
+	for _, bad := range []string{"", "a", "-abc", "a/b", "../x", "a b", "sandbox", strings.Repeat("x", 2000)} {
+		wantCode(t, fmt.Sprintf("id %q", bad), e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: bad, OCI: e.spec("/bin/true")}), codes.InvalidArgument)
+	}
+	wantCode(t, "no OCI spec", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "nospec"}), codes.InvalidArgument)
+	noRoot := e.spec("/bin/true")
+	noRoot.Root.Path = "/nonexistent/rootfs"
+	wantCode(t, "missing rootfs", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "noroot", OCI: noRoot}), codes.InvalidArgument)
+	badRlimit := e.spec("/bin/true")
+	badRlimit.Process.Rlimits = []*pb.POSIXRlimit{{Type: "RLIMIT_BOGUS"}}
+	wantCode(t, "bad rlimit", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "badrlimit", OCI: badRlimit}), codes.InvalidArgument)
+	wantCode(t, "storages without a storage layer", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "stor", OCI: e.spec("/bin/true"), Storages: []*pb.Storage{{Driver: "local"}}}), codes.Unimplemented)
+
+	id := e.run("/bin/sh", "-c", "exit 0")
+	wantCode(t, "duplicate", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, OCI: e.spec("/bin/true")}), codes.AlreadyExists)
+	wantCode(t, "start twice", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}), codes.FailedPrecondition)
+	e.wait(id, "")
+	wantCode(t, "exec into stopped", e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: "e", Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}}), codes.FailedPrecondition)
+	wantCode(t, "exec into unknown", e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: "unknown", ExecId: "e", Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}}), codes.NotFound)
+	wantCode(t, "start unknown", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: "unknown"}), codes.NotFound)
+	wantCode(t, "remove unknown", e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: "unknown"}), codes.NotFound)
+	_, err := e.sb.WaitProcess(bg, &pb.WaitProcessRequest{ContainerId: id, ExecId: "nope"})
+	wantCode(t, "wait unknown exec", err, codes.NotFound)
+	wantCode(t, "bad signal", e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, Signal: 999}), codes.InvalidArgument)
+	wantCode(t, "resume running", e.sb.ResumeContainer(bg, &pb.ResumeContainerRequest{ContainerId: id}), codes.FailedPrecondition)
+	e.remove(id)
+	snap.Check(t, cgroupDirs(id)...)
+	entries, _ := os.ReadDir(e.state)
+	for _, en := range entries {
+		if en.Name() != "sandbox" && en.Name() != libcontainerDir {
+			t.Errorf("state root has %s left", en.Name())
+		}
+	}
+}
+
+// A RemoveContainer whose processes cannot die in time (their parent
+// cgroup is frozen, so SIGKILL stays pending) reports DeadlineExceeded and
+// keeps the container; a later remove succeeds.
+func TestRemoveTimeout(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	id := newID()
+	spec := e.spec("/bin/sleep", "1000")
+	spec.Linux.CgroupsPath = "/" + cgroupParent + "/frozen/" + id
+	e.create(id, spec, false)
+	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	parent := filepath.Join("/sys/fs/cgroup/freezer", cgroupParent, "frozen")
+	if err := os.WriteFile(filepath.Join(parent, "freezer.state"), []byte("FROZEN"), 0); err != nil {
+		t.Skipf("no v1 freezer: %v", err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			os.WriteFile(filepath.Join(parent, "freezer.state"), []byte("THAWED"), 0)
+			thawed = true
+		}
+	}
+	defer thaw()
+	err := e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: id, Timeout: 1})
+	wantCode(t, "remove of an unkillable container", err, codes.DeadlineExceeded)
+	thaw()
+	e.remove(id)
+}
+
+// While one container's WaitProcess and ReadStdout block, another container
+// is served.
+func TestConcurrency(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	a := e.run("/bin/sleep", "1000")
+	blocked := make(chan error, 2)
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	go func() {
+		_, err := e.sb.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: a})
+		blocked <- err
+	}()
+	go func() {
+		_, err := e.sb.ReadStdout(ctx, &pb.ReadStreamRequest{ContainerId: a, Len: 10})
+		blocked <- err
+	}()
+	b := e.run("/bin/sh", "-c", "echo b-ran")
+	if got := e.readAll(b, "", false); got != "b-ran\n" {
+		t.Errorf("container B stdout %q", got)
+	}
+	if got := e.wait(b, ""); got != 0 {
+		t.Errorf("B status %d", got)
+	}
+	if _, err := e.sb.StatsContainer(bg, &pb.StatsContainerRequest{ContainerId: b}); err != nil {
+		t.Errorf("stats of B: %v", err)
+	}
+	e.remove(b)
+	select {
+	case err := <-blocked:
+		t.Fatalf("A's blocking call returned early: %v", err)
+	default:
+	}
+	cancel()
+	for range 2 {
+		if err := <-blocked; status.Code(err) != codes.Canceled {
+			t.Errorf("blocked call after cancel: %v, want Canceled", err)
+		}
+	}
+}
+
+func TestDestroySandboxCleansUpAndUnblocksOOMWait(t *testing.T) {
+	e := newEnv(t)
+	snap := leakcheck.Take(t)
+	e.createSandbox()
+	id := e.run("/bin/sleep", "1000")
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.sb.GetOOMEvent(bg, &pb.GetOOMEventRequest{})
+		done <- err
+	}()
+	if err := e.sb.DestroySandbox(bg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("GetOOMEvent returned an event after DestroySandbox")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("GetOOMEvent still blocked after DestroySandbox")
+	}
+	select {
+	case <-e.sb.Destroyed():
+	default:
+		t.Error("Destroyed not closed")
+	}
+	snap.Check(t, cgroupDirs(id)...)
+	if _, err := os.Stat(filepath.Join(e.state, "sandbox")); !os.IsNotExist(err) {
+		t.Errorf("sandbox state left: %v", err)
+	}
+	wantCode(t, "CreateContainer after destroy", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "after", OCI: e.spec("/bin/true")}), codes.FailedPrecondition)
+}

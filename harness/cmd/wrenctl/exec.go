@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// execCommand is `wrenctl exec [--tty] ID CMD [ARG...]`: the `runc exec`
+// experience. It runs CMD in the running container ID with this process's
+// stdio and exits with CMD's status.
+func execCommand(g globals, args []string) int {
+	fs := flag.NewFlagSet("wrenctl exec", flag.ContinueOnError)
+	tty := fs.Bool("tty", false, "give the process a terminal")
+	cwd := fs.String("cwd", "/", "working directory in the container")
+	var env multiFlag
+	fs.Var(&env, "env", "environment variable NAME=VALUE (repeatable; default PATH only)")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: wrenctl exec [--tty] [--cwd DIR] [--env K=V]... ID CMD [ARG...]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() < 2 {
+		fs.Usage()
+		return exitUsage
+	}
+	if g.addr == "" {
+		return usageError(os.Stderr, "no agent address: use --addr or set WREN_ADDR")
+	}
+	id, argv := fs.Arg(0), fs.Args()[1:]
+	if len(env) == 0 {
+		env = multiFlag{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+		if *tty {
+			env = append(env, "TERM=xterm")
+		}
+	}
+	execID := "exec-" + randomSuffix()
+
+	ctx := context.Background()
+	dctx, cancel := g.rpcContext()
+	defer cancel()
+	c, err := client.Dial(dctx, g.addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	defer c.Close()
+
+	proc := &agentpb.Process{Terminal: *tty, Args: argv, Env: env, Cwd: *cwd, User: &agentpb.User{}}
+	if err := call(g, func(ctx context.Context) error {
+		_, err := c.Agent.ExecProcess(ctx, &agentpb.ExecProcessRequest{ContainerId: id, ExecId: execID, Process: proc})
+		return err
+	}); err != nil {
+		return rpcFailed("ExecProcess", err)
+	}
+	if *tty {
+		defer rawTerminal()()
+	}
+	wait := attach(ctx, c, id, execID, *tty, os.Stdin, os.Stdout, os.Stderr)
+	code, err := waitProcess(ctx, c, id, execID, wait)
+	if err != nil {
+		return rpcFailed("WaitProcess", err)
+	}
+	return code
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// multiFlag collects a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

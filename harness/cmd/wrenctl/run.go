@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// runCommand is `wrenctl run [--bundle DIR] [--tty] [--detach] ID`: the
+// `runc run` experience over the agent API. It creates the sandbox if there
+// is none, creates and starts the container from the bundle's config.json,
+// attaches stdio, waits, removes the container and exits with its status.
+func runCommand(g globals, args []string) int {
+	fs := flag.NewFlagSet("wrenctl run", flag.ContinueOnError)
+	bundle := fs.String("bundle", ".", "OCI bundle directory (config.json and the rootfs it names)")
+	tty := fs.Bool("tty", false, "give the container a terminal")
+	detach := fs.Bool("detach", false, "start the container and return without waiting")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: wrenctl run [--bundle DIR] [--tty] [--detach] ID")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	id := fs.Arg(0)
+	if g.addr == "" {
+		return usageError(os.Stderr, "no agent address: use --addr or set WREN_ADDR")
+	}
+	spec, err := loadBundle(*bundle)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	if *tty {
+		spec.Process.Terminal = true
+	}
+
+	ctx := context.Background()
+	dctx, cancel := g.rpcContext()
+	defer cancel()
+	c, err := client.Dial(dctx, g.addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	defer c.Close()
+
+	if err := call(g, func(ctx context.Context) error {
+		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id})
+		if status.Code(unwrapStatus(err)) == codes.AlreadyExists {
+			return nil
+		}
+		return err
+	}); err != nil {
+		return rpcFailed("CreateSandbox", err)
+	}
+	if err := call(g, func(ctx context.Context) error {
+		_, err := c.Agent.CreateContainer(ctx, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(spec)})
+		return err
+	}); err != nil {
+		return rpcFailed("CreateContainer", err)
+	}
+	remove := func() {
+		if err := call(g, func(ctx context.Context) error {
+			_, err := c.Agent.RemoveContainer(ctx, &agentpb.RemoveContainerRequest{ContainerId: id})
+			return err
+		}); err != nil {
+			rpcFailed("RemoveContainer", err)
+		}
+	}
+	if *detach {
+		if err := call(g, func(ctx context.Context) error {
+			_, err := c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id})
+			return err
+		}); err != nil {
+			remove()
+			return rpcFailed("StartContainer", err)
+		}
+		return exitOK
+	}
+	// Attach before starting so that not a byte of output is missed.
+	if spec.Process.Terminal {
+		defer rawTerminal()()
+	}
+	wait := attach(ctx, c, id, id, spec.Process.Terminal, os.Stdin, os.Stdout, os.Stderr)
+	if err := call(g, func(ctx context.Context) error {
+		_, err := c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id})
+		return err
+	}); err != nil {
+		remove()
+		return rpcFailed("StartContainer", err)
+	}
+	code, err := waitProcess(ctx, c, id, id, wait)
+	remove()
+	if err != nil {
+		return rpcFailed("WaitProcess", err)
+	}
+	return code
+}
+
+// waitProcess waits for the exit status and for the output to drain.
+func waitProcess(ctx context.Context, c *client.Client, cid, execID string, drained func() error) (int, error) {
+	resp, err := c.Agent.WaitProcess(ctx, &agentpb.WaitProcessRequest{ContainerId: cid, ExecId: execID})
+	if err != nil {
+		return 0, err
+	}
+	if err := drained(); err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: output: %v\n", unwrapStatus(err))
+	}
+	return int(resp.Status), nil
+}
+
+// call runs one short RPC under the --timeout deadline.
+func call(g globals, fn func(ctx context.Context) error) error {
+	ctx, cancel := g.rpcContext()
+	defer cancel()
+	return fn(ctx)
+}
+
+// loadBundle reads config.json and makes its root path absolute (the agent
+// resolves it in its own file system, which here is the host's).
+func loadBundle(dir string) (*specs.Spec, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(abs, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("bundle config.json: %w", err)
+	}
+	if spec.Process == nil || spec.Root == nil {
+		return nil, fmt.Errorf("bundle config.json: process and root are required")
+	}
+	if !filepath.IsAbs(spec.Root.Path) {
+		spec.Root.Path = filepath.Join(abs, spec.Root.Path)
+	}
+	return &spec, nil
+}

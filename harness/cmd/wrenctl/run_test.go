@@ -1,0 +1,85 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wren-vm/wren/harness/testagent"
+	"github.com/wren-vm/wren/internal/testbundle"
+)
+
+// writeBundle lays out a busybox bundle the way `runc spec` users do: a
+// rootfs directory and a config.json naming it relatively.
+func writeBundle(t *testing.T, args ...string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("running containers needs root")
+	}
+	dir := t.TempDir()
+	testbundle.Rootfs(t, filepath.Join(dir, "rootfs"))
+	spec := testbundle.Spec("rootfs", args...)
+	b, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestWrenctlRunEndToEnd(t *testing.T) {
+	bundle := writeBundle(t, "/bin/sh", "-c", "echo out:$(hostname); read line; echo in:$line; echo err >&2; exit 3")
+	a := testagent.Start(t)
+	out, errOut, code := wrenctl(t, "from-stdin\n", "--addr", a.Addr, "run", "--bundle", bundle, "c1")
+	if code != 3 {
+		t.Errorf("exit code %d, want 3 (stderr %q)", code, errOut)
+	}
+	if out != "out:wren-test\nin:from-stdin\n" {
+		t.Errorf("stdout %q", out)
+	}
+	if errOut != "err\n" {
+		t.Errorf("stderr %q", errOut)
+	}
+	// run removed the container: the id is free again, and a large output
+	// arrives whole.
+	bundle2 := writeBundle(t, "/bin/sh", "-c", "head -c 16777216 /dev/urandom > /tmp/d; sha256sum /tmp/d >&2; cat /tmp/d")
+	out, errOut, code = wrenctl(t, "", "--addr", a.Addr, "run", "--bundle", bundle2, "c1")
+	if code != 0 {
+		t.Fatalf("second run: exit %d: %s", code, errOut)
+	}
+	sum := fmt.Sprintf("%x", sha256.Sum256([]byte(out)))
+	if len(out) != 16<<20 || !strings.HasPrefix(errOut, sum) {
+		t.Errorf("16 MiB run: got %d bytes, sha256 %s; container says %q", len(out), sum, errOut)
+	}
+}
+
+func TestWrenctlExecEndToEnd(t *testing.T) {
+	bundle := writeBundle(t, "/bin/sleep", "1000")
+	a := testagent.Start(t)
+	if _, errOut, code := wrenctl(t, "", "--addr", a.Addr, "run", "--detach", "--bundle", bundle, "svc"); code != 0 {
+		t.Fatalf("run --detach: exit %d: %s", code, errOut)
+	}
+	out, errOut, code := wrenctl(t, "", "--addr", a.Addr, "exec", "svc", "/bin/sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 4")
+	if code != 4 || out != "/bin/sleep 1000 \n" {
+		t.Errorf("exec: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, errOut, code = wrenctl(t, "hello\n", "--addr", a.Addr, "exec", "--tty", "svc", "/bin/sh", "-c", "test -t 0 && echo tty; read l; echo got:$l")
+	if code != 0 || !strings.Contains(out, "tty") || !strings.Contains(out, "got:hello") {
+		t.Errorf("exec --tty: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, errOut, code := wrenctl(t, "", "--addr", a.Addr, "exec", "nosuch", "/bin/true"); code != 1 || !strings.Contains(errOut, "NotFound") {
+		t.Errorf("exec into unknown container: exit %d, stderr %q", code, errOut)
+	}
+	if _, errOut, code := wrenctl(t, "", "--addr", a.Addr, "RemoveContainer", `{"container_id":"svc"}`); code != 0 {
+		t.Errorf("RemoveContainer: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := wrenctl(t, "", "--addr", a.Addr, "DestroySandbox"); code != 0 {
+		t.Errorf("DestroySandbox: exit %d: %s", code, errOut)
+	}
+}
