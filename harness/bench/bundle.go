@@ -60,7 +60,7 @@ func (b *Bundle) Remove() { os.RemoveAll(b.Dir) }
 func (b *Bundle) Spec(args ...string) *specs.Spec {
 	caps := []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
 	return &specs.Spec{
-		Version: specs.Version,
+		Version: "1.0.2", // what crun 1.8.1 and runc 1.1.5 accept
 		Root:    &specs.Root{Path: b.Rootfs, Readonly: true},
 		Process: &specs.Process{
 			Args: args,

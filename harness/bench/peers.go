@@ -1,12 +1,9 @@
 package bench
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -41,18 +38,24 @@ func FindPeer(name, bin, dir string) (*Peer, error) {
 	return &Peer{Name: name, Bin: bin, Version: version, root: root}, nil
 }
 
-// command runs the peer with its state root; the output is kept for
-// errors and stdio is otherwise /dev/null (a pipe would keep `create`
-// waiting for the container, see spike.md).
+// command runs the peer with its state root. Its stderr goes to a file,
+// not a pipe: a detached container inherits the runtime's stdio, and a
+// pipe would keep Wait waiting for the container (spike.md, Q5.7).
 func (p *Peer) command(args ...string) (time.Duration, error) {
+	errf, err := os.CreateTemp(p.root, "stderr-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(errf.Name())
+	defer errf.Close()
 	cmd := exec.Command(p.Bin, append([]string{"--root", p.root}, args...)...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	cmd.Stderr = errf
 	t0 := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	d := time.Since(t0)
 	if err != nil {
-		msg := strings.TrimSpace(errb.String())
+		b, _ := os.ReadFile(errf.Name())
+		msg := strings.TrimSpace(string(b))
 		if len(msg) > 300 {
 			msg = msg[:300] + "..."
 		}
@@ -118,9 +121,3 @@ func (r *Runner) peers(fig *Figure, bundle string) []*Peer {
 	return out
 }
 
-// errSkipped marks a figure part that could not run.
-var errSkipped = errors.New("skipped")
-
-func peerID(name, kind string, i int) string {
-	return filepath.Base(fmt.Sprintf("%s-%s-%d", name, kind, i))
-}
