@@ -25,7 +25,7 @@ type AgentProc struct {
 // StartAgent runs the agent binary with env added to the benchmark's
 // environment, in a fresh directory under dir, and waits until it answers
 // Health.Check. Its stderr goes to agent.log in that directory.
-func StartAgent(ctx context.Context, bin, dir string, env []string) (*AgentProc, error) {
+func StartAgent(ctx context.Context, bin, dir string, env []string, args ...string) (*AgentProc, error) {
 	d, err := os.MkdirTemp(dir, "agent-")
 	if err != nil {
 		return nil, err
@@ -36,7 +36,7 @@ func StartAgent(ctx context.Context, bin, dir string, env []string) (*AgentProc,
 		return nil, err
 	}
 	defer logf.Close()
-	a.Cmd = exec.Command(bin, "--server-addr", a.Addr, "--state-root", filepath.Join(d, "state"), "--log-level", "warn")
+	a.Cmd = exec.Command(bin, append([]string{"--server-addr", a.Addr, "--state-root", filepath.Join(d, "state"), "--log-level", "warn"}, args...)...)
 	a.Cmd.Stderr = logf
 	a.Cmd.Env = append(append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL="), env...)
 	if err := a.Cmd.Start(); err != nil {

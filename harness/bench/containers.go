@@ -183,6 +183,12 @@ var containerFigures = []struct {
 	{"8", figChurn},
 }
 
-func figPerUnit(ctx context.Context, r *Runner) *Figure { return nil }
-func figStdout(ctx context.Context, r *Runner) *Figure  { return nil }
-func figChurn(ctx context.Context, r *Runner) *Figure   { return nil }
+// exec starts a process in container id and does not wait for it.
+func (p *pod) exec(ctx context.Context, id, execID string, proc *specs.Process) error {
+	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	if _, err := p.c.Agent.ExecProcess(cctx, &agentpb.ExecProcessRequest{ContainerId: id, ExecId: execID, Process: ocispec.FromProcess(proc)}); err != nil {
+		return fmt.Errorf("ExecProcess: %w", err)
+	}
+	return nil
+}

@@ -97,16 +97,29 @@ func figCheck(ctx context.Context, r *Runner) *Figure {
 		Goal:   "median ≤ 1.5× raw echo",
 		Anchor: "ttrpc Go ≈ 32 µs/call, 35 allocs (xibz/GRPCvsTTRPC, 2019, 8 CPUs)",
 	}
-	agent, err := StartAgent(ctx, r.S.AgentBin, r.S.WorkDir, nil)
-	if err != nil {
-		return failed(fig, "wren", err)
+	type subject struct {
+		name    string
+		c       *client.Client
+		samples []time.Duration
+		allocs  uint64
 	}
-	defer agent.Stop()
-	c, err := agent.Dial(ctx)
-	if err != nil {
-		return failed(fig, "wren", err)
+	var subjects []*subject
+	for _, v := range r.agents() {
+		agent, err := StartAgent(ctx, v.bin, r.S.WorkDir, nil)
+		if err != nil {
+			return failed(fig, v.subject, err)
+		}
+		defer agent.Stop()
+		c, err := agent.Dial(ctx)
+		if err != nil {
+			return failed(fig, v.subject, err)
+		}
+		defer c.Close()
+		if _, err := checkLoop(ctx, c, 1000, nil); err != nil {
+			return failed(fig, v.subject, err)
+		}
+		subjects = append(subjects, &subject{name: v.subject, c: c, samples: make([]time.Duration, 0, r.S.CheckCalls)})
 	}
-	defer c.Close()
 	echo, err := StartHelper(r.S.WorkDir, "echo-server")
 	if err != nil {
 		return failed(fig, "raw echo", err)
@@ -117,34 +130,35 @@ func figCheck(ctx context.Context, r *Runner) *Figure {
 		return failed(fig, "raw echo", err)
 	}
 	defer conn.Close()
-
-	if _, err := checkLoop(ctx, c, 1000, nil); err != nil {
-		return failed(fig, "wren", err)
-	}
 	if _, err := echoLoop(conn, 1000, nil); err != nil {
 		return failed(fig, "raw echo", err)
 	}
 	const block = 500
-	wren := make([]time.Duration, 0, r.S.CheckCalls)
 	raw := make([]time.Duration, 0, r.S.CheckCalls)
-	var clientAllocs uint64
 	for done := 0; done < r.S.CheckCalls; done += block {
 		n := min(block, r.S.CheckCalls-done)
-		a0 := mallocs()
-		if wren, err = checkLoop(ctx, c, n, wren); err != nil {
-			return failed(fig, "wren", err)
+		for _, sub := range subjects {
+			a0 := mallocs()
+			if sub.samples, err = checkLoop(ctx, sub.c, n, sub.samples); err != nil {
+				return failed(fig, sub.name, err)
+			}
+			sub.allocs += mallocs() - a0
 		}
-		clientAllocs += mallocs() - a0
 		if raw, err = echoLoop(conn, n, raw); err != nil {
 			return failed(fig, "raw echo", err)
 		}
 	}
-	w := fig.Add("wren", "Check round trip", "µs", Micros(wren))
 	e := fig.Add("raw echo", "round trip", "µs", Micros(raw))
-	fig.AddRatio("wren / raw echo (median)", w, e, 1.5, 0)
-	fig.AddRatio("wren / raw echo (p99)", Metric{Summary: Summary{N: 1, Median: w.P99}}, Metric{Summary: Summary{N: 1, Median: e.P99}}, 0, 0)
-	perCall := float64(clientAllocs) / float64(len(wren))
-	fig.AddValue("wren", "client allocs/op", "allocs", perCall)
+	var perCall float64
+	for _, sub := range subjects {
+		w := fig.Add(sub.name, "Check round trip", "µs", Micros(sub.samples))
+		fig.AddRatio(sub.name+" / raw echo (median)", w, e, 1.5, 0)
+		fig.AddRatio(sub.name+" / raw echo (p99)", Metric{Summary: Summary{N: 1, Median: w.P99}}, Metric{Summary: Summary{N: 1, Median: e.P99}}, 0, 0)
+		if sub.name == "wren" {
+			perCall = float64(sub.allocs) / float64(len(sub.samples))
+			fig.AddValue("wren", "client allocs/op", "allocs", perCall)
+		}
+	}
 	total, err := inProcessAllocs(ctx, r.S.WorkDir, 5000)
 	if err != nil {
 		fig.Skip("wren in-process", err)

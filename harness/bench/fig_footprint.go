@@ -23,10 +23,10 @@ type warmup struct {
 
 // footprint starts footprintRepeats agents with env, runs warm on each,
 // lets it idle and samples it; the samples land on fig under subject.
-func (r *Runner) footprint(ctx context.Context, fig *Figure, subject string, env []string, warm *warmup) ([]ProcSample, error) {
+func (r *Runner) footprint(ctx context.Context, fig *Figure, bin, subject string, env []string, warm *warmup) ([]ProcSample, error) {
 	var samples []ProcSample
 	for i := 0; i < footprintRepeats; i++ {
-		s, err := r.sampleOnce(ctx, env, warm)
+		s, err := r.sampleOnce(ctx, bin, env, warm)
 		if err != nil {
 			return nil, err
 		}
@@ -36,8 +36,8 @@ func (r *Runner) footprint(ctx context.Context, fig *Figure, subject string, env
 	return samples, nil
 }
 
-func (r *Runner) sampleOnce(ctx context.Context, env []string, warm *warmup) (ProcSample, error) {
-	agent, err := StartAgent(ctx, r.S.AgentBin, r.S.WorkDir, env)
+func (r *Runner) sampleOnce(ctx context.Context, bin string, env []string, warm *warmup) (ProcSample, error) {
+	agent, err := StartAgent(ctx, bin, r.S.WorkDir, env)
 	if err != nil {
 		return ProcSample{}, err
 	}
@@ -104,17 +104,21 @@ func figIdle(ctx context.Context, r *Runner) *Figure {
 		Goal:   "RssAnon ≤ 1.5 MiB; RSS ≤ 8 MiB",
 		Anchor: "Kata Go agent ≈ 11 MB, Rust agent ≈ 1.1 MB (kata-containers#147, no method given)",
 	}
-	if _, err := r.footprint(ctx, fig, "wren fresh", nil, nil); err != nil {
-		return failed(fig, "wren fresh", err)
-	}
 	judged := "wren fresh"
-	if _, err := r.footprint(ctx, fig, "wren after sandbox + 1 container", nil, sandboxOneContainer); err != nil {
-		fig.Skip("wren after sandbox + 1 container", err)
-	} else {
-		judged = "wren after sandbox + 1 container"
-	}
-	if _, err := r.footprint(ctx, fig, "wren after Check burst (8×2000)", nil, checkBurst); err != nil {
-		fig.Skip("wren after Check burst", err)
+	for _, v := range r.agents() {
+		if _, err := r.footprint(ctx, fig, v.bin, v.subject+" fresh", nil, nil); err != nil {
+			fig.Skip(v.subject+" fresh", err)
+		}
+		subject := v.subject + " after sandbox + 1 container"
+		if _, err := r.footprint(ctx, fig, v.bin, subject, nil, sandboxOneContainer); err != nil {
+			fig.Skip(subject, err)
+		} else if v.bin == r.S.AgentBin {
+			judged = subject
+		}
+		subject = v.subject + " after Check burst (8×2000)"
+		if _, err := r.footprint(ctx, fig, v.bin, subject, nil, checkBurst); err != nil {
+			fig.Skip(subject, err)
+		}
 	}
 	anon, _ := fig.Metric(judged, "RssAnon")
 	rss, _ := fig.Metric(judged, "RSS")

@@ -7,8 +7,13 @@ import (
 )
 
 // withPod starts an agent, connects and creates the sandbox.
-func (r *Runner) withPod(ctx context.Context, env []string, fn func(a *AgentProc, p *pod) error) error {
-	agent, err := StartAgent(ctx, r.S.AgentBin, r.S.WorkDir, env)
+func (r *Runner) withPod(ctx context.Context, env []string, args []string, fn func(a *AgentProc, p *pod) error) error {
+	return r.withAgentPod(ctx, r.S.AgentBin, env, args, fn)
+}
+
+// withAgentPod is withPod for a given agent binary.
+func (r *Runner) withAgentPod(ctx context.Context, bin string, env []string, args []string, fn func(a *AgentProc, p *pod) error) error {
+	agent, err := StartAgent(ctx, bin, r.S.WorkDir, env, args...)
 	if err != nil {
 		return err
 	}
@@ -51,7 +56,7 @@ func figLifecycle(ctx context.Context, r *Runner) *Figure {
 			p.Cleanup()
 		}
 	}()
-	err = r.withPod(ctx, nil, func(_ *AgentProc, p *pod) error {
+	err = r.withPod(ctx, nil, nil, func(_ *AgentProc, p *pod) error {
 		samples := map[string][]time.Duration{}
 		for i := -3; i < n; i++ {
 			d, err := p.runTrue(ctx)
@@ -127,7 +132,7 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 		}
 		running = append(running, peer)
 	}
-	err = r.withPod(ctx, nil, func(_ *AgentProc, p *pod) error {
+	err = r.withPod(ctx, nil, nil, func(_ *AgentProc, p *pod) error {
 		id, err := p.startSleeper(ctx)
 		if err != nil {
 			return err

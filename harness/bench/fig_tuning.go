@@ -15,17 +15,18 @@ func tuningVariants() []struct {
 	name string
 	env  []string
 } {
-	stock := []string{fmt.Sprintf("GOMAXPROCS=%d", runtime.NumCPU()), "GOGC=100", "GOMEMLIMIT=off"}
+	n := fmt.Sprintf("GOMAXPROCS=%d", runtime.NumCPU())
+	stock := []string{n, "GOGC=100", "GOMEMLIMIT=off", "WREN_AGENT_IDLE_RELEASE=off"}
 	return []struct {
 		name string
 		env  []string
 	}{
 		{"stock Go (" + envString(stock) + ")", stock},
 		{"agent defaults (no env)", nil},
-		{"GOMAXPROCS=1", []string{"GOMAXPROCS=1", "GOGC=100", "GOMEMLIMIT=off"}},
-		{"GOGC=50", []string{fmt.Sprintf("GOMAXPROCS=%d", runtime.NumCPU()), "GOGC=50", "GOMEMLIMIT=off"}},
-		{"GOMEMLIMIT=4MiB", []string{fmt.Sprintf("GOMAXPROCS=%d", runtime.NumCPU()), "GOGC=100", "GOMEMLIMIT=4MiB"}},
-		{"GOMAXPROCS=1 GOGC=50 GOMEMLIMIT=4MiB", []string{"GOMAXPROCS=1", "GOGC=50", "GOMEMLIMIT=4MiB"}},
+		{"GOMAXPROCS=1 only", []string{"GOMAXPROCS=1", "GOGC=100", "GOMEMLIMIT=off", "WREN_AGENT_IDLE_RELEASE=off"}},
+		{"idle release only", []string{n, "GOGC=100", "GOMEMLIMIT=off"}},
+		{"GOGC=50", []string{n, "GOGC=50", "GOMEMLIMIT=off", "WREN_AGENT_IDLE_RELEASE=off"}},
+		{"GOMEMLIMIT=4MiB", []string{n, "GOGC=100", "GOMEMLIMIT=4MiB", "WREN_AGENT_IDLE_RELEASE=off"}},
 	}
 }
 

@@ -120,4 +120,3 @@ func (r *Runner) peers(fig *Figure, bundle string) []*Peer {
 	}
 	return out
 }
-

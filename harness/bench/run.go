@@ -14,7 +14,12 @@ import (
 // quick runs scale the counts down.
 type Settings struct {
 	AgentBin string `json:"-"`
-	WorkDir  string `json:"-"`
+	// BaselineBin, when set, is an older agent binary measured beside
+	// AgentBin in figures 1, 4 and 7 (subjects "… (before)"): how a change
+	// lands with its before/after figure from one run.
+	BaselineBin string `json:"-"`
+	Baseline    string `json:"baseline,omitempty"`
+	WorkDir     string `json:"-"`
 	// HostCgroupMode is the host's cgroup mode when the run happens in a
 	// private mount namespace that hides part of it.
 	HostCgroupMode string `json:"host_cgroup_mode,omitempty"`
@@ -67,6 +72,19 @@ func (s Settings) Scale(div int) Settings {
 
 func (s Settings) wants(id string) bool {
 	return len(s.Only) == 0 || slices.Contains(s.Only, id)
+}
+
+// agentVariant is one agent binary under a subject prefix.
+type agentVariant struct{ subject, bin string }
+
+// agents lists the agent binaries to measure: the current one, and the
+// baseline when there is one.
+func (r *Runner) agents() []agentVariant {
+	out := []agentVariant{{"wren", r.S.AgentBin}}
+	if r.S.BaselineBin != "" {
+		out = append(out, agentVariant{"wren (before)", r.S.BaselineBin})
+	}
+	return out
 }
 
 // figureFunc measures one figure.

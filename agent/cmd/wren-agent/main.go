@@ -62,6 +62,7 @@ func run() int {
 }
 
 func serve(ctx context.Context, log *slog.Logger, cfg config.Config) error {
+	tuneRuntime(ctx, log)
 	srv, err := server.New(log)
 	if err != nil {
 		return err
