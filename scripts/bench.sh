@@ -5,6 +5,7 @@
 #   BENCH_QUICK=10 scripts/bench.sh    # every count divided by 10
 #   BENCH_ONLY=4,5 scripts/bench.sh    # some figures only
 #   BENCH_OUT=/tmp/b scripts/bench.sh  # write elsewhere than docs/
+#   BENCH_BASELINE=old/wren-agent scripts/bench.sh  # before/after rows
 #
 # crun refuses a hybrid cgroup layout (v1 controllers plus a cgroup2 mount),
 # so on such a host the whole run (agent and peers alike) happens in a
@@ -40,6 +41,9 @@ $GO build -trimpath -o bin/wren-bench ./harness/cmd/wren-bench
 set -- -agent bin/wren-agent -json "$OUT/benchmarks.json" -md "$OUT/benchmarks.md"
 [ -n "${BENCH_QUICK:-}" ] && set -- "$@" -quick "$BENCH_QUICK"
 [ -n "${BENCH_ONLY:-}" ] && set -- "$@" -only "$BENCH_ONLY"
+# BENCH_BASELINE=path/to/older/wren-agent adds "wren (before)" rows to
+# figures 1, 4 and 7; BENCH_BASELINE_NAME says what it is.
+[ -n "${BENCH_BASELINE:-}" ] && set -- "$@" -baseline-agent "$BENCH_BASELINE" -baseline-name "${BENCH_BASELINE_NAME:-baseline}"
 
 host_mode=v1
 if [ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ]; then

@@ -77,7 +77,8 @@ func figChurn(ctx context.Context, r *Runner) *Figure {
 
 		var execs []time.Duration
 		var trend []ProcSample
-		deadline := time.Now().Add(churnBudget)
+		budget := r.budget(churnBudget, time.Minute, 30*time.Second)
+		deadline := time.Now().Add(budget)
 		step := max(ne/10, 1)
 		done := 0
 		for ; done < ne && time.Now().Before(deadline); done++ {
@@ -100,7 +101,7 @@ func figChurn(ctx context.Context, r *Runner) *Figure {
 			return fmt.Errorf("Check during churn: %w", probeErr)
 		}
 		if done < ne {
-			fig.Note("only %d of %d exec cycles fit in the %s budget on this machine", done, ne, churnBudget)
+			fig.Note("only %d of %d exec cycles fit in this run's exec budget (%s) on this machine", done, ne, budget.Round(time.Second))
 		}
 		time.Sleep(settle)
 		after, err := a.Sample()

@@ -14,7 +14,7 @@ import (
 
 // stdoutBudget bounds each stream of figure 7 so that `make bench` stays
 // within 15 minutes when the agent is slow; the figure notes a cut short.
-const stdoutBudget = 60 * time.Second
+const stdoutBudget = 40 * time.Second
 
 // throughput records the rate of each segment of a stream.
 type throughput struct {
@@ -67,7 +67,8 @@ func figStdout(ctx context.Context, r *Runner) *Figure {
 			tp := newThroughput(total)
 			req := &agentpb.ReadStreamRequest{ContainerId: id, ExecId: id, Len: uint32(readLen)}
 			want := total >> 20 << 20
-			deadline := time.Now().Add(stdoutBudget)
+			budget := r.budget(stdoutBudget, 6*time.Minute, 10*time.Second)
+			deadline := time.Now().Add(budget)
 			for tp.total < want && time.Now().Before(deadline) {
 				cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 				resp, err := p.c.Agent.ReadStdout(cctx, req)
@@ -84,7 +85,7 @@ func figStdout(ctx context.Context, r *Runner) *Figure {
 			}
 			overall := tp.overall()
 			if tp.total < want {
-				fig.Note("%s: stopped after %d MiB: the %s budget ran out", subject, tp.total>>20, stdoutBudget)
+				fig.Note("%s: stopped after %d MiB: its %s budget ran out", subject, tp.total>>20, budget.Round(time.Second))
 				if err := p.stop(ctx, id); err != nil {
 					return err
 				}

@@ -27,6 +27,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "Counts: %d Check calls per subject; %d lifecycle runs and %d execs per runtime; %d MiB of stdout; "+
 		"churn of %d containers and %d execs; %d execs for the per-exec footprint.\n\n",
 		s.CheckCalls, s.LifecycleRuns, s.ExecRuns, s.StdoutBytes>>20, s.ChurnContainers, s.ChurnExecs, s.FootprintExecs)
+	if s.Baseline != "" {
+		fmt.Fprintf(&b, "Rows named \"wren (before)\" are an older agent binary measured in the same run, interleaved with the current one: %s.\n\n", s.Baseline)
+	}
 	b.WriteString("Spread: p25–p75 (interquartile range) and min–max of the samples; p99 where there are enough samples. " +
 		"Ratios divide medians measured in this same run. The machine is shared and noisy (2 vCPUs): read the medians, " +
 		"and expect up to about 2× between runs (spike.md saw the same).\n\n")

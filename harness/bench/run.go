@@ -96,6 +96,20 @@ type Runner struct {
 	Log *slog.Logger
 	// Bundle is the busybox bundle shared by Wren and its peers.
 	bundle *Bundle
+	// deadline is when the run should be done (see RunBudget); figures
+	// with open-ended loops shrink them to fit.
+	deadline time.Time
+}
+
+// RunBudget is what `make bench` may take; the time-bounded parts of
+// figures 7 and 8 shrink so that the whole run ends within it.
+const RunBudget = 14 * time.Minute
+
+// budget returns want, cut so that reserve is left before the run's
+// deadline, and never below floor.
+func (r *Runner) budget(want, reserve, floor time.Duration) time.Duration {
+	left := time.Until(r.deadline) - reserve
+	return max(min(want, left), floor)
 }
 
 // Run measures every figure the settings select.
@@ -103,7 +117,7 @@ func Run(ctx context.Context, s Settings, log *slog.Logger) (*Report, error) {
 	if _, err := os.Stat(s.AgentBin); err != nil {
 		return nil, fmt.Errorf("agent binary: %w", err)
 	}
-	r := &Runner{S: s, Log: log}
+	r := &Runner{S: s, Log: log, deadline: time.Now().Add(RunBudget)}
 	rep := &Report{Schema: SchemaVersion, Started: time.Now().UTC(), Machine: DescribeMachine(s.HostCgroupMode), Settings: s}
 	figures := []struct {
 		id string

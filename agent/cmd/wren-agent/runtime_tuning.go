@@ -22,7 +22,7 @@ import (
 //   - Returning memory after bursts: Go's minimum heap goal is 4 MiB, so a
 //     burst of calls leaves several MiB of garbage and freed spans that the
 //     background scavenger returns only slowly. When allocation goes quiet
-//     after at least releaseAfter bytes, the agent collects and returns the
+//     after at least releaseAfter bytes (256 KiB), the agent collects and returns the
 //     free memory to the kernel once. GOGC and GOMEMLIMIT stay at Go's
 //     defaults: lowering them bought less after bursts and cost latency
 //     (p99) during them.
@@ -32,7 +32,7 @@ import (
 const (
 	releaseTick  = time.Second
 	quietBytes   = 64 << 10
-	releaseAfter = 1 << 20
+	releaseAfter = 256 << 10
 )
 
 // tuneRuntime applies the defaults and starts the idle releaser, which

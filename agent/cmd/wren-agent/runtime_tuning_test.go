@@ -14,10 +14,10 @@ func TestIdleReleaser(t *testing.T) {
 		{1000 + 4<<20, false, "still busy"},
 		{1000 + 4<<20 + 100, true, "quiet after a burst: release"},
 		{1000 + 4<<20 + 200, false, "quiet again but nothing new to release"},
-		{1000 + 4<<20 + 200 + 500<<10, false, "a small busy tick"},
-		{1000 + 4<<20 + 200 + 500<<10 + 10, false, "quiet, but only 0.5 MiB since the release"},
-		{1000 + 4<<20 + 200 + 1100<<10, false, "busy tick brings the total past 1 MiB"},
-		{1000 + 4<<20 + 200 + 1100<<10 + 60<<10, true, "quiet (60 KiB) and more than 1 MiB pending"},
+		{1000 + 4<<20 + 200 + 100<<10, false, "a small busy tick"},
+		{1000 + 4<<20 + 200 + 100<<10 + 10, false, "quiet, but only 100 KiB since the release"},
+		{1000 + 4<<20 + 200 + 200<<10, false, "busy tick: 200 KiB pending"},
+		{1000 + 4<<20 + 200 + 200<<10 + 60<<10, true, "quiet (60 KiB) and more than 256 KiB pending"},
 	}
 	for i, s := range steps {
 		if got := r.step(s.allocs); got != s.want {
