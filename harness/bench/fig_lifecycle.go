@@ -67,7 +67,7 @@ func figLifecycle(ctx context.Context, r *Runner) *Figure {
 				samples["wren"] = append(samples["wren"], d)
 			}
 			for _, peer := range peers {
-				d, err := peer.Run(bundle, fmt.Sprintf("run%d", i+3))
+				d, err := peer.Run(bundle, fmt.Sprintf("%s-run%d", peer.Name, i+3))
 				if err != nil {
 					return err
 				}
@@ -126,7 +126,7 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 	}()
 	var running []*Peer
 	for _, peer := range peers {
-		if err := peer.RunDetached(sleepBundle, "sleeper"); err != nil {
+		if err := peer.RunDetached(sleepBundle, peer.Name+"-sleeper"); err != nil {
 			fig.Skip(peer.Name, err)
 			continue
 		}
@@ -148,7 +148,7 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 				samples["wren"] = append(samples["wren"], d)
 			}
 			for _, peer := range running {
-				d, err := peer.Exec("sleeper", "/bin/true")
+				d, err := peer.Exec(peer.Name+"-sleeper", "/bin/true")
 				if err != nil {
 					return err
 				}
