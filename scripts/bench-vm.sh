@@ -6,9 +6,12 @@
 # VM (hyperfine). Prints a Markdown section and, with WRITE_DOCS=1, replaces
 # the "Pod VM" section of docs/benchmarks.md.
 #   BOOTS=3 RUNS=10 WRITE_DOCS=1 scripts/bench-vm.sh
+#   scripts/bench-vm.sh DOC.md     (as make bench calls it: writes into DOC.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${BOOTS:=3}" "${RUNS:=10}" "${WRITE_DOCS:=0}"
+doc=docs/benchmarks.md
+if [ $# -ge 1 ]; then doc=$1; WRITE_DOCS=1; fi
 OUT=${OUT:-out}
 B="$OUT/bench-vm"
 mkdir -p "$B"
@@ -63,7 +66,6 @@ MD
 )
 echo "$section"
 if [ "$WRITE_DOCS" = 1 ]; then
-  doc=docs/benchmarks.md
   [ -f "$doc" ] || printf '# Benchmarks\n' >"$doc"
   # Replace our section (up to the next "## " heading) or append it.
   awk -v sec="$section" '

@@ -2,11 +2,22 @@
 # Benchmarks wren-vsockd under a QEMU TCG guest (Debian kernel, Go /init):
 # bulk throughput host->guest and guest->host over one stream, 64-byte echo
 # round trip, and CONNECT/OK set-up. Results go to stdout in Go benchmark
-# format; docs/benchmarks.md ("vsock (wren-vsockd)") records a run.
-#   BENCHTIME=2s scripts/bench-vsock.sh
+# format; given DOC.md (as make bench calls it), the run also replaces the
+# "vsock (wren-vsockd) — latest run" section of DOC.md.
+#   BENCHTIME=2s scripts/bench-vsock.sh [DOC.md]
 set -eu
 cd "$(dirname "$0")/.."
 : "${BENCHTIME:=2s}"
 : "${COUNT:=1}"
-exec go test -tags 'netgo osusergo seccomp' -run '^$' -bench 'BenchmarkVsock' \
-	-benchtime "$BENCHTIME" -count "$COUNT" ./harness/vsockd/vmtest/
+out=$(go test -tags 'netgo osusergo seccomp' -run '^$' -bench 'BenchmarkVsock' \
+	-benchtime "$BENCHTIME" -count "$COUNT" ./harness/vsockd/vmtest/)
+echo "$out"
+[ $# -ge 1 ] || exit 0
+doc=$1
+section=$(printf '## vsock (wren-vsockd) — latest run\n\n%s, benchtime %s, count %s (BenchmarkVsock in harness/vsockd/vmtest: one TCG guest, one stream per figure):\n\n```\n%s\n```\n' \
+	"$(date -u +%Y-%m-%d)" "$BENCHTIME" "$COUNT" "$(echo "$out" | grep -E '^(Benchmark|goos|goarch|cpu)')")
+awk -v sec="$section" '
+	/^## vsock \(wren-vsockd\) — latest run/ { print sec; skip=1; done=1; next }
+	skip && /^## / { skip=0 }
+	!skip { print }
+	END { if (!done) { print ""; print sec } }' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"

@@ -263,6 +263,9 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 	mu.Lock()
 	defer mu.Unlock()
 
+	if c := pipeCapacity(f); c > 0 && n > c {
+		n = c
+	}
 	buf := make([]byte, n)
 	for {
 		got, err := s.readOnce(ctx, f, buf)

@@ -136,6 +136,7 @@ func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
 }
 
 func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed context.CancelCauseFunc) error {
+	tuneRuntime(ctx, log)
 	// Devices announced before anyone listens are recorded from sysfs, but
 	// the listener must still start before the first device wait.
 	watcher, err := uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})

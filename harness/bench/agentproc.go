@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+// AgentProc is a wren-agent process serving on a unix socket.
+type AgentProc struct {
+	Addr   string
+	Dir    string
+	Cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// StartAgent runs the agent binary with env added to the benchmark's
+// environment, in a fresh directory under dir, and waits until it answers
+// Health.Check. Its stderr goes to agent.log in that directory.
+func StartAgent(ctx context.Context, bin, dir string, env []string, args ...string) (*AgentProc, error) {
+	d, err := os.MkdirTemp(dir, "agent-")
+	if err != nil {
+		return nil, err
+	}
+	a := &AgentProc{Addr: "unix://" + filepath.Join(d, "agent.sock"), Dir: d, exited: make(chan struct{})}
+	logf, err := os.Create(filepath.Join(d, "agent.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	a.Cmd = exec.Command(bin, append([]string{"--server-addr", a.Addr, "--state-root", filepath.Join(d, "state"), "--log-level", "warn"}, args...)...)
+	a.Cmd.Stderr = logf
+	a.Cmd.Env = append(append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL="), env...)
+	if err := a.Cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() { a.Cmd.Wait(); close(a.exited) }()
+	deadline, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		select {
+		case <-a.exited:
+			return nil, fmt.Errorf("agent exited before serving: %v (log in %s)", a.Cmd.ProcessState, d)
+		default:
+		}
+		if c, err := client.Dial(deadline, a.Addr); err == nil {
+			_, err = c.Health.Check(deadline, &agentpb.CheckRequest{})
+			c.Close()
+			if err == nil {
+				return a, nil
+			}
+		}
+		select {
+		case <-deadline.Done():
+			a.Stop()
+			return nil, fmt.Errorf("agent did not answer Check: %w", deadline.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// PID is the agent's process id.
+func (a *AgentProc) PID() int { return a.Cmd.Process.Pid }
+
+// Dial connects a client.
+func (a *AgentProc) Dial(ctx context.Context) (*client.Client, error) {
+	return client.Dial(ctx, a.Addr)
+}
+
+// Sample reads the agent's /proc figures.
+func (a *AgentProc) Sample() (ProcSample, error) { return ReadProc(a.PID()) }
+
+// Stop ends the agent with SIGTERM (SIGKILL after 10 s).
+func (a *AgentProc) Stop() error {
+	select {
+	case <-a.exited:
+		return nil
+	default:
+	}
+	a.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.exited:
+	case <-time.After(10 * time.Second):
+		a.Cmd.Process.Kill()
+		<-a.exited
+		return errors.New("agent ignored SIGTERM for 10 s; killed")
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package bench
+
+import (
+	"context"
+	"debug/elf"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/rpc"
+	"github.com/wren-vm/wren/agent/server"
+	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/protocols/agentpb"
+)
+
+func figBinarySize(_ context.Context, r *Runner) *Figure {
+	fig := &Figure{
+		ID: "3", Title: "Static binary size (stripped)",
+		Method: "Size of bin/wren-agent as `make agent` builds it (cgo, -tags 'netgo osusergo', -ldflags '-s -w -extldflags -static', -trimpath); checked to have no PT_INTERP and no .symtab.",
+		Goal:   "≤ 12 MB", Anchor: "Kata Rust agent 23 MB stripped (kata-containers#8011); Kata Go agent 19.7 MB stripped (kata-containers/agent#740)",
+	}
+	fi, err := os.Stat(r.S.AgentBin)
+	if err != nil {
+		return failed(fig, "wren", err)
+	}
+	m := fig.AddValue("wren", "binary size", "MB", float64(fi.Size())/1e6)
+	f, err := elf.Open(r.S.AgentBin)
+	if err != nil {
+		return failed(fig, "wren", err)
+	}
+	defer f.Close()
+	static, stripped := true, f.Section(".symtab") == nil
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			static = false
+		}
+	}
+	fig.Note("%d bytes; static: %v; stripped: %v", fi.Size(), static, stripped)
+	kataRust := Metric{Subject: "kata-agent (Rust)", Summary: Summary{N: 1, Median: 23}}
+	fig.AddRatio("wren / Kata Rust agent (23 MB, published)", m, kataRust, 0, 0)
+	fig.Judge(m.Median <= 12)
+	return fig
+}
+
+// checkLoop calls Health.Check n times and returns each round trip.
+func checkLoop(ctx context.Context, c *client.Client, n int, out []time.Duration) ([]time.Duration, error) {
+	req := &agentpb.CheckRequest{}
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if _, err := c.Health.Check(ctx, req); err != nil {
+			return out, fmt.Errorf("Check: %w", err)
+		}
+		out = append(out, time.Since(t0))
+	}
+	return out, nil
+}
+
+// echoLoop does n raw round trips of EchoSize bytes.
+func echoLoop(conn net.Conn, n int, out []time.Duration) ([]time.Duration, error) {
+	buf := make([]byte, EchoSize)
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if _, err := conn.Write(buf); err != nil {
+			return out, err
+		}
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return out, err
+		}
+		out = append(out, time.Since(t0))
+	}
+	return out, nil
+}
+
+// mallocs is this process's count of heap allocations so far.
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
+}
+
+func figCheck(ctx context.Context, r *Runner) *Figure {
+	fig := &Figure{
+		ID: "4", Title: "Health.Check round trip over a unix socket",
+		Method: fmt.Sprintf("One client connection to the agent process (unix socket) and one to a raw echo server process "+
+			"(a Go program bouncing %d-byte messages, about a Check request frame). After 1000 warm-up calls each, "+
+			"%d calls each, interleaved in blocks of 500 so both see the same machine noise. "+
+			"Client allocs/op: heap allocations in the benchmark process per call. Server allocs/op: the same agent "+
+			"server code (agent/server + agent/rpc) run in-process, total allocations per call minus the client's.",
+			EchoSize, r.S.CheckCalls),
+		Goal:   "median ≤ 1.5× raw echo",
+		Anchor: "ttrpc Go ≈ 32 µs/call, 35 allocs (xibz/GRPCvsTTRPC, 2019, 8 CPUs)",
+	}
+	type subject struct {
+		name    string
+		c       *client.Client
+		samples []time.Duration
+		allocs  uint64
+	}
+	var subjects []*subject
+	for _, v := range r.agents() {
+		agent, err := StartAgent(ctx, v.bin, r.S.WorkDir, nil)
+		if err != nil {
+			return failed(fig, v.subject, err)
+		}
+		defer agent.Stop()
+		c, err := agent.Dial(ctx)
+		if err != nil {
+			return failed(fig, v.subject, err)
+		}
+		defer c.Close()
+		if _, err := checkLoop(ctx, c, 1000, nil); err != nil {
+			return failed(fig, v.subject, err)
+		}
+		subjects = append(subjects, &subject{name: v.subject, c: c, samples: make([]time.Duration, 0, r.S.CheckCalls)})
+	}
+	echo, err := StartHelper(r.S.WorkDir, "echo-server")
+	if err != nil {
+		return failed(fig, "raw echo", err)
+	}
+	defer echo.Stop()
+	conn, err := net.Dial("unix", echo.Path)
+	if err != nil {
+		return failed(fig, "raw echo", err)
+	}
+	defer conn.Close()
+	if _, err := echoLoop(conn, 1000, nil); err != nil {
+		return failed(fig, "raw echo", err)
+	}
+	const block = 500
+	raw := make([]time.Duration, 0, r.S.CheckCalls)
+	for done := 0; done < r.S.CheckCalls; done += block {
+		n := min(block, r.S.CheckCalls-done)
+		for _, sub := range subjects {
+			a0 := mallocs()
+			if sub.samples, err = checkLoop(ctx, sub.c, n, sub.samples); err != nil {
+				return failed(fig, sub.name, err)
+			}
+			sub.allocs += mallocs() - a0
+		}
+		if raw, err = echoLoop(conn, n, raw); err != nil {
+			return failed(fig, "raw echo", err)
+		}
+	}
+	e := fig.Add("raw echo", "round trip", "µs", Micros(raw))
+	var perCall float64
+	for _, sub := range subjects {
+		w := fig.Add(sub.name, "Check round trip", "µs", Micros(sub.samples))
+		fig.AddRatio(sub.name+" / raw echo (median)", w, e, 1.5, 0)
+		fig.AddRatio(sub.name+" / raw echo (p99)", Metric{Summary: Summary{N: 1, Median: w.P99}}, Metric{Summary: Summary{N: 1, Median: e.P99}}, 0, 0)
+		if sub.name == "wren" {
+			perCall = float64(sub.allocs) / float64(len(sub.samples))
+			fig.AddValue("wren", "client allocs/op", "allocs", perCall)
+		}
+	}
+	total, err := inProcessAllocs(ctx, r.S.WorkDir, 5000)
+	if err != nil {
+		fig.Skip("wren in-process", err)
+	} else {
+		fig.AddValue("wren", "server allocs/op (in-process)", "allocs", total-perCall)
+	}
+	return fig
+}
+
+// inProcessAllocs serves the agent's Health service in this process and
+// returns the heap allocations per Check round trip, client and server.
+func inProcessAllocs(ctx context.Context, dir string, n int) (float64, error) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := server.New(log)
+	if err != nil {
+		return 0, err
+	}
+	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: config.Default()}))
+	d, err := os.MkdirTemp(dir, "inproc-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(d)
+	addr := "unix://" + filepath.Join(d, "s.sock")
+	ln, err := server.Listen(addr)
+	if err != nil {
+		return 0, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.Serve(sctx, ln) }()
+	defer func() { stop(); wg.Wait() }()
+	c, err := client.Dial(ctx, addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if _, err := checkLoop(ctx, c, 500, nil); err != nil {
+		return 0, err
+	}
+	samples := make([]time.Duration, 0, n)
+	a0 := mallocs()
+	if _, err := checkLoop(ctx, c, n, samples); err != nil {
+		return 0, err
+	}
+	return float64(mallocs()-a0) / float64(n), nil
+}

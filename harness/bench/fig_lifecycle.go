@@ -1,0 +1,178 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// withPod starts an agent, connects and creates the sandbox.
+func (r *Runner) withPod(ctx context.Context, env []string, args []string, fn func(a *AgentProc, p *pod) error) error {
+	return r.withAgentPod(ctx, r.S.AgentBin, env, args, fn)
+}
+
+// withAgentPod is withPod for a given agent binary.
+func (r *Runner) withAgentPod(ctx context.Context, bin string, env []string, args []string, fn func(a *AgentProc, p *pod) error) error {
+	agent, err := StartAgent(ctx, bin, r.S.WorkDir, env, args...)
+	if err != nil {
+		return err
+	}
+	defer agent.Stop()
+	c, err := agent.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	p, err := newPod(ctx, r, c)
+	if err != nil {
+		return err
+	}
+	return fn(agent, p)
+}
+
+func figLifecycle(ctx context.Context, r *Runner) *Figure {
+	n := r.S.LifecycleRuns
+	fig := &Figure{
+		ID: "5", Title: "Container create+start+wait+remove of /bin/true",
+		Method: fmt.Sprintf("The same busybox rootfs and the same spec (runc's `runc spec` template: pid, net, ipc, uts, mount "+
+			"namespaces, /proc /dev /sys mounts, masked paths, read-only root) for all three. Wren: CreateContainer + "+
+			"StartContainer + WaitProcess + RemoveContainer over the API on one connection (sandbox created first). "+
+			"runc and crun: `<rt> run --bundle B ID` as a process, wall time from fork to exit (so their own process "+
+			"start-up counts, as it does when a shim calls them). 3 warm-ups each, then %d runs each, round-robin.", n),
+		Goal:   "≤ 1.0× crun",
+		Anchor: "crun README: 100 sequential /bin/true 1.69 s vs runc 3.34 s; spike.md: crun run 14–21 ms, runc run 33–50 ms here",
+	}
+	b, err := r.sharedBundle()
+	if err != nil {
+		return failed(fig, "all", err)
+	}
+	bundle, err := b.WriteBundle("true", b.Spec("/bin/true"))
+	if err != nil {
+		return failed(fig, "all", err)
+	}
+	peers := r.peers(fig, bundle)
+	defer func() {
+		for _, p := range peers {
+			p.Cleanup()
+		}
+	}()
+	err = r.withPod(ctx, nil, nil, func(_ *AgentProc, p *pod) error {
+		samples := map[string][]time.Duration{}
+		for i := -3; i < n; i++ {
+			d, err := p.runTrue(ctx)
+			if err != nil {
+				return err
+			}
+			if i >= 0 {
+				samples["wren"] = append(samples["wren"], d)
+			}
+			for _, peer := range peers {
+				d, err := peer.Run(bundle, fmt.Sprintf("%s-run%d", peer.Name, i+3))
+				if err != nil {
+					return err
+				}
+				if i >= 0 {
+					samples[peer.Name] = append(samples[peer.Name], d)
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		w := fig.Add("wren", "create+start+wait+remove", "ms", Millis(samples["wren"]))
+		for _, peer := range peers {
+			m := fig.Add(peer.Name, "run", "ms", Millis(samples[peer.Name]))
+			goal := 0.0
+			if peer.Name == "crun" {
+				goal = 1.0
+			}
+			fig.AddRatio("wren / "+peer.Name, w, m, goal, 0)
+		}
+		return nil
+	})
+	if err != nil {
+		return failed(fig, "wren", err)
+	}
+	return fig
+}
+
+func figExec(ctx context.Context, r *Runner) *Figure {
+	n := r.S.ExecRuns
+	fig := &Figure{
+		ID: "6", Title: "Exec of /bin/true into a running container",
+		Method: fmt.Sprintf("One running container (`/bin/sleep`) per runtime, same bundle as figure 5. Wren: ExecProcess + "+
+			"WaitProcess over the API. runc and crun: `<rt> exec ID /bin/true` as a process, wall time. "+
+			"5 warm-ups each, then %d execs each, round-robin.", n),
+		Goal:   "≤ 1.0× crun",
+		Anchor: "runc BenchmarkExecTrue (libcontainer in-process) 3.7–4.2 ms without exe sealing (runc#4448, #4510); spike.md: crun exec 8–12 ms, runc exec 22–36 ms here",
+	}
+	b, err := r.sharedBundle()
+	if err != nil {
+		return failed(fig, "all", err)
+	}
+	trueBundle, err := b.WriteBundle("true", b.Spec("/bin/true"))
+	if err != nil {
+		return failed(fig, "all", err)
+	}
+	sleepBundle, err := b.WriteBundle("sleep", b.Spec("/bin/sleep", "1000000"))
+	if err != nil {
+		return failed(fig, "all", err)
+	}
+	peers := r.peers(fig, trueBundle)
+	defer func() {
+		for _, p := range peers {
+			p.Cleanup()
+		}
+	}()
+	var running []*Peer
+	for _, peer := range peers {
+		if err := peer.RunDetached(sleepBundle, peer.Name+"-sleeper"); err != nil {
+			fig.Skip(peer.Name, err)
+			continue
+		}
+		running = append(running, peer)
+	}
+	err = r.withPod(ctx, nil, nil, func(_ *AgentProc, p *pod) error {
+		id, err := p.startSleeper(ctx)
+		if err != nil {
+			return err
+		}
+		defer p.stop(ctx, id)
+		samples := map[string][]time.Duration{}
+		for i := -5; i < n; i++ {
+			d, err := p.execTrue(ctx, id)
+			if err != nil {
+				return err
+			}
+			if i >= 0 {
+				samples["wren"] = append(samples["wren"], d)
+			}
+			for _, peer := range running {
+				d, err := peer.Exec(peer.Name+"-sleeper", "/bin/true")
+				if err != nil {
+					return err
+				}
+				if i >= 0 {
+					samples[peer.Name] = append(samples[peer.Name], d)
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		w := fig.Add("wren", "ExecProcess+WaitProcess", "ms", Millis(samples["wren"]))
+		for _, peer := range running {
+			m := fig.Add(peer.Name, "exec", "ms", Millis(samples[peer.Name]))
+			goal := 0.0
+			if peer.Name == "crun" {
+				goal = 1.0
+			}
+			fig.AddRatio("wren / "+peer.Name, w, m, goal, 0)
+		}
+		return nil
+	})
+	if err != nil {
+		return failed(fig, "wren", err)
+	}
+	return fig
+}
