@@ -353,8 +353,24 @@ func (c *Container) Wait(ctx context.Context, execID string) (int, error) {
 	}
 	if p.markWaited() {
 		c.forget(p)
+	} else if !p.Init {
+		c.releaseWhenAbandoned(p, UnreadOutputLinger)
 	}
 	return code, nil
+}
+
+// releaseWhenAbandoned forgets a waited-for exec once its output has gone
+// unread for UnreadOutputLinger; a reader that is still draining keeps
+// pushing the deadline out, so no output that someone is reading is lost.
+func (c *Container) releaseWhenAbandoned(p *Process, after time.Duration) {
+	time.AfterFunc(after, func() {
+		switch d := p.abandonedFor(); {
+		case d == 0:
+			c.forget(p)
+		case d > 0:
+			c.releaseWhenAbandoned(p, d)
+		}
+	})
 }
 
 // Read reads the process's stdout or stderr (io.EOF at the end).
@@ -363,7 +379,9 @@ func (c *Container) Read(ctx context.Context, execID string, which stdio.Stream,
 	if err != nil {
 		return nil, err
 	}
+	p.touchRead()
 	b, err := p.Streams.Read(ctx, which, n)
+	p.touchRead()
 	if err != nil && errors.Is(err, errEOF) {
 		if p.markEOF(which) {
 			c.forget(p)

@@ -441,3 +441,68 @@ func TestNothingLeftBehind(t *testing.T) {
 	}
 	snap.Check(t, append(append(cgroupDirs(id), cgroupDirs(id2)...), cgroupDirs(id3)...)...)
 }
+
+// An exec that was waited for but whose output nobody reads must not pin
+// its pipes forever; one whose reader is still draining must lose nothing.
+func TestUnreadExecOutputIsReleased(t *testing.T) {
+	old := UnreadOutputLinger
+	UnreadOutputLinger = 300 * time.Millisecond
+	t.Cleanup(func() { UnreadOutputLinger = old })
+
+	f := newFixture(t)
+	c, _ := f.run("/bin/sleep", "1000")
+	before := openFDs(t)
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := c.Exec(context.Background(), id, &specs.Process{Args: []string{"/bin/sh", "-c", "echo unread"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, c, id)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, errA := c.Process("a")
+		_, errC := c.Process("c")
+		if errors.Is(errA, ErrNotFound) && errors.Is(errC, ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unread execs still held after the linger: %v %v", errA, errC)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after := openFDs(t); after > before {
+		t.Errorf("fds %d -> %d after unread execs were released", before, after)
+	}
+
+	// A reader that keeps reading past the linger gets every byte (the
+	// output fits the pipe, so the exec can exit before it is read).
+	if _, err := c.Exec(context.Background(), "slow", &specs.Process{Args: []string{"/bin/sh", "-c", "seq 1 5000"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, c, "slow")
+	var out []byte
+	for {
+		b, err := c.Read(context.Background(), "slow", stdio.Stdout, 1024)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("slow reader cut off after %d bytes: %v", len(out), err)
+		}
+		out = append(out, b...)
+		time.Sleep(60 * time.Millisecond) // the whole read outlasts the linger
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 5000 || lines[4999] != "5000" {
+		t.Fatalf("slow reader got %d lines", len(lines))
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}

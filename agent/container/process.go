@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -28,7 +29,17 @@ type Process struct {
 	outDone  bool
 	errDone  bool
 	released bool
+	// lastRead is when output was last read; an exec'd process that was
+	// waited for but whose output nobody reads is released once reads
+	// have been idle for UnreadOutputLinger.
+	lastRead time.Time
 }
+
+// UnreadOutputLinger is how long the output of an exec'd process that was
+// waited for stays readable without anyone reading it. Without a limit, a
+// client that waits for execs but never drains their output (or goes away)
+// would pin three fds per exec until the container is removed.
+var UnreadOutputLinger = 10 * time.Second
 
 // Pid is the host pid of the process.
 func (p *Process) Pid() int { return p.exit.Pid() }
@@ -57,6 +68,29 @@ func (p *Process) markWaited() bool {
 	defer p.mu.Unlock()
 	p.waited = true
 	return p.finishedLocked()
+}
+
+// touchRead records read activity, which keeps unread output alive.
+func (p *Process) touchRead() {
+	p.mu.Lock()
+	p.lastRead = time.Now()
+	p.mu.Unlock()
+}
+
+// abandonedFor reports how long to wait before output reads count as
+// abandoned (0: abandoned now, and the process is marked released, so
+// the caller must forget it).
+func (p *Process) abandonedFor() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.released {
+		return -1
+	}
+	if idle := time.Since(p.lastRead); idle < UnreadOutputLinger {
+		return UnreadOutputLinger - idle
+	}
+	p.released = true
+	return 0
 }
 
 func (p *Process) markEOF(which stdio.Stream) bool {
