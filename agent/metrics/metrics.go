@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -134,6 +135,9 @@ func (c *Collector) agentProcess() []*family {
 				fams = append(fams, fam)
 			}
 			one("kata_agent_threads", "Agent process threads", field(20))
+			// Not in Kata's set: a leak of goroutines is the Go agent's
+			// typical slow death, and nothing else outside can see it.
+			one("kata_agent_goroutines", "Agent goroutines (Go runtime)", float64(runtime.NumGoroutine()))
 			one("kata_agent_total_time", "Agent process total time (seconds)", (field(14)+field(15))/clockTicks)
 			one("kata_agent_total_vm", "Agent process total virtual memory (bytes)", field(23))
 			one("kata_agent_total_rss", "Agent process total resident set size (bytes)", field(24)*float64(os.Getpagesize()))

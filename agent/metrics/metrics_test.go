@@ -58,6 +58,16 @@ func TestGatherFromThisProcess(t *testing.T) {
 	if second["kata_agent_threads"] < 1 || second["kata_agent_total_rss"] <= 0 {
 		t.Fatalf("agent process metrics: threads %v rss %v", second["kata_agent_threads"], second["kata_agent_total_rss"])
 	}
+	// Goroutines are counted live: 50 more parked ones show up.
+	release := make(chan struct{})
+	for range 50 {
+		go func() { <-release }()
+	}
+	third := parse(t, c.Gather())
+	close(release)
+	if third["kata_agent_goroutines"] < second["kata_agent_goroutines"]+50 {
+		t.Fatalf("goroutines %v then %v, want 50 more", second["kata_agent_goroutines"], third["kata_agent_goroutines"])
+	}
 	// MemTotal never changes: it must match /proc/meminfo, in bytes.
 	b, _ := os.ReadFile("/proc/meminfo")
 	var kb float64
