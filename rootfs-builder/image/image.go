@@ -20,10 +20,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -305,6 +307,47 @@ func mkfs(ctx context.Context, img, stage string, fsBytes int64, mtime uint32) e
 	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME="+strconv.FormatUint(uint64(mtime), 10))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("image: mke2fs: %w\n%s", err, out)
+	}
+	return fixCtimes(ctx, img, stage, mtime)
+}
+
+// fixCtimes sets every inode's ctime to mtime. mke2fs -d copies each staged
+// file's ctime, which records when staging happened and cannot be set on
+// the host, so without this two builds a second apart differ.
+func fixCtimes(ctx context.Context, img, stage string, mtime uint32) error {
+	var cmds strings.Builder
+	err := filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(stage, p)
+		if err != nil {
+			return err
+		}
+		name := "/" + filepath.ToSlash(rel)
+		if rel == "." {
+			name = "/"
+		}
+		if strings.ContainsAny(name, "\"\n\\") {
+			return fmt.Errorf("image: cannot set the ctime of %q in the image (quote or newline in the name)", name)
+		}
+		fmt.Fprintf(&cmds, "set_inode_field \"%s\" ctime @%d\n", name, mtime)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "debugfs", "-w", "-f", "-", img+"?offset="+strconv.Itoa(PartOffset))
+	cmd.Stdin = strings.NewReader(cmds.String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("image: debugfs (set ctimes): %w\n%s", err, out)
+	}
+	// debugfs reports failed requests on its output but still exits 0.
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "set_inode_field:") {
+			return fmt.Errorf("image: debugfs (set ctimes): %s", line)
+		}
 	}
 	return nil
 }
