@@ -489,11 +489,12 @@ func FuzzAgentService(f *testing.F) {
 				t.Fatalf("state left after DestroySandbox: %s", d)
 			}
 		}
-		// OnlineCPUMem without wait onlines in the background, for up to
-		// hotplug's retry budget (5s) when no CPU appears.
+		// OnlineCPUMem without wait onlines in the background on one
+		// worker: after the last call, the run in flight and one merged
+		// run, each up to hotplug's retry budget (5s) when no CPU appears.
 		settle := 3 * time.Second
 		if slices.ContainsFunc(calls, func(c call) bool { return c.m.name == "OnlineCPUMem" }) {
-			settle = 8 * time.Second
+			settle = 13 * time.Second
 		}
 		var n int
 		for deadline := time.Now().Add(settle); ; time.Sleep(20 * time.Millisecond) {

@@ -120,3 +120,17 @@ func (s *System) OnlineCPUs(ctx context.Context, nbCPUs uint32) (int, error) {
 	}
 	return done, status.Errorf(codes.DeadlineExceeded, "onlined %d of %d CPUs", done, nbCPUs)
 }
+
+// Online onlines every offline memory block unless r.CPUOnly, then r.CPUs
+// CPUs (see OnlineCPUs), and returns how many CPUs came online.
+func (s *System) Online(ctx context.Context, r Request) (int, error) {
+	if !r.CPUOnly {
+		if _, err := s.OnlineMemory(); err != nil {
+			return 0, err
+		}
+	}
+	if r.CPUs == 0 {
+		return 0, nil
+	}
+	return s.OnlineCPUs(ctx, r.CPUs)
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/hotplug"
 	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
@@ -24,6 +25,8 @@ type Agent struct {
 	// sandbox serves the sandbox, container, process and IO RPCs; without
 	// one they answer Unimplemented.
 	sandbox *sandbox.Sandbox
+	// online runs OnlineCPUMem requests that do not wait, one at a time.
+	online *hotplug.Background
 }
 
 // unimplementedMethods keeps fallback one embedding level below Agent, so
@@ -54,7 +57,9 @@ func New(opts Options) *Agent {
 	if guest == nil {
 		guest = &GuestServices{}
 	}
-	return &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox}
+	a := &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox}
+	a.online = hotplug.NewBackground(log, onlineTimeout, a.onlineCPUMem)
+	return a
 }
 
 // Register registers grpc.AgentService and grpc.Health on srv.

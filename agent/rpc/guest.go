@@ -199,41 +199,37 @@ func (a *Agent) ReseedRandomDev(ctx context.Context, req *agentpb.ReseedRandomDe
 const onlineTimeout = 30 * time.Second
 
 // OnlineCPUMem onlines hot-added memory and CPUs, in the background unless
-// the caller waits.
+// the caller waits. Background requests go through a.online: one run at a
+// time, later requests merged into the next run.
 func (a *Agent) OnlineCPUMem(ctx context.Context, req *agentpb.OnlineCPUMemRequest) (*emptypb.Empty, error) {
 	if a.guest.Hotplug == nil {
 		return nil, notConfigured("CPU and memory hotplug")
 	}
-	run := func(ctx context.Context) error {
-		if !req.CpuOnly {
-			if _, err := a.guest.Hotplug.OnlineMemory(); err != nil {
-				return err
-			}
-		}
-		if req.NbCpus > 0 {
-			if _, err := a.guest.Hotplug.OnlineCPUs(ctx, req.NbCpus); err != nil {
-				return err
-			}
-			if a.guest.CPUsOnlined != nil {
-				return a.guest.CPUsOnlined(ctx)
-			}
-		}
-		return nil
-	}
+	r := hotplug.Request{CPUs: req.NbCpus, CPUOnly: req.CpuOnly}
 	if req.Wait {
-		if err := run(ctx); err != nil {
+		if err := a.onlineCPUMem(ctx, r); err != nil {
 			return nil, rpcError(err)
 		}
 		return &emptypb.Empty{}, nil
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), onlineTimeout)
-		defer cancel()
-		if err := run(ctx); err != nil {
-			a.log.Error("onlining CPUs and memory failed", "err", err)
-		}
-	}()
+	a.online.Schedule(r)
 	return &emptypb.Empty{}, nil
+}
+
+// onlineCPUMem onlines memory, then CPUs, then lets the containers side
+// re-apply cpusets, as Kata does.
+func (a *Agent) onlineCPUMem(ctx context.Context, r hotplug.Request) error {
+	hp := a.guest.Hotplug
+	if hp == nil {
+		return notConfigured("CPU and memory hotplug")
+	}
+	if _, err := hp.Online(ctx, r); err != nil {
+		return err
+	}
+	if r.CPUs > 0 && a.guest.CPUsOnlined != nil {
+		return a.guest.CPUsOnlined(ctx)
+	}
+	return nil
 }
 
 // MemHotplugByProbe announces hot-added memory through the probe file.

@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/ttrpc"
 	"github.com/vishvananda/netlink"
@@ -329,5 +332,81 @@ func TestOnlineCPUMemAndDetailsOnFakeSysfs(t *testing.T) {
 	}
 	if _, err := c.MemHotplugByProbe(context.Background(), &agentpb.MemHotplugByProbeRequest{MemHotplugProbeAddr: []uint64{1 << 32}}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("probe without interface: %v", err)
+	}
+}
+
+// OnlineCPUMem without wait answers at once; a burst of them while one
+// onlining is stuck (here: in the cpuset hook) must not pile up a
+// goroutine each. They merge into one next run that onlines all the CPUs
+// they announced. A directory stands in for sysfs (no CPU hotplug here).
+func TestOnlineCPUMemBackgroundIsBounded(t *testing.T) {
+	a, gs, _ := guestAgent(t, nil)
+	const burst = 40
+	sys := t.TempDir()
+	for i := 1; i <= burst+1; i++ {
+		p := filepath.Join(sys, "devices/system/cpu", "cpu"+strconv.Itoa(i), "online")
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte("0"), 0o644)
+	}
+	gs.Hotplug = hotplug.New(sys)
+	var (
+		mu           sync.Mutex
+		calls        int
+		inHook, most int
+	)
+	entered := make(chan struct{}, 1)
+	gate := make(chan struct{})
+	gs.CPUsOnlined = func(context.Context) error {
+		mu.Lock()
+		calls++
+		inHook++
+		most = max(most, inHook)
+		mu.Unlock()
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-gate
+		mu.Lock()
+		inHook--
+		mu.Unlock()
+		return nil
+	}
+	c := serve(t, a)
+	ctx := context.Background()
+	req := &agentpb.OnlineCPUMemRequest{NbCpus: 1, CpuOnly: true}
+	if _, err := c.OnlineCPUMem(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("background onlining never reached the cpuset hook")
+	}
+	goroutines := runtime.NumGoroutine()
+	for i := 0; i < burst; i++ {
+		if _, err := c.OnlineCPUMem(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := runtime.NumGoroutine()
+	close(gate)
+	if n > goroutines+5 {
+		t.Fatalf("%d background OnlineCPUMem calls left %d more goroutines", burst, n-goroutines)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := a.online.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 2 || most != 1 {
+		t.Fatalf("cpuset hook ran %d times, %d at once; want 2 runs (the first, then the merged burst), one at a time", calls, most)
+	}
+	for i := 1; i <= burst+1; i++ {
+		if b, _ := os.ReadFile(filepath.Join(sys, "devices/system/cpu", "cpu"+strconv.Itoa(i), "online")); string(b) != "1" {
+			t.Errorf("cpu%d online = %q", i, b)
+		}
 	}
 }

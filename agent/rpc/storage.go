@@ -13,7 +13,9 @@ import (
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
-// UpdateEphemeralMounts remounts ephemeral tmpfs storages with new options.
+// UpdateEphemeralMounts remounts ephemeral tmpfs storages with new options;
+// only mount points the storage manager mounted with the ephemeral driver
+// qualify (storage.Manager.UpdateEphemeral).
 func (a *Agent) UpdateEphemeralMounts(ctx context.Context, req *agentpb.UpdateEphemeralMountsRequest) (*emptypb.Empty, error) {
 	if a.guest.Storage == nil {
 		return nil, notConfigured("storage")

@@ -3,6 +3,8 @@ package storage
 import (
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func FuzzParseOptions(f *testing.F) {
@@ -10,11 +12,15 @@ func FuzzParseOptions(f *testing.F) {
 	f.Add("lowerdir=/a:/b,upperdir=/u,workdir=/w,io.katacontainers.fs-opt.overlay-rw")
 	f.Add("trans=virtio,version=9p2000.L,cache=mmap,msize=8192,nodev")
 	f.Add("rw,,defaults,bind,ro")
+	f.Add("remount,size=2m")
 	f.Fuzz(func(t *testing.T, s string) {
 		opts := strings.Split(s, ",")
 		mo, err := ParseOptions(opts)
 		if err != nil {
 			return
+		}
+		if mo.Flags&(unix.MS_REMOUNT|unix.MS_MOVE) != 0 {
+			t.Fatalf("flags %#x act on an existing mount", mo.Flags)
 		}
 		data := mo.DataString()
 		if len(data) > maxMountData || strings.ContainsRune(data, 0) {

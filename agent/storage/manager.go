@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -183,10 +184,29 @@ func validate(v *Volume) error {
 		return status.Errorf(codes.InvalidArgument, "storage mount point %q must be an absolute path other than /", v.MountPoint)
 	}
 	v.MountPoint = filepath.Clean(v.MountPoint)
-	if _, err := ParseOptions(v.Options); err != nil {
+	mo, err := ParseOptions(v.Options)
+	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "storage at %s: %v", v.MountPoint, err)
 	}
+	if mo.Flags&unix.MS_BIND != 0 && !bindAllowed[v.Driver] {
+		return status.Errorf(codes.InvalidArgument, "storage at %s: driver %s does not bind-mount (bind/rbind option)", v.MountPoint, v.Driver)
+	}
 	return nil
+}
+
+// bindAllowed lists the drivers whose options may ask for a bind mount.
+// The block drivers bind only a device node they resolved and checked
+// themselves (Kata's runtime sends "bind" for raw block volumes);
+// watchable-bind and local ignore mount options. The others mount a tag or
+// a pseudo source ("tmpfs", "overlay"), which MS_BIND would turn into a
+// guest path, exposing any directory of the guest at the mount point.
+var bindAllowed = map[string]bool{
+	DriverBlk:           true,
+	DriverMMIOBlk:       true,
+	DriverSCSI:          true,
+	DriverNVDIMM:        true,
+	DriverWatchableBind: true,
+	DriverLocal:         true,
 }
 
 // MountVolumes mounts vols for owner (a container id, or "" for the
@@ -267,6 +287,16 @@ func (m *Manager) mountOne(ctx context.Context, owner string, v *Volume) (*entry
 	m.forgetIfIdle(e)
 	m.mu.Unlock()
 	return e, fresh, err
+}
+
+// unpin releases a pin (pending) taken under m.mu without a reference.
+func (m *Manager) unpin(e *entry) {
+	e.mu.Lock()
+	m.mu.Lock()
+	e.pending--
+	m.forgetIfIdle(e)
+	m.mu.Unlock()
+	e.mu.Unlock()
 }
 
 // forgetIfIdle drops an entry nobody holds. Caller holds e.mu and m.mu.

@@ -34,7 +34,6 @@ var flagOptions = map[string]struct {
 	"sync":          {false, unix.MS_SYNCHRONOUS},
 	"async":         {true, unix.MS_SYNCHRONOUS},
 	"dirsync":       {false, unix.MS_DIRSYNC},
-	"remount":       {false, unix.MS_REMOUNT},
 	"mand":          {false, unix.MS_MANDLOCK},
 	"nomand":        {true, unix.MS_MANDLOCK},
 	"noatime":       {false, unix.MS_NOATIME},
@@ -64,6 +63,16 @@ var propagationOptions = map[string]uintptr{
 	"runbindable": unix.MS_UNBINDABLE | unix.MS_REC,
 }
 
+// refusedOptions act on a mount that already exists instead of making a
+// new one: a Storage carrying them could change a filesystem the agent
+// never mounted (remount /run read-write, move a mount away). The one
+// legitimate remount, UpdateEphemeralMounts, adds MS_REMOUNT itself and
+// only for mounts the storage manager holds.
+var refusedOptions = map[string]string{
+	"remount": "changes an existing mount",
+	"move":    "moves an existing mount",
+}
+
 // kataOptionPrefix marks options addressed to the agent, never to mount(2).
 const kataOptionPrefix = "io.katacontainers."
 
@@ -73,7 +82,8 @@ const maxMountData = 4095
 
 // ParseOptions splits Storage.options into mount flags, propagation and
 // filesystem data. Agent-only options (io.katacontainers.*) are dropped;
-// a NUL byte, or data longer than the kernel accepts, is an error.
+// a NUL byte, data longer than the kernel accepts, or an option that acts
+// on an existing mount (remount, move) is an error.
 func ParseOptions(opts []string) (MountOptions, error) {
 	var mo MountOptions
 	dataLen := 0
@@ -83,6 +93,9 @@ func ParseOptions(opts []string) (MountOptions, error) {
 		}
 		if strings.IndexByte(o, 0) >= 0 {
 			return MountOptions{}, fmt.Errorf("mount option %q contains a NUL byte", o)
+		}
+		if why, ok := refusedOptions[o]; ok {
+			return MountOptions{}, fmt.Errorf("mount option %q is not allowed: it %s", o, why)
 		}
 		if f, ok := flagOptions[o]; ok {
 			if f.clear {

@@ -106,6 +106,57 @@ func TestParseOptions(t *testing.T) {
 	if _, err := ParseOptions([]string{strings.Repeat("x", 5000)}); err == nil {
 		t.Error("oversized data accepted")
 	}
+	for _, o := range []string{"remount", "move"} {
+		if _, err := ParseOptions([]string{"size=1m", o}); err == nil {
+			t.Errorf("%s accepted", o)
+		}
+	}
+}
+
+// Storage.options make a new mount; they must not reach a mount that
+// exists (remount, move) or, for drivers whose source is a tag or a pseudo
+// name, turn the source into a guest path (bind).
+func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	foreign := filepath.Join(root, "foreign")
+	os.MkdirAll(foreign, 0o755)
+	if err := unix.Mount("tmpfs", foreign, "tmpfs", unix.MS_NOSUID, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(foreign, unix.MNT_DETACH) })
+	secret := filepath.Join(root, "secret")
+	os.MkdirAll(secret, 0o700)
+	os.WriteFile(filepath.Join(secret, "key"), []byte("k"), 0o600)
+	before := mountTable(t)
+	for _, tc := range []struct {
+		name string
+		v    Volume
+	}{
+		{"remount an existing tmpfs", Volume{Driver: DriverEphemeral, MountPoint: foreign, Options: []string{"remount", "size=8m"}}},
+		{"remount read-write", Volume{Driver: DriverVirtioFS, Source: "tag", MountPoint: foreign, Options: []string{"remount", "rw"}}},
+		{"move", Volume{Driver: Driver9P, Source: foreign, MountPoint: filepath.Join(root, "moved"), Options: []string{"move"}}},
+		{"ephemeral bind of a guest dir", Volume{Driver: DriverEphemeral, Source: secret, MountPoint: filepath.Join(root, "eph"), Options: []string{"bind"}}},
+		{"virtio-fs rbind", Volume{Driver: DriverVirtioFS, Source: secret, MountPoint: filepath.Join(root, "vfs"), Options: []string{"rbind"}}},
+		{"overlay bind", Volume{Driver: DriverOverlayFS, Source: secret, MountPoint: filepath.Join(root, "ovl"), Options: []string{"bind"}}},
+	} {
+		err := m.MountVolumes(context.Background(), "c", []Volume{tc.v})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", tc.name, err)
+		}
+	}
+	assertMountsUnchanged(t, before)
+	if _, opts, _ := mountAt(t, foreign); !strings.Contains(opts, "size=1024k") {
+		t.Fatalf("foreign tmpfs changed: %s", opts)
+	}
+	for _, d := range []string{"moved", "eph", "vfs", "ovl"} {
+		if _, err := os.Lstat(filepath.Join(root, d)); err == nil {
+			t.Errorf("refused request left %s behind", d)
+		}
+	}
+	if len(m.Mounted()) != 0 {
+		t.Fatalf("held after refused requests: %v", m.Mounted())
+	}
 }
 
 func TestEphemeralTmpfsCreatesAndRemovesMountPoint(t *testing.T) {
@@ -283,6 +334,23 @@ func TestBlkDevPathOnLoopDevice(t *testing.T) {
 		t.Fatalf("write on ro mount: %v", err)
 	}
 	if err := m.Release(context.Background(), "c2"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+
+	// A raw block volume: Kata's runtime sends fstype and option "bind",
+	// which binds the checked device node itself onto a file.
+	node := filepath.Join(root, "run/sandbox/storage/raw")
+	if err := m.MountVolumes(context.Background(), "c3", []Volume{{
+		Driver: DriverBlk, Source: dev, FSType: "bind", MountPoint: node, Options: []string{"bind"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(node, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		t.Fatalf("bound node %s: mode %#o %v", node, st.Mode, err)
+	}
+	if err := m.Release(context.Background(), "c3"); err != nil {
 		t.Fatal(err)
 	}
 	assertMountsUnchanged(t, before)
@@ -579,26 +647,25 @@ func TestConcurrentMountsOfOneMountPoint(t *testing.T) {
 }
 
 // A bind of a file source gets a file mount point; "ro" on a bind needs a
-// second, remount call to take effect.
+// second, remount call to take effect. The block drivers are the ones
+// that bind (a raw block volume's device node, a file).
 func TestReadOnlyFileBind(t *testing.T) {
 	requireRoot(t)
+	dev, _ := loopDevice(t, "8M")
 	m, root := newManager(t)
 	before := mountTable(t)
-	src := filepath.Join(root, "resolv.conf")
-	os.WriteFile(src, []byte("nameserver 10.0.0.1\n"), 0o644)
-	mp := filepath.Join(root, "run/sandbox/resolv.conf")
-	err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverVirtioFS, Source: src, FSType: "bind", MountPoint: mp, Options: []string{"bind", "ro"}}})
+	mp := filepath.Join(root, "run/sandbox/storage/raw")
+	err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverBlk, Source: dev, FSType: "bind", MountPoint: mp, Options: []string{"bind", "ro"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(mp); err != nil || !fi.Mode().IsRegular() {
-		t.Fatalf("mount point is not a file: %v", err)
+	var st unix.Stat_t
+	if err := unix.Stat(mp, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		t.Fatalf("mount point %s is not the bound device node: mode %#o %v", mp, st.Mode, err)
 	}
-	if b, _ := os.ReadFile(mp); string(b) != "nameserver 10.0.0.1\n" {
-		t.Fatalf("bind content %q", b)
-	}
-	if err := os.WriteFile(mp, []byte("x"), 0o644); !errors.Is(err, unix.EROFS) {
-		t.Fatalf("write through ro bind: %v", err)
+	var fs unix.Statfs_t
+	if err := unix.Statfs(mp, &fs); err != nil || fs.Flags&unix.ST_RDONLY == 0 {
+		t.Fatalf("bind is not read-only: flags %#x %v", fs.Flags, err)
 	}
 	if err := m.Release(context.Background(), "c1"); err != nil {
 		t.Fatal(err)

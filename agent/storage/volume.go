@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -110,23 +111,98 @@ func Swapon(path string) error {
 	return nil
 }
 
-// UpdateEphemeral remounts mounted ephemeral tmpfs volumes with new options
-// (Kubernetes resizing an emptyDir with medium Memory).
+// UpdateEphemeral remounts ephemeral tmpfs volumes with new options
+// (Kubernetes resizing an emptyDir with medium Memory after a memory
+// hotplug). Only mount points this manager mounted with the ephemeral
+// driver qualify; anything else, /run included, is NotFound or
+// InvalidArgument, so the RPC cannot change a filesystem the agent did not
+// make for the pod. Every volume is checked before any is remounted.
 func (m *Manager) UpdateEphemeral(ctx context.Context, vols []Volume) error {
+	type update struct {
+		e  *entry
+		mo MountOptions
+	}
+	ups := make([]update, 0, len(vols))
+	defer func() {
+		for _, u := range ups {
+			m.unpin(u.e)
+		}
+	}()
 	for _, v := range vols {
 		if v.Driver != DriverEphemeral || (v.FSType != "" && v.FSType != "tmpfs") {
 			return status.Errorf(codes.InvalidArgument, "%s: only ephemeral tmpfs storages can be updated (driver %q, type %q)", v.MountPoint, v.Driver, v.FSType)
 		}
-		if fstype, ok := mountedFSType(v.MountPoint); !ok || fstype != "tmpfs" {
-			return status.Errorf(codes.NotFound, "no ephemeral tmpfs mounted at %s", v.MountPoint)
+		if !filepath.IsAbs(v.MountPoint) {
+			return status.Errorf(codes.InvalidArgument, "ephemeral mount point %q is not absolute", v.MountPoint)
 		}
-		mo, err := ParseOptions(withoutOption(v.Options, "fsgid"))
+		mo, err := updateOptions(v.Options)
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "%s: %v", v.MountPoint, err)
 		}
-		if err := unix.Mount("", v.MountPoint, "tmpfs", mo.Flags|unix.MS_REMOUNT, mo.DataString()); err != nil {
-			return status.Errorf(codes.InvalidArgument, "remount %s with %q: %v", v.MountPoint, mo.DataString(), err)
+		mp := filepath.Clean(v.MountPoint)
+		m.mu.Lock()
+		e := m.entries[mp]
+		if e != nil {
+			e.pending++
 		}
+		m.mu.Unlock()
+		if e == nil {
+			return status.Errorf(codes.NotFound, "no ephemeral storage mounted by the agent at %s", mp)
+		}
+		ups = append(ups, update{e, mo})
+		e.mu.Lock()
+		err = checkEphemeral(e)
+		e.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	for _, u := range ups {
+		if err := ctx.Err(); err != nil {
+			return status.FromContextError(err).Err()
+		}
+		u.e.mu.Lock()
+		err := checkEphemeral(u.e)
+		if err == nil {
+			if err = unix.Mount("", u.e.path, "tmpfs", u.mo.Flags|unix.MS_REMOUNT, u.mo.DataString()); err != nil {
+				err = status.Errorf(codes.InvalidArgument, "remount %s with %q: %v", u.e.path, u.mo.DataString(), err)
+			}
+		}
+		u.e.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// updateOptions parses UpdateEphemeralMounts options. Kata's runtime sends
+// "remount" with the new size; the remount is implied here, and fsgid was
+// applied when the volume was mounted. Bind and propagation would change
+// what is mounted rather than its options.
+func updateOptions(opts []string) (MountOptions, error) {
+	opts = slices.DeleteFunc(withoutOption(opts, "fsgid"), func(o string) bool { return o == "remount" })
+	mo, err := ParseOptions(opts)
+	if err != nil {
+		return MountOptions{}, err
+	}
+	if mo.Flags&unix.MS_BIND != 0 || mo.Propagation != 0 {
+		return MountOptions{}, errors.New("bind and propagation options cannot be updated")
+	}
+	return mo, nil
+}
+
+// checkEphemeral reports whether e is a live ephemeral tmpfs of the
+// manager. Caller holds e.mu.
+func checkEphemeral(e *entry) error {
+	if e.state == nil {
+		return status.Errorf(codes.NotFound, "no ephemeral storage mounted by the agent at %s", e.path)
+	}
+	if e.driver != DriverEphemeral {
+		return status.Errorf(codes.InvalidArgument, "%s is a %s storage, not ephemeral", e.path, e.driver)
+	}
+	if fstype, ok := mountedFSType(e.path); !ok || fstype != "tmpfs" {
+		return status.Errorf(codes.InvalidArgument, "ephemeral storage at %s is %q, not tmpfs", e.path, fstype)
 	}
 	return nil
 }

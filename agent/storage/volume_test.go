@@ -166,7 +166,8 @@ func TestUpdateEphemeralRemountsWithNewSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(mp, "keep"), []byte("x"), 0o644)
-	v.Options = []string{"size=2m"}
+	// What Kata's runtime sends after a memory hotplug.
+	v.Options = []string{"remount", "size=2m", "fsgid=1234"}
 	if err := m.UpdateEphemeral(context.Background(), []Volume{v}); err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +182,75 @@ func TestUpdateEphemeralRemountsWithNewSize(t *testing.T) {
 	}
 	if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverEphemeral, MountPoint: root + "/none"}}); status.Code(err) != codes.NotFound {
 		t.Fatalf("not mounted: %v", err)
+	}
+	for _, opts := range [][]string{{"bind", "size=3m"}, {"rshared", "size=3m"}, {"move"}} {
+		if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverEphemeral, MountPoint: mp, Options: opts}}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("update with %q: %v", opts, err)
+		}
+	}
+	if _, opts, _ := mountAt(t, mp); !strings.Contains(opts, "size=2048k") {
+		t.Fatalf("refused updates changed the mount: %s", opts)
+	}
+}
+
+// UpdateEphemeralMounts names mount points; only the ephemeral tmpfs
+// storages the manager mounted may be remounted, never another tmpfs of
+// the guest (/run, /dev/shm, ...) or a storage of another driver.
+func TestUpdateEphemeralLeavesOtherMountsAlone(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	foreign := filepath.Join(root, "foreign")
+	os.MkdirAll(foreign, 0o755)
+	if err := unix.Mount("tmpfs", foreign, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(foreign, unix.MNT_DETACH) })
+	ours := filepath.Join(root, "run/sandbox/ephemeral/cache")
+	// A tmpfs stands in for virtio-fs (no virtiofsd here): what matters is
+	// that the manager holds it under another driver.
+	share := filepath.Join(root, "run/c1/rootfs")
+	if err := m.MountVolumes(context.Background(), "c", []Volume{
+		{Driver: DriverEphemeral, MountPoint: ours, Options: []string{"size=1m"}},
+		{Driver: DriverVirtioFS, Source: "tmpfs", FSType: "tmpfs", MountPoint: share, Options: []string{"size=1m"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := mountTable(t)
+	update := func(mp string) Volume {
+		return Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp, Options: []string{"remount", "size=4m"}}
+	}
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(foreign)}); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "mounted by the agent") {
+		t.Fatalf("foreign tmpfs: %v", err)
+	}
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(foreign + "/")}); status.Code(err) != codes.NotFound {
+		t.Fatalf("foreign tmpfs with a trailing slash: %v", err)
+	}
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(share)}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("virtio-fs storage: %v", err)
+	}
+	// Checked before anything is remounted: our own volume keeps its size
+	// when a later entry of the same request is refused.
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(ours), update(foreign)}); status.Code(err) != codes.NotFound {
+		t.Fatalf("mixed request: %v", err)
+	}
+	assertMountsUnchanged(t, before)
+	if _, opts, _ := mountAt(t, foreign); !strings.Contains(opts, "size=1024k") {
+		t.Fatalf("foreign tmpfs was remounted: %s", opts)
+	}
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(ours)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, opts, _ := mountAt(t, ours); !strings.Contains(opts, "size=4096k") {
+		t.Fatalf("own ephemeral not updated: %s", opts)
+	}
+	if err := m.Release(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(ours)}); status.Code(err) != codes.NotFound {
+		t.Fatalf("released volume: %v", err)
+	}
+	if got := len(m.entries); got != 0 {
+		t.Fatalf("%d entries left after release and refused updates", got)
 	}
 }
 
