@@ -69,6 +69,7 @@ type Container struct {
 	pipeSize int
 	log      *slog.Logger
 	onOOM    func(string)
+	oom      *oomWatcher // set by Start, closed by Destroy
 
 	// opMu serialises lifecycle changes of this container only; reads,
 	// waits and IO never take it.
@@ -267,20 +268,28 @@ func (c *Container) awaitExec(ctx context.Context, exeLink, before string) {
 	c.log.Warn("init did not exec its process in time")
 }
 
-// watchOOM forwards OOM events until the cgroup goes away (libcontainer's
-// notifier closes the channel then).
+// watchOOM forwards OOM events until Destroy, or until the cgroup goes away
+// or (v2) empties. It does not use libcontainer's NotifyOOM, which pins an
+// OS thread per container (see oomWatcher).
 func (c *Container) watchOOM() {
-	ch, err := c.lc.NotifyOOM()
+	st, err := c.lc.State()
 	if err != nil {
 		c.log.Warn("OOM notifier unavailable", "err", err)
 		return
 	}
-	go func() {
-		for range ch {
-			c.log.Info("container OOM")
-			c.onOOM(c.id)
-		}
-	}()
+	dir := st.CgroupPaths["memory"]
+	if cgroups.IsCgroup2UnifiedMode() {
+		dir = st.CgroupPaths[""]
+	}
+	w, err := newOOMWatcher(dir, func() {
+		c.log.Info("container OOM")
+		c.onOOM(c.id)
+	})
+	if err != nil {
+		c.log.Warn("OOM notifier unavailable", "err", err)
+		return
+	}
+	c.oom = w
 }
 
 // Exec starts an extra process in the running container; it joins the
@@ -522,6 +531,10 @@ func (c *Container) Destroy(ctx context.Context) error {
 	}
 	if err := c.lc.Destroy(); err != nil {
 		return fmt.Errorf("destroy %s: %w", c.id, err)
+	}
+	if c.oom != nil {
+		c.oom.Close()
+		c.oom = nil
 	}
 	for _, p := range procs {
 		p.Streams.Close()
