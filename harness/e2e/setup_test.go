@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/wren-vm/wren/harness/testagent"
 	"github.com/wren-vm/wren/harness/vm"
 	"github.com/wren-vm/wren/rootfs-builder/cpio"
 	"github.com/wren-vm/wren/rootfs-builder/image"
@@ -32,64 +32,18 @@ func requireVM(t *testing.T) {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
-)
-
-// binaries returns a directory holding wren-agent, wren-vsockd and wrenctl: $WREN_BIN
-// when `make test` set it and both are there, else a fresh build (the
-// agent static with cgo, as `make agent` builds it).
+// binaries returns the directory holding wren-agent, wren-vsockd and
+// wrenctl, as testagent finds or builds them ($WREN_BIN under make test).
 func binaries(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		if d := os.Getenv("WREN_BIN"); d != "" {
-			_, e1 := os.Stat(filepath.Join(d, "wren-agent"))
-			_, e2 := os.Stat(filepath.Join(d, "wren-vsockd"))
-			_, e3 := os.Stat(filepath.Join(d, "wrenctl"))
-			if e1 == nil && e2 == nil && e3 == nil {
-				binDir = d
-				return
-			}
+	dir := filepath.Dir(testagent.Binary(t, "wren-agent"))
+	for _, name := range []string{"wren-vsockd", "wrenctl"} {
+		if d := filepath.Dir(testagent.Binary(t, name)); d != dir {
+			t.Fatalf("%s is in %s, not beside wren-agent in %s", name, d, dir)
 		}
-		binDir, binErr = os.MkdirTemp("", "wren-e2e-bin-")
-		if binErr != nil {
-			return
-		}
-		builds := []struct {
-			out, pkg, cgo string
-			flags         []string
-		}{
-			{"wren-agent", "github.com/wren-vm/wren/agent/cmd/wren-agent", "1",
-				[]string{"-trimpath", "-tags", "netgo osusergo seccomp", "-ldflags", "-s -w -extldflags -static"}},
-			{"wren-vsockd", "github.com/wren-vm/wren/harness/cmd/wren-vsockd", "0", []string{"-trimpath"}},
-			{"wrenctl", "github.com/wren-vm/wren/harness/cmd/wrenctl", "0", []string{"-trimpath"}},
-		}
-		for _, b := range builds {
-			args := append([]string{"build"}, b.flags...)
-			args = append(args, "-o", filepath.Join(binDir, b.out), b.pkg)
-			cmd := exec.Command("go", args...)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binErr = &buildError{b.out, err, string(out)}
-				return
-			}
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
 	}
-	return binDir
+	return dir
 }
-
-type buildError struct {
-	what string
-	err  error
-	out  string
-}
-
-func (e *buildError) Error() string { return "build " + e.what + ": " + e.err.Error() + "\n" + e.out }
 
 // daxToken is the content of /wren-e2e.txt in the test's DAX image.
 const daxToken = "read through DAX from the nvdimm\n"
