@@ -42,12 +42,22 @@ func (s *syncBuffer) String() string {
 // to call more than once.
 func startTestServer(t *testing.T, methods map[string]ttrpc.Method) (c *ttrpc.Client, logs *syncBuffer, stop func() error) {
 	t.Helper()
+	c, _, logs, stop = startServer(t, map[string]map[string]ttrpc.Method{"test.Svc": methods})
+	return c, logs, stop
+}
+
+// startServer serves the given services and returns a stock ttrpc client
+// and the socket path.
+func startServer(t *testing.T, services map[string]map[string]ttrpc.Method) (c *ttrpc.Client, sock string, logs *syncBuffer, stop func() error) {
+	t.Helper()
 	logs = &syncBuffer{}
 	s, err := New(slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.TTRPC().Register("test.Svc", methods)
+	for name, methods := range services {
+		s.TTRPC().Register(name, methods)
+	}
 	addr := "unix://" + filepath.Join(t.TempDir(), "s.sock")
 	ln, err := Listen(addr)
 	if err != nil {
@@ -64,10 +74,20 @@ func startTestServer(t *testing.T, methods map[string]ttrpc.Method) (c *ttrpc.Cl
 	}
 	c = ttrpc.NewClient(conn)
 	t.Cleanup(func() { c.Close() })
-	return c, logs, stop
+	return c, strings.TrimPrefix(addr, "unix://"), logs, stop
 }
 
-func TestPanicBecomesInternal(t *testing.T) {
+// bothServers runs test once with the package's own server and once with
+// the stock ttrpc server (ImplementationEnv=stock): both must behave the
+// same to clients.
+func bothServers(t *testing.T, test func(t *testing.T)) {
+	t.Run("wren", func(t *testing.T) { t.Setenv(ImplementationEnv, ""); test(t) })
+	t.Run("stock", func(t *testing.T) { t.Setenv(ImplementationEnv, "stock"); test(t) })
+}
+
+func TestPanicBecomesInternal(t *testing.T) { bothServers(t, testPanicBecomesInternal) }
+
+func testPanicBecomesInternal(t *testing.T) {
 	c, logs, _ := startTestServer(t, map[string]ttrpc.Method{
 		"Boom": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			var m map[string]int
@@ -92,6 +112,10 @@ func TestPanicBecomesInternal(t *testing.T) {
 }
 
 func TestShutdownLetsInFlightCallFinish(t *testing.T) {
+	bothServers(t, testShutdownLetsInFlightCallFinish)
+}
+
+func testShutdownLetsInFlightCallFinish(t *testing.T) {
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	c, _, stop := startTestServer(t, map[string]ttrpc.Method{
