@@ -50,11 +50,11 @@ func figBinarySize(_ context.Context, r *Runner) *Figure {
 }
 
 // checkLoop calls Health.Check n times and returns each round trip.
-func checkLoop(ctx context.Context, c *client.Client, n int, out []time.Duration) ([]time.Duration, error) {
+func checkLoop(ctx context.Context, h agentpb.HealthService, n int, out []time.Duration) ([]time.Duration, error) {
 	req := &agentpb.CheckRequest{}
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
-		if _, err := c.Health.Check(ctx, req); err != nil {
+		if _, err := h.Check(ctx, req); err != nil {
 			return out, fmt.Errorf("Check: %w", err)
 		}
 		out = append(out, time.Since(t0))
@@ -85,40 +85,82 @@ func mallocs() uint64 {
 	return ms.Mallocs
 }
 
+// checkClient is one client kind figure 4 measures.
+type checkClient struct {
+	name string
+	dial func(ctx context.Context, addr string) (agentpb.HealthService, io.Closer, error)
+}
+
+var checkClients = []checkClient{
+	{"sync client", func(ctx context.Context, addr string) (agentpb.HealthService, io.Closer, error) {
+		c, err := client.DialSync(ctx, addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.Health, c, nil
+	}},
+	{"stock client", func(ctx context.Context, addr string) (agentpb.HealthService, io.Closer, error) {
+		c, err := client.Dial(ctx, addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.Health, c, nil
+	}},
+}
+
 func figCheck(ctx context.Context, r *Runner) *Figure {
 	fig := &Figure{
 		ID: "4", Title: "Health.Check round trip over a unix socket",
-		Method: fmt.Sprintf("One client connection to the agent process (unix socket) and one to a raw echo server process "+
-			"(a Go program bouncing %d-byte messages, about a Check request frame). After 1000 warm-up calls each, "+
-			"%d calls each, interleaved in blocks of 500 so both see the same machine noise. "+
+		Method: fmt.Sprintf("Each agent server (wren's own ttrpc server; the same binary with %s=stock, i.e. containerd/ttrpc's "+
+			"server; the baseline binary when given) is called by two clients, each on its own connection: harness/client.Sync, "+
+			"which writes the request and reads the reply on the calling goroutine, and the stock containerd/ttrpc client, "+
+			"which hands each reply from a reader goroutine to the caller. A raw echo server process (a Go program bouncing "+
+			"%d-byte messages, about a Check request frame) is the floor. After 1000 warm-up calls each, %d calls each, "+
+			"interleaved in blocks of 500 so all see the same machine noise. The goal is judged on wren with the sync client "+
+			"(the agent's own share); the stock-client ratio stands beside it (what a Go shim sees). "+
 			"Client allocs/op: heap allocations in the benchmark process per call. Server allocs/op: the same agent "+
 			"server code (agent/server + agent/rpc) run in-process, total allocations per call minus the client's.",
-			EchoSize, r.S.CheckCalls),
-		Goal:   "median ≤ 1.5× raw echo",
+			server.ImplementationEnv, EchoSize, r.S.CheckCalls),
+		Goal:   "median ≤ 1.5× raw echo (wren, sync client)",
 		Anchor: "ttrpc Go ≈ 32 µs/call, 35 allocs (xibz/GRPCvsTTRPC, 2019, 8 CPUs)",
 	}
 	type subject struct {
 		name    string
-		c       *client.Client
+		h       agentpb.HealthService
 		samples []time.Duration
 		allocs  uint64
 	}
+	servers := []struct {
+		name string
+		bin  string
+		env  []string
+	}{{"wren", r.S.AgentBin, nil}, {"wren (stock ttrpc server)", r.S.AgentBin, []string{server.ImplementationEnv + "=stock"}}}
+	for _, v := range r.agents()[1:] {
+		servers = append(servers, struct {
+			name string
+			bin  string
+			env  []string
+		}{v.subject, v.bin, nil})
+	}
 	var subjects []*subject
-	for _, v := range r.agents() {
-		agent, err := StartAgent(ctx, v.bin, r.S.WorkDir, nil)
+	for _, v := range servers {
+		agent, err := StartAgent(ctx, v.bin, r.S.WorkDir, v.env)
 		if err != nil {
-			return failed(fig, v.subject, err)
+			return failed(fig, v.name, err)
 		}
 		defer agent.Stop()
-		c, err := agent.Dial(ctx)
-		if err != nil {
-			return failed(fig, v.subject, err)
+		for _, cc := range checkClients {
+			name := v.name + ", " + cc.name
+			h, closer, err := cc.dial(ctx, agent.Addr)
+			if err != nil {
+				return failed(fig, name, err)
+			}
+			defer closer.Close()
+			if _, err := checkLoop(ctx, h, 1000, nil); err != nil {
+				return failed(fig, name, err)
+			}
+			subjects = append(subjects, &subject{name: name, h: h, samples: make([]time.Duration, 0, r.S.CheckCalls)})
 		}
-		defer c.Close()
-		if _, err := checkLoop(ctx, c, 1000, nil); err != nil {
-			return failed(fig, v.subject, err)
-		}
-		subjects = append(subjects, &subject{name: v.subject, c: c, samples: make([]time.Duration, 0, r.S.CheckCalls)})
 	}
 	echo, err := StartHelper(r.S.WorkDir, "echo-server")
 	if err != nil {
@@ -139,7 +181,7 @@ func figCheck(ctx context.Context, r *Runner) *Figure {
 		n := min(block, r.S.CheckCalls-done)
 		for _, sub := range subjects {
 			a0 := mallocs()
-			if sub.samples, err = checkLoop(ctx, sub.c, n, sub.samples); err != nil {
+			if sub.samples, err = checkLoop(ctx, sub.h, n, sub.samples); err != nil {
 				return failed(fig, sub.name, err)
 			}
 			sub.allocs += mallocs() - a0
@@ -149,29 +191,47 @@ func figCheck(ctx context.Context, r *Runner) *Figure {
 		}
 	}
 	e := fig.Add("raw echo", "round trip", "µs", Micros(raw))
-	var perCall float64
+	clientAllocs := map[string]float64{}
 	for _, sub := range subjects {
 		w := fig.Add(sub.name, "Check round trip", "µs", Micros(sub.samples))
-		fig.AddRatio(sub.name+" / raw echo (median)", w, e, 1.5, 0)
+		goal := 0.0
+		if sub.name == "wren, sync client" {
+			goal = 1.5
+		}
+		fig.AddRatio(sub.name+" / raw echo (median)", w, e, goal, 0)
 		fig.AddRatio(sub.name+" / raw echo (p99)", Metric{Summary: Summary{N: 1, Median: w.P99}}, Metric{Summary: Summary{N: 1, Median: e.P99}}, 0, 0)
-		if sub.name == "wren" {
-			perCall = float64(sub.allocs) / float64(len(sub.samples))
-			fig.AddValue("wren", "client allocs/op", "allocs", perCall)
+		for _, cc := range checkClients {
+			if sub.name == "wren, "+cc.name {
+				clientAllocs[cc.name] = float64(sub.allocs) / float64(len(sub.samples))
+				fig.AddValue(cc.name, "client allocs/op", "allocs", clientAllocs[cc.name])
+			}
 		}
 	}
-	total, err := inProcessAllocs(ctx, r.S.WorkDir, 5000)
-	if err != nil {
-		fig.Skip("wren in-process", err)
-	} else {
-		fig.AddValue("wren", "server allocs/op (in-process)", "allocs", total-perCall)
+	for _, stock := range []bool{false, true} {
+		name := "wren"
+		if stock {
+			name = "wren (stock ttrpc server)"
+		}
+		cc := checkClients[0]
+		total, err := inProcessAllocs(ctx, r.S.WorkDir, 5000, stock, cc)
+		if err != nil {
+			fig.Skip(name+" in-process", err)
+			continue
+		}
+		fig.AddValue(name, "server allocs/op (in-process)", "allocs", total-clientAllocs[cc.name])
 	}
 	return fig
 }
 
-// inProcessAllocs serves the agent's Health service in this process and
-// returns the heap allocations per Check round trip, client and server.
-func inProcessAllocs(ctx context.Context, dir string, n int) (float64, error) {
+// inProcessAllocs serves the agent's Health service in this process (with
+// wren's server, or the stock ttrpc server when stock is set) and returns
+// the heap allocations per Check round trip, client and server.
+func inProcessAllocs(ctx context.Context, dir string, n int, stock bool, cc checkClient) (float64, error) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if stock {
+		os.Setenv(server.ImplementationEnv, "stock")
+		defer os.Unsetenv(server.ImplementationEnv)
+	}
 	srv, err := server.New(log)
 	if err != nil {
 		return 0, err
@@ -192,17 +252,17 @@ func inProcessAllocs(ctx context.Context, dir string, n int) (float64, error) {
 	wg.Add(1)
 	go func() { defer wg.Done(); srv.Serve(sctx, ln) }()
 	defer func() { stop(); wg.Wait() }()
-	c, err := client.Dial(ctx, addr)
+	h, closer, err := cc.dial(ctx, addr)
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	if _, err := checkLoop(ctx, c, 500, nil); err != nil {
+	defer closer.Close()
+	if _, err := checkLoop(ctx, h, 500, nil); err != nil {
 		return 0, err
 	}
 	samples := make([]time.Duration, 0, n)
 	a0 := mallocs()
-	if _, err := checkLoop(ctx, c, n, samples); err != nil {
+	if _, err := checkLoop(ctx, h, n, samples); err != nil {
 		return 0, err
 	}
 	return float64(mallocs()-a0) / float64(n), nil

@@ -68,7 +68,7 @@ func figChurn(ctx context.Context, r *Runner) *Figure {
 					return
 				case <-tick.C:
 				}
-				probes, probeErr = checkLoop(probeCtx, pc, 1, probes)
+				probes, probeErr = checkLoop(probeCtx, pc.Health, 1, probes)
 				if probeErr != nil && probeCtx.Err() == nil {
 					return
 				}

@@ -85,7 +85,7 @@ var checkBurst = &warmup{name: "Check burst", fn: func(ctx context.Context, r *R
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := checkLoop(ctx, c, calls, nil); err != nil {
+			if _, err := checkLoop(ctx, c.Health, calls, nil); err != nil {
 				errs <- err
 			}
 		}()

@@ -75,7 +75,7 @@ func (r *Runner) tuneOne(ctx context.Context, fig *Figure, name string, env []st
 	if err != nil {
 		return err
 	}
-	lat, err := checkLoop(ctx, c, min(r.S.CheckCalls, 5000), nil)
+	lat, err := checkLoop(ctx, c.Health, min(r.S.CheckCalls, 5000), nil)
 	if err != nil {
 		return err
 	}

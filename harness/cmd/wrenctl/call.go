@@ -85,7 +85,7 @@ func callCommand(g globals, name string, args []string, stdin io.Reader, stdout,
 
 	ctx, cancel := g.rpcContext()
 	defer cancel()
-	c, err := client.Dial(ctx, g.addr)
+	c, err := client.DialSync(ctx, g.addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
 		return exitError
