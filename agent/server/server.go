@@ -33,8 +33,10 @@ import (
 // before their connections are closed under them.
 const ShutdownGrace = 5 * time.Second
 
-// ImplementationEnv selects the serving code: "stock" for containerd/ttrpc's
-// server, anything else for the package's own.
+// ImplementationEnv selects the serving code, for same-binary comparisons:
+// "stock" for containerd/ttrpc's server, "spawn" for the package's own
+// without inline methods (every call on a goroutine of its own), anything
+// else for the package's own as it ships.
 const ImplementationEnv = "WREN_AGENT_TTRPC"
 
 // inlineMethods are answered on the connection's reader goroutine: they
@@ -47,8 +49,9 @@ var inlineMethods = []string{"/grpc.Health/Check", "/grpc.Health/Version"}
 type Server struct {
 	log *slog.Logger
 	reg *ttrpc.Server
-	// stock serves with containerd/ttrpc's server (ImplementationEnv).
-	stock bool
+	// stock serves with containerd/ttrpc's server and spawn runs every
+	// call on its own goroutine (ImplementationEnv).
+	stock, spawn bool
 
 	// active counts running calls; draining is set when shutdown begins,
 	// after which the call that brings active to zero signals drained.
@@ -63,7 +66,7 @@ type Server struct {
 // New makes a server; register services on TTRPC() before Serve.
 func New(log *slog.Logger) (*Server, error) {
 	s := &Server{
-		log: log, stock: os.Getenv(ImplementationEnv) == "stock",
+		log: log, stock: os.Getenv(ImplementationEnv) == "stock", spawn: os.Getenv(ImplementationEnv) == "spawn",
 		drained: make(chan struct{}, 1), conns: make(map[*conn]struct{}),
 	}
 	reg, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(s.intercept))
@@ -85,7 +88,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.stock {
 		return s.serveStock(ctx, ln)
 	}
-	methods, err := buildMethods(s.reg, inlineMethods)
+	inline := inlineMethods
+	if s.spawn {
+		inline = nil
+	}
+	methods, err := buildMethods(s.reg, inline)
 	if err != nil {
 		s.log.Warn("serving with the stock ttrpc server", "reason", err)
 		return s.serveStock(ctx, ln)

@@ -111,11 +111,12 @@ var checkClients = []checkClient{
 func figCheck(ctx context.Context, r *Runner) *Figure {
 	fig := &Figure{
 		ID: "4", Title: "Health.Check round trip over a unix socket",
-		Method: fmt.Sprintf("Each agent server (wren's own ttrpc server; the same binary with %s=stock, i.e. containerd/ttrpc's "+
-			"server; the baseline binary when given) is called by two clients, each on its own connection: harness/client.Sync, "+
+		Method: fmt.Sprintf("Each agent server (wren's own ttrpc server; the same binary with %[1]s=spawn, which runs Check on "+
+			"a goroutine of its own instead of inline on the connection's reader; the same binary with %[1]s=stock, i.e. "+
+			"containerd/ttrpc's server; the baseline binary when given) is called by two clients, each on its own connection: harness/client.Sync, "+
 			"which writes the request and reads the reply on the calling goroutine, and the stock containerd/ttrpc client, "+
 			"which hands each reply from a reader goroutine to the caller. A raw echo server process (a Go program bouncing "+
-			"%d-byte messages, about a Check request frame) is the floor. After 1000 warm-up calls each, %d calls each, "+
+			"%[2]d-byte messages, about a Check request frame) is the floor. After 1000 warm-up calls each, %[3]d calls each, "+
 			"interleaved in blocks of 500 so all see the same machine noise. The goal is judged on wren with the sync client "+
 			"(the agent's own share); the stock-client ratio stands beside it (what a Go shim sees). "+
 			"Client allocs/op: heap allocations in the benchmark process per call. Server allocs/op: the same agent "+
@@ -134,7 +135,11 @@ func figCheck(ctx context.Context, r *Runner) *Figure {
 		name string
 		bin  string
 		env  []string
-	}{{"wren", r.S.AgentBin, nil}, {"wren (stock ttrpc server)", r.S.AgentBin, []string{server.ImplementationEnv + "=stock"}}}
+	}{
+		{"wren", r.S.AgentBin, nil},
+		{"wren (Check not inline)", r.S.AgentBin, []string{server.ImplementationEnv + "=spawn"}},
+		{"wren (stock ttrpc server)", r.S.AgentBin, []string{server.ImplementationEnv + "=stock"}},
+	}
 	for _, v := range r.agents()[1:] {
 		servers = append(servers, struct {
 			name string
