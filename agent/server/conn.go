@@ -172,7 +172,12 @@ func (c *conn) request(id uint32, frame []byte, req *wire.Request) {
 		c.s.callDone()
 		return
 	}
-	payload := bytes.Clone(req.Payload) // the reader reuses frame
+	c.spawn(ctx, id, m, timeout, bytes.Clone(req.Payload)) // the reader reuses frame
+}
+
+// spawn runs a call on a goroutine of its own, which writes the reply.
+// (A function of its own so that the inline path's ctx does not escape.)
+func (c *conn) spawn(ctx context.Context, id uint32, m *method, timeout time.Duration, payload []byte) {
 	go func() {
 		defer c.s.callDone()
 		var cancel context.CancelFunc
