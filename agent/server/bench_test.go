@@ -25,13 +25,28 @@ func BenchmarkUnaryRoundTrip(b *testing.B) {
 			name := map[string]string{"": "wren", "spawn": "wren-spawn", "stock": "stock"}[mode] + "/" + svc
 			b.Run(name, func(b *testing.B) {
 				b.Setenv(ImplementationEnv, mode)
-				benchRoundTrip(b, svc)
+				benchRoundTrip(b, svc, nil)
 			})
 		}
 	}
 }
 
-func benchRoundTrip(b *testing.B, service string) {
+// BenchmarkLargeReply measures a 1 MiB reply (a ReadStdout with a 1 MiB
+// Len): the server copies the payload once, into the frame it writes.
+func BenchmarkLargeReply(b *testing.B) {
+	data := make([]byte, 1<<20)
+	for _, mode := range []string{"", "stock"} {
+		b.Run(map[string]string{"": "wren", "stock": "stock"}[mode], func(b *testing.B) {
+			b.Setenv(ImplementationEnv, mode)
+			b.SetBytes(int64(len(data)))
+			benchRoundTrip(b, "test.Svc", data)
+		})
+	}
+}
+
+// benchRoundTrip calls service/Check, which replies with an Int32, or
+// with reply as a BytesValue when it is not nil.
+func benchRoundTrip(b *testing.B, service string, reply []byte) {
 	s, err := New(slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
@@ -41,6 +56,9 @@ func benchRoundTrip(b *testing.B, service string) {
 			var req emptypb.Empty
 			if err := unmarshal(&req); err != nil {
 				return nil, err
+			}
+			if reply != nil {
+				return &wrapperspb.BytesValue{Value: reply}, nil
 			}
 			return wrapperspb.Int32(1), nil
 		},
@@ -62,20 +80,20 @@ func benchRoundTrip(b *testing.B, service string) {
 	body := wire.AppendRequest(nil, service, "Check", nil, 0, nil)
 	frame := make([]byte, wire.HeaderLen, wire.HeaderLen+len(body))
 	frame = append(frame, body...)
-	reply := make([]byte, 64)
+	replyBuf := make([]byte, len(reply)+64)
 	call := func(id uint32) {
 		wire.Header{Length: uint32(len(body)), StreamID: id, Type: wire.TypeRequest}.Put(frame)
 		if _, err := conn.Write(frame); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := io.ReadFull(conn, reply[:wire.HeaderLen]); err != nil {
+		if _, err := io.ReadFull(conn, replyBuf[:wire.HeaderLen]); err != nil {
 			b.Fatal(err)
 		}
-		h := wire.ParseHeader(reply)
-		if _, err := io.ReadFull(conn, reply[:h.Length]); err != nil {
+		h := wire.ParseHeader(replyBuf)
+		if _, err := io.ReadFull(conn, replyBuf[:h.Length]); err != nil {
 			b.Fatal(err)
 		}
-		st, _, err := wire.ParseResponse(reply[:h.Length])
+		st, _, err := wire.ParseResponse(replyBuf[:h.Length])
 		if err != nil || len(st) > 0 {
 			b.Fatalf("reply status %x, %v", st, err)
 		}
