@@ -108,10 +108,16 @@ func (c *Sync) call(ctx context.Context, service, method string, req, resp proto
 		c.conn.SetDeadline(deadline)
 		defer c.conn.SetDeadline(time.Time{})
 	}
-	if ctx.Done() != nil && !hasDeadline {
-		stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	if ctx.Done() != nil {
+		// Cancellation before the deadline (or without one) moves the
+		// deadline into the past.
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)); close(fired) })
 		defer func() {
 			if !stop() {
+				// It ran (or is running) even though the call may have
+				// finished first: undo it once it is done.
+				<-fired
 				c.conn.SetDeadline(time.Time{})
 			}
 		}()
