@@ -92,7 +92,7 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 		eof  bool
 	)
 	err := rc.Read(func(fd uintptr) bool {
-		buf, eof, rerr = readNonblocking(int(fd), n, capacity)
+		buf, eof, rerr = readNonblocking(ctx, int(fd), n, capacity)
 		// Wait for readability only while nothing was read.
 		return len(buf) > 0 || eof || rerr != nil
 	})
@@ -106,16 +106,17 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 // tells data from EAGAIN and EOF without a buffer of the caller's size.
 const probeRead = 512
 
-// readNonblocking reads what fd holds now, up to n bytes, without blocking.
-// The buffer is sized from FIONREAD, so a large n on a nearly empty (or
-// large) pipe or pty allocates only what is returned. It keeps reading
+// readNonblocking reads what fd holds now, up to n bytes, without blocking,
+// into a reply buffer for ctx (see replyBuffer). The read is sized from
+// FIONREAD, so a large n on a nearly empty (or large) pipe or pty takes
+// only the buffer it returns. It keeps reading
 // only until it has what FIONREAD promised (a pty may return it in pieces)
 // and does not chase a writer that refills the pipe meanwhile: on this
 // path that bought bigger replies but cost more CPU per byte than it
 // saved in round trips (docs/perf/stdout.md). It reports eof when no
 // writer is left and nothing is buffered; an EAGAIN with nothing read
 // returns an empty buffer and eof false.
-func readNonblocking(fd int, n, capacity int) (_ []byte, eof bool, _ error) {
+func readNonblocking(ctx context.Context, fd int, n, capacity int) (_ []byte, eof bool, _ error) {
 	size := n
 	// TIOCINQ is FIONREAD: the bytes a read would return now.
 	if avail, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil && avail > 0 {
@@ -125,7 +126,7 @@ func readNonblocking(fd int, n, capacity int) (_ []byte, eof bool, _ error) {
 	} else if capacity > 0 {
 		size = min(size, capacity) // one read never returns more than the pipe holds
 	}
-	buf := make([]byte, size)
+	buf := replyBuffer(ctx, size)
 	got := 0
 	for got < size {
 		m, err := unix.Read(fd, buf[got:])

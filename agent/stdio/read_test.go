@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/agent/replyhook"
 )
 
 // A read with a large Len returns everything the pipe holds in one reply,
@@ -232,4 +234,50 @@ func openPty(t *testing.T) (master, slave *os.File) {
 		t.Fatal(err)
 	}
 	return m, sl
+}
+
+// With a server that reports written replies (replyhook), reply buffers
+// are recycled, but never while a reply still points into one: each
+// reply's bytes stay as read until its hook ran.
+func TestPooledRepliesStayIntactUntilWritten(t *testing.T) {
+	s, err := NewPipes(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer s.CloseChildEnds()
+	_, w, _ := s.ChildStdio()
+	const size = 32 << 10 // pooled (at least minPooled)
+	type reply struct {
+		data    []byte
+		want    byte
+		written func()
+	}
+	var pending []reply
+	for i := range 6 {
+		want := byte('a' + i)
+		if _, err := w.Write(bytes.Repeat([]byte{want}, size)); err != nil {
+			t.Fatal(err)
+		}
+		ctx, written := replyhook.With(context.Background())
+		data, err := s.Read(ctx, Stdout, MaxRead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, reply{data, want, written})
+		// Release every other reply as soon as it is "written", so that
+		// later reads do take buffers from the pool.
+		if i%2 == 1 {
+			written()
+			pending = pending[:len(pending)-1]
+		}
+		for _, p := range pending {
+			if len(p.data) != size || bytes.Count(p.data, []byte{p.want}) != size {
+				t.Fatalf("after read %d, an unwritten reply of %q no longer holds its bytes", i, p.want)
+			}
+		}
+	}
+	for _, p := range pending {
+		p.written()
+	}
 }
