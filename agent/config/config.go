@@ -21,13 +21,16 @@ const (
 	DefaultHotplugTimeout = 3 * time.Second
 	DefaultCgroupParent   = "wren"
 	// DefaultContainerPipeSize differs from Kata's (0, the kernel's
-	// 64 KiB): every ReadStdout returns at most what the pipe holds, and
-	// the per-call cost (a ttrpc round trip, about ten context switches
-	// on a guest) dominates, so 64 KiB pipes cost about 30% more agent
-	// CPU per MiB of output than 256 KiB ones; 1 MiB pipes bought no more
-	// (docs/perf/stdout.md). The kernel allocates pipe pages only as
-	// output waits in them. agent.container_pipe_size=0 restores the
-	// kernel default.
+	// 64 KiB): a ReadStdout returns at most what the pipe holds, and the
+	// per-call cost (a ttrpc round trip, about ten context switches in
+	// the agent on a guest) dominates, so with 64 KiB pipes the agent
+	// spent about 30% more CPU per MiB of output than with 256 KiB ones.
+	// 1 MiB pipes saved about 25% more agent CPU but no throughput (the
+	// reading client costs as much per MiB), for four times the kernel
+	// memory per pipe: its slot array alone is 16 KiB of slab, against 4
+	// for 256 KiB and 1 for 64 KiB (docs/perf/stdout.md). Pipe pages are
+	// allocated only as output waits in them. agent.container_pipe_size=0
+	// restores the kernel default.
 	DefaultContainerPipeSize = 256 << 10
 )
 

@@ -56,7 +56,8 @@ func figStdout(ctx context.Context, r *Runner) *Figure {
 			"pipe or socket) and then the agents' streams are read in turn, %d MiB from each, round-robin with a rotating "+
 			"start, so that every agent sees the same machine load (the raw streams, which take milliseconds, are read "+
 			"whole in the first round); rate per segment (median and spread); overall rate and the CPU time per MiB of the "+
-			"agent and of the reading client in the notes. Pipe sizes are each agent's default unless the subject names "+
+			"agent and of the reading client in the notes. The agents run with WREN_AGENT_IDLE_RELEASE=off (between "+
+			"segments an agent idles, and a release would make its next segment re-fault its heap). Pipe sizes are each agent's default unless the subject names "+
 			"one (the kernel's 64 KiB until the agent got its own default, 256 KiB).",
 			total>>20, total>>20, segment>>20),
 		Goal:   "≥ 0.5× raw with 1 MiB reads",
@@ -186,10 +187,16 @@ func readSegment(ctx context.Context, s *stdoutSource, n, total int64) {
 	}
 }
 
+// stdoutAgentEnv turns the agents' idle memory release off: between its
+// segments each agent idles while the others are read, and a release
+// there makes its next segment fault its heap back in, which a continuous
+// stream never does.
+var stdoutAgentEnv = []string{"WREN_AGENT_IDLE_RELEASE=off"}
+
 // wrenStdoutSource starts an agent, a sandbox and the dd container, and
 // reads its stdout with ReadStdout calls of readLen.
 func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string, total int64, readLen int) (_ *stdoutSource, err error) {
-	agent, err := StartAgent(ctx, bin, r.S.WorkDir, nil, args...)
+	agent, err := StartAgent(ctx, bin, r.S.WorkDir, stdoutAgentEnv, args...)
 	if err != nil {
 		return nil, err
 	}
