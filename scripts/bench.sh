@@ -3,7 +3,7 @@
 # socket) in one run and writes docs/benchmarks.md and docs/benchmarks.json.
 #
 #   BENCH_QUICK=10 scripts/bench.sh    # every count divided by 10
-#   BENCH_ONLY=4,5 scripts/bench.sh    # some figures only
+#   BENCH_ONLY=4,5 scripts/bench.sh    # some figures only (add vsock, vm for those sections)
 #   BENCH_OUT=/tmp/b scripts/bench.sh  # write elsewhere than docs/
 #   BENCH_BASELINE=old/wren-agent scripts/bench.sh  # before/after rows
 #
@@ -60,8 +60,14 @@ else
 	bin/wren-bench run "$@"
 fi
 
-# Sections measured by other parts of the project append themselves.
+# Sections measured by other parts of the project append themselves. With
+# BENCH_ONLY they run only when named: BENCH_ONLY=4,vsock,vm.
 for extra in scripts/bench-vsock.sh scripts/bench-vm.sh; do
+	name=$(basename "$extra" .sh | sed 's/^bench-//')
+	case ",${BENCH_ONLY:-$name}," in
+	*",$name,"*) ;;
+	*) continue ;;
+	esac
 	if [ -x "$extra" ]; then
 		echo "bench: $extra"
 		"$extra" "$OUT/benchmarks.md" "$OUT/benchmarks.json" || echo "bench: $extra failed (exit $?)" >&2

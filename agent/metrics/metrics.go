@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -170,7 +172,44 @@ func (c *Collector) agentProcess() []*family {
 	})
 	fams = append(fams, status)
 	fams = append(fams, keyValueFamily(c.read("self/io"), ":", "kata_agent_io_stat", "Agent process /proc/self/io", 1))
+	fams = append(fams, goMemory())
 	return fams
+}
+
+// goMemoryClasses lists the runtime/metrics names under /memory/classes/
+// that do not overlap (the leaves of the tree): together they are all the
+// memory the Go runtime has mapped, which is how RssAnon splits into heap,
+// stacks and runtime metadata (docs/perf/footprint.md). Not in Kata's set.
+// Built at the first scrape, not at init, so that an agent nobody scrapes
+// does not carry it.
+var goMemoryClasses = sync.OnceValue(func() []string {
+	var out []string
+	for _, d := range metrics.All() {
+		name, ok := strings.CutPrefix(d.Name, "/memory/classes/")
+		if !ok || d.Kind != metrics.KindUint64 || name == "total:bytes" {
+			continue
+		}
+		out = append(out, d.Name)
+	}
+	return out
+})
+
+func goMemory() *family {
+	fam := &family{name: "kata_agent_go_memory_bytes", help: "Agent Go runtime memory by class (runtime/metrics /memory/classes)", typ: "gauge"}
+	names := goMemoryClasses()
+	samples := make([]metrics.Sample, len(names))
+	for i, n := range names {
+		samples[i].Name = n
+	}
+	metrics.Read(samples)
+	for _, s := range samples {
+		if s.Value.Kind() != metrics.KindUint64 {
+			continue
+		}
+		class := strings.TrimSuffix(strings.TrimPrefix(s.Name, "/memory/classes/"), ":bytes")
+		fam.add(float64(s.Value.Uint64()), "class", class)
+	}
+	return fam
 }
 
 func (c *Collector) guest() []*family {

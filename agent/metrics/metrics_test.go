@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,7 +91,14 @@ func TestGatherFromThisProcess(t *testing.T) {
 func TestGatherSurvivesMissingProc(t *testing.T) {
 	c := New(t.TempDir())
 	got := parse(t, c.Gather())
-	if len(got) != 1 || got["kata_agent_scrape_count"] != 1 {
+	// Only what does not come from /proc is left: the scrape count and
+	// the Go runtime's own memory classes.
+	for series := range got {
+		if series != "kata_agent_scrape_count" && !strings.HasPrefix(series, "kata_agent_go_memory_bytes{") {
+			t.Errorf("with no /proc: unexpected series %s", series)
+		}
+	}
+	if got["kata_agent_scrape_count"] != 1 {
 		t.Fatalf("with no /proc: %v", got)
 	}
 }
@@ -103,4 +111,39 @@ func TestLabelEscaping(t *testing.T) {
 	if !strings.Contains(b.String(), `x{interface="we\"ird\\na\nme"} 1`) {
 		t.Fatalf("escaping: %q", b.String())
 	}
+}
+
+func TestGoMemoryClasses(t *testing.T) {
+	c := New("")
+	// Collect first, so that no garbage in "before" can be collected
+	// between the two scrapes and hide the growth.
+	runtime.GC()
+	before := parse(t, c.Gather())
+	for _, class := range []string{"heap/objects", "heap/stacks", "metadata/other", "os-stacks"} {
+		if _, ok := before[`kata_agent_go_memory_bytes{class="`+class+`"}`]; !ok {
+			t.Fatalf("no Go memory class %q in the scrape", class)
+		}
+	}
+	// 8 MiB held across the second scrape must show in heap/objects.
+	held := make([][]byte, 8)
+	for i := range held {
+		held[i] = make([]byte, 1<<20)
+	}
+	after := parse(t, c.Gather())
+	grew := after[`kata_agent_go_memory_bytes{class="heap/objects"}`] - before[`kata_agent_go_memory_bytes{class="heap/objects"}`]
+	if grew < 8<<20 {
+		t.Fatalf("heap/objects grew by %.0f bytes while 8 MiB were held", grew)
+	}
+	var total float64
+	for series, v := range after {
+		if strings.HasPrefix(series, "kata_agent_go_memory_bytes{") {
+			total += v
+		}
+	}
+	// The classes are the leaves of runtime/metrics' tree: their sum is all
+	// the memory the runtime has mapped, which includes the held 8 MiB.
+	if total < 8<<20 {
+		t.Fatalf("Go memory classes sum to %.0f bytes", total)
+	}
+	runtime.KeepAlive(held)
 }

@@ -47,6 +47,8 @@ type watchedItem struct {
 	mu      sync.Mutex
 	source  string
 	target  string
+	shared  string // the source must stay below it
+	copies  string // ... and outside the watcher's tmpfs
 	last    map[string]fileSig
 	bound   bool     // over the limits: source is bind-mounted at target
 	created []string // target parents created in the tmpfs
@@ -67,10 +69,40 @@ func (m *Manager) mountWatchable(ctx context.Context, owner string, v *Volume) (
 	if v.Source == "" {
 		return nil, status.Error(codes.InvalidArgument, "watchable-bind storage without a source")
 	}
-	if err := m.watch.add(v.Source, v.MountPoint); err != nil {
+	if err := m.watch.add(SharedDir(m.stateRoot), v.Source, v.MountPoint); err != nil {
 		return nil, err
 	}
 	return &mountState{watched: true}, nil
+}
+
+// confineSource checks that source, with its symlinks resolved, lies below
+// the shared directory the host fills and outside the tmpfs of copies. The
+// host names the source; without this a request could have any guest file
+// (the agent's own state, /etc) copied into a container's view.
+func confineSource(shared, copies, source string) error {
+	if !filepath.IsAbs(source) {
+		return status.Errorf(codes.InvalidArgument, "watchable-bind source %q is not an absolute path", source)
+	}
+	resolved, err := filepath.EvalSymlinks(source)
+	if errors.Is(err, fs.ErrNotExist) {
+		return status.Errorf(codes.NotFound, "watchable-bind source %s does not exist", source)
+	}
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "watchable-bind source %s: %v", source, err)
+	}
+	resolvedRoot := func(dir string) string {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return r
+		}
+		return filepath.Clean(dir)
+	}
+	if !within(resolvedRoot(shared), resolved) {
+		return status.Errorf(codes.InvalidArgument, "watchable-bind source %s (%s) is not below the shared directory %s", source, resolved, shared)
+	}
+	if c := resolvedRoot(copies); resolved == c || within(c, resolved) {
+		return status.Errorf(codes.InvalidArgument, "watchable-bind source %s is inside the watcher's own copies", source)
+	}
+	return nil
 }
 
 func within(dir, path string) bool {
@@ -78,9 +110,12 @@ func within(dir, path string) bool {
 	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-func (w *bindWatcher) add(source, target string) error {
+func (w *bindWatcher) add(shared, source, target string) error {
 	if !within(w.dir, target) {
 		return status.Errorf(codes.InvalidArgument, "watchable-bind mount point %s is not below %s", target, w.dir)
+	}
+	if err := confineSource(shared, w.dir, source); err != nil {
+		return err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -90,7 +125,7 @@ func (w *bindWatcher) add(source, target string) error {
 	if err := w.ensureTmpfs(); err != nil {
 		return err
 	}
-	it := &watchedItem{source: source, target: target}
+	it := &watchedItem{source: source, target: target, shared: shared, copies: w.dir}
 	if err := it.refresh(); err != nil {
 		_ = it.undo()
 		w.dropTmpfsIfIdle()
@@ -228,6 +263,11 @@ func (it *watchedItem) undo() error {
 func (it *watchedItem) refresh() error {
 	if it.bound {
 		return nil
+	}
+	// Again on every refresh: the host can swap the source for a symlink
+	// after the mount was accepted. The last good copy stays.
+	if err := confineSource(it.shared, it.copies, it.source); err != nil {
+		return err
 	}
 	cur, err := scanSource(it.source)
 	if err != nil {

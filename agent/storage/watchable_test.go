@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
@@ -18,7 +21,7 @@ func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
 	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
 	before := mountTable(t)
 
-	src := filepath.Join(root, "configmap")
+	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-config")
 	os.MkdirAll(filepath.Join(src, "..2026_data"), 0o755)
 	os.WriteFile(filepath.Join(src, "..2026_data/key"), []byte("v1"), 0o644)
 	os.Symlink("..2026_data", filepath.Join(src, "..data"))
@@ -76,7 +79,65 @@ func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertMountsUnchanged(t, before)
-	if _, err := os.Stat(filepath.Join(root, "run")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(watchDir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("watchable dirs left: %v", err)
 	}
+}
+
+func TestWatchableBindSourceConfinedToSharedDir(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
+	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	before := mountTable(t)
+	shared := SharedDir(m.StateRoot())
+	watchDir := filepath.Join(shared, "watchable")
+	secret := filepath.Join(root, "guest-secret")
+	os.MkdirAll(secret, 0o700)
+	os.WriteFile(filepath.Join(secret, "key"), []byte("guest only"), 0o600)
+	os.MkdirAll(shared, 0o755)
+	os.Symlink(secret, filepath.Join(shared, "link-out"))
+
+	cases := []struct {
+		name, source string
+		code         codes.Code
+	}{
+		{"outside", secret, codes.InvalidArgument},
+		{"dot-dot out of the shared dir", filepath.Join(shared, "..", "..", "..", "guest-secret"), codes.InvalidArgument},
+		{"symlink in the shared dir pointing out", filepath.Join(shared, "link-out"), codes.InvalidArgument},
+		{"relative", "c1-config", codes.InvalidArgument},
+		{"missing", filepath.Join(shared, "nothing"), codes.NotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: c.source, MountPoint: filepath.Join(watchDir, "c1-x")}})
+			if got := status.Code(err); got != c.code {
+				t.Fatalf("code %v (%v), want %v", got, err, c.code)
+			}
+			assertMountsUnchanged(t, before)
+			if _, err := os.Stat(watchDir); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("watchable dir left: %v", err)
+			}
+		})
+	}
+
+	// Accepted, then swapped for a symlink to a guest path: the refresh
+	// refuses it and the container keeps the last good copy.
+	src := filepath.Join(shared, "c1-config")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "key"), []byte("v1"), 0o644)
+	mp := filepath.Join(watchDir, "c1-config")
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: src, MountPoint: mp}}); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(src)
+	os.Symlink(secret, src)
+	m.watch.refreshAll()
+	if b, err := os.ReadFile(filepath.Join(mp, "key")); err != nil || string(b) != "v1" {
+		t.Fatalf("after the swap the copy reads %q, %v; want the last good copy v1", b, err)
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
 }

@@ -7,10 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/internal/testbundle"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -20,6 +23,9 @@ type AgentProc struct {
 	Dir    string
 	Cmd    *exec.Cmd
 	exited chan struct{}
+	// cgroupParent is removed when the agent stops ("" when the agent
+	// binary predates the flag and uses its default).
+	cgroupParent string
 }
 
 // StartAgent runs the agent binary with env added to the benchmark's
@@ -36,7 +42,14 @@ func StartAgent(ctx context.Context, bin, dir string, env []string, args ...stri
 		return nil, err
 	}
 	defer logf.Close()
-	a.Cmd = exec.Command(bin, append([]string{"--server-addr", a.Addr, "--state-root", filepath.Join(d, "state"), "--log-level", "warn"}, args...)...)
+	base := []string{"--server-addr", a.Addr, "--state-root", filepath.Join(d, "state"), "--log-level", "warn"}
+	if knowsCgroupParent(bin) {
+		// Its own cgroup parent, so two benchmark runs (or a test run) on
+		// one machine never share container cgroups.
+		a.cgroupParent = "wren-bench-" + filepath.Base(d)
+		base = append(base, "--cgroup-parent", a.cgroupParent)
+	}
+	a.Cmd = exec.Command(bin, append(base, args...)...)
 	a.Cmd.Stderr = logf
 	a.Cmd.Env = append(append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL="), env...)
 	if err := a.Cmd.Start(); err != nil {
@@ -67,6 +80,21 @@ func StartAgent(ctx context.Context, bin, dir string, env []string, args ...stri
 	}
 }
 
+var cgroupParentFlag sync.Map // agent binary path -> bool
+
+// knowsCgroupParent reports whether the agent binary has the
+// --cgroup-parent flag; older binaries measured as a baseline may not.
+func knowsCgroupParent(bin string) bool {
+	if v, ok := cgroupParentFlag.Load(bin); ok {
+		return v.(bool)
+	}
+	// The usage line lists every flag; the exit status of --help varies.
+	out, _ := exec.Command(bin, "--help").CombinedOutput()
+	known := strings.Contains(string(out), "--cgroup-parent")
+	cgroupParentFlag.Store(bin, known)
+	return known
+}
+
 // PID is the agent's process id.
 func (a *AgentProc) PID() int { return a.Cmd.Process.Pid }
 
@@ -78,8 +106,12 @@ func (a *AgentProc) Dial(ctx context.Context) (*client.Client, error) {
 // Sample reads the agent's /proc figures.
 func (a *AgentProc) Sample() (ProcSample, error) { return ReadProc(a.PID()) }
 
-// Stop ends the agent with SIGTERM (SIGKILL after 10 s).
+// Stop ends the agent with SIGTERM (SIGKILL after 10 s) and removes its
+// cgroup parent.
 func (a *AgentProc) Stop() error {
+	if a.cgroupParent != "" {
+		defer testbundle.RemoveCgroupParent(a.cgroupParent)
+	}
 	select {
 	case <-a.exited:
 		return nil

@@ -3,15 +3,13 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// busybox is where Debian's busybox-static installs the binary.
-const busybox = "/bin/busybox"
+	"github.com/wren-vm/wren/internal/testbundle"
+)
 
 // Bundle is a busybox root filesystem with OCI bundles around it: the same
 // rootfs and the same spec serve Wren and the peers.
@@ -22,7 +20,7 @@ type Bundle struct {
 
 // NewBundle lays out a busybox rootfs under dir.
 func NewBundle(dir string) (*Bundle, error) {
-	if _, err := os.Stat(busybox); err != nil {
+	if _, err := os.Stat(testbundle.Busybox); err != nil {
 		return nil, fmt.Errorf("busybox-static is needed for the container figures: %w", err)
 	}
 	d, err := os.MkdirTemp(dir, "bundle-")
@@ -30,21 +28,8 @@ func NewBundle(dir string) (*Bundle, error) {
 		return nil, err
 	}
 	b := &Bundle{Dir: d, Rootfs: filepath.Join(d, "rootfs")}
-	for _, sub := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root"} {
-		if err := os.MkdirAll(filepath.Join(b.Rootfs, sub), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	if err := copyFile(busybox, filepath.Join(b.Rootfs, "bin", "busybox")); err != nil {
-		return nil, err
-	}
-	for _, applet := range []string{"sh", "true", "sleep", "cat", "dd", "head", "yes"} {
-		if err := os.Symlink("busybox", filepath.Join(b.Rootfs, "bin", applet)); err != nil {
-			return nil, err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(b.Rootfs, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644); err != nil {
-		return nil, err
+	if err := testbundle.BusyboxRootfs(b.Rootfs); err != nil {
+		return nil, fmt.Errorf("bundle rootfs: %w", err)
 	}
 	return b, nil
 }
@@ -107,23 +92,6 @@ func (b *Bundle) WriteBundle(name string, spec *specs.Spec) (string, error) {
 		return "", err
 	}
 	return dir, os.WriteFile(filepath.Join(dir, "config.json"), js, 0o644)
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // sharedBundle makes the run's bundle on first use.

@@ -4,6 +4,7 @@
 package testbundle
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -30,17 +31,27 @@ func Rootfs(t testing.TB, dir string) string {
 	if _, err := os.Stat(Busybox); err != nil {
 		t.Skipf("busybox-static not installed: %v", err)
 	}
+	if err := BusyboxRootfs(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// BusyboxRootfs lays out a busybox root filesystem in dir (created if
+// needed): the binary, its applets as symlinks, and the few /etc files
+// programs look for.
+func BusyboxRootfs(dir string) error {
 	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	if err := copyFile(Busybox, filepath.Join(dir, "bin", "busybox")); err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("copy busybox: %w", err)
 	}
 	for _, applet := range applets {
 		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil && !os.IsExist(err) {
-			t.Fatal(err)
+			return err
 		}
 	}
 	files := map[string]string{
@@ -51,10 +62,10 @@ func Rootfs(t testing.TB, dir string) string {
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	return dir
+	return nil
 }
 
 func copyFile(src, dst string) error {

@@ -22,6 +22,10 @@ import (
 	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
+
+	// First of the agent's packages to initialize: it sets the one-P
+	// default before the heavy package initializers run (see its doc).
+	_ "github.com/wren-vm/wren/agent/cmd/wren-agent/internal/oneproc"
 )
 
 func main() {
