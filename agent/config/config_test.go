@@ -46,6 +46,9 @@ func TestCmdline(t *testing.T) {
 		{name: "hotplug seconds", cmdline: "agent.hotplug_timeout=10", check: func(c Config) bool { return c.HotplugTimeout == 10*time.Second }},
 		{name: "hotplug duration", cmdline: "agent.hotplug_timeout=1500ms", check: func(c Config) bool { return c.HotplugTimeout == 1500*time.Millisecond }},
 		{name: "pipe size", cmdline: "agent.container_pipe_size=1048576", check: func(c Config) bool { return c.ContainerPipeSize == 1<<20 }},
+		{name: "pipe size default", cmdline: "quiet", check: func(c Config) bool { return c.ContainerPipeSize == DefaultContainerPipeSize }},
+		// Kata's 0 means the kernel's default, and must still mean it.
+		{name: "pipe size kernel default", cmdline: "agent.container_pipe_size=0", check: func(c Config) bool { return c.ContainerPipeSize == 0 }},
 		{name: "devmode", cmdline: "agent.devmode", check: func(c Config) bool { return c.DevMode }},
 		{name: "cgroup v2 systemd", cmdline: "systemd.unified_cgroup_hierarchy=1", check: func(c Config) bool { return c.UnifiedCgroupHierarchy }},
 		{name: "cgroup v2 no_v1", cmdline: "cgroup_no_v1=all", check: func(c Config) bool { return c.UnifiedCgroupHierarchy }},

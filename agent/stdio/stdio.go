@@ -14,9 +14,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,12 +26,6 @@ import (
 // DrainWindow bounds how long a read waits for more output once the process
 // has exited but some other process still holds the write end open.
 const DrainWindow = 500 * time.Millisecond
-
-// MaxRead caps one read so a reply fits in a ttrpc message (4 MiB).
-const MaxRead = 1 << 20
-
-// defaultRead is used when a caller asks for 0 bytes.
-const defaultRead = 32 << 10
 
 // ErrNoTerminal is returned by Resize for a process without a terminal.
 var ErrNoTerminal = errors.New("process has no terminal")
@@ -62,9 +57,19 @@ type Streams struct {
 	outMu, errMu   sync.Mutex // one reader per stream at a time
 	stdout, stderr *os.File   // pipe read ends; stdout is the pty master with a tty
 	master         *os.File   // the pty master, nil without a tty
+	// outCap and errCap are the pipes' capacities (0 for a pty), read
+	// once: a read never needs a bigger buffer than its pipe holds.
+	outCap, errCap int
+	// outRC and errRC are the read ends' raw conns, made once.
+	outRC, errRC syscall.RawConn
+	// closed is set before Close closes the agent's ends, so that a read
+	// cut short by the close reports EOF rather than an error.
+	closed atomic.Bool
 
-	exitOnce sync.Once
-	exited   chan struct{}
+	// exited is done once the process has exited (MarkExited); reads
+	// then drain with a deadline instead of waiting forever.
+	exited     context.Context
+	markExited context.CancelFunc
 
 	closeOnce sync.Once
 }
@@ -72,7 +77,7 @@ type Streams struct {
 // NewPipes creates stdin, stdout and stderr pipes. pipeSize > 0 is applied
 // with F_SETPIPE_SZ to each pipe.
 func NewPipes(pipeSize int) (_ *Streams, err error) {
-	s := &Streams{exited: make(chan struct{})}
+	s := newStreams(false)
 	defer func() {
 		if err != nil {
 			s.CloseChildEnds()
@@ -88,6 +93,13 @@ func NewPipes(pipeSize int) (_ *Streams, err error) {
 	}
 	if s.stderr, s.childErr, err = newPipe(pipeSize, false); err != nil {
 		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	s.outCap, s.errCap = pipeCapacity(s.stdout), pipeCapacity(s.stderr)
+	if s.outRC, err = s.stdout.SyscallConn(); err != nil {
+		return nil, err
+	}
+	if s.errRC, err = s.stderr.SyscallConn(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -134,12 +146,16 @@ func NewTerminal() (*Streams, error) {
 		unix.Close(fds[1])
 		return nil, fmt.Errorf("console socket timeout: %w", err)
 	}
-	return &Streams{
-		tty:           true,
-		consoleParent: os.NewFile(uintptr(fds[0]), "console-parent"),
-		consoleChild:  os.NewFile(uintptr(fds[1]), "console-child"),
-		exited:        make(chan struct{}),
-	}, nil
+	s := newStreams(true)
+	s.consoleParent = os.NewFile(uintptr(fds[0]), "console-parent")
+	s.consoleChild = os.NewFile(uintptr(fds[1]), "console-child")
+	return s, nil
+}
+
+func newStreams(tty bool) *Streams {
+	s := &Streams{tty: tty}
+	s.exited, s.markExited = context.WithCancel(context.Background())
+	return s
 }
 
 // Terminal reports whether the process has a pty.
@@ -186,7 +202,12 @@ func (s *Streams) ReceiveConsole() error {
 		return fmt.Errorf("console nonblock: %w", err)
 	}
 	f := os.NewFile(uintptr(master), "pty-master")
-	s.master, s.stdout = f, f
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("console raw conn: %w", err)
+	}
+	s.master, s.stdout, s.outRC = f, f, rc
 	s.inMu.Lock()
 	s.stdin = f
 	s.inMu.Unlock()
@@ -239,81 +260,7 @@ func recvFd(sock *os.File) (int, error) {
 
 // MarkExited tells the streams that the process has exited: reads switch to
 // draining what is left.
-func (s *Streams) MarkExited() {
-	s.exitOnce.Do(func() { close(s.exited) })
-}
-
-// Read reads up to n bytes of the stream. It blocks until data is available;
-// io.EOF means the stream is finished (or Close was called).
-func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error) {
-	f, mu := s.stdout, &s.outMu
-	if which == Stderr {
-		f, mu = s.stderr, &s.errMu
-	}
-	if f == nil {
-		// A terminal merges stderr into stdout.
-		return nil, io.EOF
-	}
-	switch {
-	case n <= 0:
-		n = defaultRead
-	case n > MaxRead:
-		n = MaxRead
-	}
-	mu.Lock()
-	defer mu.Unlock()
-
-	if c := pipeCapacity(f); c > 0 && n > c {
-		n = c
-	}
-	buf := make([]byte, n)
-	for {
-		got, err := s.readOnce(ctx, f, buf)
-		if got > 0 {
-			return buf[:got], nil
-		}
-		switch {
-		case err == nil:
-			continue
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if ctxErr := ctx.Err(); ctxErr != nil {
-				return nil, ctxErr
-			}
-			return nil, io.EOF // drain window passed without data
-		case errors.Is(err, io.EOF), errors.Is(err, os.ErrClosed), errors.Is(err, unix.EIO):
-			// EIO: a pty master whose slave side is gone.
-			return nil, io.EOF
-		default:
-			return nil, err
-		}
-	}
-}
-
-// readOnce does one read that ends early when ctx is done and is bounded by
-// the drain window once the process has exited. Every RPC has its own ctx,
-// cancelled when the RPC returns: the deadline setters are disarmed under a
-// lock before readOnce returns, so a late one can never cut a later read
-// short.
-func (s *Streams) readOnce(ctx context.Context, f *os.File, buf []byte) (int, error) {
-	if err := f.SetReadDeadline(time.Time{}); err != nil {
-		return 0, err
-	}
-	g := &deadlineGuard{set: f.SetReadDeadline}
-	stopCtx := context.AfterFunc(ctx, func() { g.setDeadline(time.Now()) })
-	exitWatch := make(chan struct{})
-	go func() {
-		select {
-		case <-s.exited:
-			g.setDeadline(time.Now().Add(DrainWindow))
-		case <-exitWatch:
-		}
-	}()
-	n, err := f.Read(buf)
-	g.disarm()
-	stopCtx()
-	close(exitWatch)
-	return n, err
-}
+func (s *Streams) MarkExited() { s.markExited() }
 
 // deadlineGuard lets asynchronous watchers set a deadline only while the
 // operation they watch is still running.
@@ -408,6 +355,7 @@ func (s *Streams) Resize(rows, cols uint16) error {
 // Close releases every agent-side descriptor. Blocked reads return EOF.
 func (s *Streams) Close() {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		s.inMu.Lock()
 		if s.stdin != nil && s.stdin != s.master {
 			s.stdin.Close()

@@ -2,186 +2,329 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
-// stdoutBudget bounds each stream of figure 7 so that `make bench` stays
-// within 15 minutes when the agent is slow; the figure notes a cut short.
-const stdoutBudget = 40 * time.Second
+// stdoutBudget bounds all streams of figure 7 together so that `make bench`
+// stays within 15 minutes when the agent is slow; the figure notes a cut
+// short.
+const stdoutBudget = 4 * time.Minute
 
-// throughput records the rate of each segment of a stream.
-type throughput struct {
-	segment  int64
-	inSeg    int64
-	total    int64
-	segStart time.Time
-	start    time.Time
-	rates    []float64 // MB/s per segment
+// stdoutSource is one stream of figure 7, set up and waiting: the writer
+// blocks on a full pipe or socket until the stream is read.
+type stdoutSource struct {
+	subject string
+	// read reads about n bytes and returns how many it read; 0 with a
+	// nil error is EOF.
+	read  func(ctx context.Context, n int64) (int64, error)
+	close func() error
+	// cpu reports the serving process's CPU time so far (nil for raw).
+	cpu func() (time.Duration, bool)
+	// whole makes the first round read the whole stream: a raw
+	// socket moves a segment in a few milliseconds, so segments read in
+	// turn with the slow agents would measure mostly how fast the idle
+	// writer wakes up.
+	whole bool
+
+	total     int64
+	elapsed   time.Duration
+	cpuUsed   time.Duration
+	clientCPU time.Duration
+	rates     []float64 // MB/s per segment
+	err       error
 }
-
-func newThroughput(total int64) *throughput {
-	now := time.Now()
-	return &throughput{segment: max(total/16, 4<<20), start: now, segStart: now}
-}
-
-func (t *throughput) add(n int) {
-	t.total += int64(n)
-	t.inSeg += int64(n)
-	if t.inSeg >= t.segment {
-		now := time.Now()
-		t.rates = append(t.rates, float64(t.inSeg)/now.Sub(t.segStart).Seconds()/1e6)
-		t.inSeg, t.segStart = 0, now
-	}
-}
-
-func (t *throughput) overall() float64 { return float64(t.total) / time.Since(t.start).Seconds() / 1e6 }
 
 func figStdout(ctx context.Context, r *Runner) *Figure {
-	total := r.S.StdoutBytes
+	total := r.S.StdoutBytes >> 20 << 20
+	segment := max(total/16, 4<<20)
 	fig := &Figure{
 		ID: "7", Title: "Container stdout throughput",
 		Method: fmt.Sprintf("A container runs busybox `dd if=/dev/zero bs=1M count=%d` (%d MiB to its stdout pipe); the "+
-			"benchmark reads it with ReadStdout calls of a fixed Len (Kata's shim uses 32 KiB) until EOF, on one connection. "+
-			"Raw peer: a separate process writes the same bytes in 1 MiB writes to a unix socket and the benchmark reads "+
-			"them with the same buffer size. Rate per %d MiB segment (median and spread across segments); "+
-			"the overall rate is in the notes. The agent's container pipes use the kernel default size (64 KiB) unless noted.",
-			total>>20, total>>20, max(total/16, 4<<20)>>20),
+			"benchmark reads it with ReadStdout calls of a fixed Len (Kata's shim uses 32 KiB) until EOF, one connection "+
+			"per agent. Raw peer: a separate process writes the same bytes in 1 MiB writes to a unix socket and the "+
+			"benchmark reads them with the same buffer size. All streams are set up first (each writer blocks on its full "+
+			"pipe or socket) and then the agents' streams are read in turn, %d MiB from each, round-robin with a rotating "+
+			"start, so that every agent sees the same machine load (the raw streams, which take milliseconds, are read "+
+			"whole in the first round); rate per segment (median and spread); overall rate and the CPU time per MiB of the "+
+			"agent and of the reading client in the notes. The agents run with WREN_AGENT_IDLE_RELEASE=off (between "+
+			"segments an agent idles, and a release would make its next segment re-fault its heap). Pipe sizes are each agent's default unless the subject names "+
+			"one (the kernel's 64 KiB until the agent got its own default, 256 KiB).",
+			total>>20, total>>20, segment>>20),
 		Goal:   "≥ 0.5× raw with 1 MiB reads",
 		Anchor: "RPC-wrapped stdio over vsock 50–100 MB/s (CubeSandbox#728, no method); spike.md: 64 KiB ttrpc Put 145–201 MB/s here",
 	}
-	run := func(bin, subject string, readLen int, args []string) (Metric, error) {
-		var m Metric
-		err := r.withAgentPod(ctx, bin, nil, args, func(_ *AgentProc, p *pod) error {
-			id := p.id("dd")
-			spec := p.bundle.Spec("/bin/dd", "if=/dev/zero", "bs=1M", fmt.Sprintf("count=%d", total>>20))
-			if err := p.start(ctx, id, spec); err != nil {
-				return err
-			}
-			tp := newThroughput(total)
-			req := &agentpb.ReadStreamRequest{ContainerId: id, ExecId: id, Len: uint32(readLen)}
-			want := total >> 20 << 20
-			budget := r.budget(stdoutBudget, 6*time.Minute, 10*time.Second)
-			deadline := time.Now().Add(budget)
-			for tp.total < want && time.Now().Before(deadline) {
-				cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-				resp, err := p.c.Agent.ReadStdout(cctx, req)
-				cancel()
-				if err != nil {
-					p.stop(ctx, id)
-					return fmt.Errorf("ReadStdout: %w", err)
-				}
-				if len(resp.Data) == 0 {
-					p.stop(ctx, id)
-					return fmt.Errorf("ReadStdout reported EOF after %d of %d bytes while dd was still writing (stream truncated)", tp.total, want)
-				}
-				tp.add(len(resp.Data))
-			}
-			overall := tp.overall()
-			if tp.total < want {
-				fig.Note("%s: stopped after %d MiB: its %s budget ran out", subject, tp.total>>20, budget.Round(time.Second))
-				if err := p.stop(ctx, id); err != nil {
-					return err
-				}
-			} else {
-				if _, err := p.wait(ctx, id, id); err != nil {
-					return err
-				}
-				if err := p.remove(ctx, id); err != nil {
-					return err
+	var sources []*stdoutSource
+	defer func() {
+		for _, s := range sources {
+			if s.close != nil {
+				if err := s.close(); err != nil {
+					fig.Note("%s: teardown: %v", s.subject, err)
 				}
 			}
-			m = fig.Add(subject, "throughput", "MB/s", tp.rates)
-			fig.Metrics[len(fig.Metrics)-1].HigherIsBetter = true
-			fig.Note("%s: %.1f MB/s overall", subject, overall)
-			return nil
-		})
-		return m, err
-	}
-	raw := func(subject string, readLen int) (Metric, error) {
-		h, err := StartHelper(r.S.WorkDir, CopyHelperArgs(total>>20<<20, 1<<20)...)
-		if err != nil {
-			return Metric{}, err
 		}
-		defer h.Stop()
-		conn, err := net.Dial("unix", h.Path)
-		if err != nil {
-			return Metric{}, err
-		}
-		defer conn.Close()
-		buf := make([]byte, readLen)
-		tp := newThroughput(total)
-		for {
-			n, err := conn.Read(buf)
-			tp.add(n)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return Metric{}, err
-			}
-		}
-		overall := tp.overall()
-		m := fig.Add(subject, "throughput", "MB/s", tp.rates)
-		fig.Metrics[len(fig.Metrics)-1].HigherIsBetter = true
-		fig.Note("%s: %.1f MB/s overall", subject, overall)
-		return m, nil
-	}
-	type result struct {
-		m   Metric
-		err error
-	}
-	results := map[string]result{}
-	type variant struct {
-		subject string
-		readLen int
-		raw     bool
-		bin     string
-		args    []string
-	}
-	variants := []variant{
-		{"raw socket, 32 KiB reads", 32 << 10, true, "", nil},
-		{"raw socket, 1 MiB reads", 1 << 20, true, "", nil},
-	}
-	for _, a := range r.agents() {
-		variants = append(variants,
-			variant{a.subject + ", 32 KiB reads", 32 << 10, false, a.bin, nil},
-			variant{a.subject + ", 1 MiB reads", 1 << 20, false, a.bin, nil})
-	}
-	variants = append(variants, variant{"wren, 1 MiB reads, 1 MiB pipes", 1 << 20, false, r.S.AgentBin, pipeConfig(r, 1<<20)})
-	for _, v := range variants {
-		var res result
-		if v.raw {
-			res.m, res.err = raw(v.subject, v.readLen)
-		} else {
-			res.m, res.err = run(v.bin, v.subject, v.readLen, v.args)
-		}
-		if res.err != nil {
-			fig.Skip(v.subject, res.err)
-		}
-		results[v.subject] = res
+	}()
+	add := func(subject string, setup func() (*stdoutSource, error)) {
 		if ctx.Err() != nil {
+			return
+		}
+		s, err := setup()
+		if err != nil {
+			fig.Skip(subject, err)
+			return
+		}
+		s.subject = subject
+		sources = append(sources, s)
+	}
+	add("raw socket, 32 KiB reads", func() (*stdoutSource, error) { return rawStdoutSource(r, total, 32<<10) })
+	add("raw socket, 1 MiB reads", func() (*stdoutSource, error) { return rawStdoutSource(r, total, 1<<20) })
+	for _, a := range r.agents() {
+		add(a.subject+", 32 KiB reads", func() (*stdoutSource, error) { return wrenStdoutSource(ctx, r, a.bin, nil, total, 32<<10) })
+		add(a.subject+", 1 MiB reads", func() (*stdoutSource, error) { return wrenStdoutSource(ctx, r, a.bin, nil, total, 1<<20) })
+	}
+	// The kernel's (and Kata's) default pipe size, and a larger one, to
+	// show what the agent's default buys.
+	add("wren, 1 MiB reads, 64 KiB pipes", func() (*stdoutSource, error) {
+		return wrenStdoutSource(ctx, r, r.S.AgentBin, pipeConfig(r, 64<<10), total, 1<<20)
+	})
+	add("wren, 1 MiB reads, 1 MiB pipes", func() (*stdoutSource, error) {
+		return wrenStdoutSource(ctx, r, r.S.AgentBin, pipeConfig(r, 1<<20), total, 1<<20)
+	})
+
+	budget := r.budget(stdoutBudget, 5*time.Minute, 20*time.Second)
+	deadline := time.Now().Add(budget)
+	for round := 0; ctx.Err() == nil && time.Now().Before(deadline); round++ {
+		active := 0
+		for i := range sources {
+			s := sources[(round+i)%len(sources)]
+			if s.err != nil || s.total >= total {
+				continue
+			}
+			active++
+			for {
+				readSegment(ctx, s, min(segment, total-s.total), total)
+				if !s.whole || s.err != nil || s.total >= total {
+					break
+				}
+			}
+		}
+		if active == 0 {
 			break
 		}
 	}
+	results := map[string]Metric{}
+	for _, s := range sources {
+		if s.err != nil {
+			fig.Skip(s.subject, s.err)
+			continue
+		}
+		if s.total < total {
+			fig.Note("%s: stopped after %d MiB: the figure's %s budget ran out", s.subject, s.total>>20, budget.Round(time.Second))
+		}
+		m := fig.Add(s.subject, "throughput", "MB/s", s.rates)
+		fig.Metrics[len(fig.Metrics)-1].HigherIsBetter = true
+		results[s.subject] = m
+		note := fmt.Sprintf("%s: %.1f MB/s overall", s.subject, float64(s.total)/s.elapsed.Seconds()/1e6)
+		perMiB := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 / (float64(s.total) / (1 << 20)) }
+		if s.cpu != nil && s.total > 0 {
+			note += fmt.Sprintf("; CPU per MiB: agent %.2f ms, client (this benchmark, ttrpc) %.2f ms", perMiB(s.cpuUsed), perMiB(s.clientCPU))
+		}
+		fig.Note("%s", note)
+	}
 	ratio := func(name, num, den string, goal float64) {
-		n, d := results[num], results[den]
-		if n.err == nil && d.err == nil {
-			fig.AddRatio(name, n.m, d.m, 0, goal)
+		n, okN := results[num]
+		d, okD := results[den]
+		if okN && okD {
+			fig.AddRatio(name, n, d, 0, goal)
 		}
 	}
 	ratio("wren / raw, 1 MiB reads", "wren, 1 MiB reads", "raw socket, 1 MiB reads", 0.5)
 	ratio("wren / raw, 32 KiB reads", "wren, 32 KiB reads", "raw socket, 32 KiB reads", 0)
+	ratio("wren 64 KiB pipes / raw, 1 MiB reads", "wren, 1 MiB reads, 64 KiB pipes", "raw socket, 1 MiB reads", 0)
 	ratio("wren 1 MiB pipes / raw, 1 MiB reads", "wren, 1 MiB reads, 1 MiB pipes", "raw socket, 1 MiB reads", 0)
 	ratio("wren / wren (before), 1 MiB reads", "wren, 1 MiB reads", "wren (before), 1 MiB reads", 0)
 	ratio("wren / wren (before), 32 KiB reads", "wren, 32 KiB reads", "wren (before), 32 KiB reads", 0)
 	return fig
+}
+
+// readSegment reads n bytes of s and records their rate and CPU time.
+func readSegment(ctx context.Context, s *stdoutSource, n, total int64) {
+	var cpu0 time.Duration
+	if s.cpu != nil {
+		cpu0, _ = s.cpu()
+	}
+	self0, _ := processCPU(os.Getpid())
+	start := time.Now()
+	got, err := s.read(ctx, n)
+	took := time.Since(start)
+	if s.cpu != nil {
+		if cpu1, ok := s.cpu(); ok {
+			s.cpuUsed += cpu1 - cpu0
+		}
+	}
+	if self1, ok := processCPU(os.Getpid()); ok {
+		s.clientCPU += self1 - self0
+	}
+	s.total += got
+	s.elapsed += took
+	if got > 0 {
+		s.rates = append(s.rates, float64(got)/took.Seconds()/1e6)
+	}
+	switch {
+	case err != nil:
+		s.err = err
+	case got == 0:
+		s.err = fmt.Errorf("EOF after %d of %d bytes while the writer was still writing (stream truncated)", s.total, total)
+	}
+}
+
+// stdoutAgentEnv turns the agents' idle memory release off: between its
+// segments each agent idles while the others are read, and a release
+// there makes its next segment fault its heap back in, which a continuous
+// stream never does.
+var stdoutAgentEnv = []string{"WREN_AGENT_IDLE_RELEASE=off"}
+
+// wrenStdoutSource starts an agent, a sandbox and the dd container, and
+// reads its stdout with ReadStdout calls of readLen.
+func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string, total int64, readLen int) (_ *stdoutSource, err error) {
+	agent, err := StartAgent(ctx, bin, r.S.WorkDir, stdoutAgentEnv, args...)
+	if err != nil {
+		return nil, err
+	}
+	var cleanup []func() error
+	closeAll := func() error {
+		var errs []error
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			errs = append(errs, cleanup[i]())
+		}
+		return errors.Join(errs...)
+	}
+	cleanup = append(cleanup, agent.Stop)
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	c, err := agent.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, c.Close)
+	p, err := newPod(ctx, r, c)
+	if err != nil {
+		return nil, err
+	}
+	// Several agents run at once, and container cgroups are host-wide:
+	// the ids must differ between agents.
+	id := fmt.Sprintf("dd-%d", agent.PID())
+	spec := p.bundle.Spec("/bin/dd", "if=/dev/zero", "bs=1M", fmt.Sprintf("count=%d", total>>20))
+	if err := p.start(ctx, id, spec); err != nil {
+		return nil, err
+	}
+	var read int64
+	cleanup = append(cleanup, func() error {
+		if read < total {
+			return p.stop(ctx, id)
+		}
+		if _, err := p.wait(ctx, id, id); err != nil {
+			return err
+		}
+		return p.remove(ctx, id)
+	})
+	req := &agentpb.ReadStreamRequest{ContainerId: id, ExecId: id, Len: uint32(readLen)}
+	pid := agent.PID()
+	return &stdoutSource{
+		read: func(ctx context.Context, n int64) (int64, error) {
+			var got int64
+			for got < n {
+				cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+				resp, err := p.c.Agent.ReadStdout(cctx, req)
+				cancel()
+				if err != nil {
+					return got, fmt.Errorf("ReadStdout: %w", err)
+				}
+				if len(resp.Data) == 0 {
+					break
+				}
+				got += int64(len(resp.Data))
+			}
+			read += got
+			return got, nil
+		},
+		close: closeAll,
+		cpu:   func() (time.Duration, bool) { return processCPU(pid) },
+	}, nil
+}
+
+// rawStdoutSource starts the copy helper and reads its socket with a
+// buffer of readLen.
+func rawStdoutSource(r *Runner, total int64, readLen int) (*stdoutSource, error) {
+	h, err := StartHelper(r.S.WorkDir, CopyHelperArgs(total, 1<<20)...)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.Dial("unix", h.Path)
+	if err != nil {
+		h.Stop()
+		return nil, err
+	}
+	buf := make([]byte, readLen)
+	return &stdoutSource{
+		read: func(_ context.Context, n int64) (int64, error) {
+			var got int64
+			for got < n {
+				m, err := conn.Read(buf)
+				got += int64(m)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return got, err
+				}
+			}
+			return got, nil
+		},
+		close: func() error {
+			conn.Close()
+			h.Stop()
+			return nil
+		},
+		whole: true,
+	}, nil
+}
+
+// processCPU is the user+system CPU time of pid (all its threads).
+func processCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the command name, which may hold spaces: state is
+	// field 3, utime 14, stime 15.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	const userHZ = 100 // /proc reports clock ticks of USER_HZ, 100 on Linux
+	return time.Duration(utime+stime) * time.Second / userHZ, true
 }
 
 // pipeConfig writes an agent config file that sets container_pipe_size

@@ -1,0 +1,149 @@
+package stdio
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxRead caps one read so a reply fits in a ttrpc message (4 MiB).
+const MaxRead = 1 << 20
+
+// defaultRead is used when a caller asks for 0 bytes.
+const defaultRead = 32 << 10
+
+// Read returns up to n bytes of the stream. It blocks until some output is
+// available, then keeps reading while more is immediately available, up to
+// n bytes: a host that asks for 1 MiB gets what the pipe holds (and what
+// the writer adds meanwhile) in one reply instead of one read(2) per RPC,
+// and it never waits for more once it has some. io.EOF means the stream is
+// finished (or Close was called).
+func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error) {
+	f, rc, capacity, mu := s.stdout, s.outRC, s.outCap, &s.outMu
+	if which == Stderr {
+		f, rc, capacity, mu = s.stderr, s.errRC, s.errCap, &s.errMu
+	}
+	if f == nil {
+		// A terminal merges stderr into stdout.
+		return nil, io.EOF
+	}
+	switch {
+	case n <= 0:
+		n = defaultRead
+	case n > MaxRead:
+		n = MaxRead
+	}
+	mu.Lock()
+	defer mu.Unlock()
+
+	b, err := s.readAvailable(ctx, f, rc, n, capacity)
+	if len(b) > 0 {
+		// An error after some bytes is seen again by the next read.
+		return b, nil
+	}
+	switch {
+	case err == nil:
+		return nil, io.EOF
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, io.EOF // drain window passed without data
+	case s.closed.Load(), errors.Is(err, os.ErrClosed), errors.Is(err, unix.EIO):
+		// EIO: a pty master whose slave side is gone.
+		return nil, io.EOF
+	default:
+		return nil, err
+	}
+}
+
+// readAvailable waits (bounded by ctx, and by the drain window once the
+// process has exited) until f is readable, then reads what is available up
+// to n bytes. The reply buffer is sized from FIONREAD, so a large n on a
+// nearly empty (or large) pipe does not allocate n bytes. Empty data with
+// a nil error is EOF.
+//
+// Every RPC has its own ctx, cancelled when the RPC returns: the deadline
+// setters are disarmed under a lock before readAvailable returns, so a
+// late one can never cut a later read short.
+func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int) ([]byte, error) {
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	g := &deadlineGuard{set: f.SetReadDeadline}
+	if s.exited.Err() != nil {
+		g.setDeadline(time.Now().Add(DrainWindow))
+	} else {
+		stopExit := context.AfterFunc(s.exited, func() { g.setDeadline(time.Now().Add(DrainWindow)) })
+		defer stopExit()
+	}
+	stopCtx := context.AfterFunc(ctx, func() { g.setDeadline(time.Now()) })
+	defer stopCtx()
+	defer g.disarm()
+
+	var (
+		buf  []byte
+		rerr error
+		eof  bool
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		buf, eof, rerr = readNonblocking(ctx, int(fd), n, capacity)
+		// Wait for readability only while nothing was read.
+		return len(buf) > 0 || eof || rerr != nil
+	})
+	if err == nil {
+		err = rerr
+	}
+	return buf, err
+}
+
+// probeRead is how much a read of a stream that looks empty asks for: it
+// tells data from EAGAIN and EOF without a buffer of the caller's size.
+const probeRead = 512
+
+// readNonblocking reads what fd holds now, up to n bytes, without blocking,
+// into a reply buffer for ctx (see replyBuffer). The read is sized from
+// FIONREAD, so a large n on a nearly empty (or large) pipe or pty takes
+// only the buffer it returns. It keeps reading
+// only until it has what FIONREAD promised (a pty may return it in pieces)
+// and does not chase a writer that refills the pipe meanwhile: on this
+// path that bought bigger replies but cost more CPU per byte than it
+// saved in round trips (docs/perf/stdout.md). It reports eof when no
+// writer is left and nothing is buffered; an EAGAIN with nothing read
+// returns an empty buffer and eof false.
+func readNonblocking(ctx context.Context, fd int, n, capacity int) (_ []byte, eof bool, _ error) {
+	size := n
+	// TIOCINQ is FIONREAD: the bytes a read would return now.
+	if avail, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil && avail > 0 {
+		size = min(size, avail)
+	} else if err == nil {
+		size = min(size, probeRead)
+	} else if capacity > 0 {
+		size = min(size, capacity) // one read never returns more than the pipe holds
+	}
+	buf := replyBuffer(ctx, size)
+	got := 0
+	for got < size {
+		m, err := unix.Read(fd, buf[got:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return buf[:got], false, nil
+		case err != nil:
+			if got > 0 {
+				return buf[:got], false, nil // reported by the next read
+			}
+			return nil, false, err
+		case m == 0:
+			return buf[:got], got == 0, nil
+		}
+		got += m
+	}
+	return buf, false, nil
+}
