@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wren-vm/wren/agent/replyhook"
 	"github.com/wren-vm/wren/agent/server/wire"
 )
 
@@ -24,15 +25,23 @@ const (
 	// readBufSize buffers each connection's reads: a typical request
 	// (header and envelope) arrives in one read.
 	readBufSize = 4 << 10
-	// maxKeptBuf bounds the frame buffers a connection keeps or the pool
-	// holds between calls; larger ones (ReadStdout, WriteStdin chunks)
-	// are allocated per call and dropped, so a burst of big messages
-	// does not pin memory.
+	// maxKeptBuf bounds the frame buffers a connection keeps between
+	// calls and the small-frame pool holds.
 	maxKeptBuf = 64 << 10
+	// maxPooledBuf bounds the large reply frames (ReadStdout's, up to the
+	// 4 MiB message limit) kept in a pool of their own: a stream of big
+	// reads then reuses its frames instead of allocating one per call,
+	// which cost a GC cycle per MiB or so. sync.Pool drops what is unused
+	// over two GC cycles, so a past burst does not pin them for long.
+	maxPooledBuf = wire.HeaderLen + wire.MaxData + 64
 )
 
-// frames pools response frame buffers of up to maxKeptBuf bytes.
-var frames = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+var (
+	// frames pools response frame buffers of up to maxKeptBuf bytes.
+	frames = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+	// bigFrames pools larger ones, up to maxPooledBuf.
+	bigFrames sync.Pool
+)
 
 // conn serves one client connection.
 type conn struct {
@@ -188,9 +197,13 @@ func (c *conn) spawn(ctx context.Context, id uint32, m *method, timeout time.Dur
 			// does, so nothing a handler started on ctx outlives it.
 			ctx, cancel = context.WithCancel(ctx)
 		}
+		// Handlers may hand out pooled buffers (ReadStdout's data) that
+		// are free again only once the reply is on the wire.
+		ctx, replied := replyhook.With(ctx)
 		resp, err := c.s.invoke(ctx, m, func(obj any) error { return unmarshalPayload(payload, obj) })
 		cancel()
 		c.reply(id, resp, err)
+		replied()
 	}()
 }
 
@@ -283,6 +296,9 @@ func (c *conn) write(b []byte) {
 
 func frameBuf(n int) *[]byte {
 	if n > maxKeptBuf {
+		if bp, ok := bigFrames.Get().(*[]byte); ok && cap(*bp) >= n {
+			return bp
+		}
 		b := make([]byte, 0, n)
 		return &b
 	}
@@ -294,9 +310,12 @@ func frameBuf(n int) *[]byte {
 }
 
 func putFrameBuf(bp *[]byte) {
-	if cap(*bp) <= maxKeptBuf {
-		*bp = (*bp)[:0]
+	*bp = (*bp)[:0]
+	switch c := cap(*bp); {
+	case c <= maxKeptBuf:
 		frames.Put(bp)
+	case c <= maxPooledBuf:
+		bigFrames.Put(bp)
 	}
 }
 
