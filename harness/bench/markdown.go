@@ -34,6 +34,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		"Ratios divide medians measured in this same run. The machine is shared and noisy (2 vCPUs): read the medians, " +
 		"and expect up to about 2× between runs (spike.md saw the same).\n\n")
 
+	b.WriteString("What each change bought, measured before and after in one run, and what was tried and dropped: " +
+		"[perf/footprint.md](perf/footprint.md) (figures 1, T), [perf/rpc.md](perf/rpc.md) (4, 8), " +
+		"[perf/init.md](perf/init.md) (5, 6, 8), [perf/stdout.md](perf/stdout.md) (7).\n\n")
 	b.WriteString("## Summary\n\n| # | figure | result | goal | met |\n|---|---|---|---|---|\n")
 	for _, f := range r.Figures {
 		res, met := f.headline()
