@@ -11,22 +11,21 @@
 // and waits for them itself, and libcontainer waits for its nsexec stage
 // processes. A blind wait4(-1) would steal those children (their Wait
 // would fail with ECHILD). So the loop reaps a child only when it is a
-// zombie (state Z in /proc) and either registered, or unregistered for
+// zombie (seen with waitid WNOWAIT) and either registered, or unregistered for
 // longer than OrphanGrace — time for its own parent code to wait for it.
 // Hold keeps the loop off entirely while fn runs.
 package reaper
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -146,19 +145,31 @@ func (r *Reaper) loop() {
 
 // reap collects the zombie children that are registered or past their
 // grace, and returns when to look again for the ones still in grace (0:
-// no need). Signals coalesce, so it looks at every zombie each time.
+// no need). Signals coalesce, so it collects every zombie it can each time.
+//
+// It asks the kernel for zombies with waitid(WNOWAIT), which costs the same
+// however many processes run: an earlier version scanned every /proc/<pid>/
+// stat on each SIGCHLD, which made each exec cost O(processes on the
+// machine) and held Start off meanwhile.
 func (r *Reaper) reap() time.Duration {
 	r.gate.Lock()
 	defer r.gate.Unlock()
 	now := time.Now()
-	var next time.Duration
-	zombies := zombieChildren()
 	for pid := range r.seen {
-		if !zombies[pid] {
+		if peekZombie(pid) != pid {
 			delete(r.seen, pid) // its own parent code reaped it
 		}
 	}
-	for pid := range zombies {
+	var next time.Duration
+	blocked := false
+	for last := 0; ; {
+		// waitid reports one zombie at a time, the same one until it
+		// is reaped.
+		pid := peekZombie(-1)
+		if pid <= 0 || pid == last {
+			break
+		}
+		last = pid
 		r.mu.Lock()
 		e, registered := r.watched[pid]
 		r.mu.Unlock()
@@ -169,59 +180,81 @@ func (r *Reaper) reap() time.Duration {
 				first = now
 			}
 			if wait := OrphanGrace - now.Sub(first); wait > 0 {
-				if next == 0 || wait < next {
-					next = wait
-				}
-				continue
+				next = wait
+				blocked = true
+				break
 			}
 		}
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
-		if err != nil || got != pid || (!ws.Exited() && !ws.Signaled()) {
-			continue // someone else reaped it meanwhile
-		}
-		delete(r.seen, pid)
-		code := exitCode(ws)
-		if !registered {
-			r.log.Debug("reaped unregistered child", "pid", pid, "status", code)
-			continue
-		}
+		r.collect(pid, e)
+	}
+	if blocked {
+		// The zombie in its grace hides any behind it from waitid(P_ALL):
+		// ask for each registered process by pid instead. Unregistered ones
+		// behind it get their turn once it is gone.
 		r.mu.Lock()
-		delete(r.watched, pid)
+		pids := make([]int, 0, len(r.watched))
+		for pid := range r.watched {
+			pids = append(pids, pid)
+		}
 		r.mu.Unlock()
-		e.code = code
-		close(e.done)
+		for _, pid := range pids {
+			if peekZombie(pid) == pid {
+				r.mu.Lock()
+				e := r.watched[pid]
+				r.mu.Unlock()
+				r.collect(pid, e)
+			}
+		}
 	}
 	return next
 }
 
-// zombieChildren lists this process's children that have exited and wait
-// to be reaped.
-func zombieChildren() map[int]bool {
-	self := strconv.Itoa(os.Getpid())
-	out := map[int]bool{}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may contain anything but ends
-		// at the last ')'.
-		line := string(b)
-		i := strings.LastIndexByte(line, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(line[i+1:])
-		if len(f) < 2 || f[0] != "Z" || f[1] != self {
-			continue
-		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-			out[pid] = true
-		}
+// collect reaps pid, a zombie child, and completes its Exit (e, nil when
+// the child is not registered).
+func (r *Reaper) collect(pid int, e *Exit) {
+	var ws unix.WaitStatus
+	got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
+	if err != nil || got != pid || (!ws.Exited() && !ws.Signaled()) {
+		return // someone else reaped it meanwhile
 	}
-	return out
+	delete(r.seen, pid)
+	code := exitCode(ws)
+	if e == nil {
+		r.log.Debug("reaped unregistered child", "pid", pid, "status", code)
+		return
+	}
+	r.mu.Lock()
+	delete(r.watched, pid)
+	r.mu.Unlock()
+	e.code = code
+	close(e.done)
+}
+
+// peekZombie returns the pid of a child that has exited and waits to be
+// reaped, without reaping it: pid -1 asks about any child, pid > 0 about
+// that one. It returns 0 when there is none (or the pid is not a child).
+func peekZombie(pid int) int {
+	idType, id := unix.P_PID, pid
+	if pid < 0 {
+		idType, id = unix.P_ALL, 0
+	}
+	var si unix.Siginfo
+	if err := unix.Waitid(idType, id, &si, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT|unix.WALL, nil); err != nil {
+		return 0
+	}
+	return siginfoPid(&si)
+}
+
+// siginfoPid reads si_pid, which x/sys/unix does not expose: it follows
+// si_signo, si_errno and si_code, padded to the union's alignment. With
+// WNOHANG and no zombie the kernel leaves it 0.
+func siginfoPid(si *unix.Siginfo) int {
+	b := (*[unsafe.Sizeof(unix.Siginfo{})]byte)(unsafe.Pointer(si))
+	off := 12
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		off = 16
+	}
+	return int(int32(binary.NativeEndian.Uint32(b[off:])))
 }
 
 func exitCode(ws unix.WaitStatus) int {

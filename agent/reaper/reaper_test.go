@@ -184,3 +184,61 @@ func TestUnregisteredCommandsKeepTheirWait(t *testing.T) {
 		}
 	}
 }
+
+// An unregistered zombie in its grace is the one waitid(P_ALL) keeps
+// reporting; registered children that exit meanwhile must still be reaped
+// (by pid) well before that grace ends, and the unregistered one must stay
+// for its own Wait.
+func TestRegisteredExitsBehindUnregisteredZombie(t *testing.T) {
+	idle := exec.Command("/bin/true")
+	if err := idle.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Let it become a zombie that nobody waits for yet.
+	for deadline := time.Now().Add(10 * time.Second); peekZombie(idle.Process.Pid) != idle.Process.Pid; {
+		if time.Now().After(deadline) {
+			t.Fatal("child did not exit")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 0; i < 5; i++ {
+		e := startCmd(t, "/bin/sh", "-c", "exit 7")
+		ctx, cancel := context.WithTimeout(context.Background(), OrphanGrace/2)
+		code, err := e.Wait(ctx)
+		cancel()
+		if err != nil || code != 7 {
+			t.Fatalf("registered child %d: code %d, %v; want 7 before the unregistered zombie's grace ends", i, code, err)
+		}
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatalf("unregistered child's own Wait: %v", err)
+	}
+}
+
+// peekZombie reports a zombie without reaping it.
+func TestPeekZombieDoesNotReap(t *testing.T) {
+	err := shared.Hold(func() error {
+		cmd := exec.Command("/bin/sh", "-c", "exit 3")
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		pid := cmd.Process.Pid
+		for deadline := time.Now().Add(10 * time.Second); peekZombie(pid) != pid; {
+			if time.Now().After(deadline) {
+				t.Error("child did not show as a zombie")
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := peekZombie(pid); got != pid {
+			t.Errorf("second peek: %d, want %d", got, pid)
+		}
+		return cmd.Wait()
+	})
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Fatalf("%v, want exit status 3", err)
+	}
+	if got := peekZombie(os.Getpid()); got != 0 {
+		t.Fatalf("peek at a non-child: %d, want 0", got)
+	}
+}
