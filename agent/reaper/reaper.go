@@ -23,6 +23,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -148,9 +151,10 @@ func (r *Reaper) loop() {
 // no need). Signals coalesce, so it collects every zombie it can each time.
 //
 // It asks the kernel for zombies with waitid(WNOWAIT), which costs the same
-// however many processes run: an earlier version scanned every /proc/<pid>/
-// stat on each SIGCHLD, which made each exec cost O(processes on the
-// machine) and held Start off meanwhile.
+// however many processes run. Scanning /proc instead (what zombieChildren
+// does) reads one file per process on the machine, and an earlier version
+// did that on every SIGCHLD: each container start and exec then cost
+// O(processes), with Start held off meanwhile.
 func (r *Reaper) reap() time.Duration {
 	r.gate.Lock()
 	defer r.gate.Unlock()
@@ -161,7 +165,11 @@ func (r *Reaper) reap() time.Duration {
 		}
 	}
 	var next time.Duration
-	blocked := false
+	later := func(d time.Duration) {
+		if next == 0 || d < next {
+			next = d
+		}
+	}
 	for last := 0; ; {
 		// waitid reports one zombie at a time, the same one until it
 		// is reaped.
@@ -170,43 +178,75 @@ func (r *Reaper) reap() time.Duration {
 			break
 		}
 		last = pid
-		r.mu.Lock()
-		e, registered := r.watched[pid]
-		r.mu.Unlock()
-		if !registered {
-			first, ok := r.seen[pid]
-			if !ok {
-				r.seen[pid] = now
-				first = now
-			}
-			if wait := OrphanGrace - now.Sub(first); wait > 0 {
-				next = wait
-				blocked = true
-				break
-			}
+		wait := r.consider(pid, now)
+		if wait == 0 {
+			continue
 		}
-		r.collect(pid, e)
-	}
-	if blocked {
-		// The zombie in its grace hides any behind it from waitid(P_ALL):
-		// ask for each registered process by pid instead. Unregistered ones
-		// behind it get their turn once it is gone.
-		r.mu.Lock()
-		pids := make([]int, 0, len(r.watched))
-		for pid := range r.watched {
-			pids = append(pids, pid)
-		}
-		r.mu.Unlock()
-		for _, pid := range pids {
-			if peekZombie(pid) == pid {
-				r.mu.Lock()
-				e := r.watched[pid]
-				r.mu.Unlock()
-				r.collect(pid, e)
+		// An unregistered zombie in its grace (an os/exec child whose
+		// Wait is due) hides every zombie behind it from waitid(P_ALL).
+		// This is rare, and only here does the loop pay for a scan of
+		// /proc, so that registered exits are not delayed and every
+		// orphan's grace starts when it exits.
+		later(wait)
+		for z := range zombieChildren() {
+			if z != pid {
+				if wait := r.consider(z, now); wait > 0 {
+					later(wait)
+				}
 			}
 		}
+		break
 	}
 	return next
+}
+
+// consider reaps the zombie child pid if it is registered or past its
+// grace; otherwise it returns how much of the grace is left.
+func (r *Reaper) consider(pid int, now time.Time) time.Duration {
+	r.mu.Lock()
+	e, registered := r.watched[pid]
+	r.mu.Unlock()
+	if !registered {
+		first, ok := r.seen[pid]
+		if !ok {
+			r.seen[pid] = now
+			first = now
+		}
+		if wait := OrphanGrace - now.Sub(first); wait > 0 {
+			return wait
+		}
+	}
+	r.collect(pid, e)
+	return 0
+}
+
+// zombieChildren lists this process's children that have exited and wait
+// to be reaped, from /proc/<pid>/stat of every process.
+func zombieChildren() map[int]bool {
+	self := strconv.Itoa(os.Getpid())
+	out := map[int]bool{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may contain anything but ends
+		// at the last ')'.
+		line := string(b)
+		i := strings.LastIndexByte(line, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(line[i+1:])
+		if len(f) < 2 || f[0] != "Z" || f[1] != self {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			out[pid] = true
+		}
+	}
+	return out
 }
 
 // collect reaps pid, a zombie child, and completes its Exit (e, nil when

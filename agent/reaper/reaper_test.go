@@ -242,3 +242,38 @@ func TestPeekZombieDoesNotReap(t *testing.T) {
 		t.Fatalf("peek at a non-child: %d, want 0", got)
 	}
 }
+
+// Orphans that exit while an unregistered zombie is in its grace are hidden
+// from waitid(P_ALL) behind it; their grace must still start when they exit
+// (not one after another), so all of them are gone within two graces.
+func TestOrphansBehindUnregisteredZombie(t *testing.T) {
+	blocker := exec.Command("/bin/true")
+	if err := blocker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); peekZombie(blocker.Process.Pid) != blocker.Process.Pid; {
+		if time.Now().After(deadline) {
+			t.Fatal("child did not exit")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	e := startCmd(t, "/bin/sh", "-c", "/bin/sleep 0.1 & /bin/sleep 0.1 & /bin/sleep 0.1 & exit 0")
+	if got := waitCode(t, e); got != 0 {
+		t.Fatalf("code %d", got)
+	}
+	time.Sleep(OrphanGrace/2 - time.Since(start))
+	if err := blocker.Wait(); err != nil {
+		t.Fatalf("unregistered child's own Wait: %v", err)
+	}
+	for {
+		kids := children(t)
+		if len(kids) == 0 {
+			return
+		}
+		if time.Since(start) > 2*OrphanGrace {
+			t.Fatalf("orphans still not reaped after %v: %v", time.Since(start).Round(time.Millisecond), kids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
