@@ -46,6 +46,9 @@ type Exit struct {
 	pid  int
 	done chan struct{}
 	code int
+	// collect, when set, reaps the process through its starter's own
+	// handle (see StartWithHandle).
+	collect func() (unix.WaitStatus, bool)
 }
 
 // Pid is the process id the Exit belongs to.
@@ -253,9 +256,15 @@ func zombieChildren() map[int]bool {
 // the child is not registered).
 func (r *Reaper) collect(pid int, e *Exit) {
 	var ws unix.WaitStatus
-	got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
-	if err != nil || got != pid || (!ws.Exited() && !ws.Signaled()) {
-		return // someone else reaped it meanwhile
+	ok := false
+	if e != nil && e.collect != nil {
+		ws, ok = e.collect()
+	}
+	if !ok {
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
+		if err != nil || got != pid || (!ws.Exited() && !ws.Signaled()) {
+			return // someone else reaped it meanwhile
+		}
 	}
 	delete(r.seen, pid)
 	code := exitCode(ws)
@@ -310,16 +319,30 @@ func exitCode(ws unix.WaitStatus) int {
 // libcontainer does with its nsexec stages) are safe from the loop. start
 // should not block for long: reaping of every other child waits for it.
 func (r *Reaper) Start(start func() (int, error)) (*Exit, error) {
+	return r.StartWithHandle(func() (int, func() (unix.WaitStatus, bool), error) {
+		pid, err := start()
+		return pid, nil, err
+	})
+}
+
+// StartWithHandle is Start for a child that its starter holds a handle on
+// (an os.Process, which keeps a pidfd open until it is waited for or
+// garbage collected). start also returns collect, which the loop calls
+// instead of wait4 once the child is a zombie, so that the handle is
+// released when the child is reaped: collect must reap the child without
+// blocking and report its status (ok false if it could not, and the loop
+// falls back to wait4).
+func (r *Reaper) StartWithHandle(start func() (int, func() (unix.WaitStatus, bool), error)) (*Exit, error) {
 	r.gate.RLock()
 	defer r.gate.RUnlock()
-	pid, err := start()
+	pid, collect, err := start()
 	if err != nil {
 		return nil, err
 	}
 	if pid <= 0 {
 		return nil, fmt.Errorf("start returned invalid pid %d", pid)
 	}
-	e := &Exit{pid: pid, done: make(chan struct{})}
+	e := &Exit{pid: pid, done: make(chan struct{}), collect: collect}
 	r.mu.Lock()
 	r.watched[pid] = e
 	r.mu.Unlock()
