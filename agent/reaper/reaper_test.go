@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -275,5 +276,46 @@ func TestOrphansBehindUnregisteredZombie(t *testing.T) {
 			t.Fatalf("orphans still not reaped after %v: %v", time.Since(start).Round(time.Millisecond), kids)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A child started with a handle is reaped through it (so the handle, an
+// os.Process pidfd here, is released with it); when collect cannot, the loop
+// falls back to wait4 and the status still arrives.
+func TestStartWithHandle(t *testing.T) {
+	for _, handleWorks := range []bool{true, false} {
+		cmd := exec.Command("/bin/sh", "-c", "exit 9")
+		collected := false
+		e, err := shared.StartWithHandle(func() (int, func() (unix.WaitStatus, bool), error) {
+			if err := cmd.Start(); err != nil {
+				return 0, nil, err
+			}
+			return cmd.Process.Pid, func() (unix.WaitStatus, bool) {
+				if !handleWorks {
+					return 0, false
+				}
+				st, err := cmd.Process.Wait()
+				if err != nil {
+					t.Errorf("collect: %v", err)
+					return 0, false
+				}
+				collected = true
+				return unix.WaitStatus(st.Sys().(syscall.WaitStatus)), true
+			}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := waitCode(t, e); got != 9 {
+			t.Fatalf("handle works %v: code %d, want 9", handleWorks, got)
+		}
+		if collected != handleWorks {
+			t.Fatalf("handle works %v: collected through the handle: %v", handleWorks, collected)
+		}
+		if handleWorks {
+			if _, err := cmd.Process.Wait(); err == nil {
+				t.Fatal("handle still usable after the child was collected through it")
+			}
+		}
 	}
 }
