@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -48,14 +50,26 @@ func (r *Runner) withSubjectPods(ctx context.Context, fn func(pods []subjectPod)
 			return fn(pods)
 		}
 		v := variants[i]
-		// Containers of different agents must not share cgroups.
-		args := []string{"--cgroup-parent", fmt.Sprintf("wren-bench%d", i)}
-		return r.withAgentPod(ctx, v.bin, nil, args, func(_ *AgentProc, p *pod) error {
+		// Containers of different agents (and of other benchmark runs)
+		// must not share cgroups.
+		parent := fmt.Sprintf("wren-bench-%d-%d", os.Getpid(), i)
+		defer removeCgroupParent(parent)
+		return r.withAgentPod(ctx, v.bin, nil, []string{"--cgroup-parent", parent}, func(_ *AgentProc, p *pod) error {
 			pods = append(pods, subjectPod{subject: v.subject, pod: p})
 			return start(i + 1)
 		})
 	}
 	return start(0)
+}
+
+// removeCgroupParent removes the empty cgroup directories an agent's
+// containers lived under (libcontainer removes only the containers' own).
+func removeCgroupParent(parent string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
+	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", parent))
+	for _, d := range dirs {
+		_ = os.Remove(d)
+	}
 }
 
 func figLifecycle(ctx context.Context, r *Runner) *Figure {
