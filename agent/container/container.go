@@ -180,11 +180,15 @@ func (c *Container) startProcess(sp *specs.Process, execID string, init bool) (_
 			streams.Close()
 		}
 	}()
-	exit, err := c.reaper.Start(func() (int, error) {
+	exit, err := c.reaper.StartWithHandle(func() (int, func() (unix.WaitStatus, bool), error) {
 		if err := c.lc.Start(lp); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
-		return lp.Pid()
+		pid, err := lp.Pid()
+		if init {
+			return pid, nil, err
+		}
+		return pid, collectThroughHandle(lp), err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start process %s: %w", execID, err)

@@ -11,13 +11,14 @@
 // and waits for them itself, and libcontainer waits for its nsexec stage
 // processes. A blind wait4(-1) would steal those children (their Wait
 // would fail with ECHILD). So the loop reaps a child only when it is a
-// zombie (state Z in /proc) and either registered, or unregistered for
+// zombie (seen with waitid WNOWAIT) and either registered, or unregistered for
 // longer than OrphanGrace — time for its own parent code to wait for it.
 // Hold keeps the loop off entirely while fn runs.
 package reaper
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +46,9 @@ type Exit struct {
 	pid  int
 	done chan struct{}
 	code int
+	// collect, when set, reaps the process through its starter's own
+	// handle (see StartWithHandle).
+	collect func() (unix.WaitStatus, bool)
 }
 
 // Pid is the process id the Exit belongs to.
@@ -146,57 +151,80 @@ func (r *Reaper) loop() {
 
 // reap collects the zombie children that are registered or past their
 // grace, and returns when to look again for the ones still in grace (0:
-// no need). Signals coalesce, so it looks at every zombie each time.
+// no need). Signals coalesce, so it collects every zombie it can each time.
+//
+// It asks the kernel for zombies with waitid(WNOWAIT), which costs the same
+// however many processes run. Scanning /proc instead (what zombieChildren
+// does) reads one file per process on the machine, and an earlier version
+// did that on every SIGCHLD: each container start and exec then cost
+// O(processes), with Start held off meanwhile.
 func (r *Reaper) reap() time.Duration {
 	r.gate.Lock()
 	defer r.gate.Unlock()
 	now := time.Now()
-	var next time.Duration
-	zombies := zombieChildren()
 	for pid := range r.seen {
-		if !zombies[pid] {
+		if peekZombie(pid) != pid {
 			delete(r.seen, pid) // its own parent code reaped it
 		}
 	}
-	for pid := range zombies {
-		r.mu.Lock()
-		e, registered := r.watched[pid]
-		r.mu.Unlock()
-		if !registered {
-			first, ok := r.seen[pid]
-			if !ok {
-				r.seen[pid] = now
-				first = now
-			}
-			if wait := OrphanGrace - now.Sub(first); wait > 0 {
-				if next == 0 || wait < next {
-					next = wait
-				}
-				continue
-			}
+	var next time.Duration
+	later := func(d time.Duration) {
+		if next == 0 || d < next {
+			next = d
 		}
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
-		if err != nil || got != pid || (!ws.Exited() && !ws.Signaled()) {
-			continue // someone else reaped it meanwhile
+	}
+	for last := 0; ; {
+		// waitid reports one zombie at a time, the same one until it
+		// is reaped.
+		pid := peekZombie(-1)
+		if pid <= 0 || pid == last {
+			break
 		}
-		delete(r.seen, pid)
-		code := exitCode(ws)
-		if !registered {
-			r.log.Debug("reaped unregistered child", "pid", pid, "status", code)
+		last = pid
+		wait := r.consider(pid, now)
+		if wait == 0 {
 			continue
 		}
-		r.mu.Lock()
-		delete(r.watched, pid)
-		r.mu.Unlock()
-		e.code = code
-		close(e.done)
+		// An unregistered zombie in its grace (an os/exec child whose
+		// Wait is due) hides every zombie behind it from waitid(P_ALL).
+		// This is rare, and only here does the loop pay for a scan of
+		// /proc, so that registered exits are not delayed and every
+		// orphan's grace starts when it exits.
+		later(wait)
+		for z := range zombieChildren() {
+			if z != pid {
+				if wait := r.consider(z, now); wait > 0 {
+					later(wait)
+				}
+			}
+		}
+		break
 	}
 	return next
 }
 
+// consider reaps the zombie child pid if it is registered or past its
+// grace; otherwise it returns how much of the grace is left.
+func (r *Reaper) consider(pid int, now time.Time) time.Duration {
+	r.mu.Lock()
+	e, registered := r.watched[pid]
+	r.mu.Unlock()
+	if !registered {
+		first, ok := r.seen[pid]
+		if !ok {
+			r.seen[pid] = now
+			first = now
+		}
+		if wait := OrphanGrace - now.Sub(first); wait > 0 {
+			return wait
+		}
+	}
+	r.collect(pid, e)
+	return 0
+}
+
 // zombieChildren lists this process's children that have exited and wait
-// to be reaped.
+// to be reaped, from /proc/<pid>/stat of every process.
 func zombieChildren() map[int]bool {
 	self := strconv.Itoa(os.Getpid())
 	out := map[int]bool{}
@@ -224,6 +252,60 @@ func zombieChildren() map[int]bool {
 	return out
 }
 
+// collect reaps pid, a zombie child, and completes its Exit (e, nil when
+// the child is not registered).
+func (r *Reaper) collect(pid int, e *Exit) {
+	var ws unix.WaitStatus
+	ok := false
+	if e != nil && e.collect != nil {
+		ws, ok = e.collect()
+	}
+	if !ok {
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
+		if err != nil || got != pid || (!ws.Exited() && !ws.Signaled()) {
+			return // someone else reaped it meanwhile
+		}
+	}
+	delete(r.seen, pid)
+	code := exitCode(ws)
+	if e == nil {
+		r.log.Debug("reaped unregistered child", "pid", pid, "status", code)
+		return
+	}
+	r.mu.Lock()
+	delete(r.watched, pid)
+	r.mu.Unlock()
+	e.code = code
+	close(e.done)
+}
+
+// peekZombie returns the pid of a child that has exited and waits to be
+// reaped, without reaping it: pid -1 asks about any child, pid > 0 about
+// that one. It returns 0 when there is none (or the pid is not a child).
+func peekZombie(pid int) int {
+	idType, id := unix.P_PID, pid
+	if pid < 0 {
+		idType, id = unix.P_ALL, 0
+	}
+	var si unix.Siginfo
+	if err := unix.Waitid(idType, id, &si, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT|unix.WALL, nil); err != nil {
+		return 0
+	}
+	return siginfoPid(&si)
+}
+
+// siginfoPid reads si_pid, which x/sys/unix does not expose: it follows
+// si_signo, si_errno and si_code, padded to the union's alignment. With
+// WNOHANG and no zombie the kernel leaves it 0.
+func siginfoPid(si *unix.Siginfo) int {
+	b := (*[unsafe.Sizeof(unix.Siginfo{})]byte)(unsafe.Pointer(si))
+	off := 12
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		off = 16
+	}
+	return int(int32(binary.NativeEndian.Uint32(b[off:])))
+}
+
 func exitCode(ws unix.WaitStatus) int {
 	if ws.Signaled() {
 		return ExitSignalOffset + int(ws.Signal())
@@ -237,16 +319,30 @@ func exitCode(ws unix.WaitStatus) int {
 // libcontainer does with its nsexec stages) are safe from the loop. start
 // should not block for long: reaping of every other child waits for it.
 func (r *Reaper) Start(start func() (int, error)) (*Exit, error) {
+	return r.StartWithHandle(func() (int, func() (unix.WaitStatus, bool), error) {
+		pid, err := start()
+		return pid, nil, err
+	})
+}
+
+// StartWithHandle is Start for a child that its starter holds a handle on
+// (an os.Process, which keeps a pidfd open until it is waited for or
+// garbage collected). start also returns collect, which the loop calls
+// instead of wait4 once the child is a zombie, so that the handle is
+// released when the child is reaped: collect must reap the child without
+// blocking and report its status (ok false if it could not, and the loop
+// falls back to wait4).
+func (r *Reaper) StartWithHandle(start func() (int, func() (unix.WaitStatus, bool), error)) (*Exit, error) {
 	r.gate.RLock()
 	defer r.gate.RUnlock()
-	pid, err := start()
+	pid, collect, err := start()
 	if err != nil {
 		return nil, err
 	}
 	if pid <= 0 {
 		return nil, fmt.Errorf("start returned invalid pid %d", pid)
 	}
-	e := &Exit{pid: pid, done: make(chan struct{})}
+	e := &Exit{pid: pid, done: make(chan struct{}), collect: collect}
 	r.mu.Lock()
 	r.watched[pid] = e
 	r.mu.Unlock()

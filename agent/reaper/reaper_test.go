@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,6 +182,140 @@ func TestUnregisteredCommandsKeepTheirWait(t *testing.T) {
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 5 {
 			t.Fatalf("run %d: %v, want exit status 5", i, err)
+		}
+	}
+}
+
+// An unregistered zombie in its grace is the one waitid(P_ALL) keeps
+// reporting; registered children that exit meanwhile must still be reaped
+// (by pid) well before that grace ends, and the unregistered one must stay
+// for its own Wait.
+func TestRegisteredExitsBehindUnregisteredZombie(t *testing.T) {
+	idle := exec.Command("/bin/true")
+	if err := idle.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Let it become a zombie that nobody waits for yet.
+	for deadline := time.Now().Add(10 * time.Second); peekZombie(idle.Process.Pid) != idle.Process.Pid; {
+		if time.Now().After(deadline) {
+			t.Fatal("child did not exit")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 0; i < 5; i++ {
+		e := startCmd(t, "/bin/sh", "-c", "exit 7")
+		ctx, cancel := context.WithTimeout(context.Background(), OrphanGrace/2)
+		code, err := e.Wait(ctx)
+		cancel()
+		if err != nil || code != 7 {
+			t.Fatalf("registered child %d: code %d, %v; want 7 before the unregistered zombie's grace ends", i, code, err)
+		}
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatalf("unregistered child's own Wait: %v", err)
+	}
+}
+
+// peekZombie reports a zombie without reaping it.
+func TestPeekZombieDoesNotReap(t *testing.T) {
+	err := shared.Hold(func() error {
+		cmd := exec.Command("/bin/sh", "-c", "exit 3")
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		pid := cmd.Process.Pid
+		for deadline := time.Now().Add(10 * time.Second); peekZombie(pid) != pid; {
+			if time.Now().After(deadline) {
+				t.Error("child did not show as a zombie")
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := peekZombie(pid); got != pid {
+			t.Errorf("second peek: %d, want %d", got, pid)
+		}
+		return cmd.Wait()
+	})
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Fatalf("%v, want exit status 3", err)
+	}
+	if got := peekZombie(os.Getpid()); got != 0 {
+		t.Fatalf("peek at a non-child: %d, want 0", got)
+	}
+}
+
+// Orphans that exit while an unregistered zombie is in its grace are hidden
+// from waitid(P_ALL) behind it; their grace must still start when they exit
+// (not one after another), so all of them are gone within two graces.
+func TestOrphansBehindUnregisteredZombie(t *testing.T) {
+	blocker := exec.Command("/bin/true")
+	if err := blocker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); peekZombie(blocker.Process.Pid) != blocker.Process.Pid; {
+		if time.Now().After(deadline) {
+			t.Fatal("child did not exit")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	e := startCmd(t, "/bin/sh", "-c", "/bin/sleep 0.1 & /bin/sleep 0.1 & /bin/sleep 0.1 & exit 0")
+	if got := waitCode(t, e); got != 0 {
+		t.Fatalf("code %d", got)
+	}
+	time.Sleep(OrphanGrace/2 - time.Since(start))
+	if err := blocker.Wait(); err != nil {
+		t.Fatalf("unregistered child's own Wait: %v", err)
+	}
+	for {
+		kids := children(t)
+		if len(kids) == 0 {
+			return
+		}
+		if time.Since(start) > 2*OrphanGrace {
+			t.Fatalf("orphans still not reaped after %v: %v", time.Since(start).Round(time.Millisecond), kids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A child started with a handle is reaped through it (so the handle, an
+// os.Process pidfd here, is released with it); when collect cannot, the loop
+// falls back to wait4 and the status still arrives.
+func TestStartWithHandle(t *testing.T) {
+	for _, handleWorks := range []bool{true, false} {
+		cmd := exec.Command("/bin/sh", "-c", "exit 9")
+		collected := false
+		e, err := shared.StartWithHandle(func() (int, func() (unix.WaitStatus, bool), error) {
+			if err := cmd.Start(); err != nil {
+				return 0, nil, err
+			}
+			return cmd.Process.Pid, func() (unix.WaitStatus, bool) {
+				if !handleWorks {
+					return 0, false
+				}
+				st, err := cmd.Process.Wait()
+				if err != nil {
+					t.Errorf("collect: %v", err)
+					return 0, false
+				}
+				collected = true
+				return unix.WaitStatus(st.Sys().(syscall.WaitStatus)), true
+			}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := waitCode(t, e); got != 9 {
+			t.Fatalf("handle works %v: code %d, want 9", handleWorks, got)
+		}
+		if collected != handleWorks {
+			t.Fatalf("handle works %v: collected through the handle: %v", handleWorks, collected)
+		}
+		if handleWorks {
+			if _, err := cmd.Process.Wait(); err == nil {
+				t.Fatal("handle still usable after the child was collected through it")
+			}
 		}
 	}
 }

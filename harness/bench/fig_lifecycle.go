@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -30,6 +32,46 @@ func (r *Runner) withAgentPod(ctx context.Context, bin string, env []string, arg
 	return fn(agent, p)
 }
 
+// subjectPod is one agent variant (see Runner.agents) with its sandbox.
+type subjectPod struct {
+	subject string
+	pod     *pod
+}
+
+// withSubjectPods starts every agent variant at once, each with its own
+// sandbox and cgroup parent, so that figures can interleave them sample by
+// sample: a before/after pair measured in one run under the same noise.
+func (r *Runner) withSubjectPods(ctx context.Context, fn func(pods []subjectPod) error) error {
+	variants := r.agents()
+	var pods []subjectPod
+	var start func(i int) error
+	start = func(i int) error {
+		if i == len(variants) {
+			return fn(pods)
+		}
+		v := variants[i]
+		// Containers of different agents (and of other benchmark runs)
+		// must not share cgroups.
+		parent := fmt.Sprintf("wren-bench-%d-%d", os.Getpid(), i)
+		defer removeCgroupParent(parent)
+		return r.withAgentPod(ctx, v.bin, nil, []string{"--cgroup-parent", parent}, func(_ *AgentProc, p *pod) error {
+			pods = append(pods, subjectPod{subject: v.subject, pod: p})
+			return start(i + 1)
+		})
+	}
+	return start(0)
+}
+
+// removeCgroupParent removes the empty cgroup directories an agent's
+// containers lived under (libcontainer removes only the containers' own).
+func removeCgroupParent(parent string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
+	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", parent))
+	for _, d := range dirs {
+		_ = os.Remove(d)
+	}
+}
+
 func figLifecycle(ctx context.Context, r *Runner) *Figure {
 	n := r.S.LifecycleRuns
 	fig := &Figure{
@@ -38,7 +80,8 @@ func figLifecycle(ctx context.Context, r *Runner) *Figure {
 			"namespaces, /proc /dev /sys mounts, masked paths, read-only root) for all three. Wren: CreateContainer + "+
 			"StartContainer + WaitProcess + RemoveContainer over the API on one connection (sandbox created first). "+
 			"runc and crun: `<rt> run --bundle B ID` as a process, wall time from fork to exit (so their own process "+
-			"start-up counts, as it does when a shim calls them). 3 warm-ups each, then %d runs each, round-robin.", n),
+			"start-up counts, as it does when a shim calls them). With -baseline-agent, the older agent runs beside the current one "+
+			"(its own sandbox and cgroup parent) and is sampled in the same round-robin. 3 warm-ups each, then %d runs each, round-robin.", n),
 		Goal:   "≤ 1.0× crun",
 		Anchor: "crun README: 100 sequential /bin/true 1.69 s vs runc 3.34 s; spike.md: crun run 14–21 ms, runc run 33–50 ms here",
 	}
@@ -56,15 +99,17 @@ func figLifecycle(ctx context.Context, r *Runner) *Figure {
 			p.Cleanup()
 		}
 	}()
-	err = r.withPod(ctx, nil, nil, func(_ *AgentProc, p *pod) error {
+	err = r.withSubjectPods(ctx, func(pods []subjectPod) error {
 		samples := map[string][]time.Duration{}
 		for i := -3; i < n; i++ {
-			d, err := p.runTrue(ctx)
-			if err != nil {
-				return err
-			}
-			if i >= 0 {
-				samples["wren"] = append(samples["wren"], d)
+			for _, sp := range pods {
+				d, err := sp.pod.runTrue(ctx)
+				if err != nil {
+					return fmt.Errorf("%s: %w", sp.subject, err)
+				}
+				if i >= 0 {
+					samples[sp.subject] = append(samples[sp.subject], d)
+				}
 			}
 			for _, peer := range peers {
 				d, err := peer.Run(bundle, fmt.Sprintf("%s-run%d", peer.Name, i+3))
@@ -80,6 +125,10 @@ func figLifecycle(ctx context.Context, r *Runner) *Figure {
 			}
 		}
 		w := fig.Add("wren", "create+start+wait+remove", "ms", Millis(samples["wren"]))
+		for _, sp := range pods[1:] {
+			b := fig.Add(sp.subject, "create+start+wait+remove", "ms", Millis(samples[sp.subject]))
+			fig.AddRatio("wren / "+sp.subject, w, b, 0, 0)
+		}
 		for _, peer := range peers {
 			m := fig.Add(peer.Name, "run", "ms", Millis(samples[peer.Name]))
 			goal := 0.0
@@ -102,6 +151,7 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 		ID: "6", Title: "Exec of /bin/true into a running container",
 		Method: fmt.Sprintf("One running container (`/bin/sleep`) per runtime, same bundle as figure 5. Wren: ExecProcess + "+
 			"WaitProcess over the API. runc and crun: `<rt> exec ID /bin/true` as a process, wall time. "+
+			"With -baseline-agent, the older agent runs beside the current one, sampled in the same round-robin. "+
 			"5 warm-ups each, then %d execs each, round-robin.", n),
 		Goal:   "≤ 1.0× crun",
 		Anchor: "runc BenchmarkExecTrue (libcontainer in-process) 3.7–4.2 ms without exe sealing (runc#4448, #4510); spike.md: crun exec 8–12 ms, runc exec 22–36 ms here",
@@ -132,20 +182,26 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 		}
 		running = append(running, peer)
 	}
-	err = r.withPod(ctx, nil, nil, func(_ *AgentProc, p *pod) error {
-		id, err := p.startSleeper(ctx)
-		if err != nil {
-			return err
+	err = r.withSubjectPods(ctx, func(pods []subjectPod) error {
+		ids := make([]string, len(pods))
+		for j, sp := range pods {
+			id, err := sp.pod.startSleeper(ctx)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sp.subject, err)
+			}
+			defer sp.pod.stop(ctx, id)
+			ids[j] = id
 		}
-		defer p.stop(ctx, id)
 		samples := map[string][]time.Duration{}
 		for i := -5; i < n; i++ {
-			d, err := p.execTrue(ctx, id)
-			if err != nil {
-				return err
-			}
-			if i >= 0 {
-				samples["wren"] = append(samples["wren"], d)
+			for j, sp := range pods {
+				d, err := sp.pod.execTrue(ctx, ids[j])
+				if err != nil {
+					return fmt.Errorf("%s: %w", sp.subject, err)
+				}
+				if i >= 0 {
+					samples[sp.subject] = append(samples[sp.subject], d)
+				}
 			}
 			for _, peer := range running {
 				d, err := peer.Exec(peer.Name+"-sleeper", "/bin/true")
@@ -161,6 +217,10 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 			}
 		}
 		w := fig.Add("wren", "ExecProcess+WaitProcess", "ms", Millis(samples["wren"]))
+		for _, sp := range pods[1:] {
+			b := fig.Add(sp.subject, "ExecProcess+WaitProcess", "ms", Millis(samples[sp.subject]))
+			fig.AddRatio("wren / "+sp.subject, w, b, 0, 0)
+		}
 		for _, peer := range running {
 			m := fig.Add(peer.Name, "exec", "ms", Millis(samples[peer.Name]))
 			goal := 0.0
