@@ -42,7 +42,7 @@ set -- -agent bin/wren-agent -json "$OUT/benchmarks.json" -md "$OUT/benchmarks.m
 [ -n "${BENCH_QUICK:-}" ] && set -- "$@" -quick "$BENCH_QUICK"
 [ -n "${BENCH_ONLY:-}" ] && set -- "$@" -only "$BENCH_ONLY"
 # BENCH_BASELINE=path/to/older/wren-agent adds "wren (before)" rows to
-# figures 1, 4 and 7; BENCH_BASELINE_NAME says what it is.
+# figures 1, 4, 5, 6 and 7; BENCH_BASELINE_NAME says what it is.
 [ -n "${BENCH_BASELINE:-}" ] && set -- "$@" -baseline-agent "$BENCH_BASELINE" -baseline-name "${BENCH_BASELINE_NAME:-baseline}"
 
 host_mode=v1

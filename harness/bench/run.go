@@ -15,7 +15,7 @@ import (
 type Settings struct {
 	AgentBin string `json:"-"`
 	// BaselineBin, when set, is an older agent binary measured beside
-	// AgentBin in figures 1, 4 and 7 (subjects "… (before)"): how a change
+	// AgentBin in figures 1, 4, 5, 6 and 7 (subjects "… (before)"): how a change
 	// lands with its before/after figure from one run.
 	BaselineBin string `json:"-"`
 	Baseline    string `json:"baseline,omitempty"`

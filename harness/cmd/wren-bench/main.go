@@ -52,7 +52,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	s := bench.FullSettings()
 	agent := fs.String("agent", "bin/wren-agent", "agent binary")
-	fs.StringVar(&s.BaselineBin, "baseline-agent", "", "an older agent binary to measure beside -agent in figures 1, 4 and 7")
+	fs.StringVar(&s.BaselineBin, "baseline-agent", "", "an older agent binary to measure beside -agent in figures 1, 4, 5, 6 and 7")
 	fs.StringVar(&s.Baseline, "baseline-name", "", "what the baseline is (for the report), e.g. a commit")
 	work := fs.String("work", "", "scratch directory (default: a new temporary directory)")
 	jsonOut := fs.String("json", "docs/benchmarks.json", "JSON output")
