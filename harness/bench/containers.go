@@ -172,6 +172,37 @@ func goroutines(ctx context.Context, c *client.Client) float64 {
 	return -1
 }
 
+// goMemory reads the agent's Go runtime memory classes from GetMetrics
+// (kata_agent_go_memory_bytes{class="..."}), by class; nil when the agent
+// exports none.
+func goMemory(ctx context.Context, c *client.Client) map[string]float64 {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := c.Agent.GetMetrics(cctx, &agentpb.GetMetricsRequest{})
+	if err != nil {
+		return nil
+	}
+	const prefix = `kata_agent_go_memory_bytes{class="`
+	var out map[string]float64
+	for _, line := range strings.Split(m.GetMetrics(), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		class, value, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			if out == nil {
+				out = map[string]float64{}
+			}
+			out[class] = v
+		}
+	}
+	return out
+}
+
 var containerFigures = []struct {
 	id string
 	fn figureFunc

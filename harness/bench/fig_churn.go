@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -52,6 +54,7 @@ func figChurn(ctx context.Context, r *Runner) *Figure {
 			return err
 		}
 		gBefore := goroutines(ctx, p.c)
+		memBefore := goMemory(ctx, p.c)
 
 		// Prober on its own connection.
 		pc, err := a.Dial(ctx)
@@ -115,6 +118,17 @@ func figChurn(ctx context.Context, r *Runner) *Figure {
 			return err
 		}
 		gAfter := goroutines(ctx, p.c)
+		if memAfter := goMemory(ctx, p.c); memBefore != nil && memAfter != nil {
+			// Where the growth is, in the Go runtime's own terms.
+			var moved []string
+			for class, after := range memAfter {
+				if d := after - memBefore[class]; d >= 128<<10 || d <= -128<<10 {
+					moved = append(moved, fmt.Sprintf("%s %+.2f MiB", class, d/(1<<20)))
+				}
+			}
+			slices.Sort(moved)
+			fig.Note("Go memory classes that moved by 128 KiB or more over the churn: %s", strings.Join(moved, ", "))
+		}
 
 		fig.Add("wren", "exec+wait during churn", "ms", Millis(execs))
 		pr := fig.Add("wren", "Check during churn", "ms", Millis(probes))
