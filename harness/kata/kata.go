@@ -5,7 +5,6 @@
 package kata
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -40,17 +39,25 @@ func SharedStorage() *agentpb.Storage {
 // an id never names a path outside the share.
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
-// GuestRootfs is the OCI root path of container cid in the guest.
-func GuestRootfs(cid string) string { return path.Join(GuestSharedDir, cid, "rootfs") }
+// GuestRootfs is the OCI root path, as the guest sees it, of the root
+// filesystem in share directory name (Kata: the container id).
+func GuestRootfs(name string) string { return path.Join(GuestSharedDir, name, "rootfs") }
 
-// HostRootfs is where container cid's root filesystem goes in the host
-// side of the share.
-func HostRootfs(sharedDir, cid string) string { return filepath.Join(sharedDir, cid, "rootfs") }
+// HostRootfs is where the root filesystem of share directory name (Kata:
+// the container id) goes in the host side of the share.
+func HostRootfs(sharedDir, name string) string { return filepath.Join(sharedDir, name, "rootfs") }
 
-// ShareRootfs places a copy of rootfs into the share as <cid>/rootfs and
-// returns its guest path and a function that removes it again. Kata
+// ShareRootfs places a copy of rootfs into the share as <cid>-<random>/rootfs
+// and returns its guest path and a function that removes it again. Kata
 // bind-mounts instead; a copy cannot outlive a killed caller as a mount
 // would, and busybox-sized root filesystems copy in milliseconds.
+//
+// The directory is new on every call. The guest's virtio-fs keeps looked-up
+// entries for about a second (cache=auto), so a rootfs removed and placed
+// again under the same name within that time resolves in the guest to the
+// removed one (an empty, deleted directory): the container then fails with
+// "wandered into deleted directory" or a missing /dev/null. Kata never
+// reuses a container id that fast; running one bundle twice in a row does.
 func ShareRootfs(sharedDir, cid, rootfs string) (guestPath string, remove func() error, err error) {
 	if !validID.MatchString(cid) {
 		return "", nil, fmt.Errorf("container id %q: want letters, digits, '_', '.', '-'", cid)
@@ -60,22 +67,25 @@ func ShareRootfs(sharedDir, cid, rootfs string) (guestPath string, remove func()
 	} else if !st.IsDir() {
 		return "", nil, fmt.Errorf("rootfs %s: not a directory", rootfs)
 	}
-	dir := filepath.Join(sharedDir, cid)
-	if _, err := os.Lstat(dir); err == nil {
-		return "", nil, fmt.Errorf("%s already exists in the shared directory", cid)
-	} else if !errors.Is(err, os.ErrNotExist) {
+	if err := os.MkdirAll(sharedDir, 0o755); err != nil {
 		return "", nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := os.MkdirTemp(sharedDir, cid+"-")
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.Remove(dir)
 		return "", nil, err
 	}
 	remove = func() error { return fsremove.All(dir) }
 	// cp -a keeps modes, owners, links and device nodes; --reflink=auto
 	// makes it nearly free on filesystems that can share extents.
-	out, err := exec.Command("cp", "-a", "--reflink=auto", rootfs, HostRootfs(sharedDir, cid)).CombinedOutput()
+	name := filepath.Base(dir)
+	out, err := exec.Command("cp", "-a", "--reflink=auto", rootfs, HostRootfs(sharedDir, name)).CombinedOutput()
 	if err != nil {
 		remove()
 		return "", nil, fmt.Errorf("copy rootfs into the share: %v: %s", err, out)
 	}
-	return GuestRootfs(cid), remove, nil
+	return GuestRootfs(name), remove, nil
 }

@@ -3,6 +3,7 @@ package kata
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -21,24 +22,33 @@ func TestShareRootfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if guest != "/run/kata-containers/shared/containers/c1/rootfs" {
-		t.Errorf("guest path %q", guest)
+	dir, ok := strings.CutSuffix(strings.TrimPrefix(guest, "/run/kata-containers/shared/containers/"), "/rootfs")
+	if !ok || !strings.HasPrefix(dir, "c1-") || strings.Contains(dir, "/") {
+		t.Fatalf("guest path %q", guest)
 	}
-	st, err := os.Stat(filepath.Join(shared, "c1", "rootfs", "bin", "hello"))
+	st, err := os.Stat(filepath.Join(shared, dir, "rootfs", "bin", "hello"))
 	if err != nil || st.Mode().Perm() != 0o755 {
 		t.Errorf("copied file: %v %v", st, err)
 	}
-	if l, err := os.Readlink(filepath.Join(shared, "c1", "rootfs", "bin", "hi")); err != nil || l != "hello" {
+	if l, err := os.Readlink(filepath.Join(shared, dir, "rootfs", "bin", "hi")); err != nil || l != "hello" {
 		t.Errorf("symlink: %q %v", l, err)
 	}
-	if _, _, err := ShareRootfs(shared, "c1", src); err == nil {
-		t.Error("second share of the same id succeeded")
-	}
-	if err := remove(); err != nil {
+	// The same id again (a bundle run twice) gets a directory of its own:
+	// the guest may still cache the first one's entries.
+	guest2, remove2, err := ShareRootfs(shared, "c1", src)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(shared, "c1")); !os.IsNotExist(err) {
-		t.Errorf("share not removed: %v", err)
+	if guest2 == guest {
+		t.Errorf("second share of c1 reuses %s", guest)
+	}
+	for _, rm := range []func() error{remove, remove2} {
+		if err := rm(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, _ := os.ReadDir(shared); len(entries) != 0 {
+		t.Errorf("shares not removed: %d entries left", len(entries))
 	}
 	if _, err := os.Stat(filepath.Join(src, "bin", "hello")); err != nil {
 		t.Errorf("source damaged: %v", err)
