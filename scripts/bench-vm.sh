@@ -53,7 +53,7 @@ stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1; s+=$1} END {printf "med
 section=$(cat <<MD
 ## Pod VM (scripts/bench-vm.sh)
 
-$(date -u +%Y-%m-%d), $(nproc) cores (load average $(cut -d' ' -f1 /proc/loadavg) at the end: other helpers' builds and VMs share them), QEMU ${WREN_ACCEL:-tcg}, 512 MiB, 1 vCPU, Debian kernel $kernel_version,
+$(date -u +%Y-%m-%d), $(nproc) cores (load average $(cut -d' ' -f1 /proc/loadavg) at the end), QEMU ${WREN_ACCEL:-tcg}, 512 MiB, 1 vCPU, Debian kernel $kernel_version,
 Wren initramfs (agent as /init), wren-vsockd hybrid vsock, virtiofsd.
 
 | measure | result |
