@@ -123,6 +123,7 @@ func figIdle(ctx context.Context, r *Runner) *Figure {
 	anon, _ := fig.Metric(judged, "RssAnon")
 	rss, _ := fig.Metric(judged, "RSS")
 	fig.Judge(anon.Median <= 1.5 && rss.Median <= 8)
+	fig.Judged = judged
 	fig.Note("goal judged on %q", judged)
 	return fig
 }

@@ -106,6 +106,12 @@ func (f *Figure) headline() (string, string) {
 	}
 	if len(parts) == 0 && len(f.Metrics) > 0 {
 		x := f.Metrics[0]
+		for _, m := range f.Metrics {
+			if f.Judged != "" && m.Subject == f.Judged {
+				x = m
+				break
+			}
+		}
 		parts = append(parts, fmt.Sprintf("%s %s: %s %s", x.Subject, x.Name, FormatNumber(x.Median), x.Unit))
 	}
 	if len(parts) == 0 && len(f.Skipped) > 0 {

@@ -42,6 +42,9 @@ type Figure struct {
 	// Verdict, when set, is whether the figure met its goal (for goals
 	// that are not a ratio, such as an absolute size).
 	Verdict *bool `json:"verdict,omitempty"`
+	// Judged names the subject a Verdict was judged on; the summary
+	// shows that subject's first metric.
+	Judged string `json:"judged,omitempty"`
 }
 
 // Judge records whether the figure met its goal.
