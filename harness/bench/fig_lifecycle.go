@@ -100,43 +100,15 @@ func figLifecycle(ctx context.Context, r *Runner) *Figure {
 		}
 	}()
 	err = r.withSubjectPods(ctx, func(pods []subjectPod) error {
-		samples := map[string][]time.Duration{}
-		for i := -3; i < n; i++ {
-			for _, sp := range pods {
-				d, err := sp.pod.runTrue(ctx)
-				if err != nil {
-					return fmt.Errorf("%s: %w", sp.subject, err)
-				}
-				if i >= 0 {
-					samples[sp.subject] = append(samples[sp.subject], d)
-				}
-			}
-			for _, peer := range peers {
-				d, err := peer.Run(bundle, fmt.Sprintf("%s-run%d", peer.Name, i+3))
-				if err != nil {
-					return err
-				}
-				if i >= 0 {
-					samples[peer.Name] = append(samples[peer.Name], d)
-				}
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
+		samples, err := interleave(ctx, 3, n, pods, peers,
+			func(_ int, sp subjectPod) (time.Duration, error) { return sp.pod.runTrue(ctx) },
+			func(peer *Peer, i int) (time.Duration, error) {
+				return peer.Run(bundle, fmt.Sprintf("%s-run%d", peer.Name, i))
+			})
+		if err != nil {
+			return err
 		}
-		w := fig.Add("wren", "create+start+wait+remove", "ms", Millis(samples["wren"]))
-		for _, sp := range pods[1:] {
-			b := fig.Add(sp.subject, "create+start+wait+remove", "ms", Millis(samples[sp.subject]))
-			fig.AddRatio("wren / "+sp.subject, w, b, 0, 0)
-		}
-		for _, peer := range peers {
-			m := fig.Add(peer.Name, "run", "ms", Millis(samples[peer.Name]))
-			goal := 0.0
-			if peer.Name == "crun" {
-				goal = 1.0
-			}
-			fig.AddRatio("wren / "+peer.Name, w, m, goal, 0)
-		}
+		addInterleaved(fig, samples, pods, peers, "create+start+wait+remove", "run")
 		return nil
 	})
 	if err != nil {
@@ -192,47 +164,71 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 			defer sp.pod.stop(ctx, id)
 			ids[j] = id
 		}
-		samples := map[string][]time.Duration{}
-		for i := -5; i < n; i++ {
-			for j, sp := range pods {
-				d, err := sp.pod.execTrue(ctx, ids[j])
-				if err != nil {
-					return fmt.Errorf("%s: %w", sp.subject, err)
-				}
-				if i >= 0 {
-					samples[sp.subject] = append(samples[sp.subject], d)
-				}
-			}
-			for _, peer := range running {
-				d, err := peer.Exec(peer.Name+"-sleeper", "/bin/true")
-				if err != nil {
-					return err
-				}
-				if i >= 0 {
-					samples[peer.Name] = append(samples[peer.Name], d)
-				}
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
+		samples, err := interleave(ctx, 5, n, pods, running,
+			func(j int, sp subjectPod) (time.Duration, error) { return sp.pod.execTrue(ctx, ids[j]) },
+			func(peer *Peer, _ int) (time.Duration, error) { return peer.Exec(peer.Name+"-sleeper", "/bin/true") })
+		if err != nil {
+			return err
 		}
-		w := fig.Add("wren", "ExecProcess+WaitProcess", "ms", Millis(samples["wren"]))
-		for _, sp := range pods[1:] {
-			b := fig.Add(sp.subject, "ExecProcess+WaitProcess", "ms", Millis(samples[sp.subject]))
-			fig.AddRatio("wren / "+sp.subject, w, b, 0, 0)
-		}
-		for _, peer := range running {
-			m := fig.Add(peer.Name, "exec", "ms", Millis(samples[peer.Name]))
-			goal := 0.0
-			if peer.Name == "crun" {
-				goal = 1.0
-			}
-			fig.AddRatio("wren / "+peer.Name, w, m, goal, 0)
-		}
+		addInterleaved(fig, samples, pods, running, "ExecProcess+WaitProcess", "exec")
 		return nil
 	})
 	if err != nil {
 		return failed(fig, "wren", err)
 	}
 	return fig
+}
+
+// interleave runs warmup+n rounds; each round times every wren subject
+// (pods, in order) and then every peer once, so that all of them see the
+// same machine noise. The warm-up rounds are not kept. i counts all
+// rounds from 0.
+func interleave(ctx context.Context, warmup, n int, pods []subjectPod, peers []*Peer,
+	wren func(j int, sp subjectPod) (time.Duration, error),
+	peer func(p *Peer, i int) (time.Duration, error)) (map[string][]time.Duration, error) {
+	samples := map[string][]time.Duration{}
+	for i := 0; i < warmup+n; i++ {
+		keep := i >= warmup
+		for j, sp := range pods {
+			d, err := wren(j, sp)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", sp.subject, err)
+			}
+			if keep {
+				samples[sp.subject] = append(samples[sp.subject], d)
+			}
+		}
+		for _, p := range peers {
+			d, err := peer(p, i)
+			if err != nil {
+				return nil, err
+			}
+			if keep {
+				samples[p.Name] = append(samples[p.Name], d)
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return samples, nil
+}
+
+// addInterleaved adds interleave's rows: wren first (pods[0]), the other
+// wren subjects and the peers with their ratio to it; the goal (1.0) is on
+// crun's.
+func addInterleaved(fig *Figure, samples map[string][]time.Duration, pods []subjectPod, peers []*Peer, metric, peerMetric string) {
+	w := fig.Add("wren", metric, "ms", Millis(samples["wren"]))
+	for _, sp := range pods[1:] {
+		b := fig.Add(sp.subject, metric, "ms", Millis(samples[sp.subject]))
+		fig.AddRatio("wren / "+sp.subject, w, b, 0, 0)
+	}
+	for _, p := range peers {
+		m := fig.Add(p.Name, peerMetric, "ms", Millis(samples[p.Name]))
+		goal := 0.0
+		if p.Name == "crun" {
+			goal = 1.0
+		}
+		fig.AddRatio("wren / "+p.Name, w, m, goal, 0)
+	}
 }
