@@ -3,12 +3,14 @@ package container
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/reaper"
@@ -135,6 +137,11 @@ func newLibcontainerProcess(p *specs.Process, init bool) (*libcontainer.Process,
 		Scheduler:       p.Scheduler,
 		IOPriority:      p.IOPriority,
 		Init:            init,
+		// Without a level, libcontainer's nsexec logs at debug (its log.c
+		// default): every start and exec then sent dozens of JSON lines
+		// over the log pipe, which the agent decoded only for logrus to
+		// drop them (about a quarter of the bytes an exec allocated).
+		LogLevel: strconv.Itoa(int(logrus.GetLevel())),
 	}
 	if lp.Cwd == "" {
 		lp.Cwd = "/"
