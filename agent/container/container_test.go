@@ -31,30 +31,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	InitHook()
-	if os.Geteuid() != 0 {
-		fmt.Println("skipping: container tests need root")
-		os.Exit(0)
-	}
-	r, err := reaper.New(nil)
-	if err != nil {
-		panic(err)
-	}
-	testReaper = r
-	cgroupParent = fmt.Sprintf("wren-ctest-%d", os.Getpid())
-	code := m.Run()
-	testbundle.RemoveCgroupParent(cgroupParent)
-	os.Exit(code)
+	testbundle.ContainerMain(m, InitHook, "wren-ctest", func(r *reaper.Reaper, parent string) {
+		testReaper, cgroupParent = r, parent
+	})
 }
 
 // cgroupDirs are where the container's cgroups live on this host.
-func cgroupDirs(id string) []string {
-	var out []string
-	for _, ctrl := range []string{"memory", "pids", "freezer", "cpu", "cpuacct", "cpuset", "blkio", "devices", "unified", "systemd", ""} {
-		out = append(out, filepath.Join("/sys/fs/cgroup", ctrl, cgroupParent, id))
-	}
-	return out
-}
+func cgroupDirs(id string) []string { return testbundle.CgroupDirs(cgroupParent, id) }
 
 type fixture struct {
 	t     *testing.T

@@ -30,29 +30,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	container.InitHook()
-	if os.Geteuid() != 0 {
-		fmt.Println("skipping: sandbox tests need root")
-		os.Exit(0)
-	}
-	r, err := reaper.New(nil)
-	if err != nil {
-		panic(err)
-	}
-	testReaper = r
-	cgroupParent = fmt.Sprintf("wren-stest-%d", os.Getpid())
-	code := m.Run()
-	testbundle.RemoveCgroupParent(cgroupParent)
-	os.Exit(code)
+	testbundle.ContainerMain(m, container.InitHook, "wren-stest", func(r *reaper.Reaper, parent string) {
+		testReaper, cgroupParent = r, parent
+	})
 }
 
-func cgroupDirs(id string) []string {
-	var out []string
-	for _, ctrl := range []string{"memory", "pids", "freezer", "cpu", "cpuacct", "cpuset", "blkio", "devices", "unified", "systemd", ""} {
-		out = append(out, filepath.Join("/sys/fs/cgroup", ctrl, cgroupParent, id))
-	}
-	return out
-}
+// cgroupDirs are where the container's cgroups live on this host.
+func cgroupDirs(id string) []string { return testbundle.CgroupDirs(cgroupParent, id) }
 
 type env struct {
 	t      *testing.T

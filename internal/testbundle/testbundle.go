@@ -13,6 +13,8 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/wren-vm/wren/agent/reaper"
 )
 
 // Busybox is where Debian's busybox-static installs the binary.
@@ -123,4 +125,37 @@ func RemoveCgroupParent(parent string) {
 func dirExists(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
+}
+
+// ContainerMain is the TestMain of a package whose tests start real
+// containers. initHook (libcontainer's init re-exec entry) runs first, as
+// the test binary is also the containers' init. Without root the package
+// is skipped. Otherwise shared receives the one reaper and the cgroup
+// parent (prefix-<pid>, removed after the tests) that all tests use, and
+// the tests run.
+func ContainerMain(m *testing.M, initHook func(), prefix string, shared func(r *reaper.Reaper, cgroupParent string)) {
+	initHook()
+	if os.Geteuid() != 0 {
+		fmt.Printf("skipping: %s tests need root\n", prefix)
+		os.Exit(0)
+	}
+	r, err := reaper.New(nil)
+	if err != nil {
+		panic(err)
+	}
+	parent := fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	shared(r, parent)
+	code := m.Run()
+	RemoveCgroupParent(parent)
+	os.Exit(code)
+}
+
+// CgroupDirs are the directories a container's cgroups would have on this
+// host, in every v1 hierarchy and in the v2 tree.
+func CgroupDirs(parent, id string) []string {
+	var out []string
+	for _, ctrl := range []string{"memory", "pids", "freezer", "cpu", "cpuacct", "cpuset", "blkio", "devices", "unified", "systemd", ""} {
+		out = append(out, filepath.Join("/sys/fs/cgroup", ctrl, parent, id))
+	}
+	return out
 }
