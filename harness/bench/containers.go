@@ -151,16 +151,23 @@ var sandboxOneContainer = &warmup{name: "CreateSandbox + one container", fn: fun
 	return err
 }}
 
-// goroutines asks the agent's GetMetrics for a goroutine count; -1 when
-// the agent does not export one.
-func goroutines(ctx context.Context, c *client.Client) float64 {
+// scrapeMetrics returns the agent's GetMetrics text ("" when it fails):
+// one call serves both readings below, so neither counts the other's
+// allocations.
+func scrapeMetrics(ctx context.Context, c *client.Client) string {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	m, err := c.Agent.GetMetrics(cctx, &agentpb.GetMetricsRequest{})
 	if err != nil {
-		return -1
+		return ""
 	}
-	for _, line := range strings.Split(m.GetMetrics(), "\n") {
+	return m.GetMetrics()
+}
+
+// goroutines reads the agent's goroutine count from a scrape; -1 when it
+// exports none.
+func goroutines(metrics string) float64 {
+	for _, line := range strings.Split(metrics, "\n") {
 		if strings.HasPrefix(line, "#") || !strings.Contains(line, "goroutines") {
 			continue
 		}
@@ -172,19 +179,13 @@ func goroutines(ctx context.Context, c *client.Client) float64 {
 	return -1
 }
 
-// goMemory reads the agent's Go runtime memory classes from GetMetrics
-// (kata_agent_go_memory_bytes{class="..."}), by class; nil when the agent
+// goMemory reads the agent's Go runtime memory classes from a scrape
+// (kata_agent_go_memory_bytes{class="..."}), by class; nil when it
 // exports none.
-func goMemory(ctx context.Context, c *client.Client) map[string]float64 {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	m, err := c.Agent.GetMetrics(cctx, &agentpb.GetMetricsRequest{})
-	if err != nil {
-		return nil
-	}
+func goMemory(metrics string) map[string]float64 {
 	const prefix = `kata_agent_go_memory_bytes{class="`
 	var out map[string]float64
-	for _, line := range strings.Split(m.GetMetrics(), "\n") {
+	for _, line := range strings.Split(metrics, "\n") {
 		rest, ok := strings.CutPrefix(line, prefix)
 		if !ok {
 			continue

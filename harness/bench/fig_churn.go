@@ -53,8 +53,8 @@ func figChurn(ctx context.Context, r *Runner) *Figure {
 		if err != nil {
 			return err
 		}
-		gBefore := goroutines(ctx, p.c)
-		memBefore := goMemory(ctx, p.c)
+		scrape := scrapeMetrics(ctx, p.c)
+		gBefore, memBefore := goroutines(scrape), goMemory(scrape)
 
 		// Prober on its own connection.
 		pc, err := a.Dial(ctx)
@@ -117,8 +117,9 @@ func figChurn(ctx context.Context, r *Runner) *Figure {
 		if err != nil {
 			return err
 		}
-		gAfter := goroutines(ctx, p.c)
-		if memAfter := goMemory(ctx, p.c); memBefore != nil && memAfter != nil {
+		scrape = scrapeMetrics(ctx, p.c)
+		gAfter := goroutines(scrape)
+		if memAfter := goMemory(scrape); memBefore != nil && memAfter != nil {
 			// Where the growth is, in the Go runtime's own terms.
 			var moved []string
 			for class, after := range memAfter {
