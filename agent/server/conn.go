@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wren-vm/wren/agent/replyhook"
+	"github.com/wren-vm/wren/agent/replysplice"
 	"github.com/wren-vm/wren/agent/server/wire"
 )
 
@@ -53,6 +54,9 @@ type conn struct {
 	cancel context.CancelFunc
 	// wmu keeps each reply frame whole on the wire.
 	wmu sync.Mutex
+	// raw is the socket beneath nc when replies can be spliced into it
+	// (replysplice); nil otherwise.
+	raw syscall.RawConn
 
 	// inlinePayload is the request body of the inline call running on
 	// the reader goroutine; inlineUnmarshal decodes it, allocated once.
@@ -63,6 +67,11 @@ type conn struct {
 func newConn(s *Server, nc net.Conn, methods methodTable) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, nc: nc, methods: methods, ctx: ctx, cancel: cancel}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
 	c.inlineUnmarshal = func(obj any) error { return unmarshalPayload(c.inlinePayload, obj) }
 	return c
 }
@@ -177,7 +186,7 @@ func (c *conn) request(id uint32, frame []byte, req *wire.Request) {
 		if cancel != nil {
 			cancel()
 		}
-		c.reply(id, resp, err)
+		c.reply(id, resp, err, nil)
 		c.s.callDone()
 		return
 	}
@@ -200,9 +209,18 @@ func (c *conn) spawn(ctx context.Context, id uint32, m *method, timeout time.Dur
 		// Handlers may hand out pooled buffers (ReadStdout's data) that
 		// are free again only once the reply is on the wire.
 		ctx, replied := replyhook.With(ctx)
+		// ReadStdout's data can go from the pipe to the socket without
+		// passing through a buffer here (replysplice).
+		var tail *replysplice.Tail
+		if c.raw != nil {
+			ctx, tail = replysplice.With(ctx)
+		}
 		resp, err := c.s.invoke(ctx, m, func(obj any) error { return unmarshalPayload(payload, obj) })
 		cancel()
-		c.reply(id, resp, err)
+		c.reply(id, resp, err, tail)
+		if tail != nil {
+			tail.Done()
+		}
 		replied()
 	}()
 }
@@ -219,9 +237,9 @@ func unmarshalPayload(p []byte, obj any) error {
 	return nil
 }
 
-// reply sends a handler's result: the marshalled response, or its error
-// as a status.
-func (c *conn) reply(id uint32, resp any, err error) {
+// reply sends a handler's result: the marshalled response (followed by
+// the tail the handler offered, if any), or its error as a status.
+func (c *conn) reply(id uint32, resp any, err error, tail *replysplice.Tail) {
 	if err == nil {
 		m, ok := resp.(proto.Message)
 		switch {
@@ -230,7 +248,11 @@ func (c *conn) reply(id uint32, resp any, err error) {
 		case !ok:
 			err = status.Errorf(codes.Internal, "ttrpc: error unsupported response type: %T", resp)
 		default:
-			err = c.sendMessage(id, m)
+			if field, fd, n, ok := tail.Take(); ok {
+				err = c.sendSpliced(id, m, field, fd, n)
+			} else {
+				err = c.sendMessage(id, m)
+			}
 		}
 		if err == nil {
 			return
@@ -287,11 +309,17 @@ func (c *conn) write(b []byte) {
 	_, err := c.nc.Write(b)
 	c.wmu.Unlock()
 	if err != nil {
-		if !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
-			c.s.log.Warn("ttrpc reply write failed; closing the connection", "err", err)
-		}
-		c.nc.Close()
+		c.writeFailed(err)
 	}
+}
+
+// writeFailed closes the connection after a write error: a frame may be
+// cut short, so nothing after it could be parsed.
+func (c *conn) writeFailed(err error) {
+	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		c.s.log.Warn("ttrpc reply write failed; closing the connection", "err", err)
+	}
+	c.nc.Close()
 }
 
 func frameBuf(n int) *[]byte {

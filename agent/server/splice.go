@@ -1,0 +1,121 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wren-vm/wren/agent/server/wire"
+)
+
+// sendSpliced sends m followed by field number field holding the n bytes
+// that the pipe src holds (replysplice): the frame up to the field's
+// length is marshalled as usual, the bytes go from the pipe to the socket
+// with splice(2).
+func (c *conn) sendSpliced(id uint32, m proto.Message, field protowire.Number, src, n int) error {
+	size := proto.Size(m)
+	head := protowire.SizeTag(field) + protowire.SizeVarint(uint64(n))
+	payload := size + head + n
+	bp := frameBuf(wire.HeaderLen + 16 + size + head)
+	defer putFrameBuf(bp)
+	b := wire.ResponsePrefix((*bp)[:wire.HeaderLen], nil, payload)
+	if len(b)-wire.HeaderLen+size+head+n > wire.MaxData {
+		return status.Errorf(codes.ResourceExhausted, "response of %d bytes exceeds maximum message size of %d", payload, wire.MaxData)
+	}
+	start := len(b)
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m)
+	if err != nil {
+		return status.Errorf(codes.Internal, "ttrpc: error marshaling payload: %v", err)
+	}
+	if len(b)-start != size {
+		return status.Errorf(codes.Internal, "ttrpc: response changed size while marshalling (%d, then %d bytes)", size, len(b)-start)
+	}
+	b = protowire.AppendTag(b, field, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	wire.Header{Length: uint32(len(b) - wire.HeaderLen + n), StreamID: id, Type: wire.TypeResponse}.Put(b)
+	*bp = b
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if _, err := c.nc.Write(b); err != nil {
+		c.writeFailed(err)
+		return nil
+	}
+	moved, err := c.splice(src, n)
+	if errors.Is(err, unix.EINVAL) && moved == 0 {
+		// This pair of files cannot splice (a kernel without splice to
+		// this socket family): copy instead.
+		err = c.copyFrom(src, n)
+	}
+	if err != nil {
+		// The frame is cut short; the connection cannot go on.
+		c.writeFailed(fmt.Errorf("splice reply data: %w", err))
+	}
+	return nil
+}
+
+// splice moves n bytes from the pipe src into the connection's socket,
+// waiting in the poller while the socket is full. It is called with wmu
+// held, and the offer guarantees that src holds at least n bytes.
+func (c *conn) splice(src, n int) (moved int, err error) {
+	var opErr error
+	err = c.raw.Write(func(sock uintptr) bool {
+		for moved < n {
+			m, err := unix.Splice(src, nil, int(sock), nil, n-moved, unix.SPLICE_F_NONBLOCK)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				// Either the socket is full or, against the offer, the
+				// pipe is empty; only the first is worth waiting for.
+				if avail, ierr := unix.IoctlGetInt(src, unix.TIOCINQ); ierr != nil || avail == 0 {
+					opErr = fmt.Errorf("pipe ran dry after %d of %d offered bytes", moved, n)
+					return true
+				}
+				return false
+			case err != nil:
+				opErr = err
+				return true
+			case m == 0:
+				opErr = io.ErrUnexpectedEOF
+				return true
+			}
+			moved += int(m)
+		}
+		return true
+	})
+	if err == nil {
+		err = opErr
+	}
+	return moved, err
+}
+
+// copyFrom is splice's fallback: it reads the n bytes from src and writes
+// them to the connection.
+func (c *conn) copyFrom(src, n int) error {
+	bp := frameBuf(min(n, maxKeptBuf))
+	defer putFrameBuf(bp)
+	buf := (*bp)[:cap(*bp)]
+	for n > 0 {
+		m, err := unix.Read(src, buf[:min(n, len(buf))])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("read offered bytes: %w", err)
+		case m == 0:
+			return io.ErrUnexpectedEOF
+		}
+		if _, err := c.nc.Write(buf[:m]); err != nil {
+			return err
+		}
+		n -= m
+	}
+	return nil
+}

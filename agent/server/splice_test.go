@@ -1,0 +1,285 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/wren-vm/wren/agent/replysplice"
+	"github.com/wren-vm/wren/agent/server/wire"
+	"github.com/wren-vm/wren/agent/stdio"
+)
+
+// pipeWith returns the read end of a pipe of the given capacity that holds
+// data (and has no writer left).
+func pipeWith(t *testing.T, capacity int, data []byte) *os.File {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, capacity); err != nil {
+		t.Fatalf("F_SETPIPE_SZ %d: %v", capacity, err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>12)
+	}
+	return b
+}
+
+// A handler's offered pipe bytes arrive as the accepted field, whole and
+// in order, under both servers (the stock one never takes the offer, and
+// the handler reads the pipe itself). 1 MiB is several socket buffers, so
+// the splice has to wait for the client to drain the socket.
+func TestOfferedPipeBytesArriveAsTheField(t *testing.T) {
+	bothServers(t, func(t *testing.T) {
+		want := pattern(1 << 20)
+		pipe := pipeWith(t, 1<<20, want)
+		var released, spliced atomic.Int32
+		c, _, _ := startTestServer(t, map[string]ttrpc.Method{
+			"Read": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+				replysplice.Accept(ctx, 1) // BytesValue.value
+				if replysplice.Offer(ctx, int(pipe.Fd()), len(want), func() { released.Add(1) }) {
+					spliced.Add(1)
+					return &wrapperspb.BytesValue{}, nil
+				}
+				b := make([]byte, len(want))
+				n, err := pipe.Read(b)
+				return &wrapperspb.BytesValue{Value: b[:n]}, err
+			},
+		})
+		var got wrapperspb.BytesValue
+		if err := c.Call(context.Background(), "test.Svc", "Read", &wrapperspb.BytesValue{}, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Value, want) {
+			t.Fatalf("got %d bytes, want the %d written (equal prefix %d)", len(got.Value), len(want), commonPrefix(got.Value, want))
+		}
+		if os.Getenv(ImplementationEnv) == "stock" {
+			if spliced.Load() != 0 {
+				t.Error("the stock server took an offer")
+			}
+			return
+		}
+		if spliced.Load() != 1 || released.Load() != 1 {
+			t.Errorf("offers taken %d, released %d; want 1 and 1", spliced.Load(), released.Load())
+		}
+	})
+}
+
+func commonPrefix(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// A handler that fails after offering gets its error to the client; the
+// offered bytes stay in the pipe, the release runs and the duplicate
+// descriptor is closed.
+func TestFailedCallLeavesOfferedBytesInPipe(t *testing.T) {
+	want := pattern(64 << 10)
+	pipe := pipeWith(t, 64<<10, want)
+	var released atomic.Int32
+	var offered atomic.Bool
+	c, _, _ := startTestServer(t, map[string]ttrpc.Method{
+		"Read": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			replysplice.Accept(ctx, 1)
+			offered.Store(replysplice.Offer(ctx, int(pipe.Fd()), len(want), func() { released.Add(1) }))
+			return nil, status.Error(codes.FailedPrecondition, "changed my mind")
+		},
+		"Ping": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			return &wrapperspb.BytesValue{}, nil
+		},
+	})
+	// The server holds its end of the connection once a call went through.
+	if err := c.Call(context.Background(), "test.Svc", "Ping", &wrapperspb.BytesValue{}, &wrapperspb.BytesValue{}); err != nil {
+		t.Fatal(err)
+	}
+	fds := countFDs(t)
+	err := c.Call(context.Background(), "test.Svc", "Read", &wrapperspb.BytesValue{}, &wrapperspb.BytesValue{})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("got %v, want the handler's FailedPrecondition", err)
+	}
+	if !offered.Load() {
+		t.Fatal("the offer was refused")
+	}
+	if released.Load() != 1 {
+		t.Errorf("release ran %d times, want 1", released.Load())
+	}
+	if n := countFDs(t); n != fds {
+		t.Errorf("%d fds after the call, %d before", n, fds)
+	}
+	got := make([]byte, 2*len(want))
+	n, _ := pipe.Read(got)
+	if !bytes.Equal(got[:n], want) {
+		t.Errorf("pipe holds %d bytes after the failed call, want the %d offered", n, len(want))
+	}
+}
+
+// A client that goes away while the server splices a reply it does not
+// read ends the splice: the release runs and neither the duplicate
+// descriptor nor the call's goroutine stays behind.
+func TestSpliceEndsWhenClientLeaves(t *testing.T) {
+	want := pattern(1 << 20)
+	pipe := pipeWith(t, 1<<20, want)
+	released := make(chan struct{})
+	offered := make(chan struct{})
+	_, sock, _, _ := startServer(t, map[string]map[string]ttrpc.Method{"test.Svc": {
+		"Read": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			replysplice.Accept(ctx, 1)
+			if !replysplice.Offer(ctx, int(pipe.Fd()), len(want), func() { close(released) }) {
+				return nil, status.Error(codes.Internal, "offer refused")
+			}
+			close(offered)
+			return &wrapperspb.BytesValue{}, nil
+		},
+	}})
+	fds := countFDs(t)
+	r := dialRaw(t, sock)
+	r.send(wire.Header{StreamID: 1, Type: wire.TypeRequest}, wire.AppendRequest(nil, "test.Svc", "Read", nil, 0, nil))
+	<-offered
+	// Read the header only: the splice fills the socket and waits.
+	var hdr [wire.HeaderLen]byte
+	if _, err := io.ReadFull(r.conn, hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	if h := wire.ParseHeader(hdr[:]); int(h.Length) < len(want) {
+		t.Fatalf("frame length %d, want at least the %d offered", h.Length, len(want))
+	}
+	r.conn.Close()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the offer was not released after the client left")
+	}
+	waitFor(t, func() bool { return countFDs(t) <= fds })
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkPipeReply streams a pipe that a writer keeps full through
+// ReadStdout-like calls of Len 1 MiB (agent/stdio's Read), with the bytes
+// read and copied into the frame ("copy") or offered and spliced from the
+// pipe into the socket ("splice"). The client reads into one reused buffer.
+func BenchmarkPipeReply(b *testing.B) {
+	for _, pipeSize := range []int{256 << 10, 1 << 20} {
+		for _, mode := range []string{"copy", "splice"} {
+			b.Run(fmt.Sprintf("%s/pipe=%dKiB", mode, pipeSize>>10), func(b *testing.B) {
+				benchPipeReply(b, pipeSize, mode == "splice")
+			})
+		}
+	}
+}
+
+func benchPipeReply(b *testing.B, pipeSize int, splice bool) {
+	streams, err := stdio.NewPipes(pipeSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer streams.Close()
+	_, w, _ := streams.ChildStdio()
+	stopWriter := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		chunk := make([]byte, 1<<20)
+		for {
+			select {
+			case <-stopWriter:
+				return
+			default:
+			}
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	// Closing the read end fails the writer's blocked write with EPIPE.
+	defer func() { close(stopWriter); streams.Close(); <-writerDone; streams.CloseChildEnds() }()
+
+	s, err := New(slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.TTRPC().Register("test.Svc", map[string]ttrpc.Method{
+		"Read": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			if splice {
+				replysplice.Accept(ctx, 1)
+			}
+			data, err := streams.Read(ctx, stdio.Stdout, 1<<20)
+			return &wrapperspb.BytesValue{Value: data}, err
+		},
+	})
+	sock := filepath.Join(b.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done }()
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	body := wire.AppendRequest(nil, "test.Svc", "Read", nil, 0, nil)
+	frame := append(make([]byte, wire.HeaderLen, wire.HeaderLen+len(body)), body...)
+	replyBuf := make([]byte, 1<<20+64)
+	var total int64
+	id := uint32(1)
+	b.ResetTimer()
+	for b.Loop() {
+		wire.Header{Length: uint32(len(body)), StreamID: id, Type: wire.TypeRequest}.Put(frame)
+		id += 2
+		if _, err := conn.Write(frame); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(conn, replyBuf[:wire.HeaderLen]); err != nil {
+			b.Fatal(err)
+		}
+		h := wire.ParseHeader(replyBuf)
+		if _, err := io.ReadFull(conn, replyBuf[:h.Length]); err != nil {
+			b.Fatal(err)
+		}
+		total += int64(h.Length)
+	}
+	b.ReportMetric(float64(total)/float64(b.N), "B/reply")
+	b.ReportMetric(float64(total)/b.Elapsed().Seconds()/1e6, "MB/s")
+}
