@@ -5,10 +5,13 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/agent/replysplice"
 )
 
 // MaxRead caps one read so a reply fits in a ttrpc message (4 MiB).
@@ -18,11 +21,16 @@ const MaxRead = 1 << 20
 const defaultRead = 32 << 10
 
 // Read returns up to n bytes of the stream. It blocks until some output is
-// available, then keeps reading while more is immediately available, up to
-// n bytes: a host that asks for 1 MiB gets what the pipe holds (and what
-// the writer adds meanwhile) in one reply instead of one read(2) per RPC,
-// and it never waits for more once it has some. io.EOF means the stream is
-// finished (or Close was called).
+// available, then reads what is available, up to n bytes: a host that asks
+// for 1 MiB gets what the pipe holds in one reply instead of one read(2)
+// per RPC, and it never waits for more once it has some. io.EOF means the
+// stream is finished (or Close was called).
+//
+// When ctx comes from a server that splices replies and the caller accepted
+// a reply field for them (replysplice), a pipe holding at least minSplice
+// bytes is not read here: the bytes are offered to the server, which sends
+// them from the pipe to its socket, and Read returns an empty, non-nil
+// slice and a nil error. The stream stays locked until the reply is sent.
 func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error) {
 	f, rc, capacity, mu := s.stdout, s.outRC, s.outCap, &s.outMu
 	if which == Stderr {
@@ -39,9 +47,19 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 		n = MaxRead
 	}
 	mu.Lock()
-	defer mu.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			mu.Unlock()
+		}
+	}()
 
-	b, err := s.readAvailable(ctx, f, rc, n, capacity)
+	b, spliced, err := s.readAvailable(ctx, f, rc, n, capacity, mu)
+	if spliced {
+		// The server sends the bytes from the pipe and unlocks mu after.
+		locked = false
+		return []byte{}, nil
+	}
 	if len(b) > 0 {
 		// An error after some bytes is seen again by the next read.
 		return b, nil
@@ -71,9 +89,9 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 // Every RPC has its own ctx, cancelled when the RPC returns: the deadline
 // setters are disarmed under a lock before readAvailable returns, so a
 // late one can never cut a later read short.
-func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int) ([]byte, error) {
+func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int, mu *sync.Mutex) (_ []byte, spliced bool, _ error) {
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	g := &deadlineGuard{set: f.SetReadDeadline}
 	if s.exited.Err() != nil {
@@ -92,14 +110,40 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 		eof  bool
 	)
 	err := rc.Read(func(fd uintptr) bool {
+		if capacity > 0 && offerToServer(ctx, int(fd), n, mu) {
+			spliced = true
+			return true
+		}
 		buf, eof, rerr = readNonblocking(ctx, int(fd), n, capacity)
 		// Wait for readability only while nothing was read.
 		return len(buf) > 0 || eof || rerr != nil
 	})
+	if spliced {
+		return nil, true, nil
+	}
 	if err == nil {
 		err = rerr
 	}
-	return buf, err
+	return buf, false, err
+}
+
+// minSplice is the least a pipe must hold for its bytes to be spliced
+// rather than read: below it the duplicate descriptor and the splice cost
+// more syscalls than the copy saves.
+const minSplice = 16 << 10
+
+// offerToServer offers up to n bytes of the pipe fd to the server of the
+// call on ctx (replysplice) when it holds at least minSplice; the stream's
+// lock mu is released once the reply has been sent.
+func offerToServer(ctx context.Context, fd, n int, mu *sync.Mutex) bool {
+	if n < minSplice || !replysplice.Wanted(ctx) {
+		return false
+	}
+	avail, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
+	if err != nil || avail < minSplice {
+		return false
+	}
+	return replysplice.Offer(ctx, fd, min(n, avail), mu.Unlock)
 }
 
 // probeRead is how much a read of a stream that looks empty asks for: it
