@@ -150,7 +150,7 @@ func TestSpliceEndsWhenClientLeaves(t *testing.T) {
 	pipe := pipeWith(t, 1<<20, want)
 	released := make(chan struct{})
 	offered := make(chan struct{})
-	_, sock, _, _ := startServer(t, map[string]map[string]ttrpc.Method{"test.Svc": {
+	c, sock, _, _ := startServer(t, map[string]map[string]ttrpc.Method{"test.Svc": {
 		"Read": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			replysplice.Accept(ctx, 1)
 			if !replysplice.Offer(ctx, int(pipe.Fd()), len(want), func() { close(released) }) {
@@ -159,7 +159,13 @@ func TestSpliceEndsWhenClientLeaves(t *testing.T) {
 			close(offered)
 			return &wrapperspb.BytesValue{}, nil
 		},
+		"Ping": func(ctx context.Context, unmarshal func(any) error) (any, error) { return &wrapperspb.BytesValue{}, nil },
 	}})
+	// The server holds its end of the stock client's connection once a
+	// call went through.
+	if err := c.Call(context.Background(), "test.Svc", "Ping", &wrapperspb.BytesValue{}, &wrapperspb.BytesValue{}); err != nil {
+		t.Fatal(err)
+	}
 	fds := countFDs(t)
 	r := dialRaw(t, sock)
 	r.send(wire.Header{StreamID: 1, Type: wire.TypeRequest}, wire.AppendRequest(nil, "test.Svc", "Read", nil, 0, nil))
