@@ -159,7 +159,9 @@ func TestSpliceEndsWhenClientLeaves(t *testing.T) {
 			close(offered)
 			return &wrapperspb.BytesValue{}, nil
 		},
-		"Ping": func(ctx context.Context, unmarshal func(any) error) (any, error) { return &wrapperspb.BytesValue{}, nil },
+		"Ping": func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			return &wrapperspb.BytesValue{}, nil
+		},
 	}})
 	// The server holds its end of the stock client's connection once a
 	// call went through.

@@ -32,9 +32,9 @@ const defaultRead = 32 << 10
 // them from the pipe to its socket, and Read returns an empty, non-nil
 // slice and a nil error. The stream stays locked until the reply is sent.
 func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error) {
-	f, rc, capacity, mu := s.stdout, s.outRC, s.outCap, &s.outMu
+	f, rc, capacity, fixed, mu := s.stdout, s.outRC, &s.outCap, &s.outFixed, &s.outMu
 	if which == Stderr {
-		f, rc, capacity, mu = s.stderr, s.errRC, s.errCap, &s.errMu
+		f, rc, capacity, fixed, mu = s.stderr, s.errRC, &s.errCap, &s.errFixed, &s.errMu
 	}
 	if f == nil {
 		// A terminal merges stderr into stdout.
@@ -54,7 +54,10 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 		}
 	}()
 
-	b, spliced, err := s.readAvailable(ctx, f, rc, n, capacity, mu)
+	b, got, spliced, err := s.readAvailable(ctx, f, rc, n, *capacity, mu)
+	if !*fixed && *capacity > 0 && got >= *capacity && n > *capacity {
+		growPipe(rc, n, capacity, fixed)
+	}
 	if spliced {
 		// The server sends the bytes from the pipe and unlocks mu after.
 		locked = false
@@ -89,9 +92,9 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 // Every RPC has its own ctx, cancelled when the RPC returns: the deadline
 // setters are disarmed under a lock before readAvailable returns, so a
 // late one can never cut a later read short.
-func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int, mu *sync.Mutex) (_ []byte, spliced bool, _ error) {
+func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int, mu *sync.Mutex) (_ []byte, got int, spliced bool, _ error) {
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
-		return nil, false, err
+		return nil, 0, false, err
 	}
 	g := &deadlineGuard{set: f.SetReadDeadline}
 	if s.exited.Err() != nil {
@@ -110,21 +113,23 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 		eof  bool
 	)
 	err := rc.Read(func(fd uintptr) bool {
-		if capacity > 0 && offerToServer(ctx, int(fd), n, mu) {
-			spliced = true
-			return true
+		if capacity > 0 {
+			if got = offerToServer(ctx, int(fd), n, mu); got > 0 {
+				spliced = true
+				return true
+			}
 		}
 		buf, eof, rerr = readNonblocking(ctx, int(fd), n, capacity)
 		// Wait for readability only while nothing was read.
 		return len(buf) > 0 || eof || rerr != nil
 	})
 	if spliced {
-		return nil, true, nil
+		return nil, got, true, nil
 	}
 	if err == nil {
 		err = rerr
 	}
-	return buf, false, err
+	return buf, len(buf), false, err
 }
 
 // minSplice is the least a pipe must hold for its bytes to be spliced
@@ -133,17 +138,50 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 const minSplice = 16 << 10
 
 // offerToServer offers up to n bytes of the pipe fd to the server of the
-// call on ctx (replysplice) when it holds at least minSplice; the stream's
-// lock mu is released once the reply has been sent.
-func offerToServer(ctx context.Context, fd, n int, mu *sync.Mutex) bool {
+// call on ctx (replysplice) when it holds at least minSplice, and returns
+// how many it offered; the stream's lock mu is released once the reply
+// has been sent.
+func offerToServer(ctx context.Context, fd, n int, mu *sync.Mutex) int {
 	if n < minSplice || !replysplice.Wanted(ctx) {
-		return false
+		return 0
 	}
 	avail, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
 	if err != nil || avail < minSplice {
-		return false
+		return 0
 	}
-	return replysplice.Offer(ctx, fd, min(n, avail), mu.Unlock)
+	if !replysplice.Offer(ctx, fd, min(n, avail), mu.Unlock) {
+		return 0
+	}
+	return min(n, avail)
+}
+
+// growPipe raises the capacity of a pipe that was found full by a read
+// asking for more than it holds, to the read's size (a power of two, at
+// most MaxRead), and records the new capacity in *capacity. Such a host
+// reads as fast as the output comes, and the capacity bounds what one
+// round trip can carry: 256 KiB pipes took four ReadStdout calls per MiB
+// where the host asked for 1 MiB (docs/perf/stdout.md). A pipe only grows
+// for a reader that keeps up, so output nobody reads still pins no more
+// than the configured size. A failure (the kernel's pipe-max-size, the
+// user's pipe quota) sets *fixed, and the pipe keeps its size.
+func growPipe(rc syscall.RawConn, n int, capacity *int, fixed *bool) {
+	want := MaxRead
+	for want/2 >= n && want/2 > *capacity {
+		want /= 2
+	}
+	var grown int
+	err := rc.Control(func(fd uintptr) {
+		var ferr error
+		grown, ferr = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, want)
+		if ferr != nil {
+			grown = 0
+		}
+	})
+	if err != nil || grown <= *capacity {
+		*fixed = true
+		return
+	}
+	*capacity = grown
 }
 
 // probeRead is how much a read of a stream that looks empty asks for: it

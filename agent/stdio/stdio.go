@@ -58,8 +58,12 @@ type Streams struct {
 	stdout, stderr *os.File   // pipe read ends; stdout is the pty master with a tty
 	master         *os.File   // the pty master, nil without a tty
 	// outCap and errCap are the pipes' capacities (0 for a pty), read
-	// once: a read never needs a bigger buffer than its pipe holds.
+	// once and updated when a pipe grows: a read never needs a bigger
+	// buffer than its pipe holds.
 	outCap, errCap int
+	// outFixed and errFixed are set when growing the pipe failed, so it
+	// is not tried again.
+	outFixed, errFixed bool
 	// outRC and errRC are the read ends' raw conns, made once.
 	outRC, errRC syscall.RawConn
 	// closed is set before Close closes the agent's ends, so that a read
