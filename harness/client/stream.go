@@ -17,11 +17,11 @@ const maxStreamBuffer = wire.MaxData
 
 // ReadStream reads the next chunk of a container process's stdout (or,
 // with stderr, its stderr) with one ReadStdout (ReadStderr) call asking
-// for up to maxLen bytes; maxLen ≤ 0 sends Len 0, which leaves the size to the
-// agent. At the end of the stream (the agent's empty reply) it returns
-// nil, io.EOF. A reply with an error status returns that status, as Call
-// does, and a context that ends interrupts the call and breaks the
-// connection, as with Call.
+// for up to maxLen bytes; maxLen ≤ 0 sends Len 0, which leaves the size
+// to the agent. At the end of the stream (the agent's empty reply) it
+// returns nil, io.EOF. A reply with an error status returns that status,
+// as Call does, and a context that ends interrupts the call and breaks
+// the connection, as with Call.
 //
 // It is the loop body of a shim-like reader, and it allocates nothing per
 // reply: the request is encoded and the reply decoded by hand, and the
@@ -32,11 +32,11 @@ const maxStreamBuffer = wire.MaxData
 // its own Sync (a stderr read waiting behind a blocked stdout read would
 // stall both).
 //
-// The buffer grows once, to the reply that maxLen allows (at least 64
-// KiB), and is kept until the Sync is dropped: a reader asking for 1 MiB
-// holds about 1 MiB, and never more than 4 MiB (ttrpc's frame limit). A
-// reply larger than maxLen allows (which a well-behaved agent never
-// sends) is read into a buffer of its own and not kept.
+// The buffer grows once, to the reply that maxLen allows, and is kept
+// until the Sync is dropped: a reader asking for 1 MiB holds about 1 MiB.
+// A reply larger than both that and 64 KiB (which a well-behaved agent
+// never sends) is read into a buffer of its own and not kept, so a Sync
+// never keeps more than 4 MiB (ttrpc's frame limit).
 func (c *Sync) ReadStream(ctx context.Context, stderr bool, containerID, execID string, maxLen int) ([]byte, error) {
 	method := "ReadStdout"
 	if stderr {
