@@ -32,9 +32,11 @@ type Sync struct {
 	conn   net.Conn
 	br     *bufio.Reader
 	next   uint32 // the next stream id: odd, increasing
-	wbuf   []byte
-	rbuf   []byte
-	broken error // set when a call left the stream out of step
+	hdr    [wire.HeaderLen]byte
+	wbuf   []byte      // request frames, reused up to maxKeptFrame
+	rbuf   replyBuffer // Call's reply bodies
+	sbuf   replyBuffer // ReadStream's reply bodies, which its results alias
+	broken error       // set when a call left the stream out of step
 
 	// Health calls grpc.Health through this client.
 	Health agentpb.HealthService
@@ -52,7 +54,13 @@ func DialSync(ctx context.Context, addr string) (*Sync, error) {
 
 // NewSync wraps an established connection.
 func NewSync(conn net.Conn) *Sync {
-	c := &Sync{conn: conn, br: bufio.NewReaderSize(conn, 4<<10), next: 1}
+	c := &Sync{
+		conn: conn,
+		br:   bufio.NewReaderSize(conn, 4<<10),
+		next: 1,
+		rbuf: replyBuffer{keep: maxKeptFrame},
+		// sbuf's bounds are set by each ReadStream.
+	}
 	c.Health = syncHealth{c}
 	return c
 }
@@ -76,34 +84,77 @@ func (c *Sync) Call(ctx context.Context, service, method string, req, resp proto
 }
 
 func (c *Sync) call(ctx context.Context, service, method string, req, resp proto.Message) error {
-	if c.broken != nil {
-		return c.broken
-	}
-	if err := ctx.Err(); err != nil {
+	if err := c.ready(ctx); err != nil {
 		return err
 	}
-	var timeout int64
-	deadline, hasDeadline := ctx.Deadline()
-	if hasDeadline {
-		timeout = max(int64(time.Until(deadline)), 1)
-	}
 	size := proto.Size(req)
-	b := wire.RequestPrefix(append(c.wbuf[:0], make([]byte, wire.HeaderLen)...), service, method, timeout, nil, size)
+	b := c.requestPrefix(ctx, service, method, size)
 	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, req)
 	if err != nil {
 		return fmt.Errorf("marshal request: %w", err)
 	}
+	payload, err := c.roundTrip(ctx, b, &c.rbuf)
+	if err != nil {
+		return err
+	}
+	if err := proto.Unmarshal(payload, resp); err != nil {
+		return fmt.Errorf("decode reply: %w", err)
+	}
+	return nil
+}
+
+// ready refuses a call on a connection an earlier call broke, or under a
+// context that has already ended (before anything is sent, so the
+// connection stays usable).
+func (c *Sync) ready(ctx context.Context) error {
+	if c.broken != nil {
+		return c.broken
+	}
+	return ctx.Err()
+}
+
+// requestPrefix starts a request frame in the Sync's write buffer: room
+// for the frame header, then the Request envelope up to a payload of
+// payloadLen bytes, which the caller appends before roundTrip. The
+// context's deadline becomes the request's timeout.
+func (c *Sync) requestPrefix(ctx context.Context, service, method string, payloadLen int) []byte {
+	var timeout int64
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = max(int64(time.Until(deadline)), 1)
+	}
+	b := append(c.wbuf[:0], make([]byte, wire.HeaderLen)...)
+	return wire.RequestPrefix(b, service, method, timeout, nil, payloadLen)
+}
+
+// maxKeptFrame bounds the write buffer and Call's reply buffer that a
+// Sync keeps between calls: larger frames (CopyFile's requests, a big
+// reply) get a buffer of their own, so a rare large call does not pin its
+// size. ReadStream's buffer has its own bound (maxStreamBuffer).
+const maxKeptFrame = 64 << 10
+
+// roundTrip sends the request frame b (from requestPrefix plus payload)
+// and reads frames until the reply to it, whose body it reads into rbuf.
+// It returns the reply's payload, aliasing rbuf, or the reply's status as
+// an error.
+//
+// The context's deadline, or its cancellation, interrupts the write and
+// the read; the connection is then closed and the Sync marked broken,
+// since the reply could still arrive out of step. A reply that is not a
+// Response envelope breaks it too; an undecodable status does not (the
+// frame was read whole).
+func (c *Sync) roundTrip(ctx context.Context, b []byte, rbuf *replyBuffer) (payload []byte, err error) {
 	if len(b)-wire.HeaderLen > wire.MaxData {
-		return status.Errorf(codes.ResourceExhausted, "request of %d bytes exceeds maximum message size of %d", len(b)-wire.HeaderLen, wire.MaxData)
+		return nil, status.Errorf(codes.ResourceExhausted, "request of %d bytes exceeds maximum message size of %d", len(b)-wire.HeaderLen, wire.MaxData)
 	}
 	id := c.next
 	c.next += 2
 	wire.Header{Length: uint32(len(b) - wire.HeaderLen), StreamID: id, Type: wire.TypeRequest}.Put(b)
-	if cap(b) <= 64<<10 {
+	if cap(b) <= maxKeptFrame {
 		c.wbuf = b
 	}
 
 	// Interrupt the blocking write and read when ctx ends.
+	deadline, hasDeadline := ctx.Deadline()
 	if hasDeadline {
 		c.conn.SetDeadline(deadline)
 		defer c.conn.SetDeadline(time.Time{})
@@ -133,49 +184,72 @@ func (c *Sync) call(ctx context.Context, service, method string, req, resp proto
 		return err
 	}
 	if _, err := c.conn.Write(b); err != nil {
-		return fail(err)
+		return nil, fail(err)
 	}
 	for {
-		var hdr [wire.HeaderLen]byte
-		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
-			return fail(err)
+		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
+			return nil, fail(err)
 		}
-		h := wire.ParseHeader(hdr[:])
+		h := wire.ParseHeader(c.hdr[:])
 		if h.Length > wire.MaxData {
-			return fail(fmt.Errorf("reply of %d bytes exceeds maximum message size of %d", h.Length, wire.MaxData))
+			return nil, fail(fmt.Errorf("reply of %d bytes exceeds maximum message size of %d", h.Length, wire.MaxData))
 		}
-		body := c.rbuf
-		if int(h.Length) > cap(body) {
-			body = make([]byte, h.Length)
-			if h.Length <= 64<<10 {
-				c.rbuf = body
-			}
-		}
-		body = body[:h.Length]
+		body := rbuf.get(int(h.Length))
 		if _, err := io.ReadFull(c.br, body); err != nil {
-			return fail(err)
+			return nil, fail(err)
 		}
 		if h.StreamID != id || h.Type != wire.TypeResponse {
 			continue // not ours: nothing else is outstanding, so ignore it
 		}
 		st, payload, err := wire.ParseResponse(body)
 		if err != nil {
-			return fail(err)
+			return nil, fail(err)
 		}
-		if len(st) > 0 {
-			var sp spb.Status
-			if err := proto.Unmarshal(st, &sp); err != nil {
-				return fmt.Errorf("decode reply status: %w", err)
-			}
-			if sp.Code != int32(codes.OK) {
-				return status.ErrorProto(&sp)
-			}
+		if err := statusError(st); err != nil {
+			return nil, err
 		}
-		if err := proto.Unmarshal(payload, resp); err != nil {
-			return fmt.Errorf("decode reply: %w", err)
-		}
+		return payload, nil
+	}
+}
+
+// replyBuffer is where a Sync reads reply bodies, kept between calls.
+type replyBuffer struct {
+	buf []byte
+	// keep bounds the buffer kept for the next call: a larger reply
+	// gets a buffer of its own.
+	keep int
+	// grow is the capacity to allocate when buf is too small (at least
+	// the reply's size), so that a stream of growing replies allocates
+	// once.
+	grow int
+}
+
+// get returns n bytes of the buffer, reallocating it if it is too small.
+func (r *replyBuffer) get(n int) []byte {
+	if n <= cap(r.buf) {
+		return r.buf[:n]
+	}
+	b := make([]byte, n, max(n, min(r.grow, r.keep)))
+	if cap(b) <= r.keep {
+		r.buf = b
+	}
+	return b
+}
+
+// statusError returns the error an encoded google.rpc.Status carries, or
+// nil for OK (which servers send as an empty status).
+func statusError(st []byte) error {
+	if len(st) == 0 {
 		return nil
 	}
+	var sp spb.Status
+	if err := proto.Unmarshal(st, &sp); err != nil {
+		return fmt.Errorf("decode reply status: %w", err)
+	}
+	if sp.Code != int32(codes.OK) {
+		return status.ErrorProto(&sp)
+	}
+	return nil
 }
 
 // syncHealth is grpc.Health over a Sync client.

@@ -55,7 +55,7 @@ func TestSyncAgainstAgent(t *testing.T) {
 // the stock ttrpc server) and returns its address.
 func serveTest(t *testing.T, stock bool) string {
 	t.Helper()
-	methods := map[string]ttrpc.Method{
+	return serveService(t, stock, "test.Svc", map[string]ttrpc.Method{
 		"Echo": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			var v wrapperspb.StringValue
 			if err := unmarshal(&v); err != nil {
@@ -67,7 +67,13 @@ func serveTest(t *testing.T, stock bool) string {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		},
-	}
+	})
+}
+
+// serveService serves methods as service on the agent's server (or the
+// stock ttrpc server) and returns its address.
+func serveService(t *testing.T, stock bool, service string, methods map[string]ttrpc.Method) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -82,7 +88,7 @@ func serveTest(t *testing.T, stock bool) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Register("test.Svc", methods)
+		s.Register(service, methods)
 		go func() { defer wg.Done(); s.Serve(ctx, ln) }()
 		t.Cleanup(func() { s.Close() })
 	} else {
@@ -90,7 +96,7 @@ func serveTest(t *testing.T, stock bool) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.TTRPC().Register("test.Svc", methods)
+		s.TTRPC().Register(service, methods)
 		go func() { defer wg.Done(); s.Serve(ctx, ln) }()
 	}
 	return "unix://" + sock

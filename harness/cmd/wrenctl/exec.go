@@ -53,6 +53,12 @@ func execCommand(g globals, args []string) int {
 		return exitError
 	}
 	defer c.Close()
+	out, err := dialOutput(g, *tty)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	defer out.Close()
 
 	proc := &agentpb.Process{Terminal: *tty, Args: argv, Env: env, Cwd: *cwd, User: &agentpb.User{}}
 	if err := call(g, func(ctx context.Context) error {
@@ -64,7 +70,7 @@ func execCommand(g globals, args []string) int {
 	if *tty {
 		defer rawTerminal()()
 	}
-	wait := attach(ctx, c, id, execID, *tty, os.Stdin, os.Stdout, os.Stderr)
+	wait := attach(ctx, c, out, id, execID, *tty, os.Stdin, os.Stdout, os.Stderr)
 	code, err := waitProcess(ctx, c, id, execID, wait)
 	if err != nil {
 		return rpcFailed("WaitProcess", err)

@@ -72,6 +72,14 @@ func runCommand(g globals, args []string) int {
 		return exitError
 	}
 	defer c.Close()
+	var out *outputConns
+	if !*detach {
+		if out, err = dialOutput(g, spec.Process.Terminal); err != nil {
+			fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+			return exitError
+		}
+		defer out.Close()
+	}
 
 	if err := call(g, func(ctx context.Context) error {
 		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id, Storages: storages})
@@ -111,7 +119,7 @@ func runCommand(g globals, args []string) int {
 	if spec.Process.Terminal {
 		defer rawTerminal()()
 	}
-	wait := attach(ctx, c, id, id, spec.Process.Terminal, os.Stdin, os.Stdout, os.Stderr)
+	wait := attach(ctx, c, out, id, id, spec.Process.Terminal, os.Stdin, os.Stdout, os.Stderr)
 	if err := call(g, func(ctx context.Context) error {
 		_, err := c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id})
 		return err

@@ -19,35 +19,71 @@ import (
 // 32 KiB; larger chunks mean fewer round trips).
 const readChunk = 256 << 10
 
+// outputConns are the connections a process's output is read on: one
+// synchronous client per stream, so that a read blocked on one stream
+// holds up neither the other stream nor the calls on the main connection,
+// and each chunk is read into a buffer the client keeps
+// (client.Sync.ReadStream) instead of a fresh message. They are dialled
+// before the process starts, so that a failure leaves nothing running.
+type outputConns struct {
+	stdout, stderr *client.Sync // stderr is nil with a tty
+}
+
+func dialOutput(g globals, tty bool) (*outputConns, error) {
+	ctx, cancel := g.rpcContext()
+	defer cancel()
+	o := &outputConns{}
+	var err error
+	if o.stdout, err = client.DialSync(ctx, g.addr); err != nil {
+		return nil, fmt.Errorf("output connection: %w", err)
+	}
+	if !tty {
+		if o.stderr, err = client.DialSync(ctx, g.addr); err != nil {
+			o.stdout.Close()
+			return nil, fmt.Errorf("output connection: %w", err)
+		}
+	}
+	return o, nil
+}
+
+func (o *outputConns) Close() {
+	o.stdout.Close()
+	if o.stderr != nil {
+		o.stderr.Close()
+	}
+}
+
 // attach connects this process's stdio to a container process over the
 // agent's stream RPCs: it copies stdin in, stdout and stderr out (until the
-// agent reports EOF), and, with a tty, forwards window size changes.
-// The returned function waits for the output copies to finish.
-func attach(ctx context.Context, c *client.Client, cid, execID string, tty bool, stdin io.Reader, stdout, stderr io.Writer) (wait func() error) {
+// agent reports EOF) on out's connections, and, with a tty, forwards
+// window size changes. The returned function waits for the output copies
+// to finish.
+func attach(ctx context.Context, c *client.Client, out *outputConns, cid, execID string, tty bool, stdin io.Reader, stdout, stderr io.Writer) (wait func() error) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	copyOut := func(read func(context.Context, *agentpb.ReadStreamRequest) (*agentpb.ReadStreamResponse, error), w io.Writer) {
+	copyOut := func(s *client.Sync, fromStderr bool, w io.Writer) {
 		defer wg.Done()
 		for {
-			resp, err := read(ctx, &agentpb.ReadStreamRequest{ContainerId: cid, ExecId: execID, Len: readChunk})
+			data, err := s.ReadStream(ctx, fromStderr, cid, execID, readChunk)
+			if err == io.EOF {
+				return
+			}
 			if err != nil {
 				errs <- err
 				return
 			}
-			if len(resp.Data) == 0 {
-				return // EOF
-			}
-			if _, err := w.Write(resp.Data); err != nil {
+			// data is valid until the next ReadStream: write it first.
+			if _, err := w.Write(data); err != nil {
 				errs <- err
 				return
 			}
 		}
 	}
 	wg.Add(1)
-	go copyOut(c.Agent.ReadStdout, stdout)
+	go copyOut(out.stdout, false, stdout)
 	if !tty {
 		wg.Add(1)
-		go copyOut(c.Agent.ReadStderr, stderr)
+		go copyOut(out.stderr, true, stderr)
 	}
 	go copyIn(ctx, c, cid, execID, stdin)
 	if tty {
