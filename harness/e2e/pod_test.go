@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,6 +94,7 @@ func TestPodVM(t *testing.T) {
 	t.Run("RunFromSharedDir", p.testRunFromSharedDir)
 	t.Run("HostnameAndDNS", p.testHostnameAndDNS)
 	t.Run("StdinRoundTrip", p.testStdinRoundTrip)
+	t.Run("LargeOutput", p.testLargeOutput)
 	t.Run("Exec", p.testExec)
 	t.Run("ExecTTY", p.testExecTTY)
 	t.Run("OOM", p.testOOM)
@@ -320,6 +322,25 @@ func (p *pod) testStdinRoundTrip(t *testing.T) {
 	out := p.run(t, c, in)
 	if want := strings.ToUpper(string(in)); out.stdout != want {
 		t.Errorf("stdout: %d bytes, want %d (first difference near %d)", len(out.stdout), len(want), firstDiff(out.stdout, want))
+	}
+	if out.code != 0 {
+		t.Errorf("exit status %d", out.code)
+	}
+}
+
+// testLargeOutput: megabytes of output cross vsock whole and in order; the
+// agent splices reads of 16 KiB and more from the pipe into the vsock
+// socket (replysplice).
+func (p *pod) testLargeOutput(t *testing.T) {
+	const lines = 200000
+	var want strings.Builder
+	for i := 1; i <= lines; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	c := p.newContainer(t, "seq", "/bin/seq", "1", fmt.Sprint(lines))
+	out := p.run(t, c, nil)
+	if out.stdout != want.String() {
+		t.Errorf("stdout: %d bytes, want %d (first difference near %d)", len(out.stdout), want.Len(), firstDiff(out.stdout, want.String()))
 	}
 	if out.code != 0 {
 		t.Errorf("exit status %d", out.code)
