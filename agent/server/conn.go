@@ -70,6 +70,7 @@ func newConn(s *Server, nc net.Conn, methods methodTable) *conn {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
+			raiseSendBuffer(raw)
 		}
 	}
 	c.inlineUnmarshal = func(obj any) error { return unmarshalPayload(c.inlinePayload, obj) }

@@ -291,3 +291,32 @@ func benchPipeReply(b *testing.B, pipeSize int, splice bool) {
 	b.ReportMetric(float64(total)/float64(b.N), "B/reply")
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds()/1e6, "MB/s")
 }
+
+// Every connection's send buffer holds a whole 1 MiB reply (the kernel
+// reports twice what was set, for its bookkeeping).
+func TestConnectionSendBufferHoldsAReply(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	f := os.NewFile(uintptr(fds[0]), "server end")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s, err := New(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConn(s, nc, methodTable{})
+	defer c.cancel()
+	var size int
+	var gerr error
+	c.raw.Control(func(fd uintptr) { size, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) })
+	if gerr != nil || size < 2*sendBuffer {
+		t.Errorf("connection send buffer %d bytes (%v), want at least %d", size, gerr, 2*sendBuffer)
+	}
+}
