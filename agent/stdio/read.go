@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -32,9 +31,9 @@ const defaultRead = 32 << 10
 // them from the pipe to its socket, and Read returns an empty, non-nil
 // slice and a nil error. The stream stays locked until the reply is sent.
 func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error) {
-	f, rc, capacity, fixed, mu := s.stdout, s.outRC, &s.outCap, &s.outFixed, &s.outMu
+	f, rc, capacity, fixed, mu := s.stdout, s.outRC, &s.outCap, &s.outFixed, s.outMu
 	if which == Stderr {
-		f, rc, capacity, fixed, mu = s.stderr, s.errRC, &s.errCap, &s.errFixed, &s.errMu
+		f, rc, capacity, fixed, mu = s.stderr, s.errRC, &s.errCap, &s.errFixed, s.errMu
 	}
 	if f == nil {
 		// A terminal merges stderr into stdout.
@@ -46,11 +45,13 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 	case n > MaxRead:
 		n = MaxRead
 	}
-	mu.Lock()
+	if err := mu.lock(ctx); err != nil {
+		return nil, err
+	}
 	locked := true
 	defer func() {
 		if locked {
-			mu.Unlock()
+			mu.unlock()
 		}
 	}()
 
@@ -92,7 +93,7 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 // Every RPC has its own ctx, cancelled when the RPC returns: the deadline
 // setters are disarmed under a lock before readAvailable returns, so a
 // late one can never cut a later read short.
-func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int, mu *sync.Mutex) (_ []byte, got int, spliced bool, _ error) {
+func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int, mu readerLock) (_ []byte, got int, spliced bool, _ error) {
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
 		return nil, 0, false, err
 	}
@@ -141,7 +142,7 @@ const minSplice = 16 << 10
 // call on ctx (replysplice) when it holds at least minSplice, and returns
 // how many it offered; the stream's lock mu is released once the reply
 // has been sent.
-func offerToServer(ctx context.Context, fd, n int, mu *sync.Mutex) int {
+func offerToServer(ctx context.Context, fd, n int, mu readerLock) int {
 	if n < minSplice || !replysplice.Wanted(ctx) {
 		return 0
 	}
@@ -149,7 +150,7 @@ func offerToServer(ctx context.Context, fd, n int, mu *sync.Mutex) int {
 	if err != nil || avail < minSplice {
 		return 0
 	}
-	if !replysplice.Offer(ctx, fd, min(n, avail), mu.Unlock) {
+	if !replysplice.Offer(ctx, fd, min(n, avail), mu.unlock) {
 		return 0
 	}
 	return min(n, avail)

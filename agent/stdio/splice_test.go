@@ -72,3 +72,30 @@ func TestLargeOutputIsOfferedToTheServer(t *testing.T) {
 		t.Error("small output was offered")
 	}
 }
+
+// A read waiting for a stream whose offered reply is still being sent
+// gives up when its context ends: a client that stops reading its
+// connection must not pin other readers of the stream.
+func TestReadBehindAnOfferedReplyHonoursItsContext(t *testing.T) {
+	s, err := NewPipes(256 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer s.CloseChildEnds()
+	_, w, _ := s.ChildStdio()
+	if _, err := w.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, tail := replysplice.With(context.Background())
+	defer tail.Done()
+	replysplice.Accept(ctx, 1)
+	if b, err := s.Read(ctx, Stdout, MaxRead); err != nil || len(b) != 0 {
+		t.Fatalf("Read = %d bytes, %v; want the bytes offered", len(b), err)
+	}
+	waiting, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := s.Read(waiting, Stdout, MaxRead); err != context.DeadlineExceeded {
+		t.Fatalf("read behind the offered reply: %v, want its context's DeadlineExceeded", err)
+	}
+}

@@ -54,7 +54,7 @@ type Streams struct {
 	inMu  sync.Mutex
 	stdin *os.File // pipe write end or pty master; nil once closed
 
-	outMu, errMu   sync.Mutex // one reader per stream at a time
+	outMu, errMu   readerLock // one reader per stream at a time
 	stdout, stderr *os.File   // pipe read ends; stdout is the pty master with a tty
 	master         *os.File   // the pty master, nil without a tty
 	// outCap and errCap are the pipes' capacities (0 for a pty), read
@@ -157,7 +157,7 @@ func NewTerminal() (*Streams, error) {
 }
 
 func newStreams(tty bool) *Streams {
-	s := &Streams{tty: tty}
+	s := &Streams{tty: tty, outMu: newReaderLock(), errMu: newReaderLock()}
 	s.exited, s.markExited = context.WithCancel(context.Background())
 	return s
 }
