@@ -257,8 +257,8 @@ func (s *Sandbox) prepareBundle(e *entry, spec *specs.Spec) (retErr error) {
 
 func (s *Sandbox) cleanupBundle(e *entry) error {
 	if e.rootfs != "" {
-		if err := unix.Unmount(e.rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("unmount %s: %w", e.rootfs, err)
+		if err := s.detachAll(e.rootfs); err != nil {
+			return err
 		}
 		e.rootfs = ""
 	}
@@ -458,4 +458,28 @@ func (s *Sandbox) ReapplyCPUSets(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxStacked bounds detachAll's loop: more mounts stacked on one rootfs
+// than this is not something the agent made.
+const maxStacked = 16
+
+// detachAll detaches every mount stacked on path, not only the top one.
+// The agent binds each rootfs once, yet TestPodVM once found the rootfs
+// still mounted after a single detach (under heavy load, not reproduced),
+// and fsremove then rightly refused to remove the bundle.
+func (s *Sandbox) detachAll(path string) error {
+	for n := 0; n < maxStacked; n++ {
+		err := unix.Unmount(path, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			if n > 1 {
+				s.log.Warn("bundle rootfs had several mounts stacked", "path", path, "mounts", n)
+			}
+			return nil // no mount left on path
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", path, err)
+		}
+	}
+	return fmt.Errorf("unmount %s: more than %d mounts stacked", path, maxStacked)
 }

@@ -559,3 +559,29 @@ func TestDestroySandboxCleansUpAndUnblocksOOMWait(t *testing.T) {
 	}
 	wantCode(t, "CreateContainer after destroy", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "after", OCI: e.spec("/bin/true")}), codes.FailedPrecondition)
 }
+
+// A bundle whose rootfs has several mounts stacked on it is still removed
+// whole: every one of them is detached, not only the top one.
+func TestCleanupBundleDetachesStackedMounts(t *testing.T) {
+	e := newEnv(t)
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := unix.Mount("tmpfs", rootfs, "tmpfs", 0, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for unix.Unmount(rootfs, unix.MNT_DETACH) == nil {
+		}
+	})
+	if err := e.sb.cleanupBundle(&entry{bundle: bundle, rootfs: rootfs}); err != nil {
+		t.Fatalf("cleanupBundle: %v", err)
+	}
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("bundle still there: %v", err)
+	}
+}
