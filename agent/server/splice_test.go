@@ -200,21 +200,22 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// BenchmarkPipeReply streams a pipe that a writer keeps full through
-// ReadStdout-like calls of Len 1 MiB (agent/stdio's Read), with the bytes
-// read and copied into the frame ("copy") or offered and spliced from the
-// pipe into the socket ("splice"). The client reads into one reused buffer.
+// BenchmarkPipeReply streams a 256 KiB pipe that a writer keeps full
+// through ReadStdout-like calls (agent/stdio's Read) of Kata's 32 KiB and
+// of 1 MiB, with the bytes read and copied into the frame ("copy") or
+// offered and spliced from the pipe into the socket ("splice"). The client
+// reads into one reused buffer.
 func BenchmarkPipeReply(b *testing.B) {
-	for _, pipeSize := range []int{256 << 10, 1 << 20} {
+	for _, readLen := range []int{32 << 10, 64 << 10, 1 << 20} {
 		for _, mode := range []string{"copy", "splice"} {
-			b.Run(fmt.Sprintf("%s/pipe=%dKiB", mode, pipeSize>>10), func(b *testing.B) {
-				benchPipeReply(b, pipeSize, mode == "splice")
+			b.Run(fmt.Sprintf("len=%dKiB/%s", readLen>>10, mode), func(b *testing.B) {
+				benchPipeReply(b, 256<<10, readLen, mode == "splice")
 			})
 		}
 	}
 }
 
-func benchPipeReply(b *testing.B, pipeSize int, splice bool) {
+func benchPipeReply(b *testing.B, pipeSize, readLen int, splice bool) {
 	streams, err := stdio.NewPipes(pipeSize)
 	if err != nil {
 		b.Fatal(err)
@@ -249,7 +250,7 @@ func benchPipeReply(b *testing.B, pipeSize int, splice bool) {
 			if splice {
 				replysplice.Accept(ctx, 1)
 			}
-			data, err := streams.Read(ctx, stdio.Stdout, 1<<20)
+			data, err := streams.Read(ctx, stdio.Stdout, readLen)
 			return &wrapperspb.BytesValue{Value: data}, err
 		},
 	})
