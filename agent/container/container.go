@@ -79,6 +79,17 @@ type Container struct {
 	mu    sync.Mutex
 	init  *Process
 	procs map[string]*Process // by exec id, including the init
+	// drained remembers exec'd processes forgotten at their wait because
+	// their output was already at EOF: reads of them still get EOF until
+	// the entry's deadline (UnreadOutputLinger), as if they lingered.
+	// Oldest first, since every entry lives equally long.
+	drained []drainedExec
+}
+
+// drainedExec is what is left of a forgotten exec whose output was empty.
+type drainedExec struct {
+	execID   string
+	deadline time.Time
 }
 
 // Create creates the container and starts its init, which then waits on the
@@ -323,6 +334,7 @@ func (c *Container) Exec(ctx context.Context, execID string, sp *specs.Process) 
 	}
 	c.mu.Lock()
 	c.procs[execID] = p
+	c.forgetDrainedLocked(execID)
 	c.mu.Unlock()
 	return p, nil
 }
@@ -364,12 +376,66 @@ func (c *Container) Wait(ctx context.Context, execID string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if p.markWaited() {
+	switch {
+	case p.markWaited():
 		c.forget(p)
-	} else if !p.Init {
+	case p.Init:
+	case p.markDrained():
+		// Nothing is left to read: free the process now and answer its
+		// reads with EOF from a small record instead of keeping its
+		// pipes, buffers and state for the whole linger.
+		c.forgetDrained(p)
+	default:
 		c.releaseWhenAbandoned(p, UnreadOutputLinger)
 	}
 	return code, nil
+}
+
+// forgetDrained forgets p and records that reads of it get EOF for
+// UnreadOutputLinger.
+func (c *Container) forgetDrained(p *Process) {
+	now := time.Now()
+	c.mu.Lock()
+	c.expireDrainedLocked(now)
+	if c.procs[p.ExecID] == p {
+		delete(c.procs, p.ExecID)
+		c.drained = append(c.drained, drainedExec{execID: p.ExecID, deadline: now.Add(UnreadOutputLinger)})
+	}
+	c.mu.Unlock()
+	p.Streams.Close()
+}
+
+// expireDrainedLocked drops the records whose deadline has passed.
+func (c *Container) expireDrainedLocked(now time.Time) {
+	n := 0
+	for n < len(c.drained) && now.After(c.drained[n].deadline) {
+		n++
+	}
+	if n > 0 {
+		c.drained = append(c.drained[:0], c.drained[n:]...)
+	}
+}
+
+// drainedLocked reports whether execID is a forgotten exec whose reads
+// still get EOF.
+func (c *Container) drainedLocked(execID string) bool {
+	c.expireDrainedLocked(time.Now())
+	for _, d := range c.drained {
+		if d.execID == execID {
+			return true
+		}
+	}
+	return false
+}
+
+// forgetDrainedLocked drops execID's record: the id names a new process.
+func (c *Container) forgetDrainedLocked(execID string) {
+	for i, d := range c.drained {
+		if d.execID == execID {
+			c.drained = append(c.drained[:i], c.drained[i+1:]...)
+			return
+		}
+	}
 }
 
 // releaseWhenAbandoned forgets a waited-for exec once its output has gone
@@ -390,6 +456,12 @@ func (c *Container) releaseWhenAbandoned(p *Process, after time.Duration) {
 func (c *Container) Read(ctx context.Context, execID string, which stdio.Stream, n int) ([]byte, error) {
 	p, err := c.Process(execID)
 	if err != nil {
+		c.mu.Lock()
+		drained := execID != "" && c.drainedLocked(execID)
+		c.mu.Unlock()
+		if drained {
+			return nil, errEOF
+		}
 		return nil, err
 	}
 	p.touchRead()

@@ -488,6 +488,62 @@ func TestUnreadExecOutputIsReleased(t *testing.T) {
 	}
 }
 
+// An exec whose output is empty when it is waited for is freed at once:
+// its descriptors close without the linger, reads of it get EOF until the
+// linger ends and NotFound after, and its id can be used again.
+func TestEmptyExecIsFreedAtItsWait(t *testing.T) {
+	old := UnreadOutputLinger
+	UnreadOutputLinger = 500 * time.Millisecond
+	t.Cleanup(func() { UnreadOutputLinger = old })
+
+	f := newFixture(t)
+	c, _ := f.run("/bin/sleep", "1000")
+	before := openFDs(t)
+	if _, err := c.Exec(context.Background(), "quiet", &specs.Process{Args: []string{"/bin/true"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, c, "quiet")
+	if _, err := c.Process("quiet"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("exec with empty output still held after its wait: %v", err)
+	}
+	if after := openFDs(t); after > before {
+		t.Errorf("fds %d -> %d right after the wait of an exec with empty output", before, after)
+	}
+	for _, which := range []stdio.Stream{stdio.Stdout, stdio.Stderr} {
+		if b, err := c.Read(context.Background(), "quiet", which, 1024); !errors.Is(err, io.EOF) || len(b) != 0 {
+			t.Errorf("read of stream %d after the wait: %q, %v; want EOF", which, b, err)
+		}
+	}
+	// An exec with output still lingers with it.
+	if _, err := c.Exec(context.Background(), "loud", &specs.Process{Args: []string{"/bin/sh", "-c", "echo kept"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, c, "loud")
+	if b, err := c.Read(context.Background(), "loud", stdio.Stdout, 1024); err != nil || string(b) != "kept\n" {
+		t.Errorf("output of a waited exec: %q, %v", b, err)
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.Read(context.Background(), "quiet", stdio.Stdout, 1024)
+		if errors.Is(err, ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read of the freed exec after the linger: %v, want NotFound", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The id names a new process again, whose output is its own.
+	if _, err := c.Exec(context.Background(), "quiet", &specs.Process{Args: []string{"/bin/sh", "-c", "echo again"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+		t.Fatalf("exec id reused after its record expired: %v", err)
+	}
+	wait(t, c, "quiet")
+	if b, err := c.Read(context.Background(), "quiet", stdio.Stdout, 1024); err != nil || string(b) != "again\n" {
+		t.Errorf("output of the reused id: %q, %v", b, err)
+	}
+}
+
 func openFDs(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")

@@ -95,6 +95,22 @@ func (p *Process) abandonedFor() time.Duration {
 	return 0
 }
 
+// markDrained reports whether p, waited for, has output that is already at
+// EOF (stdio.Streams.Drained), and if so marks it released so that nothing
+// else forgets it too.
+func (p *Process) markDrained() bool {
+	if !p.Streams.Drained() {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.released {
+		return false
+	}
+	p.released = true
+	return true
+}
+
 func (p *Process) markEOF(which stdio.Stream) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
