@@ -88,6 +88,7 @@ func figPerUnit(ctx context.Context, r *Runner) *Figure {
 	if m, ok := fig.Metric("wren per exec session", "RssAnon per unit"); ok {
 		t, _ := fig.Metric("wren per exec session", "threads per unit")
 		fig.Judge(m.Median <= 64 && t.Median < 0.5)
+		fig.Judged = "wren per exec session"
 	}
 	return fig
 }

@@ -32,6 +32,8 @@ func main() {
 		err = run(os.Args[2:])
 	case "compare":
 		err = compare(os.Args[2:])
+	case "render":
+		err = render(os.Args[2:])
 	case "echo-server", "copy-server":
 		err = bench.RunHelper(os.Args[1:])
 	default:
@@ -45,7 +47,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: wren-bench run [flags] | wren-bench compare OLD.json NEW.json")
+	fmt.Fprintln(os.Stderr, "usage: wren-bench run [flags] | wren-bench compare OLD.json NEW.json | wren-bench render REPORT.json")
 }
 
 func run(args []string) error {
@@ -124,4 +126,17 @@ func compare(args []string) error {
 	cmp, onlyOld, onlyNew := bench.Compare(oldR, newR)
 	fmt.Printf("old: %s (%s)\nnew: %s (%s)\n\n", args[0], oldR.Started.Format("2006-01-02 15:04"), args[1], newR.Started.Format("2006-01-02 15:04"))
 	return bench.WriteComparison(os.Stdout, cmp, onlyOld, onlyNew)
+}
+
+// render writes the Markdown report of a run's JSON to stdout: the report
+// again after a change to how it is written, without measuring again.
+func render(args []string) error {
+	if len(args) != 1 || args[0] == "" {
+		return fmt.Errorf("usage: wren-bench render REPORT.json")
+	}
+	rep, err := bench.ReadReport(args[0])
+	if err != nil {
+		return err
+	}
+	return rep.WriteMarkdown(os.Stdout)
 }
