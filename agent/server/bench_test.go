@@ -63,20 +63,7 @@ func benchRoundTrip(b *testing.B, service string, reply []byte) {
 			return wrapperspb.Int32(1), nil
 		},
 	})
-	sock := filepath.Join(b.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx, ln); close(done) }()
-	defer func() { cancel(); <-done }()
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveForBench(b, s)
 	body := wire.AppendRequest(nil, service, "Check", nil, 0, nil)
 	frame := make([]byte, wire.HeaderLen, wire.HeaderLen+len(body))
 	frame = append(frame, body...)
@@ -109,4 +96,24 @@ func benchRoundTrip(b *testing.B, service string, reply []byte) {
 		call(id)
 		id += 2
 	}
+}
+
+// serveForBench serves s on a unix socket until the benchmark ends and
+// returns a connection to it.
+func serveForBench(b *testing.B, s *Server) net.Conn {
+	sock := filepath.Join(b.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, ln); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return conn
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -254,20 +253,7 @@ func benchPipeReply(b *testing.B, pipeSize, readLen int, splice bool) {
 			return &wrapperspb.BytesValue{Value: data}, err
 		},
 	})
-	sock := filepath.Join(b.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx, ln); close(done) }()
-	defer func() { cancel(); <-done }()
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveForBench(b, s)
 	body := wire.AppendRequest(nil, "test.Svc", "Read", nil, 0, nil)
 	frame := append(make([]byte, wire.HeaderLen, wire.HeaderLen+len(body)), body...)
 	replyBuf := make([]byte, 1<<20+64)
