@@ -253,27 +253,11 @@ func benchPipeReply(b *testing.B, pipeSize, readLen int, splice bool) {
 			return &wrapperspb.BytesValue{Value: data}, err
 		},
 	})
-	conn := serveForBench(b, s)
-	body := wire.AppendRequest(nil, "test.Svc", "Read", nil, 0, nil)
-	frame := append(make([]byte, wire.HeaderLen, wire.HeaderLen+len(body)), body...)
-	replyBuf := make([]byte, 1<<20+64)
+	c := newBenchClient(b, serveForBench(b, s), "test.Svc", "Read", 1<<20+64)
 	var total int64
-	id := uint32(1)
 	b.ResetTimer()
 	for b.Loop() {
-		wire.Header{Length: uint32(len(body)), StreamID: id, Type: wire.TypeRequest}.Put(frame)
-		id += 2
-		if _, err := conn.Write(frame); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(conn, replyBuf[:wire.HeaderLen]); err != nil {
-			b.Fatal(err)
-		}
-		h := wire.ParseHeader(replyBuf)
-		if _, err := io.ReadFull(conn, replyBuf[:h.Length]); err != nil {
-			b.Fatal(err)
-		}
-		total += int64(h.Length)
+		total += int64(len(c.call()))
 	}
 	b.ReportMetric(float64(total)/float64(b.N), "B/reply")
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds()/1e6, "MB/s")
