@@ -585,3 +585,10 @@ func TestCleanupBundleDetachesStackedMounts(t *testing.T) {
 		t.Errorf("bundle still there: %v", err)
 	}
 }
+
+func TestReadStreamDataFieldMatchesTheProto(t *testing.T) {
+	f := (&pb.ReadStreamResponse{}).ProtoReflect().Descriptor().Fields().ByName("data")
+	if f == nil || f.Number() != readStreamDataField || f.Kind().String() != "bytes" {
+		t.Fatalf("ReadStreamResponse.data is %v, want bytes field %d", f, readStreamDataField)
+	}
+}
