@@ -114,13 +114,15 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 		eof  bool
 	)
 	err := rc.Read(func(fd uintptr) bool {
-		if capacity > 0 {
-			if got = offerToServer(ctx, int(fd), n, mu); got > 0 {
+		// TIOCINQ is FIONREAD: the bytes a read would return now.
+		avail, aerr := unix.IoctlGetInt(int(fd), unix.TIOCINQ)
+		if capacity > 0 && aerr == nil {
+			if got = offerToServer(ctx, int(fd), n, avail, mu); got > 0 {
 				spliced = true
 				return true
 			}
 		}
-		buf, eof, rerr = readNonblocking(ctx, int(fd), n, capacity)
+		buf, eof, rerr = readNonblocking(ctx, int(fd), n, capacity, avail, aerr)
 		// Wait for readability only while nothing was read.
 		return len(buf) > 0 || eof || rerr != nil
 	})
@@ -134,20 +136,17 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 }
 
 // minSplice is the least a pipe must hold for its bytes to be spliced
-// rather than read: below it the duplicate descriptor and the splice cost
-// more syscalls than the copy saves.
+// rather than read. Small replies (an interactive shell's lines) cost
+// little to copy, and the splice adds three syscalls (dup, splice, close);
+// from 32 KiB up BenchmarkPipeReply measures the splice as fast or faster.
 const minSplice = 16 << 10
 
-// offerToServer offers up to n bytes of the pipe fd to the server of the
-// call on ctx (replysplice) when it holds at least minSplice, and returns
-// how many it offered; the stream's lock mu is released once the reply
-// has been sent.
-func offerToServer(ctx context.Context, fd, n int, mu readerLock) int {
-	if n < minSplice || !replysplice.Wanted(ctx) {
-		return 0
-	}
-	avail, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
-	if err != nil || avail < minSplice {
+// offerToServer offers up to n of the avail bytes the pipe fd holds to the
+// server of the call on ctx (replysplice) when there are at least
+// minSplice, and returns how many it offered; the stream's lock mu is
+// released once the reply has been sent.
+func offerToServer(ctx context.Context, fd, n, avail int, mu readerLock) int {
+	if n < minSplice || avail < minSplice || !replysplice.Wanted(ctx) {
 		return 0
 	}
 	if !replysplice.Offer(ctx, fd, min(n, avail), mu.unlock) {
@@ -191,20 +190,19 @@ const probeRead = 512
 
 // readNonblocking reads what fd holds now, up to n bytes, without blocking,
 // into a reply buffer for ctx (see replyBuffer). The read is sized from
-// FIONREAD, so a large n on a nearly empty (or large) pipe or pty takes
-// only the buffer it returns. It keeps reading
+// FIONREAD (avail, or availErr when the ioctl failed), so a large n on a
+// nearly empty (or large) pipe or pty takes only the buffer it returns. It keeps reading
 // only until it has what FIONREAD promised (a pty may return it in pieces)
 // and does not chase a writer that refills the pipe meanwhile: on this
 // path that bought bigger replies but cost more CPU per byte than it
 // saved in round trips (docs/perf/stdout.md). It reports eof when no
 // writer is left and nothing is buffered; an EAGAIN with nothing read
 // returns an empty buffer and eof false.
-func readNonblocking(ctx context.Context, fd int, n, capacity int) (_ []byte, eof bool, _ error) {
+func readNonblocking(ctx context.Context, fd int, n, capacity, avail int, availErr error) (_ []byte, eof bool, _ error) {
 	size := n
-	// TIOCINQ is FIONREAD: the bytes a read would return now.
-	if avail, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil && avail > 0 {
+	if availErr == nil && avail > 0 {
 		size = min(size, avail)
-	} else if err == nil {
+	} else if availErr == nil {
 		size = min(size, probeRead)
 	} else if capacity > 0 {
 		size = min(size, capacity) // one read never returns more than the pipe holds
