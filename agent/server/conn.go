@@ -269,26 +269,44 @@ func (c *conn) reply(id uint32, resp any, err error, tail *replysplice.Tail) {
 // sendMessage marshals m straight into its response frame: one copy of
 // the payload and one write.
 func (c *conn) sendMessage(id uint32, m proto.Message) error {
-	size := proto.Size(m)
-	bp := frameBuf(wire.HeaderLen + 16 + size)
-	defer putFrameBuf(bp)
-	b := wire.ResponsePrefix((*bp)[:wire.HeaderLen], nil, size)
-	start := len(b)
-	if len(b)-wire.HeaderLen+size > wire.MaxData {
-		return status.Errorf(codes.ResourceExhausted, "response of %d bytes exceeds maximum message size of %d", size, wire.MaxData)
+	bp, err := marshalReply(id, m, 0)
+	if err != nil {
+		return err
 	}
+	defer putFrameBuf(bp)
+	c.write(*bp)
+	return nil
+}
+
+// marshalReply marshals m into a pooled response frame whose payload is m
+// followed by tailLen bytes that the caller appends or sends after the
+// frame; the header and the envelope count them.
+func marshalReply(id uint32, m proto.Message, tailLen int) (*[]byte, error) {
+	size := proto.Size(m)
+	tooBig := status.Errorf(codes.ResourceExhausted, "response of %d bytes exceeds maximum message size of %d", size+tailLen, wire.MaxData)
+	if size+tailLen > wire.MaxData {
+		return nil, tooBig // before allocating a frame for it
+	}
+	bp := frameBuf(wire.HeaderLen + 16 + size)
+	b := wire.ResponsePrefix((*bp)[:wire.HeaderLen], nil, size+tailLen)
+	if len(b)-wire.HeaderLen+size+tailLen > wire.MaxData {
+		putFrameBuf(bp)
+		return nil, tooBig
+	}
+	start := len(b)
 	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m)
 	if err != nil {
-		return status.Errorf(codes.Internal, "ttrpc: error marshaling payload: %v", err)
+		putFrameBuf(bp)
+		return nil, status.Errorf(codes.Internal, "ttrpc: error marshaling payload: %v", err)
 	}
 	if len(b)-start != size {
 		// The handler changed the message while it was being sent.
-		return status.Errorf(codes.Internal, "ttrpc: response changed size while marshalling (%d, then %d bytes)", size, len(b)-start)
+		putFrameBuf(bp)
+		return nil, status.Errorf(codes.Internal, "ttrpc: response changed size while marshalling (%d, then %d bytes)", size, len(b)-start)
 	}
-	wire.Header{Length: uint32(len(b) - wire.HeaderLen), StreamID: id, Type: wire.TypeResponse}.Put(b)
+	wire.Header{Length: uint32(len(b) - wire.HeaderLen + tailLen), StreamID: id, Type: wire.TypeResponse}.Put(b)
 	*bp = b
-	c.write(b)
-	return nil
+	return bp, nil
 }
 
 // sendStatus sends a Response carrying st and no payload.

@@ -7,12 +7,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/wren-vm/wren/agent/server/wire"
 )
 
 // sendBuffer is the send buffer asked for on every connection: one
@@ -41,26 +37,14 @@ func raiseSendBuffer(raw syscall.RawConn) {
 // length is marshalled as usual, the bytes go from the pipe to the socket
 // with splice(2).
 func (c *conn) sendSpliced(id uint32, m proto.Message, field protowire.Number, src, n int) error {
-	size := proto.Size(m)
 	head := protowire.SizeTag(field) + protowire.SizeVarint(uint64(n))
-	payload := size + head + n
-	bp := frameBuf(wire.HeaderLen + 16 + size + head)
-	defer putFrameBuf(bp)
-	b := wire.ResponsePrefix((*bp)[:wire.HeaderLen], nil, payload)
-	if len(b)-wire.HeaderLen+size+head+n > wire.MaxData {
-		return status.Errorf(codes.ResourceExhausted, "response of %d bytes exceeds maximum message size of %d", payload, wire.MaxData)
-	}
-	start := len(b)
-	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m)
+	bp, err := marshalReply(id, m, head+n)
 	if err != nil {
-		return status.Errorf(codes.Internal, "ttrpc: error marshaling payload: %v", err)
+		return err
 	}
-	if len(b)-start != size {
-		return status.Errorf(codes.Internal, "ttrpc: response changed size while marshalling (%d, then %d bytes)", size, len(b)-start)
-	}
-	b = protowire.AppendTag(b, field, protowire.BytesType)
+	defer putFrameBuf(bp)
+	b := protowire.AppendTag(*bp, field, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
-	wire.Header{Length: uint32(len(b) - wire.HeaderLen + n), StreamID: id, Type: wire.TypeResponse}.Put(b)
 	*bp = b
 
 	c.wmu.Lock()
