@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -265,7 +266,33 @@ func (s *Sandbox) cleanupBundle(e *entry) error {
 	// The only mount was the rootfs, detached above; should anything still
 	// be mounted below the bundle (a stacked bind, a propagated mount),
 	// fsremove refuses rather than empty it.
-	return fsremove.All(e.bundle)
+	err := fsremove.All(e.bundle)
+	if errors.Is(err, fsremove.ErrMounted) {
+		s.logMountsUnder(e.bundle)
+	}
+	return err
+}
+
+// logMountsUnder records what is still mounted below dir, as the process
+// and as this thread see it: the one unexplained failure of this kind
+// (TestPodVM, under load) left nothing to tell a stacked mount from a
+// detach that ran in another mount namespace.
+func (s *Sandbox) logMountsUnder(dir string) {
+	for _, view := range []string{"self", "thread-self"} {
+		ns, _ := os.Readlink("/proc/" + view + "/ns/mnt")
+		b, err := os.ReadFile("/proc/" + view + "/mountinfo")
+		if err != nil {
+			s.log.Warn("read mountinfo", "view", view, "err", err)
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, " "+dir+"/") || strings.Contains(l, " "+dir+" ") {
+				lines = append(lines, l)
+			}
+		}
+		s.log.Warn("bundle still holds mounts", "dir", dir, "view", view, "mntns", ns, "mountinfo", lines)
+	}
 }
 
 // StartContainer releases the container's init. Twice → FailedPrecondition.

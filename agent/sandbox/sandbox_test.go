@@ -1,8 +1,11 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/internal/leakcheck"
@@ -590,5 +594,33 @@ func TestReadStreamDataFieldMatchesTheProto(t *testing.T) {
 	f := (&pb.ReadStreamResponse{}).ProtoReflect().Descriptor().Fields().ByName("data")
 	if f == nil || f.Number() != readStreamDataField || f.Kind().String() != "bytes" {
 		t.Fatalf("ReadStreamResponse.data is %v, want bytes field %d", f, readStreamDataField)
+	}
+}
+
+// A bundle that still holds a mount after the rootfs is detached is kept,
+// and what is mounted there is logged for whoever looks into it.
+func TestCleanupBundleReportsWhatStaysMounted(t *testing.T) {
+	var logs bytes.Buffer
+	sb, err := New(Options{StateRoot: t.TempDir(), Reaper: testReaper, Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	other := filepath.Join(bundle, "other")
+	if err := os.MkdirAll(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", other, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(other, unix.MNT_DETACH) })
+	if err := sb.cleanupBundle(&entry{bundle: bundle}); !errors.Is(err, fsremove.ErrMounted) {
+		t.Fatalf("cleanupBundle: %v, want ErrMounted", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("the bundle was emptied across a mount: %v", err)
+	}
+	if !strings.Contains(logs.String(), "bundle still holds mounts") || !strings.Contains(logs.String(), other) {
+		t.Errorf("no record of the mount left in the bundle:\n%s", logs.String())
 	}
 }
