@@ -37,13 +37,7 @@ func TestPipeCapacity(t *testing.T) {
 // the pipe to the read's size; reads that find room left, or ask for no
 // more than the pipe holds, leave it alone.
 func TestFullPipeGrowsToTheReadSize(t *testing.T) {
-	s, err := NewPipes(64 << 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	defer s.CloseChildEnds()
-	_, w, _ := s.ChildStdio()
+	s, w := pipesForTest(t, 64<<10)
 	capacity := func() int { return pipeCapacity(s.stdout) }
 
 	// Not full: no growth.

@@ -44,13 +44,7 @@ func TestReadReturnsAllBufferedOutput(t *testing.T) {
 // (The writer stays open, so a read that waited for more would hang until
 // the test's deadline.)
 func TestReadDoesNotWaitToFillLen(t *testing.T) {
-	s, err := NewPipes(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	defer s.CloseChildEnds()
-	_, w, _ := s.ChildStdio()
+	s, w := pipesForTest(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, line := range []string{"first\n", "second line\n"} {
@@ -240,13 +234,7 @@ func openPty(t *testing.T) (master, slave *os.File) {
 // are recycled, but never while a reply still points into one: each
 // reply's bytes stay as read until its hook ran.
 func TestPooledRepliesStayIntactUntilWritten(t *testing.T) {
-	s, err := NewPipes(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	defer s.CloseChildEnds()
-	_, w, _ := s.ChildStdio()
+	s, w := pipesForTest(t, 0)
 	const size = 32 << 10 // pooled (at least minPooled)
 	type reply struct {
 		data    []byte

@@ -16,13 +16,7 @@ import (
 // (a second read waits) until the reply is done. Less than minSplice is
 // read as before.
 func TestLargeOutputIsOfferedToTheServer(t *testing.T) {
-	s, err := NewPipes(256 << 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	defer s.CloseChildEnds()
-	_, w, _ := s.ChildStdio()
+	s, w := pipesForTest(t, 256<<10)
 	want := bytes.Repeat([]byte("wren"), 20<<10) // 80 KiB
 	if _, err := w.Write(want); err != nil {
 		t.Fatal(err)
@@ -77,13 +71,7 @@ func TestLargeOutputIsOfferedToTheServer(t *testing.T) {
 // gives up when its context ends: a client that stops reading its
 // connection must not pin other readers of the stream.
 func TestReadBehindAnOfferedReplyHonoursItsContext(t *testing.T) {
-	s, err := NewPipes(256 << 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	defer s.CloseChildEnds()
-	_, w, _ := s.ChildStdio()
+	s, w := pipesForTest(t, 256<<10)
 	if _, err := w.Write(make([]byte, 64<<10)); err != nil {
 		t.Fatal(err)
 	}

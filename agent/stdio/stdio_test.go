@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -214,4 +215,18 @@ func TestEndedContextsDoNotCutLaterReads(t *testing.T) {
 		}
 		n += len(b)
 	}
+}
+
+// pipesForTest makes pipe streams of the given size (0: the kernel's)
+// closed when the test ends, and returns them with the child's stdout.
+func pipesForTest(t *testing.T, size int) (*Streams, *os.File) {
+	t.Helper()
+	s, err := NewPipes(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	t.Cleanup(s.CloseChildEnds)
+	_, w, _ := s.ChildStdio()
+	return s, w
 }
