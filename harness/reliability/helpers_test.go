@@ -224,3 +224,22 @@ func (p *pod) checkBaseline(what string, base usage) {
 		p.t.Errorf("%s: agent holds %v, baseline %v", what, u, base)
 	}
 }
+
+// runToEnd creates, starts, waits for and removes container id, returning
+// the first error; unlike run it may be called from several goroutines.
+func (p *pod) runToEnd(id string, s *specs.Spec) error {
+	c := ctx(p.t)
+	if err := p.create(id, s); err != nil {
+		return fmt.Errorf("CreateContainer %s: %w", id, err)
+	}
+	if _, err := p.c.Agent.StartContainer(c, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
+		return fmt.Errorf("StartContainer %s: %w", id, err)
+	}
+	if _, err := p.c.Agent.WaitProcess(c, &agentpb.WaitProcessRequest{ContainerId: id, ExecId: id}); err != nil {
+		return fmt.Errorf("WaitProcess %s: %w", id, err)
+	}
+	if err := p.remove(id); err != nil {
+		return fmt.Errorf("RemoveContainer %s: %w", id, err)
+	}
+	return nil
+}

@@ -23,6 +23,9 @@ import (
 	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
 
+	// Keeps the main thread for the main goroutine, so no goroutine that
+	// enters a container's namespaces can strand it there (see its doc).
+	_ "github.com/wren-vm/wren/agent/cmd/wren-agent/internal/mainthread"
 	// First of the agent's packages to initialize: it sets the one-P
 	// default before the heavy package initializers run (see its doc).
 	_ "github.com/wren-vm/wren/agent/cmd/wren-agent/internal/oneproc"
