@@ -101,6 +101,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 		retErr = toStatus(retErr)
 	}()
 
+	if req.GetSandboxPidns() && pidns == "" {
+		return status.Errorf(codes.FailedPrecondition, "container %q asks for the sandbox's pid namespace, and the sandbox has none: no container runs yet", id)
+	}
 	if len(req.GetStorages()) > 0 {
 		if err := s.opts.Storage.Mount(ctx, id, req.GetStorages()); err != nil {
 			return fmt.Errorf("storages of %s: %w", id, err)
@@ -117,10 +120,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 			return fmt.Errorf("devices of %s: %w", id, err)
 		}
 	}
-	if req.GetSandboxPidns() && pidns == "" {
-		s.log.Info("no sandbox pid namespace yet; the container gets its own", "container", id)
-	}
-	joinSandboxNamespaces(spec, ns, pidnsIf(req.GetSandboxPidns(), pidns))
+	joinSandboxNamespaces(spec, ns)
+	setPIDNamespace(spec, pidnsIf(req.GetSandboxPidns(), pidns))
 	addDNS(spec, dnsFile)
 	if spec.Linux.CgroupsPath == "" {
 		spec.Linux.CgroupsPath = "/" + s.opts.CgroupParent + "/" + id
@@ -171,10 +172,10 @@ func pidnsIf(want bool, path string) string {
 	return ""
 }
 
-// joinSandboxNamespaces points the spec's uts and ipc namespaces (and the
-// pid namespace when asked) at the sandbox's. The hostname lives in the
-// sandbox UTS namespace, so the spec must not set it again.
-func joinSandboxNamespaces(spec *specs.Spec, ns *namespaces, pidns string) {
+// joinSandboxNamespaces points the spec's uts and ipc namespaces at the
+// sandbox's. The hostname lives in the sandbox UTS namespace, so the spec
+// must not set it again.
+func joinSandboxNamespaces(spec *specs.Spec, ns *namespaces) {
 	for i := range spec.Linux.Namespaces {
 		n := &spec.Linux.Namespaces[i]
 		switch {
@@ -183,10 +184,24 @@ func joinSandboxNamespaces(spec *specs.Spec, ns *namespaces, pidns string) {
 			spec.Hostname = ""
 		case n.Type == specs.IPCNamespace && ns != nil && ns.ipc != "" && n.Path == "":
 			n.Path = ns.ipc
-		case n.Type == specs.PIDNamespace && pidns != "" && n.Path == "":
-			n.Path = pidns
 		}
 	}
+}
+
+// setPIDNamespace gives the container exactly one pid namespace, whatever
+// the spec says: the sandbox's at path, or a new one when path is empty.
+// Kata's runtime takes the pid namespace out of every spec it sends and
+// leaves it to the agent to add one back (Kata's agent does so in
+// update_container_namespaces), so a spec without one must not leave the
+// container in the agent's own pid namespace, where it could see and
+// signal every process of the guest. A path the spec names is dropped for
+// the same reason: the only pid namespace a container may share is the
+// sandbox's, asked for with sandbox_pidns.
+func setPIDNamespace(spec *specs.Spec, path string) {
+	spec.Linux.Namespaces = slices.DeleteFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool {
+		return n.Type == specs.PIDNamespace
+	})
+	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: path})
 }
 
 func hasNewNamespace(spec *specs.Spec, typ specs.LinuxNamespaceType) bool {

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
@@ -88,4 +90,22 @@ func ShareRootfs(sharedDir, cid, rootfs string) (guestPath string, remove func()
 		return "", nil, fmt.Errorf("copy rootfs into the share: %v: %s", err, out)
 	}
 	return GuestRootfs(name), remove, nil
+}
+
+// StripPIDNamespace shapes a spec's namespaces as the Kata runtime does
+// before CreateContainer (virtcontainers handlePidNamespace): it removes the
+// pid namespace and reports whether the container asked to share one (the
+// entry had a path), which the shim sends as sandbox_pidns. The agent must
+// then give the container a pid namespace itself.
+func StripPIDNamespace(spec *specs.Spec) (sandboxPidns bool) {
+	if spec.Linux == nil {
+		return false
+	}
+	for i, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			spec.Linux.Namespaces = append(spec.Linux.Namespaces[:i:i], spec.Linux.Namespaces[i+1:]...)
+			return ns.Path != ""
+		}
+	}
+	return false
 }

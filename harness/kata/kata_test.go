@@ -3,8 +3,11 @@ package kata
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func TestShareRootfs(t *testing.T) {
@@ -74,5 +77,30 @@ func TestSharedStorage(t *testing.T) {
 	s := SharedStorage()
 	if s.Driver != "virtio-fs" || s.Source != "kataShared" || s.Fstype != "virtiofs" || s.MountPoint != GuestSharedDir {
 		t.Errorf("storage %v", s)
+	}
+}
+
+func TestStripPIDNamespace(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		ns     []specs.LinuxNamespace
+		shared bool
+	}{
+		{"new", []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}}, false},
+		{"path", []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: "/proc/7/ns/pid"}, {Type: specs.MountNamespace}}, true},
+		{"none", []specs.LinuxNamespace{{Type: specs.MountNamespace}}, false},
+	} {
+		s := &specs.Spec{Linux: &specs.Linux{Namespaces: slices.Clone(c.ns)}}
+		if got := StripPIDNamespace(s); got != c.shared {
+			t.Errorf("%s: sandbox_pidns %v, want %v", c.name, got, c.shared)
+		}
+		for _, n := range s.Linux.Namespaces {
+			if n.Type == specs.PIDNamespace {
+				t.Errorf("%s: pid namespace left in %v", c.name, s.Linux.Namespaces)
+			}
+		}
+		if want := len(c.ns) - 1; c.name != "none" && len(s.Linux.Namespaces) != want {
+			t.Errorf("%s: %d namespaces left, want %d", c.name, len(s.Linux.Namespaces), want)
+		}
 	}
 }
