@@ -14,8 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/agent/hostvsock"
 )
 
 // Shells are tried in order for the debug console.
@@ -69,7 +70,9 @@ func (d *DebugConsole) Start(ctx context.Context) error {
 	ln := d.Listener
 	if ln == nil {
 		var err error
-		if ln, err = vsock.Listen(d.Port, nil); err != nil {
+		// A shell for the host alone: from a container it is root in the
+		// guest.
+		if ln, err = hostvsock.Listen(hostvsock.AnyCID, d.Port, d.Log); err != nil {
 			return fmt.Errorf("debug console: listen on vsock port %d: %w", d.Port, err)
 		}
 	}

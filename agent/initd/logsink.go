@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mdlayher/vsock"
+	"github.com/wren-vm/wren/agent/hostvsock"
 )
 
 // LogSink is the agent's log destination for agent.log_vport: it streams
@@ -73,7 +73,9 @@ func NewLogSinkListener(ctx context.Context, ln net.Listener) *LogSink {
 
 // ListenVsock starts serving the log on vsock port.
 func (s *LogSink) ListenVsock(ctx context.Context, port uint32) error {
-	ln, err := vsock.Listen(port, nil)
+	// Only the host may read the log: it can hold what a container must
+	// not see (other containers' ids, paths and errors).
+	ln, err := hostvsock.Listen(hostvsock.AnyCID, port, slog.New(s.Handler(slog.LevelWarn)))
 	if err != nil {
 		return fmt.Errorf("log stream: listen on vsock port %d: %w", port, err)
 	}

@@ -4,20 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 
-	"github.com/mdlayher/vsock"
-
 	"github.com/wren-vm/wren/agent/address"
+	"github.com/wren-vm/wren/agent/hostvsock"
 )
 
-// vmaddrCIDAny is VMADDR_CID_ANY, what "vsock://-1:PORT" asks for.
-const vmaddrCIDAny = 0xffffffff
-
-// Listen opens the listener for a server address (vsock:// or unix://).
-func Listen(addr string) (net.Listener, error) {
+// Listen opens the listener for a server address (vsock:// or unix://). A
+// vsock listener serves the host alone (see hostvsock); log receives the
+// connections it refuses (nil: none are logged).
+func Listen(addr string, log *slog.Logger) (net.Listener, error) {
 	a, err := address.Parse(addr)
 	if err != nil {
 		return nil, err
@@ -26,9 +25,9 @@ func Listen(addr string) (net.Listener, error) {
 	case address.Vsock:
 		cid := uint32(a.CID)
 		if a.CID == address.AnyCID {
-			cid = vmaddrCIDAny
+			cid = hostvsock.AnyCID
 		}
-		ln, err := vsock.ListenContextID(cid, a.Port, nil)
+		ln, err := hostvsock.Listen(cid, a.Port, log)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", addr, err)
 		}

@@ -59,7 +59,7 @@ func startServer(t *testing.T, services map[string]map[string]ttrpc.Method) (c *
 		s.TTRPC().Register(name, methods)
 	}
 	addr := "unix://" + filepath.Join(t.TempDir(), "s.sock")
-	ln, err := Listen(addr)
+	ln, err := Listen(addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestListenRefusesNonSocket(t *testing.T) {
 	if err := os.WriteFile(p, []byte("keep me"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Listen("unix://" + p); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen("unix://"+p, nil); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("Listen over a regular file: %v", err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "keep me" {
@@ -163,7 +163,7 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
-	ln2, err := Listen("unix://" + p)
+	ln2, err := Listen("unix://"+p, nil)
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
@@ -172,7 +172,7 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 
 func TestListenErrors(t *testing.T) {
 	for _, addr := range []string{"hvsock:///x:1", "tcp://1:2", "unix://rel"} {
-		if _, err := Listen(addr); err == nil {
+		if _, err := Listen(addr, nil); err == nil {
 			t.Errorf("Listen(%q) succeeded", addr)
 		}
 	}

@@ -248,7 +248,7 @@ func inProcessAllocs(ctx context.Context, dir string, n int, stock bool, cc chec
 	}
 	defer os.RemoveAll(d)
 	addr := "unix://" + filepath.Join(d, "s.sock")
-	ln, err := server.Listen(addr)
+	ln, err := server.Listen(addr, nil)
 	if err != nil {
 		return 0, err
 	}
