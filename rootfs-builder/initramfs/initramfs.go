@@ -25,21 +25,30 @@ import (
 )
 
 // DefaultModules are the modules the agent's guest needs from a modular
-// kernel such as Debian's: virtio over PCI and MMIO, vsock (virtio and
-// loopback), virtio-fs/FUSE, virtio-blk, virtio-scsi with the SCSI disk
-// driver, virtio-net/console, nvdimm with pmem
-// and fs-dax (nfit, nd_pmem, dax_pmem), ext4 for the DAX image with the
-// crc32c its checksums need, and overlay. Their dependencies are added from
-// .modinfo; names built into the kernel are skipped.
+// kernel such as Debian's: virtio over PCI and MMIO, vsock over virtio,
+// virtio-fs/FUSE, virtio-blk, virtio-scsi with the SCSI disk driver,
+// virtio-net/console, nvdimm with pmem and fs-dax (nfit, nd_pmem,
+// dax_pmem), ext4 for the DAX image with the crc32c its checksums need, and
+// overlay. Their dependencies are added from .modinfo; names built into the
+// kernel are skipped.
+//
+// vsock_loopback is left out on purpose, and so is every other local vsock
+// transport: with one, any process of the guest, a container too, could
+// connect to the agent's vsock ports (see ForbiddenModules).
 var DefaultModules = []string{
 	"virtio_pci", "virtio_mmio",
-	"vmw_vsock_virtio_transport", "vsock_loopback",
+	"vmw_vsock_virtio_transport",
 	"virtiofs", "fuse",
 	"virtio_blk", "virtio_scsi", "sd_mod", "virtio_net", "virtio_console",
 	"nfit", "nd_pmem", "dax_pmem",
 	"crc32c_generic", "ext4",
 	"overlay",
 }
+
+// ForbiddenModules never go into a guest image, even when asked for: they
+// give the guest a local vsock transport, through which a container could
+// reach the agent's API (AF_VSOCK is not network-namespaced).
+var ForbiddenModules = []string{"vsock_loopback"}
 
 // Profiles.
 const (
@@ -188,6 +197,9 @@ func Archive(opts Options) (*cpio.Archive, error) {
 		if err != nil {
 			return nil, fmt.Errorf("initramfs: %w", err)
 		}
+		if err := refuseForbidden(ix, mods); err != nil {
+			return nil, err
+		}
 		base := "/lib/modules/" + filepath.Base(filepath.Clean(opts.ModulesDir))
 		for _, m := range mods {
 			data, err := m.Contents()
@@ -304,4 +316,20 @@ func checkStaticELF(p string) error {
 func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.Mode().IsRegular()
+}
+
+// refuseForbidden fails when the modules to install, their dependencies
+// included, or the kernel's built-in modules hold one of ForbiddenModules.
+func refuseForbidden(ix *kmod.Index, mods []*kmod.Module) error {
+	for _, f := range ForbiddenModules {
+		if ix.Builtin(f) {
+			return fmt.Errorf("initramfs: the kernel has %s built in: containers could reach the agent through it; use a kernel without it", f)
+		}
+		for _, m := range mods {
+			if m.Name == f {
+				return fmt.Errorf("initramfs: module %s is refused: it lets containers reach the agent's vsock ports", f)
+			}
+		}
+	}
+	return nil
 }

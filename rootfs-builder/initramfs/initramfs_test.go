@@ -188,6 +188,18 @@ func TestBuildContents(t *testing.T) {
 			t.Errorf("requested module %s missing", want)
 		}
 	}
+	// No local vsock transport: through one a container reaches the
+	// agent's API (the module list and the archive both checked).
+	for _, f := range ForbiddenModules {
+		if seen[f] {
+			t.Errorf("module %s is in the guest image", f)
+		}
+	}
+	for name := range recs {
+		if strings.Contains(name, "vsock_loopback") {
+			t.Errorf("%s is in the guest image", name)
+		}
+	}
 	for name := range recs {
 		if strings.HasSuffix(name, ".ko") && !seen[kmod.NameOf(name)] {
 			t.Errorf("module %s archived but not in the load list", name)
@@ -220,6 +232,7 @@ func TestBuildErrors(t *testing.T) {
 		{"dynamic init", Options{Init: "/bin/ls"}, "dynamically linked"},
 		{"profile", Options{Init: init, Profile: "fat"}, "unknown profile"},
 		{"bad module", Options{Init: init, ModulesDir: k.ModulesDir, Modules: []string{"virtio_blk", "wren_nope"}}, "wren_nope"},
+		{"vsock loopback", Options{Init: init, ModulesDir: k.ModulesDir, Modules: []string{"vmw_vsock_virtio_transport", "vsock_loopback"}}, "vsock_loopback is refused"},
 		{"no modules dir", Options{Init: init, ModulesDir: "/nonexistent/lib/modules/x"}, "kernel modules directory"},
 		{"modules without dir", Options{Init: init, Modules: []string{"fuse"}}, "no kernel modules directory"},
 		{"busybox", Options{Init: init, Profile: ProfileDebug, Busybox: "/nonexistent/busybox"}, "busybox-static"},
