@@ -97,6 +97,8 @@ func TestPodVM(t *testing.T) {
 	t.Run("LargeOutput", p.testLargeOutput)
 	t.Run("Exec", p.testExec)
 	t.Run("ExecTTY", p.testExecTTY)
+	t.Run("KataShapedPIDNamespace", p.testKataPIDNamespace)
+	t.Run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
 	t.Run("OOM", p.testOOM)
 	t.Run("BlockHotplug", p.testBlockHotplug)
 	t.Run("DAXImage", p.testDAX)
@@ -199,17 +201,28 @@ func (p *pod) testCreateSandbox(t *testing.T) {
 type container struct {
 	id   string
 	spec *specs.Spec
+	// sandboxPidns is what a Kata shim sends for the spec's pid namespace.
+	sandboxPidns bool
 }
 
 // newContainer lays out a busybox rootfs in SHARED/<id>/rootfs and a spec
-// whose root is that directory as the guest sees it through virtio-fs.
+// whose root is that directory as the guest sees it through virtio-fs,
+// shaped as a Kata shim sends it (no pid namespace in the spec).
 func (p *pod) newContainer(t *testing.T, id string, args ...string) *container {
 	t.Helper()
 	testbundle.Rootfs(t, kata.HostRootfs(p.vm.SharedDir, id))
 	spec := testbundle.Spec(kata.GuestRootfs(id), args...)
 	spec.Hostname = ""
 	spec.Linux.CgroupsPath = "/e2e/" + id
-	return &container{id: id, spec: spec}
+	shared := kata.StripPIDNamespace(spec)
+	return &container{id: id, spec: spec, sandboxPidns: shared}
+}
+
+// request is the CreateContainer request a Kata shim sends for c.
+func (c *container) request(storages ...*agentpb.Storage) *agentpb.CreateContainerRequest {
+	return &agentpb.CreateContainerRequest{
+		ContainerId: c.id, ExecId: c.id, OCI: ocispec.FromSpec(c.spec), Storages: storages, SandboxPidns: c.sandboxPidns,
+	}
 }
 
 // output is what a process printed and how it ended.
@@ -224,9 +237,7 @@ func (p *pod) run(t *testing.T, c *container, stdin []byte, storages ...*agentpb
 	t.Helper()
 	ctx, cancel := p.ctx()
 	defer cancel()
-	_, err := p.c.Agent.CreateContainer(ctx, &agentpb.CreateContainerRequest{
-		ContainerId: c.id, ExecId: c.id, OCI: ocispec.FromSpec(c.spec), Storages: storages,
-	})
+	_, err := p.c.Agent.CreateContainer(ctx, c.request(storages...))
 	skipIfUnimplemented(t, "CreateContainer", err)
 	if err != nil {
 		t.Fatalf("CreateContainer %s: %v", c.id, err)
@@ -362,7 +373,7 @@ func (p *pod) startIdle(t *testing.T, id string) {
 	c := p.newContainer(t, id, "/bin/sleep", "3600")
 	ctx, cancel := p.ctx()
 	defer cancel()
-	if _, err := p.c.Agent.CreateContainer(ctx, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(c.spec)}); err != nil {
+	if _, err := p.c.Agent.CreateContainer(ctx, c.request()); err != nil {
 		skipIfUnimplemented(t, "CreateContainer", err)
 		t.Fatalf("CreateContainer: %v", err)
 	}
