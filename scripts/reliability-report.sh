@@ -17,7 +17,7 @@ CGO_ENABLED=1 $GO test -json -tags 'netgo osusergo seccomp' -count=1 -timeout 20
 	./agent/fsremove/ ./agent/apifuzz/ ./harness/reliability/ >"$json" || status=$?
 # The containment checks that need the pod VM (a QEMU TCG boot).
 CGO_ENABLED=1 $GO test -json -tags 'netgo osusergo seccomp' -count=1 -timeout 20m ./harness/e2e/ \
-	-run 'TestPodVM/^(CreateSandbox|KataShapedPIDNamespace|ContainerCannotReachAgent)$' >>"$json" || status=$?
+	-run 'TestAgentThreadsInPodVM|TestPodVM/^(CreateSandbox|KataShapedPIDNamespace|ContainerCannotReachAgent)$' >>"$json" || status=$?
 $GO run ./scripts/reliability-report -tests "$json"
 echo "wrote docs/reliability.md"
 exit $status
