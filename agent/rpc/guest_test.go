@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -147,6 +148,43 @@ func TestReseedAndClockValidation(t *testing.T) {
 		if _, err := c.SetGuestDateTime(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("%v: %v", req, err)
 		}
+	}
+}
+
+// TestSetGuestDateTimeRange: times the kernel cannot hold (the epoch,
+// INT64_MAX seconds) are InvalidArgument and never reach the clock; a
+// current time does. The clock setter is replaced: a test must never set
+// this machine's clock.
+func TestSetGuestDateTimeRange(t *testing.T) {
+	a, _, _ := guestAgent(t, nil)
+	var set []unix.Timeval
+	a.setClock = func(tv *unix.Timeval) error {
+		set = append(set, *tv)
+		return nil
+	}
+	c := serve(t, a)
+	for _, req := range []*agentpb.SetGuestDateTimeRequest{
+		{Sec: 0},
+		{Sec: 0, Usec: 1},
+		{Sec: math.MaxInt64},
+		{Sec: math.MaxInt64, Usec: 999_999},
+		{Sec: minClockSec - 1, Usec: 999_999},
+		{Sec: maxClockSec},
+	} {
+		_, err := c.SetGuestDateTime(context.Background(), req)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("sec %d usec %d: %v, want InvalidArgument", req.Sec, req.Usec, err)
+		}
+	}
+	if len(set) != 0 {
+		t.Fatalf("out-of-range times reached the clock: %v", set)
+	}
+	now := time.Now()
+	if _, err := c.SetGuestDateTime(context.Background(), &agentpb.SetGuestDateTimeRequest{Sec: now.Unix(), Usec: int64(now.Nanosecond() / 1000)}); err != nil {
+		t.Fatalf("current time: %v", err)
+	}
+	if len(set) != 1 || set[0].Sec != now.Unix() {
+		t.Fatalf("clock set to %v, want %d s", set, now.Unix())
 	}
 }
 
