@@ -19,6 +19,11 @@ import (
 func TestBadInputMatrix(t *testing.T) {
 	p := newPod(t)
 	p.run("live", p.spec("/bin/sleep", "1000"))
+	// A container whose init has exited, for the updates it must refuse.
+	p.run("done", p.spec("/bin/true"))
+	if _, err := p.c.Agent.WaitProcess(ctx(t), &agentpb.WaitProcessRequest{ContainerId: "done", ExecId: "done"}); err != nil {
+		t.Fatal(err)
+	}
 	// One exec so that the agent's lazily made helpers (pipes, threads)
 	// exist before the baseline.
 	p.exec("live", "/bin/true")
@@ -49,6 +54,12 @@ func TestBadInputMatrix(t *testing.T) {
 	copyFile := func(path string, size int64, data []byte) func() error {
 		return func() error {
 			_, err := p.c.Agent.CopyFile(ctx(t), &agentpb.CopyFileRequest{Path: path, FileSize: size, FileMode: 0o644, Data: data})
+			return err
+		}
+	}
+	update := func(id string, r *agentpb.LinuxResources) func() error {
+		return func() error {
+			_, err := p.c.Agent.UpdateContainer(ctx(t), &agentpb.UpdateContainerRequest{ContainerId: id, Resources: r})
 			return err
 		}
 	}
@@ -98,6 +109,10 @@ func TestBadInputMatrix(t *testing.T) {
 			_, err := p.c.Agent.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: "live"})
 			return err
 		}, codes.FailedPrecondition},
+		{"update stopped container", update("done", &agentpb.LinuxResources{Memory: &agentpb.LinuxMemory{Limit: 64 << 20}}), codes.FailedPrecondition},
+		// No process lives in one byte: on cgroup v2 the kernel takes the
+		// limit and OOM-kills the container.
+		{"update memory limit 1 byte", update("live", &agentpb.LinuxResources{Memory: &agentpb.LinuxMemory{Limit: 1}}), codes.InvalidArgument},
 		{"exec unknown container", func() error {
 			_, err := p.c.Agent.ExecProcess(ctx(t), &agentpb.ExecProcessRequest{ContainerId: "nope", ExecId: "e", Process: good.Process})
 			return err
@@ -169,6 +184,9 @@ func TestBadInputMatrix(t *testing.T) {
 		t.Errorf("container after the matrix: %q, %d", out, code)
 	}
 	if _, err := p.c.Agent.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: "live"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.remove("done"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.c.Agent.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: "live"}); status.Code(err) != codes.NotFound {
