@@ -85,14 +85,18 @@ func notConfigured(what string) error {
 	return status.Errorf(codes.FailedPrecondition, "%s is not set up in this agent", what)
 }
 
-// rpcError keeps a status code carried by err (also when wrapped) and
-// reports anything else as Internal.
+// rpcError keeps a status code carried by err (also when wrapped), maps
+// the guest packages' sentinel errors, and reports anything else as
+// Internal.
 func rpcError(err error) error {
 	if err == nil {
 		return nil
 	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
 		return st.Err()
+	}
+	if errors.Is(err, network.ErrInvalid) {
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }

@@ -338,6 +338,34 @@ func TestNetworkRPCsInNetns(t *testing.T) {
 	}
 }
 
+// TestUpdateRoutesDefaultViaLoopback: the network package's refusal of a
+// default route through lo reaches the client as InvalidArgument.
+func TestUpdateRoutesDefaultViaLoopback(t *testing.T) {
+	h := testNetns(t)
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	a, _, _ := guestAgent(t, h)
+	c := serve(t, a)
+	_, err = c.UpdateRoutes(context.Background(), &agentpb.UpdateRoutesRequest{Routes: &agentpb.Routes{Routes: []*typespb.Route{{Dest: "default", Device: "lo"}}}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("default route via lo: %v, want InvalidArgument", err)
+	}
+	rs, err := h.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Dst == nil {
+			t.Errorf("default route left in the table: %v", r)
+		}
+	}
+}
+
 // CPU and memory hotplug need a VM; a directory stands in for sysfs here
 // to check the RPC wiring (memory first, then CPUs, then the cpuset hook).
 func TestOnlineCPUMemAndDetailsOnFakeSysfs(t *testing.T) {

@@ -78,10 +78,28 @@ type Agent struct {
 // Log returns what the agent wrote to stderr so far.
 func (a *Agent) Log() string { return a.log.String() }
 
+// Options are the ways StartWith can vary an agent.
+type Options struct {
+	// Args are added after the defaults (a flag given twice takes its
+	// last value).
+	Args []string
+	// NewNetNS runs the agent in a network namespace of its own (holding
+	// only a loopback device, down): requests that change routes or
+	// interfaces then cannot reach the machine's.
+	NewNetNS bool
+}
+
 // Start runs wren-agent with a fresh socket and state root, waits until it
 // answers Health.Check, and stops it when the test ends.
 func Start(t testing.TB, extraArgs ...string) *Agent {
 	t.Helper()
+	return StartWith(t, Options{Args: extraArgs})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Agent {
+	t.Helper()
+	extraArgs := o.Args
 	bin := Binary(t, "wren-agent")
 	dir := t.TempDir()
 	a := &Agent{
@@ -96,6 +114,10 @@ func Start(t testing.TB, extraArgs ...string) *Agent {
 	a.Cmd = exec.Command(bin, args...)
 	a.Cmd.Stderr = a.log
 	a.Cmd.Env = append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL=")
+	if o.NewNetNS {
+		// The socket is a path: reachable from every network namespace.
+		a.Cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	}
 	if err := a.Cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
