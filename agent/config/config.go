@@ -66,8 +66,10 @@ type Config struct {
 	UnifiedCgroupHierarchy bool
 	// StateRoot holds the sandbox's bundles, shared mounts and namespaces.
 	StateRoot string
-	// CgroupParent is the cgroup under which containers whose spec names no
-	// cgroupsPath are placed, as /<CgroupParent>/<container id>.
+	// CgroupParent is the cgroup that holds every container's: one whose
+	// spec names no cgroupsPath is placed as /<CgroupParent>/<container
+	// id>, one whose spec names a path outside it as
+	// /<CgroupParent>/<path>.
 	CgroupParent string
 	// SandboxPidsMax is the pids.max of the cgroup parent, the ceiling on
 	// the tasks of all the sandbox's containers together. 0 (the default)

@@ -56,7 +56,7 @@ func Load(in Input) (Loaded, error) {
 	logLevel := fs.String("log-level", "", "log level: trace, debug, info, warn, error")
 	configFile := fs.String("config", "", "TOML configuration file")
 	stateRoot := fs.String("state-root", "", "directory for sandbox state (default "+DefaultStateRoot+")")
-	cgroupParent := fs.String("cgroup-parent", "", "cgroup for containers whose spec has no cgroupsPath (default "+DefaultCgroupParent+")")
+	cgroupParent := fs.String("cgroup-parent", "", "cgroup that holds every container's cgroup (default "+DefaultCgroupParent+")")
 	pidsMax := fs.String("sandbox-pids-max", "", fmt.Sprintf("pids.max of the cgroup parent: 0 derives it from the guest's limits, else at least %d (default 0)", MinSandboxPidsMax))
 	readCmdline := fs.Bool("kernel-cmdline", false, "read agent.* keys from the kernel command line (always on as PID 1)")
 	fs.BoolVar(&out.ShowVersion, "version", false, "print the version and exit")

@@ -122,9 +122,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	}
 	joinSandboxNamespaces(spec, ns, pidnsIf(req.GetSandboxPidns(), pidns))
 	addDNS(spec, dnsFile)
-	if spec.Linux.CgroupsPath == "" {
-		spec.Linux.CgroupsPath = "/" + s.opts.CgroupParent + "/" + id
-	}
+	spec.Linux.CgroupsPath = s.cgroupPath(id, spec.Linux.CgroupsPath)
 
 	if err := s.prepareBundle(e, spec); err != nil {
 		return err
@@ -162,6 +160,24 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// cgroupPath places a container's cgroup below the cgroup parent, so that
+// what is set on the parent (the sandbox's pids ceiling) covers every
+// container: a path the spec names elsewhere (Kata's runtime sends the
+// host's, /kubepods/...) is nested as /<parent>/<path>; no path gives
+// /<parent>/<id>. The path is cleaned as if rooted first, so ".." cannot
+// climb out of the parent.
+func (s *Sandbox) cgroupPath(id, p string) string {
+	parent := "/" + s.opts.CgroupParent
+	if p == "" {
+		return parent + "/" + id
+	}
+	clean := filepath.Clean("/" + p)
+	if strings.HasPrefix(clean, parent+"/") {
+		return clean
+	}
+	return parent + clean
 }
 
 func pidnsIf(want bool, path string) string {

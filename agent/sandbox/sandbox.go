@@ -69,8 +69,9 @@ type Options struct {
 	NamespaceDir string
 	// PipeSize is agent.container_pipe_size (0: kernel default).
 	PipeSize int
-	// CgroupParent is used for containers whose spec has no cgroupsPath:
-	// they get /<CgroupParent>/<cid>. Default "wren".
+	// CgroupParent holds every container's cgroup: a container whose spec
+	// has no cgroupsPath gets /<CgroupParent>/<cid>, one whose spec names
+	// a path outside it /<CgroupParent>/<path>. Default "wren".
 	CgroupParent string
 	// NoPivotRoot forces no_pivot_root; it is also used when / is an
 	// initramfs.

@@ -459,6 +459,62 @@ func TestBadInputsLeaveNothingBehind(t *testing.T) {
 	}
 }
 
+// TestContainerCgroupsNestUnderParent: whatever cgroupsPath a spec names,
+// the container's cgroup is below the cgroup parent (where the sandbox's
+// pids ceiling is set), and ".." cannot climb out of it.
+func TestContainerCgroupsNestUnderParent(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	elsewhere := fmt.Sprintf("wren-stest-elsewhere-%d", os.Getpid())
+	// Where an unfixed agent would put them.
+	t.Cleanup(func() { testbundle.RemoveCgroupParent(elsewhere) })
+	for _, tt := range []struct{ path, want string }{
+		{"", "/" + cgroupParent + "/%s"},
+		{"/" + elsewhere + "/kubepods/%s", "/" + cgroupParent + "/" + elsewhere + "/kubepods/%s"},
+		{elsewhere + "/relative/%s", "/" + cgroupParent + "/" + elsewhere + "/relative/%s"},
+		{"/../../" + elsewhere + "/%s", "/" + cgroupParent + "/" + elsewhere + "/%s"},
+		{"/" + cgroupParent + "/inside/%s", "/" + cgroupParent + "/inside/%s"},
+	} {
+		id := newID()
+		spec := e.spec("/bin/sleep", "1000")
+		if tt.path != "" {
+			spec.Linux.CgroupsPath = fmt.Sprintf(tt.path, id)
+		}
+		e.create(id, spec, false)
+		want := fmt.Sprintf(tt.want, id)
+		if got := initPidsCgroup(t, e.sb, id); got != want {
+			t.Errorf("cgroupsPath %q: the init is in pids cgroup %s, want %s", spec.Linux.CgroupsPath, got, want)
+		}
+		e.remove(id)
+	}
+}
+
+// initPidsCgroup is the pids cgroup of container id's init, as
+// /proc/<pid>/cgroup names it.
+func initPidsCgroup(t *testing.T, sb *Sandbox, id string) string {
+	t.Helper()
+	c, err := sb.container(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", c.InitPid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		switch {
+		case len(f) != 3:
+		case f[1] == "pids":
+			return f[2]
+		case f[0] == "0":
+			v2 = f[2]
+		}
+	}
+	return v2
+}
+
 // A RemoveContainer whose processes cannot die in time (their parent
 // cgroup is frozen, so SIGKILL stays pending) reports DeadlineExceeded and
 // keeps the container; a later remove succeeds.

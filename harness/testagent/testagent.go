@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -68,7 +69,8 @@ type Agent struct {
 	Addr string
 	// StateRoot is the agent's state directory.
 	StateRoot string
-	// CgroupParent holds the cgroups of the agent's containers.
+	// CgroupParent holds the cgroups of the agent's containers (the last
+	// --cgroup-parent of the arguments, if any).
 	CgroupParent string
 	// Cmd is the running process.
 	Cmd *exec.Cmd
@@ -110,6 +112,14 @@ func StartWith(t testing.TB, o Options) *Agent {
 	// Each agent gets its own cgroup parent: test packages run in
 	// parallel and reuse container ids.
 	a.CgroupParent = "wren-test-" + filepath.Base(dir)
+	for i, arg := range extraArgs {
+		switch {
+		case (arg == "--cgroup-parent" || arg == "-cgroup-parent") && i+1 < len(extraArgs):
+			a.CgroupParent = extraArgs[i+1]
+		case strings.HasPrefix(arg, "--cgroup-parent="):
+			a.CgroupParent = strings.TrimPrefix(arg, "--cgroup-parent=")
+		}
+	}
 	args := append([]string{"--server-addr", a.Addr, "--state-root", a.StateRoot, "--cgroup-parent", a.CgroupParent, "--log-level", "debug"}, extraArgs...)
 	a.Cmd = exec.Command(bin, args...)
 	a.Cmd.Stderr = a.log
