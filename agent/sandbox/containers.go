@@ -84,7 +84,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	}
 	e := &entry{bundle: filepath.Join(s.opts.StateRoot, id)}
 	s.containers[id] = e
-	ns, dnsFile, pidns, oom := s.ns, s.dnsFile, s.pidnsPath, s.oom
+	ns, dnsFile, pidns, oom, pidsLimit := s.ns, s.dnsFile, s.pidnsPath, s.oom, s.containerPids
 	s.mu.Unlock()
 
 	var undo []func()
@@ -123,6 +123,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	joinSandboxNamespaces(spec, ns, pidnsIf(req.GetSandboxPidns(), pidns))
 	addDNS(spec, dnsFile)
 	spec.Linux.CgroupsPath = s.cgroupPath(id, spec.Linux.CgroupsPath)
+	limitPids(spec, pidsLimit)
 
 	if err := s.prepareBundle(e, spec); err != nil {
 		return err
