@@ -73,6 +73,8 @@ func applyCmdline(c *Config, cmdline string) (cmdlineResult, error) {
 			c.HotplugTimeout, err = parseTimeout(value)
 		case "agent.container_pipe_size":
 			c.ContainerPipeSize, err = parsePipeSize(value)
+		case "agent.sandbox_pids_max":
+			c.SandboxPidsMax, err = parsePidsMax(value)
 		case "agent.config_file":
 			err = needValue(hasValue, value)
 			res.configFile = value
@@ -147,4 +149,24 @@ func parsePipeSize(value string) (int, error) {
 		return 0, fmt.Errorf("not a byte count")
 	}
 	return int(n), nil
+}
+
+// parsePidsMax takes a sandbox pids ceiling: 0 (derive it) or at least
+// MinSandboxPidsMax.
+func parsePidsMax(value string) (int64, error) {
+	n, err := strconv.ParseInt(value, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a number of tasks")
+	}
+	if err := checkPidsMax(n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func checkPidsMax(n int64) error {
+	if n != 0 && n < MinSandboxPidsMax {
+		return fmt.Errorf("want 0 (derived from the guest's limits) or at least %d", MinSandboxPidsMax)
+	}
+	return nil
 }

@@ -32,6 +32,12 @@ const (
 	// allocated only as output waits in them. agent.container_pipe_size=0
 	// restores the kernel default.
 	DefaultContainerPipeSize = 256 << 10
+	// MinSandboxPidsMax is the least SandboxPidsMax that may be set.
+	// Starting a container or an exec briefly takes a dozen or so tasks
+	// in the pod (libcontainer's init stages and its Go runtime's
+	// threads), and the sandbox keeps part of its ceiling free for them:
+	// a smaller ceiling would be a pod that cannot start its containers.
+	MinSandboxPidsMax = 64
 )
 
 // Config is the agent's effective configuration.
@@ -60,9 +66,16 @@ type Config struct {
 	UnifiedCgroupHierarchy bool
 	// StateRoot holds the sandbox's bundles, shared mounts and namespaces.
 	StateRoot string
-	// CgroupParent is the cgroup under which containers whose spec names no
-	// cgroupsPath are placed, as /<CgroupParent>/<container id>.
+	// CgroupParent is the cgroup that holds every container's: one whose
+	// spec names no cgroupsPath is placed as /<CgroupParent>/<container
+	// id>, one whose spec names a path outside it as
+	// /<CgroupParent>/<path>.
 	CgroupParent string
+	// SandboxPidsMax is the pids.max of the cgroup parent, the ceiling on
+	// the tasks of all the sandbox's containers together. 0 (the default)
+	// derives it at CreateSandbox from the guest's own limits
+	// (kernel.pid_max, kernel.threads-max), less a reserve for the agent.
+	SandboxPidsMax int64
 	// ConfigFile is the TOML file the configuration was read from, if any.
 	ConfigFile string
 }

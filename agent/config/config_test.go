@@ -50,6 +50,8 @@ func TestCmdline(t *testing.T) {
 		// Kata's 0 means the kernel's default, and must still mean it.
 		{name: "pipe size kernel default", cmdline: "agent.container_pipe_size=0", check: func(c Config) bool { return c.ContainerPipeSize == 0 }},
 		{name: "devmode", cmdline: "agent.devmode", check: func(c Config) bool { return c.DevMode }},
+		{name: "sandbox pids max", cmdline: "agent.sandbox_pids_max=4096", check: func(c Config) bool { return c.SandboxPidsMax == 4096 }},
+		{name: "sandbox pids max derived", cmdline: "agent.sandbox_pids_max=0", check: func(c Config) bool { return c.SandboxPidsMax == 0 }},
 		{name: "cgroup v2 systemd", cmdline: "systemd.unified_cgroup_hierarchy=1", check: func(c Config) bool { return c.UnifiedCgroupHierarchy }},
 		{name: "cgroup v2 no_v1", cmdline: "cgroup_no_v1=all", check: func(c Config) bool { return c.UnifiedCgroupHierarchy }},
 		{name: "cgroup v1", cmdline: "systemd.unified_cgroup_hierarchy=0", check: func(c Config) bool { return !c.UnifiedCgroupHierarchy }},
@@ -65,6 +67,9 @@ func TestCmdline(t *testing.T) {
 		{name: "bad hotplug text", cmdline: "agent.hotplug_timeout=soon", wantErr: `invalid value "soon" for agent.hotplug_timeout`},
 		{name: "bad pipe size", cmdline: "agent.container_pipe_size=big", wantErr: `invalid value "big" for agent.container_pipe_size`},
 		{name: "bad bool", cmdline: "agent.devmode=maybe", wantErr: `invalid value "maybe" for agent.devmode`},
+		{name: "sandbox pids max too small", cmdline: "agent.sandbox_pids_max=10", wantErr: `invalid value "10" for agent.sandbox_pids_max`},
+		{name: "sandbox pids max negative", cmdline: "agent.sandbox_pids_max=-1", wantErr: `invalid value "-1" for agent.sandbox_pids_max`},
+		{name: "sandbox pids max text", cmdline: "agent.sandbox_pids_max=lots", wantErr: `invalid value "lots" for agent.sandbox_pids_max`},
 		{name: "empty server addr", cmdline: "agent.server_addr=", wantErr: `invalid value "" for agent.server_addr`},
 		{name: "malformed server addr", cmdline: "agent.server_addr=tcp://1:2", wantErr: `server address "tcp://1:2"`},
 		{name: "hvsock server addr", cmdline: "agent.server_addr=hvsock:///x:1", wantErr: "host-side dial form"},
@@ -192,6 +197,7 @@ func TestFileErrors(t *testing.T) {
 		{"bad type", `log_vport = "x"`, "config file /c.toml"},
 		{"negative timeout", `hotplug_timeout = -1`, `invalid value "-1" for hotplug_timeout`},
 		{"negative pipe", `container_pipe_size = -5`, `invalid value "-5" for container_pipe_size`},
+		{"small pids max", `sandbox_pids_max = 63`, `invalid value "63" for sandbox_pids_max`},
 		{"syntax", `server_addr = `, "config file /c.toml"},
 	}
 	for _, tt := range tests {
@@ -227,6 +233,35 @@ func TestCgroupParent(t *testing.T) {
 		}
 		if err != nil || got.Config.CgroupParent != tt.want {
 			t.Errorf("%q: %q, %v; want %q", tt.args, got.Config.CgroupParent, err, tt.want)
+		}
+	}
+}
+
+func TestSandboxPidsMax(t *testing.T) {
+	files := fakeFS{"/proc/cmdline": "agent.sandbox_pids_max=8192", "/c.toml": "sandbox_pids_max = 2048\n"}
+	for _, tt := range []struct {
+		args    []string
+		pid1    bool
+		want    int64
+		wantErr string
+	}{
+		{want: 0},
+		{pid1: true, want: 8192},
+		{pid1: true, args: []string{"--config", "/c.toml"}, want: 2048},
+		{pid1: true, args: []string{"--config", "/c.toml", "--sandbox-pids-max", "256"}, want: 256},
+		{args: []string{"--sandbox-pids-max", "0"}, want: 0},
+		{args: []string{"--sandbox-pids-max", "63"}, wantErr: `invalid value "63" for --sandbox-pids-max`},
+		{args: []string{"--sandbox-pids-max", "-5"}, wantErr: `invalid value "-5" for --sandbox-pids-max`},
+	} {
+		got, err := Load(Input{Args: tt.args, PID1: tt.pid1, Getenv: func(string) string { return "" }, ReadFile: files.read})
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: err = %v, want %q", tt.args, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got.Config.SandboxPidsMax != tt.want {
+			t.Errorf("%q pid1=%v: %d, %v; want %d", tt.args, tt.pid1, got.Config.SandboxPidsMax, err, tt.want)
 		}
 	}
 }

@@ -24,6 +24,7 @@ type fileConfig struct {
 	UnifiedCgroupHierarchy *bool   `toml:"unified_cgroup_hierarchy"`
 	StateRoot              *string `toml:"state_root"`
 	CgroupParent           *string `toml:"cgroup_parent"`
+	SandboxPidsMax         *int64  `toml:"sandbox_pids_max"`
 }
 
 // applyFile applies a TOML configuration file. Unknown keys are errors: a
@@ -72,6 +73,12 @@ func applyFile(c *Config, name string, data []byte) error {
 	setIf(&c.UnifiedCgroupHierarchy, f.UnifiedCgroupHierarchy)
 	setIf(&c.StateRoot, f.StateRoot)
 	setIf(&c.CgroupParent, f.CgroupParent)
+	if f.SandboxPidsMax != nil {
+		if err := checkPidsMax(*f.SandboxPidsMax); err != nil {
+			return invalidValue(source, "sandbox_pids_max", fmt.Sprint(*f.SandboxPidsMax), err)
+		}
+		c.SandboxPidsMax = *f.SandboxPidsMax
+	}
 	return nil
 }
 

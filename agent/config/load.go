@@ -56,7 +56,8 @@ func Load(in Input) (Loaded, error) {
 	logLevel := fs.String("log-level", "", "log level: trace, debug, info, warn, error")
 	configFile := fs.String("config", "", "TOML configuration file")
 	stateRoot := fs.String("state-root", "", "directory for sandbox state (default "+DefaultStateRoot+")")
-	cgroupParent := fs.String("cgroup-parent", "", "cgroup for containers whose spec has no cgroupsPath (default "+DefaultCgroupParent+")")
+	cgroupParent := fs.String("cgroup-parent", "", "cgroup that holds every container's cgroup (default "+DefaultCgroupParent+")")
+	pidsMax := fs.String("sandbox-pids-max", "", fmt.Sprintf("pids.max of the cgroup parent: 0 derives it from the guest's limits, else at least %d (default 0)", MinSandboxPidsMax))
 	readCmdline := fs.Bool("kernel-cmdline", false, "read agent.* keys from the kernel command line (always on as PID 1)")
 	fs.BoolVar(&out.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(in.Args); err != nil {
@@ -124,6 +125,13 @@ func Load(in Input) (Loaded, error) {
 	if *cgroupParent != "" {
 		c.CgroupParent = *cgroupParent
 	}
+	if *pidsMax != "" {
+		n, err := parsePidsMax(*pidsMax)
+		if err != nil {
+			return out, invalidValue("flags", "--sandbox-pids-max", *pidsMax, err)
+		}
+		c.SandboxPidsMax = n
+	}
 	if err := checkCgroupParent(c.CgroupParent); err != nil {
 		return out, invalidValue("configuration", "cgroup parent", c.CgroupParent, err)
 	}
@@ -162,5 +170,5 @@ func checkCgroupParent(p string) error {
 
 // Usage writes the flag summary.
 func Usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: wren-agent [--server-addr ADDR] [--log-level LEVEL] [--config FILE] [--state-root DIR] [--cgroup-parent PATH] [--kernel-cmdline] [--version]")
+	fmt.Fprintln(w, "usage: wren-agent [--server-addr ADDR] [--log-level LEVEL] [--config FILE] [--state-root DIR] [--cgroup-parent PATH] [--sandbox-pids-max N] [--kernel-cmdline] [--version]")
 }

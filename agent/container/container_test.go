@@ -308,6 +308,50 @@ func TestUpdateMemoryAndStats(t *testing.T) {
 	}
 }
 
+// TestUpdateRefusals: a memory limit no process can live in is ErrInvalid
+// and leaves the running container and its limit alone; any update of a
+// stopped container is ErrState.
+func TestUpdateRefusals(t *testing.T) {
+	f := newFixture(t)
+	c, id := f.run("/bin/sleep", "1000")
+	limitFile := filepath.Join("/sys/fs/cgroup/memory", cgroupParent, id, "memory.limit_in_bytes")
+	before, err := os.ReadFile(limitFile)
+	if err != nil {
+		t.Fatalf("v1 memory cgroup of the container: %v", err)
+	}
+	for _, n := range []int64{1, 4096, 1 << 20, MinMemoryLimit - 1} {
+		limit := n
+		err := c.Update(context.Background(), &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("memory limit %d: %v, want ErrInvalid", n, err)
+		}
+		swap := n
+		big := int64(64 << 20)
+		err = c.Update(context.Background(), &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &big, Swap: &swap}})
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("memory+swap limit %d: %v, want ErrInvalid", n, err)
+		}
+	}
+	if after, _ := os.ReadFile(limitFile); string(after) != string(before) {
+		t.Errorf("memory.limit_in_bytes changed by refused updates: %q, was %q", after, before)
+	}
+	if st, _ := c.Status(); st.String() != "running" {
+		t.Fatalf("container %s after refused updates, want running", st)
+	}
+	// The floor itself is a limit a container can have.
+	floor := int64(MinMemoryLimit)
+	if err := c.Update(context.Background(), &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &floor}}); err != nil {
+		t.Errorf("memory limit %d: %v", floor, err)
+	}
+
+	stopped, _ := f.run("/bin/true")
+	wait(t, stopped, "")
+	limit := int64(64 << 20)
+	if err := stopped.Update(context.Background(), &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); !errors.Is(err, ErrState) {
+		t.Errorf("update of a stopped container: %v, want ErrState", err)
+	}
+}
+
 func waitStats(t *testing.T, c *Container) *cgroups.Stats {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; {

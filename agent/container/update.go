@@ -2,14 +2,28 @@ package container
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
+	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 var errEOF = io.EOF
+
+// MinMemoryLimit is the least memory limit, and memory+swap limit, Update
+// accepts. runc and libcontainer set no fixed floor: on cgroup v1 the
+// kernel refuses a limit below the current usage (EBUSY), while on v2
+// memory.max takes any value and the kernel OOM-kills the container,
+// unless the caller asks runc to refuse a limit at or below the current
+// usage (linux.resources.memory.checkBeforeUpdate, which libcontainer
+// checks in cgroups/fs2 CheckMemoryUsage). The floor is dockerd's
+// (linuxMinMemory in moby's daemon/daemon_unix.go, 6 MiB, there "to
+// account for overhead during startup"): no container process runs in
+// less, so a smaller limit is a bad value, not a request to kill.
+const MinMemoryLimit = 6 << 20
 
 // Update applies new resource limits to the container's cgroup. Fields left
 // unset (zero or nil) in r keep their current value, as `runc update` does.
@@ -36,6 +50,13 @@ func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
 	cg.Resources = &res
 	cfg.Cgroups = &cg
 	n, cur := fresh.Resources, cg.Resources
+	// -1 is "unlimited", 0 "unchanged".
+	if n.Memory > 0 && n.Memory < MinMemoryLimit {
+		return fmt.Errorf("%w: memory limit %d bytes is below the %d a container needs", ErrInvalid, n.Memory, MinMemoryLimit)
+	}
+	if n.MemorySwap > 0 && n.MemorySwap < MinMemoryLimit {
+		return fmt.Errorf("%w: memory+swap limit %d bytes is below the %d a container needs", ErrInvalid, n.MemorySwap, MinMemoryLimit)
+	}
 	setI := func(dst *int64, v int64) {
 		if v != 0 {
 			*dst = v
@@ -86,6 +107,9 @@ func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
 	cur.SkipDevices = true
 	defer func() { cur.SkipDevices = false }()
 	if err := c.lc.Set(cfg); err != nil {
+		if errors.Is(err, libcontainer.ErrNotRunning) {
+			return fmt.Errorf("update %s: its init has exited: %w", c.id, ErrState)
+		}
 		return fmt.Errorf("update %s: %w", c.id, err)
 	}
 	return nil

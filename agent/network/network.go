@@ -20,6 +20,10 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// ErrInvalid marks a request the guest must not apply; the RPC layer
+// reports it as InvalidArgument.
+var ErrInvalid = errors.New("invalid argument")
+
 // Family of an address or route.
 type Family int
 
@@ -428,12 +432,14 @@ func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 	if r.Scope > 255 {
 		return nr, invalid("route scope %d", r.Scope)
 	}
+	loopback := false
 	if r.Device != "" {
 		l, err := n.h.LinkByName(r.Device)
 		if err != nil {
 			return nr, status.Errorf(codes.NotFound, "route device %s: %v", r.Device, err)
 		}
 		nr.LinkIndex = l.Attrs().Index
+		loopback = l.Attrs().Flags&net.FlagLoopback != 0
 	}
 	if r.Dest != "" && r.Dest != "default" {
 		dest := r.Dest
@@ -470,7 +476,24 @@ func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 	if nr.Dst == nil && nr.Family == netlink.FAMILY_V6 {
 		nr.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 	}
+	// A default route through the loopback device (named, or reached by a
+	// loopback gateway) sends every packet without a more specific route
+	// back into the guest: the pod loses its network while the request
+	// "succeeds".
+	if isDefault(nr.Dst) && (loopback || (nr.Gw != nil && nr.Gw.IsLoopback())) {
+		return nr, fmt.Errorf("%w: default route via the loopback device (device %q, gateway %q)", ErrInvalid, r.Device, r.Gateway)
+	}
 	return nr, nil
+}
+
+// isDefault reports whether dst (nil: the v4 default) matches every
+// address.
+func isDefault(dst *net.IPNet) bool {
+	if dst == nil {
+		return true
+	}
+	ones, _ := dst.Mask.Size()
+	return ones == 0
 }
 
 // AddARPNeighbors adds (or replaces) static neighbour entries.

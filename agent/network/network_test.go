@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"runtime"
@@ -282,5 +283,54 @@ func TestUpdateRoutesKernelRejectionRestoresTable(t *testing.T) {
 	after, _ := n.ListRoutes(ctx)
 	if !slices.Equal(before, after) {
 		t.Fatalf("table not restored:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+// TestUpdateRoutesRefusesDefaultViaLoopback: a default route through the
+// loopback device (by name or by a loopback gateway) would send all the
+// guest's traffic nowhere; it is ErrInvalid and the table stays as it was.
+func TestUpdateRoutesRefusesDefaultViaLoopback(t *testing.T) {
+	h, mac := testNetns(t)
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Up, as in a guest: the kernel refuses any route via a device that
+	// is down, which would hide the agent's own check.
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := New(h, nil)
+	ctx := context.Background()
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.10.0.2", Mask: "24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	table := []Route{{Dest: "10.10.0.0/24", Device: "eth0", Scope: unix.RT_SCOPE_LINK}, {Dest: "default", Gateway: "10.10.0.1", Device: "eth0"}}
+	before, err := n.UpdateRoutes(ctx, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, rs := range map[string][]Route{
+		"default dev lo":               {{Dest: "default", Device: "lo"}},
+		"empty dest dev lo":            {{Device: "lo"}},
+		"0.0.0.0/0 dev lo":             {{Dest: "10.20.0.0/16", Device: "eth0"}, {Dest: "0.0.0.0/0", Device: "lo"}},
+		"::/0 dev lo":                  {{Dest: "::/0", Device: "lo", Family: V6}},
+		"default via 127.0.0.1":        {{Dest: "default", Gateway: "127.0.0.1"}},
+		"default via ::1 dev lo":       {{Gateway: "::1", Device: "lo", Family: V6}},
+		"default via 127.0.0.1 dev lo": {{Gateway: "127.0.0.1", Device: "lo"}},
+	} {
+		if _, err := n.UpdateRoutes(ctx, rs); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+		if after, _ := n.ListRoutes(ctx); !slices.Equal(before, after) {
+			t.Errorf("%s changed the table:\nbefore %+v\nafter  %+v", name, before, after)
+			if _, err := n.UpdateRoutes(ctx, table); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Routes to a prefix through lo are the caller's business.
+	if _, err := n.UpdateRoutes(ctx, []Route{{Dest: "192.0.2.0/24", Device: "lo"}}); err != nil {
+		t.Errorf("prefix route via lo: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/hotplug"
@@ -27,6 +28,9 @@ type Agent struct {
 	sandbox *sandbox.Sandbox
 	// online runs OnlineCPUMem requests that do not wait, one at a time.
 	online *hotplug.Background
+	// setClock sets the system clock (unix.Settimeofday); tests replace it
+	// so that no test can set the machine's clock.
+	setClock func(*unix.Timeval) error
 }
 
 // unimplementedMethods keeps fallback one embedding level below Agent, so
@@ -57,7 +61,7 @@ func New(opts Options) *Agent {
 	if guest == nil {
 		guest = &GuestServices{}
 	}
-	a := &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox}
+	a := &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox, setClock: unix.Settimeofday}
 	a.online = hotplug.NewBackground(log, onlineTimeout, a.onlineCPUMem)
 	return a
 }

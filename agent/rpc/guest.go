@@ -85,14 +85,18 @@ func notConfigured(what string) error {
 	return status.Errorf(codes.FailedPrecondition, "%s is not set up in this agent", what)
 }
 
-// rpcError keeps a status code carried by err (also when wrapped) and
-// reports anything else as Internal.
+// rpcError keeps a status code carried by err (also when wrapped), maps
+// the guest packages' sentinel errors, and reports anything else as
+// Internal.
 func rpcError(err error) error {
 	if err == nil {
 		return nil
 	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
 		return st.Err()
+	}
+	if errors.Is(err, network.ErrInvalid) {
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }
@@ -152,14 +156,30 @@ func (a *Agent) GetGuestDetails(ctx context.Context, req *agentpb.GuestDetailsRe
 	return resp, nil
 }
 
+// The seconds SetGuestDateTime accepts, minClockSec <= sec < maxClockSec.
+const (
+	// minClockSec (2000-01-01T00:00:00Z): a host clock earlier than this
+	// is an unset or zeroed one (a reset RTC, a request whose field was
+	// never filled), never the time; setting it would take the guest's
+	// certificates and file times back with it. It also keeps well clear
+	// of the kernel's own lower bound, the time since boot.
+	minClockSec = 946_684_800
+	// maxClockSec is the kernel's TIME_SETTOD_SEC_MAX (KTIME_SEC_MAX less
+	// a 30-year uptime margin): settimeofday refuses it and anything
+	// later with EINVAL.
+	maxClockSec = 8_277_292_036
+)
+
 // SetGuestDateTime sets the guest clock (after a VM template clone or a
-// resume the guest's clock is stale).
+// resume the guest's clock is stale). Times the guest cannot or must not
+// hold are refused before the clock is touched.
 func (a *Agent) SetGuestDateTime(ctx context.Context, req *agentpb.SetGuestDateTimeRequest) (*emptypb.Empty, error) {
-	if req.Sec < 0 || req.Usec < 0 || req.Usec >= 1_000_000 {
-		return nil, status.Errorf(codes.InvalidArgument, "time %d s %d µs is out of range", req.Sec, req.Usec)
+	if req.Sec < minClockSec || req.Sec >= maxClockSec || req.Usec < 0 || req.Usec >= 1_000_000 {
+		return nil, status.Errorf(codes.InvalidArgument, "time %d s %d µs is out of range: want %s to before %s",
+			req.Sec, req.Usec, time.Unix(minClockSec, 0).UTC().Format(time.RFC3339), time.Unix(maxClockSec, 0).UTC().Format(time.RFC3339))
 	}
 	tv := unix.Timeval{Sec: req.Sec, Usec: req.Usec}
-	if err := unix.Settimeofday(&tv); err != nil {
+	if err := a.setClock(&tv); err != nil {
 		return nil, rpcError(fmt.Errorf("settimeofday: %w", err))
 	}
 	a.log.Info("guest clock set", "time", time.Unix(req.Sec, req.Usec*1000).UTC())

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -147,6 +148,43 @@ func TestReseedAndClockValidation(t *testing.T) {
 		if _, err := c.SetGuestDateTime(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("%v: %v", req, err)
 		}
+	}
+}
+
+// TestSetGuestDateTimeRange: times the kernel cannot hold (the epoch,
+// INT64_MAX seconds) are InvalidArgument and never reach the clock; a
+// current time does. The clock setter is replaced: a test must never set
+// this machine's clock.
+func TestSetGuestDateTimeRange(t *testing.T) {
+	a, _, _ := guestAgent(t, nil)
+	var set []unix.Timeval
+	a.setClock = func(tv *unix.Timeval) error {
+		set = append(set, *tv)
+		return nil
+	}
+	c := serve(t, a)
+	for _, req := range []*agentpb.SetGuestDateTimeRequest{
+		{Sec: 0},
+		{Sec: 0, Usec: 1},
+		{Sec: math.MaxInt64},
+		{Sec: math.MaxInt64, Usec: 999_999},
+		{Sec: minClockSec - 1, Usec: 999_999},
+		{Sec: maxClockSec},
+	} {
+		_, err := c.SetGuestDateTime(context.Background(), req)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("sec %d usec %d: %v, want InvalidArgument", req.Sec, req.Usec, err)
+		}
+	}
+	if len(set) != 0 {
+		t.Fatalf("out-of-range times reached the clock: %v", set)
+	}
+	now := time.Now()
+	if _, err := c.SetGuestDateTime(context.Background(), &agentpb.SetGuestDateTimeRequest{Sec: now.Unix(), Usec: int64(now.Nanosecond() / 1000)}); err != nil {
+		t.Fatalf("current time: %v", err)
+	}
+	if len(set) != 1 || set[0].Sec != now.Unix() {
+		t.Fatalf("clock set to %v, want %d s", set, now.Unix())
 	}
 }
 
@@ -297,6 +335,34 @@ func TestNetworkRPCsInNetns(t *testing.T) {
 	}
 	if _, err := c.UpdateInterface(ctx, &agentpb.UpdateInterfaceRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("nil interface: %v", err)
+	}
+}
+
+// TestUpdateRoutesDefaultViaLoopback: the network package's refusal of a
+// default route through lo reaches the client as InvalidArgument.
+func TestUpdateRoutesDefaultViaLoopback(t *testing.T) {
+	h := testNetns(t)
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	a, _, _ := guestAgent(t, h)
+	c := serve(t, a)
+	_, err = c.UpdateRoutes(context.Background(), &agentpb.UpdateRoutesRequest{Routes: &agentpb.Routes{Routes: []*typespb.Route{{Dest: "default", Device: "lo"}}}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("default route via lo: %v, want InvalidArgument", err)
+	}
+	rs, err := h.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Dst == nil {
+			t.Errorf("default route left in the table: %v", r)
+		}
 	}
 }
 

@@ -84,7 +84,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	}
 	e := &entry{bundle: filepath.Join(s.opts.StateRoot, id)}
 	s.containers[id] = e
-	ns, dnsFile, pidns, oom := s.ns, s.dnsFile, s.pidnsPath, s.oom
+	ns, dnsFile, pidns, oom, pidsLimit := s.ns, s.dnsFile, s.pidnsPath, s.oom, s.containerPids
 	s.mu.Unlock()
 
 	var undo []func()
@@ -123,9 +123,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	joinSandboxNamespaces(spec, ns)
 	setPIDNamespace(spec, pidnsIf(req.GetSandboxPidns(), pidns))
 	addDNS(spec, dnsFile)
-	if spec.Linux.CgroupsPath == "" {
-		spec.Linux.CgroupsPath = "/" + s.opts.CgroupParent + "/" + id
-	}
+	spec.Linux.CgroupsPath = s.cgroupPath(id, spec.Linux.CgroupsPath)
+	limitPids(spec, pidsLimit)
 
 	if err := s.prepareBundle(e, spec); err != nil {
 		return err
@@ -163,6 +162,24 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// cgroupPath places a container's cgroup below the cgroup parent, so that
+// what is set on the parent (the sandbox's pids ceiling) covers every
+// container: a path the spec names elsewhere (Kata's runtime sends the
+// host's, /kubepods/...) is nested as /<parent>/<path>; no path gives
+// /<parent>/<id>. The path is cleaned as if rooted first, so ".." cannot
+// climb out of the parent.
+func (s *Sandbox) cgroupPath(id, p string) string {
+	parent := "/" + s.opts.CgroupParent
+	if p == "" {
+		return parent + "/" + id
+	}
+	clean := filepath.Clean("/" + p)
+	if strings.HasPrefix(clean, parent+"/") {
+		return clean
+	}
+	return parent + clean
 }
 
 func pidnsIf(want bool, path string) string {

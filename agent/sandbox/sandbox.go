@@ -69,9 +69,14 @@ type Options struct {
 	NamespaceDir string
 	// PipeSize is agent.container_pipe_size (0: kernel default).
 	PipeSize int
-	// CgroupParent is used for containers whose spec has no cgroupsPath:
-	// they get /<CgroupParent>/<cid>. Default "wren".
+	// CgroupParent holds every container's cgroup: a container whose spec
+	// has no cgroupsPath gets /<CgroupParent>/<cid>, one whose spec names
+	// a path outside it /<CgroupParent>/<path>. Default "wren".
 	CgroupParent string
+	// PidsMax is the sandbox's pids ceiling, set at CreateSandbox as the
+	// pids.max of CgroupParent (see pids.go); 0 derives it from the
+	// guest's limits (DerivePidsMax).
+	PidsMax int64
 	// NoPivotRoot forces no_pivot_root; it is also used when / is an
 	// initramfs.
 	NoPivotRoot bool
@@ -99,8 +104,10 @@ type Sandbox struct {
 	containers map[string]*entry
 	pidnsPath  string // the sandbox PID namespace: the first container's
 	pidnsOwner string
-	oom        chan string
-	destroyed  chan struct{} // closed by DestroySandbox; unblocks GetOOMEvent
+	// containerPids is the pids limit of containers whose spec sets none.
+	containerPids int64
+	oom           chan string
+	destroyed     chan struct{} // closed by DestroySandbox; unblocks GetOOMEvent
 }
 
 // entry is a container slot; c is nil while CreateContainer runs.
@@ -246,6 +253,19 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 			}
 		}
 	}()
+	ceiling := s.opts.PidsMax
+	if ceiling == 0 {
+		var err error
+		if ceiling, err = guestPidsMax(); err != nil {
+			return status.Errorf(codes.Internal, "sandbox pids ceiling: %v", err)
+		}
+	}
+	// The parent outlives the sandbox, as the cgroups libcontainer makes
+	// above a container do; nothing to undo.
+	if err := setParentPidsMax(s.opts.CgroupParent, ceiling); err != nil {
+		return status.Errorf(codes.Internal, "sandbox pids ceiling %d on cgroup %s: %v", ceiling, s.opts.CgroupParent, err)
+	}
+
 	sandboxDir := filepath.Join(s.opts.StateRoot, "sandbox")
 	if err := os.MkdirAll(sandboxDir, 0o755); err != nil {
 		return status.Errorf(codes.Internal, "create %s: %v", sandboxDir, err)
@@ -287,10 +307,12 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 	s.hostname = req.GetHostname()
 	s.ns = ns
 	s.dnsFile = dnsFile
+	s.containerPids = containerPidsMax(ceiling)
 	s.oom = make(chan string, oomQueue)
 	s.destroyed = make(chan struct{})
 	s.mu.Unlock()
-	s.log.Info("sandbox created", "id", s.id, "hostname", s.hostname)
+	s.log.Info("sandbox created", "id", s.id, "hostname", s.hostname,
+		"cgroup_parent", s.opts.CgroupParent, "pids_max", ceiling, "container_pids_max", s.containerPids)
 	return nil
 }
 

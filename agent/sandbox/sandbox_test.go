@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -465,6 +467,165 @@ func TestBadInputsLeaveNothingBehind(t *testing.T) {
 			t.Errorf("state root has %s left", en.Name())
 		}
 	}
+}
+
+// TestContainerCgroupsNestUnderParent: whatever cgroupsPath a spec names,
+// the container's cgroup is below the cgroup parent (where the sandbox's
+// pids ceiling is set), and ".." cannot climb out of it.
+func TestContainerCgroupsNestUnderParent(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	elsewhere := fmt.Sprintf("wren-stest-elsewhere-%d", os.Getpid())
+	// Where an unfixed agent would put them.
+	t.Cleanup(func() { testbundle.RemoveCgroupParent(elsewhere) })
+	for _, tt := range []struct{ path, want string }{
+		{"", "/" + cgroupParent + "/%s"},
+		{"/" + elsewhere + "/kubepods/%s", "/" + cgroupParent + "/" + elsewhere + "/kubepods/%s"},
+		{elsewhere + "/relative/%s", "/" + cgroupParent + "/" + elsewhere + "/relative/%s"},
+		{"/../../" + elsewhere + "/%s", "/" + cgroupParent + "/" + elsewhere + "/%s"},
+		{"/" + cgroupParent + "/inside/%s", "/" + cgroupParent + "/inside/%s"},
+	} {
+		id := newID()
+		spec := e.spec("/bin/sleep", "1000")
+		if tt.path != "" {
+			spec.Linux.CgroupsPath = fmt.Sprintf(tt.path, id)
+		}
+		e.create(id, spec, false)
+		want := fmt.Sprintf(tt.want, id)
+		if got := initPidsCgroup(t, e.sb, id); got != want {
+			t.Errorf("cgroupsPath %q: the init is in pids cgroup %s, want %s", spec.Linux.CgroupsPath, got, want)
+		}
+		e.remove(id)
+	}
+}
+
+// TestPidsCeiling: CreateSandbox sets the ceiling on the cgroup parent, a
+// container whose spec sets no pids limit gets one below it (so it cannot
+// take the pod's last pids), and a spec's own limit is kept.
+func TestPidsCeiling(t *testing.T) {
+	const ceiling = 128
+	parent := cgroupParent + "/ceiling"
+	dir := t.TempDir()
+	sb, err := New(Options{
+		StateRoot: filepath.Join(dir, "state"), NamespaceDir: filepath.Join(dir, "ns"),
+		CgroupParent: parent, PidsMax: ceiling, Reaper: testReaper,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, sb: sb, state: filepath.Join(dir, "state"), rootfs: testbundle.Rootfs(t, filepath.Join(dir, "rootfs"))}
+	e.createSandbox()
+	t.Cleanup(func() {
+		if err := sb.DestroySandbox(bg); err != nil {
+			t.Errorf("DestroySandbox: %v", err)
+		}
+	})
+	if got := readPidsMax(t, parent); got != fmt.Sprint(ceiling) {
+		t.Errorf("pids.max of the cgroup parent %q, want %d", got, ceiling)
+	}
+
+	unlimited := e.spec("/bin/sleep", "1000")
+	unlimited.Linux.Resources.Pids = &pb.LinuxPids{Limit: -1}
+	for name, spec := range map[string]*pb.Spec{"no pids limit": e.spec("/bin/sleep", "1000"), "pids limit max": unlimited} {
+		id := newID()
+		e.create(id, spec, false)
+		want := fmt.Sprint(ceiling - 32)
+		if got := readPidsMax(t, parent+"/"+id); got != want {
+			t.Errorf("%s: pids.max of the container %q, want %s", name, got, want)
+		}
+		e.remove(id)
+	}
+	own := e.spec("/bin/sleep", "1000")
+	own.Linux.Resources.Pids = &pb.LinuxPids{Limit: 50}
+	id := newID()
+	e.create(id, own, false)
+	if got := readPidsMax(t, parent+"/"+id); got != "50" {
+		t.Errorf("pids.max of a container with its own limit %q, want 50", got)
+	}
+	e.remove(id)
+}
+
+// TestPidsCeilingDerived: without a configured ceiling the parent gets
+// one below this kernel's own limits.
+func TestPidsCeilingDerived(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	var limit int64 = 1 << 62
+	for _, name := range []string{"pid_max", "threads-max"} {
+		b, err := os.ReadFile("/proc/sys/kernel/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit = min(limit, n)
+	}
+	want := DerivePidsMax(limit, limit)
+	if got := readPidsMax(t, cgroupParent); got != fmt.Sprint(want) {
+		t.Errorf("pids.max of the cgroup parent %q, want %d (kernel limit %d)", got, want, limit)
+	}
+	if want >= limit {
+		t.Errorf("derived ceiling %d leaves nothing of the kernel's %d", want, limit)
+	}
+}
+
+func TestDerivePidsMax(t *testing.T) {
+	for _, tt := range []struct{ pidMax, threadsMax, want int64 }{
+		{32768, 192735, 32768 - 4096}, // an eighth reserved
+		{4194304, 3700, 3700 - 512},   // a small guest: the floor
+		{32768, 600, 300},             // a tiny one: never more than half
+	} {
+		if got := DerivePidsMax(tt.pidMax, tt.threadsMax); got != tt.want {
+			t.Errorf("DerivePidsMax(%d, %d) = %d, want %d", tt.pidMax, tt.threadsMax, got, tt.want)
+		}
+	}
+	for _, tt := range []struct{ ceiling, want int64 }{{64, 32}, {256, 224}, {4096, 3584}} {
+		if got := containerPidsMax(tt.ceiling); got != tt.want {
+			t.Errorf("containerPidsMax(%d) = %d, want %d", tt.ceiling, got, tt.want)
+		}
+	}
+}
+
+// readPidsMax reads pids.max of cgroup path (relative to the hierarchy).
+func readPidsMax(t *testing.T, path string) string {
+	t.Helper()
+	root := "/sys/fs/cgroup/pids"
+	if cgroups.IsCgroup2UnifiedMode() {
+		root = "/sys/fs/cgroup"
+	}
+	b, err := os.ReadFile(filepath.Join(root, path, "pids.max"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// initPidsCgroup is the pids cgroup of container id's init, as
+// /proc/<pid>/cgroup names it.
+func initPidsCgroup(t *testing.T, sb *Sandbox, id string) string {
+	t.Helper()
+	c, err := sb.container(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", c.InitPid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		switch {
+		case len(f) != 3:
+		case f[1] == "pids":
+			return f[2]
+		case f[0] == "0":
+			v2 = f[2]
+		}
+	}
+	return v2
 }
 
 // A RemoveContainer whose processes cannot die in time (their parent

@@ -33,8 +33,8 @@ type pod struct {
 	a      *testagent.Agent
 	c      *client.Client
 	rootfs string
-	// cgParent holds this pod's container cgroups (other agents on the
-	// machine use "wren").
+	// cgParent is the agent's cgroup parent, which holds this pod's
+	// container cgroups (other agents on the machine use others).
 	cgParent string
 }
 
@@ -44,13 +44,20 @@ func newPod(t *testing.T) *pod { t.Helper(); return newPodWith(t, nil) }
 // CreateSandbox.
 func newPodWith(t *testing.T, beforeSandbox func(*testagent.Agent)) *pod {
 	t.Helper()
+	return newPodOpts(t, testagent.Options{}, beforeSandbox)
+}
+
+// newPodOpts starts the agent with opts.
+func newPodOpts(t *testing.T, opts testagent.Options, beforeSandbox func(*testagent.Agent)) *pod {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the agent's containers need root")
 	}
-	p := &pod{t: t, rootfs: testbundle.Rootfs(t, filepath.Join(t.TempDir(), "rootfs")),
-		cgParent: fmt.Sprintf("wren-rel-%d-%d", os.Getpid(), seq.Add(1))}
-	t.Cleanup(func() { testbundle.RemoveCgroupParent(p.cgParent) })
-	p.a = testagent.Start(t)
+	p := &pod{t: t, rootfs: testbundle.Rootfs(t, filepath.Join(t.TempDir(), "rootfs"))}
+	// The agent nests every container's cgroup below its parent, and
+	// removes the parent when it stops.
+	p.a = testagent.StartWith(t, opts)
+	p.cgParent = p.a.CgroupParent
 	p.c = p.a.Dial(t)
 	if beforeSandbox != nil {
 		beforeSandbox(p.a)

@@ -1,15 +1,22 @@
 package reliability
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/harness/testagent"
 	"github.com/wren-vm/wren/protocols/agentpb"
+	"github.com/wren-vm/wren/protocols/typespb"
 )
 
 // TestBadInputMatrix sends bad requests to a running agent with a created
@@ -17,8 +24,16 @@ import (
 // that the agent holds no more fds, children, mounts or cgroups than
 // before it.
 func TestBadInputMatrix(t *testing.T) {
-	p := newPod(t)
+	// The agent gets a network namespace of its own, so the route cases
+	// can never change this machine's routes.
+	p := newPodOpts(t, testagent.Options{NewNetNS: true}, nil)
+	agentNet := agentNetns(t, p.a)
 	p.run("live", p.spec("/bin/sleep", "1000"))
+	// A container whose init has exited, for the updates it must refuse.
+	p.run("done", p.spec("/bin/true"))
+	if _, err := p.c.Agent.WaitProcess(ctx(t), &agentpb.WaitProcessRequest{ContainerId: "done", ExecId: "done"}); err != nil {
+		t.Fatal(err)
+	}
 	// One exec so that the agent's lazily made helpers (pipes, threads)
 	// exist before the baseline.
 	p.exec("live", "/bin/true")
@@ -49,6 +64,22 @@ func TestBadInputMatrix(t *testing.T) {
 	copyFile := func(path string, size int64, data []byte) func() error {
 		return func() error {
 			_, err := p.c.Agent.CopyFile(ctx(t), &agentpb.CopyFileRequest{Path: path, FileSize: size, FileMode: 0o644, Data: data})
+			return err
+		}
+	}
+	update := func(id string, r *agentpb.LinuxResources) func() error {
+		return func() error {
+			_, err := p.c.Agent.UpdateContainer(ctx(t), &agentpb.UpdateContainerRequest{ContainerId: id, Resources: r})
+			return err
+		}
+	}
+	routes := func(rs ...*typespb.Route) func() error {
+		return func() error {
+			_, err := p.c.Agent.UpdateRoutes(ctx(t), &agentpb.UpdateRoutesRequest{Routes: &agentpb.Routes{Routes: rs}})
+			if got := defaultRoutes(t, agentNet); len(got) > 0 {
+				t.Errorf("the agent's table holds default routes %v after %v", got, rs)
+				agentNet.RouteDel(&got[0])
+			}
 			return err
 		}
 	}
@@ -98,6 +129,13 @@ func TestBadInputMatrix(t *testing.T) {
 			_, err := p.c.Agent.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: "live"})
 			return err
 		}, codes.FailedPrecondition},
+		{"update stopped container", update("done", &agentpb.LinuxResources{Memory: &agentpb.LinuxMemory{Limit: 64 << 20}}), codes.FailedPrecondition},
+		// No process lives in one byte: on cgroup v2 the kernel takes the
+		// limit and OOM-kills the container.
+		{"update memory limit 1 byte", update("live", &agentpb.LinuxResources{Memory: &agentpb.LinuxMemory{Limit: 1}}), codes.InvalidArgument},
+		// All traffic would go to the loopback device.
+		{"route default via lo", routes(&typespb.Route{Dest: "0.0.0.0/0", Device: "lo"}), codes.InvalidArgument},
+		{"route default via 127.0.0.1", routes(&typespb.Route{Dest: "default", Gateway: "127.0.0.1"}), codes.InvalidArgument},
 		{"exec unknown container", func() error {
 			_, err := p.c.Agent.ExecProcess(ctx(t), &agentpb.ExecProcessRequest{ContainerId: "nope", ExecId: "e", Process: good.Process})
 			return err
@@ -171,8 +209,60 @@ func TestBadInputMatrix(t *testing.T) {
 	if _, err := p.c.Agent.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: "live"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := p.remove("done"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := p.c.Agent.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: "live"}); status.Code(err) != codes.NotFound {
 		t.Errorf("remove twice: %v, want NotFound", err)
 	}
 	record(t, "badinput", "remove twice", codes.NotFound)
+}
+
+// agentNetns returns a handle on the agent's network namespace, with its
+// loopback device up (as in a guest), after checking it is not this
+// process's.
+func agentNetns(t *testing.T, a *testagent.Agent) *netlink.Handle {
+	t.Helper()
+	pid := a.Cmd.Process.Pid
+	mine, err1 := os.Readlink("/proc/self/ns/net")
+	theirs, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err1 != nil || err2 != nil || mine == theirs {
+		t.Fatalf("the agent shares this process's network namespace (%s, %v; %s, %v)", mine, err1, theirs, err2)
+	}
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	ns.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// defaultRoutes lists the default routes in h's main table.
+func defaultRoutes(t *testing.T, h *netlink.Handle) []netlink.Route {
+	t.Helper()
+	rs, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netlink.Route
+	for _, r := range rs {
+		if r.Dst == nil {
+			out = append(out, r)
+		} else if ones, _ := r.Dst.Mask.Size(); ones == 0 {
+			out = append(out, r)
+		}
+	}
+	return out
 }

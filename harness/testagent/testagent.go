@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -68,7 +69,8 @@ type Agent struct {
 	Addr string
 	// StateRoot is the agent's state directory.
 	StateRoot string
-	// CgroupParent holds the cgroups of the agent's containers.
+	// CgroupParent holds the cgroups of the agent's containers (the last
+	// --cgroup-parent of the arguments, if any).
 	CgroupParent string
 	// Cmd is the running process.
 	Cmd *exec.Cmd
@@ -78,10 +80,28 @@ type Agent struct {
 // Log returns what the agent wrote to stderr so far.
 func (a *Agent) Log() string { return a.log.String() }
 
+// Options are the ways StartWith can vary an agent.
+type Options struct {
+	// Args are added after the defaults (a flag given twice takes its
+	// last value).
+	Args []string
+	// NewNetNS runs the agent in a network namespace of its own (holding
+	// only a loopback device, down): requests that change routes or
+	// interfaces then cannot reach the machine's.
+	NewNetNS bool
+}
+
 // Start runs wren-agent with a fresh socket and state root, waits until it
 // answers Health.Check, and stops it when the test ends.
 func Start(t testing.TB, extraArgs ...string) *Agent {
 	t.Helper()
+	return StartWith(t, Options{Args: extraArgs})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Agent {
+	t.Helper()
+	extraArgs := o.Args
 	bin := Binary(t, "wren-agent")
 	dir := t.TempDir()
 	a := &Agent{
@@ -92,10 +112,22 @@ func Start(t testing.TB, extraArgs ...string) *Agent {
 	// Each agent gets its own cgroup parent: test packages run in
 	// parallel and reuse container ids.
 	a.CgroupParent = "wren-test-" + filepath.Base(dir)
+	for i, arg := range extraArgs {
+		switch {
+		case (arg == "--cgroup-parent" || arg == "-cgroup-parent") && i+1 < len(extraArgs):
+			a.CgroupParent = extraArgs[i+1]
+		case strings.HasPrefix(arg, "--cgroup-parent="):
+			a.CgroupParent = strings.TrimPrefix(arg, "--cgroup-parent=")
+		}
+	}
 	args := append([]string{"--server-addr", a.Addr, "--state-root", a.StateRoot, "--cgroup-parent", a.CgroupParent, "--log-level", "debug"}, extraArgs...)
 	a.Cmd = exec.Command(bin, args...)
 	a.Cmd.Stderr = a.log
 	a.Cmd.Env = append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL=")
+	if o.NewNetNS {
+		// The socket is a path: reachable from every network namespace.
+		a.Cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	}
 	if err := a.Cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}

@@ -166,6 +166,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 	sb, err := sandbox.New(sandbox.Options{
 		StateRoot:    cfg.StateRoot,
 		CgroupParent: cfg.CgroupParent,
+		PidsMax:      cfg.SandboxPidsMax,
 		PipeSize:     cfg.ContainerPipeSize,
 		Reaper:       rp,
 		Storage:      guest.Storage,
