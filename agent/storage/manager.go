@@ -144,6 +144,7 @@ func New(opts Options) *Manager {
 	if m.stateRoot == "" {
 		m.stateRoot = DefaultStateRoot
 	}
+	m.stateRoot = filepath.Clean(m.stateRoot)
 	if m.sysfs == "" {
 		m.sysfs = "/sys"
 	}
@@ -173,7 +174,7 @@ var drivers = map[string]driverFunc{
 	DriverWatchableBind: (*Manager).mountWatchable,
 }
 
-func validate(v *Volume) error {
+func (m *Manager) validate(v *Volume) error {
 	if _, ok := drivers[v.Driver]; !ok {
 		return status.Errorf(codes.InvalidArgument, "unknown storage driver %q", v.Driver)
 	}
@@ -184,6 +185,9 @@ func validate(v *Volume) error {
 		return status.Errorf(codes.InvalidArgument, "storage mount point %q must be an absolute path other than /", v.MountPoint)
 	}
 	v.MountPoint = filepath.Clean(v.MountPoint)
+	if err := m.checkMountPoint(v.Driver, v.MountPoint); err != nil {
+		return err
+	}
 	mo, err := ParseOptions(v.Options)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "storage at %s: %v", v.MountPoint, err)
@@ -216,7 +220,7 @@ var bindAllowed = map[string]bool{
 func (m *Manager) MountVolumes(ctx context.Context, owner string, vols []Volume) error {
 	vols = slices.Clone(vols) // validate normalises mount points
 	for i := range vols {
-		if err := validate(&vols[i]); err != nil {
+		if err := m.validate(&vols[i]); err != nil {
 			return err
 		}
 	}

@@ -119,7 +119,9 @@ func TestParseOptions(t *testing.T) {
 func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
-	foreign := filepath.Join(root, "foreign")
+	run := m.StateRoot()
+	// A tmpfs the agent did not mount, where storages may go.
+	foreign := filepath.Join(run, "sandbox/ephemeral/foreign")
 	os.MkdirAll(foreign, 0o755)
 	if err := unix.Mount("tmpfs", foreign, "tmpfs", unix.MS_NOSUID, "size=1m"); err != nil {
 		t.Fatal(err)
@@ -135,10 +137,10 @@ func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 	}{
 		{"remount an existing tmpfs", Volume{Driver: DriverEphemeral, MountPoint: foreign, Options: []string{"remount", "size=8m"}}},
 		{"remount read-write", Volume{Driver: DriverVirtioFS, Source: "tag", MountPoint: foreign, Options: []string{"remount", "rw"}}},
-		{"move", Volume{Driver: Driver9P, Source: foreign, MountPoint: filepath.Join(root, "moved"), Options: []string{"move"}}},
-		{"ephemeral bind of a guest dir", Volume{Driver: DriverEphemeral, Source: secret, MountPoint: filepath.Join(root, "eph"), Options: []string{"bind"}}},
-		{"virtio-fs rbind", Volume{Driver: DriverVirtioFS, Source: secret, MountPoint: filepath.Join(root, "vfs"), Options: []string{"rbind"}}},
-		{"overlay bind", Volume{Driver: DriverOverlayFS, Source: secret, MountPoint: filepath.Join(root, "ovl"), Options: []string{"bind"}}},
+		{"move", Volume{Driver: Driver9P, Source: foreign, MountPoint: filepath.Join(run, "sandbox/storage/moved"), Options: []string{"move"}}},
+		{"ephemeral bind of a guest dir", Volume{Driver: DriverEphemeral, Source: secret, MountPoint: filepath.Join(run, "sandbox/ephemeral/eph"), Options: []string{"bind"}}},
+		{"virtio-fs rbind", Volume{Driver: DriverVirtioFS, Source: secret, MountPoint: filepath.Join(run, "sandbox/storage/vfs"), Options: []string{"rbind"}}},
+		{"overlay bind", Volume{Driver: DriverOverlayFS, Source: secret, MountPoint: filepath.Join(run, "shared/containers/c/rootfs"), Options: []string{"bind"}}},
 	} {
 		err := m.MountVolumes(context.Background(), "c", []Volume{tc.v})
 		if status.Code(err) != codes.InvalidArgument {
@@ -149,8 +151,8 @@ func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 	if _, opts, _ := mountAt(t, foreign); !strings.Contains(opts, "size=1024k") {
 		t.Fatalf("foreign tmpfs changed: %s", opts)
 	}
-	for _, d := range []string{"moved", "eph", "vfs", "ovl"} {
-		if _, err := os.Lstat(filepath.Join(root, d)); err == nil {
+	for _, d := range []string{"sandbox/storage", "sandbox/ephemeral/eph", "shared"} {
+		if _, err := os.Lstat(filepath.Join(run, d)); err == nil {
 			t.Errorf("refused request left %s behind", d)
 		}
 	}
@@ -241,7 +243,7 @@ func TestOverlayWritable(t *testing.T) {
 	lower := filepath.Join(root, "lower")
 	os.MkdirAll(lower, 0o755)
 	os.WriteFile(filepath.Join(lower, "base"), []byte("from lower"), 0o644)
-	mp := filepath.Join(root, "run/c1/rootfs")
+	mp := filepath.Join(root, "run/shared/containers/c1/rootfs")
 	err := m.MountVolumes(context.Background(), "c1", []Volume{{
 		Driver: DriverOverlayFS, Source: "overlay", FSType: "overlay", MountPoint: mp,
 		Options: []string{"lowerdir=" + lower, overlayRWOption},
@@ -417,7 +419,7 @@ func TestSharedLivesUntilReleaseAll(t *testing.T) {
 func TestFSGroup(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
-	mp := filepath.Join(root, "run/vol")
+	mp := filepath.Join(root, "run/sandbox/local/vol")
 	// A local volume (a plain directory) that already holds files, as a
 	// restored volume would.
 	if err := m.MountVolumes(context.Background(), "", []Volume{{Driver: DriverLocal, MountPoint: mp, Options: []string{"mode=0750"}}}); err != nil {
@@ -429,7 +431,7 @@ func TestFSGroup(t *testing.T) {
 	var pw unix.Stat_t
 	unix.Stat("/etc/passwd", &pw)
 
-	tmpfs := filepath.Join(root, "run/tmpfs")
+	tmpfs := filepath.Join(root, "run/sandbox/ephemeral/tmpfs")
 	err := m.MountVolumes(context.Background(), "c1", []Volume{
 		{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: tmpfs, FSGroup: &FSGroup{GID: 3000}},
 	})
@@ -504,7 +506,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
 	before := mountTable(t)
-	good := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/a/good")}
+	good := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/good")}
 	notBlock := filepath.Join(root, "plainfile")
 	os.WriteFile(notBlock, nil, 0o644)
 	cases := []struct {
@@ -513,22 +515,22 @@ func TestFailuresLeaveNothing(t *testing.T) {
 		code  codes.Code
 		owner string
 	}{
-		{"unknown driver", []Volume{good, {Driver: "floppy", MountPoint: filepath.Join(root, "run/b")}}, codes.InvalidArgument, ""},
+		{"unknown driver", []Volume{good, {Driver: "floppy", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/b")}}, codes.InvalidArgument, ""},
 		{"relative mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "run/x"}}, codes.InvalidArgument, ""},
 		{"root mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "/run/.."}}, codes.InvalidArgument, ""},
-		{"NUL in options", []Volume{{Driver: DriverEphemeral, MountPoint: root + "/run/x", Options: []string{"size=1\x00"}}}, codes.InvalidArgument, ""},
-		{"second mount fails", []Volume{good, {Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/b/c"), Options: []string{"size=nonsense"}}}, codes.Unknown, ""},
-		{"virtio-fs tag missing", []Volume{good, {Driver: DriverVirtioFS, Source: "no-such-tag", FSType: "virtiofs", MountPoint: filepath.Join(root, "run/shared")}}, codes.Unknown, ""},
-		{"blk not a block device", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.InvalidArgument, ""},
-		{"blk missing device", []Volume{good, {Driver: DriverBlk, Source: "/dev/wren-none", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.NotFound, ""},
-		{"blk without fstype", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", MountPoint: filepath.Join(root, "run/blk")}}, codes.InvalidArgument, ""},
-		{"blk PCI path without listener", []Volume{good, {Driver: DriverBlk, Source: "02/00", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.FailedPrecondition, ""},
-		{"scsi without listener", []Volume{good, {Driver: DriverSCSI, Source: "0:0", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.FailedPrecondition, ""},
-		{"ephemeral bad type", []Volume{good, {Driver: DriverEphemeral, FSType: "ext4", MountPoint: filepath.Join(root, "run/e")}}, codes.InvalidArgument, ""},
-		{"writable overlay without container", []Volume{{Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/o"), Options: []string{overlayRWOption, "lowerdir=/"}}}, codes.InvalidArgument, "-"},
-		{"overlay bad lowerdir", []Volume{good, {Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/o"), Options: []string{"lowerdir=" + root + "/missing"}}}, codes.Unknown, ""},
-		{"local bad mode", []Volume{good, {Driver: DriverLocal, MountPoint: filepath.Join(root, "run/l"), Options: []string{"mode=999"}}}, codes.InvalidArgument, ""},
-		{"watchable outside its dir", []Volume{good, {Driver: DriverWatchableBind, Source: root, MountPoint: filepath.Join(root, "run/w")}}, codes.InvalidArgument, ""},
+		{"NUL in options", []Volume{{Driver: DriverEphemeral, MountPoint: root + "/run/sandbox/ephemeral/x", Options: []string{"size=1\x00"}}}, codes.InvalidArgument, ""},
+		{"second mount fails", []Volume{good, {Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/c"), Options: []string{"size=nonsense"}}}, codes.Unknown, ""},
+		{"virtio-fs tag missing", []Volume{good, {Driver: DriverVirtioFS, Source: "no-such-tag", FSType: "virtiofs", MountPoint: filepath.Join(root, "run/shared/containers")}}, codes.Unknown, ""},
+		{"blk not a block device", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.InvalidArgument, ""},
+		{"blk missing device", []Volume{good, {Driver: DriverBlk, Source: "/dev/wren-none", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.NotFound, ""},
+		{"blk without fstype", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.InvalidArgument, ""},
+		{"blk PCI path without listener", []Volume{good, {Driver: DriverBlk, Source: "02/00", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.FailedPrecondition, ""},
+		{"scsi without listener", []Volume{good, {Driver: DriverSCSI, Source: "0:0", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.FailedPrecondition, ""},
+		{"ephemeral bad type", []Volume{good, {Driver: DriverEphemeral, FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/e")}}, codes.InvalidArgument, ""},
+		{"writable overlay without container", []Volume{{Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/shared/containers/o/rootfs"), Options: []string{overlayRWOption, "lowerdir=/"}}}, codes.InvalidArgument, "-"},
+		{"overlay bad lowerdir", []Volume{good, {Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/shared/containers/o/rootfs"), Options: []string{"lowerdir=" + root + "/missing"}}}, codes.Unknown, ""},
+		{"local bad mode", []Volume{good, {Driver: DriverLocal, MountPoint: filepath.Join(root, "run/sandbox/local/l"), Options: []string{"mode=999"}}}, codes.InvalidArgument, ""},
+		{"watchable outside its dir", []Volume{good, {Driver: DriverWatchableBind, Source: root, MountPoint: filepath.Join(root, "run/shared/containers/w")}}, codes.InvalidArgument, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -557,7 +559,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
-	shared := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/shm")}
+	shared := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/shm")}
 	if err := m.MountVolumes(context.Background(), "a", []Volume{shared}); err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +567,7 @@ func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("got %v", err)
 	}
-	err = m.MountVolumes(context.Background(), "b", []Volume{shared, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: root + "/x"}})
+	err = m.MountVolumes(context.Background(), "b", []Volume{shared, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: root + "/run/sandbox/storage/x"}})
 	if err == nil {
 		t.Fatal("succeeded")
 	}

@@ -88,8 +88,8 @@ func TestBadInputMatrix(t *testing.T) {
 		})), codes.InvalidArgument},
 		{"spec huge env", create("hugeenv", withSpec(func(s *specs.Spec) { s.Process.Env = append(s.Process.Env, hugeEnv...) })), codes.OK},
 		{"storage unknown driver", storage(&agentpb.Storage{Driver: "nosuchdriver", MountPoint: "/run/kata-containers/x"}), codes.InvalidArgument},
-		{"storage failing mount option", storage(&agentpb.Storage{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: p.a.StateRoot + "/eph", Options: []string{"size=notanumber"}}), codes.Internal},
-		{"storage unknown option", storage(&agentpb.Storage{Driver: "local", Source: "local", MountPoint: p.a.StateRoot + "/loc", Options: []string{"mode=zzz"}}), codes.InvalidArgument},
+		{"storage failing mount option", storage(&agentpb.Storage{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: p.a.StateRoot + "/sandbox/ephemeral/eph", Options: []string{"size=notanumber"}}), codes.Internal},
+		{"storage unknown option", storage(&agentpb.Storage{Driver: "local", Source: "local", MountPoint: p.a.StateRoot + "/sandbox/local/loc", Options: []string{"mode=zzz"}}), codes.InvalidArgument},
 		{"start unknown", func() error {
 			_, err := p.c.Agent.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: "nope"})
 			return err
