@@ -166,3 +166,99 @@ func TestMountPointsKataUsesAccepted(t *testing.T) {
 		t.Fatalf("directories left behind: %v", err)
 	}
 }
+
+// The shared directory is filled by the host and holds the containers'
+// root filesystems: a symlink there must not take a mount point (or the
+// chmod of a local volume) out of the state root, whether it is on the
+// way or the mount point itself.
+func TestMountPointSymlinkOutRefused(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	sr := m.StateRoot()
+	outside := filepath.Join(root, "outside")
+	victim := filepath.Join(outside, "victim")
+	mkdirs(t, 0o755, victim, filepath.Join(SharedDir(sr), "sb", "rootfs"))
+	if err := os.Symlink(outside, filepath.Join(SharedDir(sr), "sb", "rootfs", "local")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(SharedDir(sr), "sb", "rootfs", "link")); err != nil {
+		t.Fatal(err)
+	}
+	kept := snapshotAttrs(t, outside, victim)
+	before := mountTable(t)
+	for _, v := range []Volume{
+		{Driver: DriverLocal, MountPoint: filepath.Join(SharedDir(sr), "sb", "rootfs", "local", "victim"), Options: []string{"mode=4777", "fsgid=4321"}},
+		{Driver: DriverLocal, MountPoint: filepath.Join(SharedDir(sr), "sb", "rootfs", "link"), Options: []string{"mode=4777"}},
+		{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(SharedDir(sr), "sb", "rootfs", "local", "new")},
+		{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(SharedDir(sr), "sb", "rootfs", "link")},
+	} {
+		err := m.MountVolumes(context.Background(), "c1", []Volume{v})
+		if err == nil {
+			if rerr := m.Release(context.Background(), "c1"); rerr != nil {
+				t.Errorf("release: %v", rerr)
+			}
+		}
+		if got := status.Code(err); got != codes.InvalidArgument {
+			t.Errorf("%s (%s): code %v (%v), want InvalidArgument", v.MountPoint, v.Driver, got, err)
+		}
+		assertAttrs(t, kept)
+		resetAttrs(t, kept)
+		assertMountsUnchanged(t, before)
+		if _, err := os.Lstat(filepath.Join(outside, "new")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a mount point was made outside the state root: %v", err)
+			os.RemoveAll(filepath.Join(outside, "new"))
+		}
+	}
+}
+
+// After a volume is mounted, the host (or a container, through its rootfs
+// in the shared directory) may swap a directory on its path for a symlink:
+// tearing the volume down must then neither unmount another of the guest's
+// mounts nor remove a tree elsewhere. It fails instead, and keeps the
+// volume, until the path is sound again.
+func TestTeardownResolvesBeneathAgain(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	shared := SharedDir(m.StateRoot())
+	// Another mount of the guest and a tree of the guest, outside the
+	// state root, at the names the volumes' paths end in.
+	outside := filepath.Join(root, "outside")
+	mkdirs(t, 0o755, filepath.Join(outside, "rootfs"), filepath.Join(outside, "x"))
+	if err := os.WriteFile(filepath.Join(outside, "x", "keep"), []byte("guest"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", filepath.Join(outside, "rootfs"), "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(filepath.Join(outside, "rootfs"), unix.MNT_DETACH) })
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{
+		{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(shared, "c1", "rootfs")},
+		{Driver: DriverLocal, MountPoint: filepath.Join(shared, "sb", "rootfs", "local", "x")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	swap := func(dir string) {
+		if err := os.Rename(dir, dir+".moved"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, dir); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(dir); os.Rename(dir+".moved", dir) })
+	}
+	swap(filepath.Join(shared, "c1"))
+	swap(filepath.Join(shared, "sb", "rootfs", "local"))
+
+	if err := m.Release(context.Background(), "c1"); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("release through a swapped symlink: %v, want InvalidArgument", err)
+	}
+	if fstype, _, ok := mountAt(t, filepath.Join(outside, "rootfs")); !ok || fstype != "tmpfs" {
+		t.Errorf("the guest's mount at %s/rootfs went away", outside)
+	}
+	if b, err := os.ReadFile(filepath.Join(outside, "x", "keep")); err != nil || string(b) != "guest" {
+		t.Errorf("the guest's tree at %s/x was removed: %q %v", outside, b, err)
+	}
+	if _, _, ok := mountAt(t, filepath.Join(shared, "c1.moved", "rootfs")); !ok {
+		t.Errorf("the volume's tmpfs was lost track of")
+	}
+}

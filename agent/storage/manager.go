@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/device"
-	"github.com/wren-vm/wren/agent/fsremove"
 )
 
 // Storage drivers (Storage.driver), as Kata's runtime names them.
@@ -152,7 +151,7 @@ func New(opts Options) *Manager {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
-	m.watch = newBindWatcher(m.log, filepath.Join(SharedDir(m.stateRoot), "watchable"), interval)
+	m.watch = newBindWatcher(m.log, m.stateRoot, filepath.Join(SharedDir(m.stateRoot), "watchable"), interval)
 	return m
 }
 
@@ -262,7 +261,7 @@ func (m *Manager) mountOne(ctx context.Context, owner string, v *Volume) (*entry
 		var st *mountState
 		st, err = drivers[v.Driver](m, ctx, owner, v)
 		if err == nil && v.FSGroup != nil {
-			if ferr := applyFSGroup(m.log, v.MountPoint, *v.FSGroup, isReadOnly(v.Options)); ferr != nil {
+			if ferr := applyFSGroup(m.log, m.stateRoot, v.MountPoint, *v.FSGroup, isReadOnly(v.Options)); ferr != nil {
 				if terr := m.teardown(v.MountPoint, st); terr != nil {
 					m.log.Error("undoing storage after fs_group failure", "mount_point", v.MountPoint, "err", terr)
 				}
@@ -431,17 +430,17 @@ func (m *Manager) teardown(path string, st *mountState) error {
 		}
 	}
 	if st.unmount {
-		if err := unmount(path); err != nil {
+		if err := unmountBeneath(m.stateRoot, path); err != nil {
 			return err
 		}
 	}
 	var errs []error
 	for _, d := range st.removeTree {
-		if err := fsremove.All(d); err != nil {
+		if err := removeTreeBeneath(m.stateRoot, d); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := removeCreated(st.created); err != nil {
+	if err := removeCreated(m.stateRoot, st.created); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {

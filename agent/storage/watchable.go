@@ -32,6 +32,7 @@ const (
 // inotify does not see changes the host makes through virtio-fs.
 type bindWatcher struct {
 	log      *slog.Logger
+	root     string // the state root, which dir is below
 	dir      string // the tmpfs holding every copy
 	interval time.Duration
 
@@ -45,6 +46,7 @@ type bindWatcher struct {
 
 type watchedItem struct {
 	mu      sync.Mutex
+	root    string // the state root
 	source  string
 	target  string
 	shared  string // the source must stay below it
@@ -61,8 +63,8 @@ type fileSig struct {
 	link  string
 }
 
-func newBindWatcher(log *slog.Logger, dir string, interval time.Duration) *bindWatcher {
-	return &bindWatcher{log: log, dir: dir, interval: interval, items: map[string]*watchedItem{}}
+func newBindWatcher(log *slog.Logger, root, dir string, interval time.Duration) *bindWatcher {
+	return &bindWatcher{log: log, root: root, dir: dir, interval: interval, items: map[string]*watchedItem{}}
 }
 
 func (m *Manager) mountWatchable(ctx context.Context, owner string, v *Volume) (*mountState, error) {
@@ -125,7 +127,7 @@ func (w *bindWatcher) add(shared, source, target string) error {
 	if err := w.ensureTmpfs(); err != nil {
 		return err
 	}
-	it := &watchedItem{source: source, target: target, shared: shared, copies: w.dir}
+	it := &watchedItem{root: w.root, source: source, target: target, shared: shared, copies: w.dir}
 	if err := it.refresh(); err != nil {
 		_ = it.undo()
 		w.dropTmpfsIfIdle()
@@ -144,12 +146,12 @@ func (w *bindWatcher) ensureTmpfs() error {
 	if w.tmpfsMounted {
 		return nil
 	}
-	created, err := makeMountPoint(w.dir, false)
+	created, err := makeMountPoint(w.root, w.dir, false)
 	if err != nil {
 		return err
 	}
-	if err := mountFS("tmpfs", w.dir, "tmpfs", MountOptions{Flags: unix.MS_NODEV | unix.MS_NOSUID, Data: []string{"mode=755"}}); err != nil {
-		_ = removeCreated(created)
+	if err := mountBeneath(w.root, w.dir, "tmpfs", "tmpfs", MountOptions{Flags: unix.MS_NODEV | unix.MS_NOSUID, Data: []string{"mode=755"}}); err != nil {
+		_ = removeCreated(w.root, created)
 		return err
 	}
 	w.tmpfsCreated, w.tmpfsMounted = created, true
@@ -167,11 +169,11 @@ func (w *bindWatcher) dropTmpfsIfIdle() error {
 		<-w.stopped
 		w.stop, w.stopped = nil, nil
 	}
-	if err := unmount(w.dir); err != nil {
+	if err := unmountBeneath(w.root, w.dir); err != nil {
 		return err
 	}
 	w.tmpfsMounted = false
-	err := removeCreated(w.tmpfsCreated)
+	err := removeCreated(w.root, w.tmpfsCreated)
 	w.tmpfsCreated = nil
 	return err
 }
@@ -247,15 +249,15 @@ func (w *bindWatcher) refreshAll() {
 // for it. Caller holds it.mu.
 func (it *watchedItem) undo() error {
 	if it.bound {
-		if err := unmount(it.target); err != nil {
+		if err := unmountBeneath(it.root, it.target); err != nil {
 			return err
 		}
 		it.bound = false
 	}
-	if err := fsremove.All(it.target); err != nil {
+	if err := removeTreeBeneath(it.root, it.target); err != nil {
 		return err
 	}
-	return removeCreated(it.created)
+	return removeCreated(it.root, it.created)
 }
 
 // refresh brings target up to date with source, or falls back to a bind
@@ -275,7 +277,7 @@ func (it *watchedItem) refresh() error {
 	}
 	if it.created == nil && it.last == nil {
 		parent := filepath.Dir(it.target)
-		if it.created, err = makeMountPoint(parent, false); err != nil {
+		if it.created, err = makeMountPoint(it.root, parent, false); err != nil {
 			return err
 		}
 	}
@@ -295,11 +297,11 @@ func (it *watchedItem) refresh() error {
 func (it *watchedItem) bindFallback() error {
 	file := !isDirSource(it.source)
 	if _, err := os.Lstat(it.target); errors.Is(err, fs.ErrNotExist) {
-		if _, err := makeMountPoint(it.target, file); err != nil {
+		if _, err := makeMountPoint(it.root, it.target, file); err != nil {
 			return err
 		}
 	}
-	if err := mountFS(it.source, it.target, "", MountOptions{Flags: unix.MS_BIND | unix.MS_REC}); err != nil {
+	if err := mountBeneath(it.root, it.target, it.source, "", MountOptions{Flags: unix.MS_BIND | unix.MS_REC}); err != nil {
 		return err
 	}
 	it.bound = true
