@@ -211,6 +211,69 @@ func TestMountPointSymlinkOutRefused(t *testing.T) {
 	}
 }
 
+// existingVolumeDir makes a directory with a file under the state root, as
+// a local volume may find it, and returns them with their attributes.
+func existingVolumeDir(t *testing.T, sr string) (dir, file string, kept map[string]attrs) {
+	t.Helper()
+	dir = filepath.Join(sr, "sandbox", "local", "pre")
+	mkdirs(t, 0o750, dir)
+	file = filepath.Join(dir, "data")
+	if err := os.WriteFile(file, []byte("kept"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	return dir, file, snapshotAttrs(t, dir, file)
+}
+
+// A failed request gives back the mode, group and fs_group changes it made
+// to a directory that was there before it.
+func TestExistingDirRestoredOnRollback(t *testing.T) {
+	requireRoot(t)
+	m, _ := newManager(t)
+	sr := m.StateRoot()
+	dir, file, kept := existingVolumeDir(t, sr)
+	before := mountTable(t)
+	err := m.MountVolumes(context.Background(), "c1", []Volume{
+		{Driver: DriverLocal, MountPoint: dir, Options: []string{"mode=4777", "fsgid=4321"}, FSGroup: &FSGroup{GID: 4321}},
+		{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(sr, "sandbox", "ephemeral", "bad"), Options: []string{"size=nonsense"}},
+	})
+	if err == nil {
+		t.Fatal("succeeded")
+	}
+	assertAttrs(t, kept)
+	assertMountsUnchanged(t, before)
+	if b, err := os.ReadFile(file); err != nil || string(b) != "kept" {
+		t.Fatalf("the volume's content did not survive the rollback: %q %v", b, err)
+	}
+	if len(m.Mounted()) != 0 {
+		t.Fatalf("manager holds %v", m.Mounted())
+	}
+}
+
+// A local volume on a directory that was there before gives it back as it
+// was when its last user goes.
+func TestExistingDirRestoredOnRelease(t *testing.T) {
+	requireRoot(t)
+	m, _ := newManager(t)
+	dir, file, kept := existingVolumeDir(t, m.StateRoot())
+	vol := Volume{Driver: DriverLocal, MountPoint: dir, Options: []string{"mode=0777", "fsgid=4321"}, FSGroup: &FSGroup{GID: 4321}}
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{vol}); err != nil {
+		t.Fatal(err)
+	}
+	if a := attrsOf(t, dir); a.gid != 4321 || a.mode&unix.S_ISGID == 0 || a.mode&0o777 != 0o777 {
+		t.Fatalf("local volume not applied: mode %o gid %d", a.mode, a.gid)
+	}
+	if a := attrsOf(t, file); a.gid != 4321 {
+		t.Fatalf("fs_group not applied to %s: gid %d", file, a.gid)
+	}
+	if err := m.Release(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	assertAttrs(t, kept)
+	if b, err := os.ReadFile(file); err != nil || string(b) != "kept" {
+		t.Fatalf("the volume's content did not survive: %q %v", b, err)
+	}
+}
+
 // After a volume is mounted, the host (or a container, through its rootfs
 // in the shared directory) may swap a directory on its path for a symlink:
 // tearing the volume down must then neither unmount another of the guest's

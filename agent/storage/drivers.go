@@ -223,6 +223,16 @@ func (m *Manager) mountLocal(ctx context.Context, owner string, v *Volume) (*mou
 		return fail(err)
 	}
 	defer unix.Close(fd)
+	if len(created) == 0 {
+		// A directory that was there before outlives the volume: it gets
+		// its owner and mode back when the volume goes, or the request
+		// fails.
+		var before unix.Stat_t
+		if err := unix.Fstat(fd, &before); err != nil {
+			return fail(fmt.Errorf("stat %s: %w", v.MountPoint, err))
+		}
+		st.restore = []savedAttr{saved("", &before)}
+	}
 	if err := unix.Chmod(procPath(fd), uint32(mode)); err != nil {
 		return fail(fmt.Errorf("chmod %s: %w", v.MountPoint, err))
 	}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,6 +18,20 @@ const (
 	fsGroupRO   = 0o440
 	fsGroupExec = 0o110
 )
+
+// savedAttr is the owner and mode an entry of a volume had before the
+// request changed them, for teardown to give back. rel is relative to the
+// mount point ("" for the mount point itself).
+type savedAttr struct {
+	rel      string
+	uid, gid uint32
+	mode     uint32
+	link     bool // a symlink: its mode is not ours to set
+}
+
+func saved(rel string, st *unix.Stat_t) savedAttr {
+	return savedAttr{rel: rel, uid: st.Uid, gid: st.Gid, mode: st.Mode & 0o7777, link: st.Mode&unix.S_IFMT == unix.S_IFLNK}
+}
 
 // chownFd changes the group of the entry fd (O_PATH) refers to, without
 // following it if it is a symlink.
@@ -44,8 +59,9 @@ func setFSGid(fd int, path string, gid int) error {
 // applyFSGroup gives the volume mounted at path (below root) to the pod's
 // fsGroup. The walk goes from descriptor to descriptor without following
 // symlinks, so an entry swapped for a symlink while it runs cannot hand
-// anything outside the volume over.
-func applyFSGroup(log *slog.Logger, root, path string, g FSGroup, readOnly bool) error {
+// anything outside the volume over. record, when set, is called with each
+// entry's owner and mode before they change.
+func applyFSGroup(log *slog.Logger, root, path string, g FSGroup, readOnly bool, record func(savedAttr)) error {
 	if readOnly {
 		// Nobody can chown a read-only mount; the kubelet skips them too.
 		log.Warn("fs_group ignored on a read-only volume", "mount_point", path)
@@ -70,16 +86,19 @@ func applyFSGroup(log *slog.Logger, root, path string, g FSGroup, readOnly bool)
 			return nil
 		}
 	}
-	return fsGroupWalk(fd, path, "", int(g.GID), mask)
+	return fsGroupWalk(fd, path, "", int(g.GID), mask, record)
 }
 
 // fsGroupWalk applies the group to the entry fd (O_PATH, not followed)
 // and, for a directory, to everything below it.
-func fsGroupWalk(fd int, path, rel string, gid int, mask uint32) error {
+func fsGroupWalk(fd int, path, rel string, gid int, mask uint32, record func(savedAttr)) error {
 	shown := filepath.Join(path, rel)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("stat %s: %w", shown, err)
+	}
+	if record != nil {
+		record(saved(rel, &st))
 	}
 	if err := chownFd(fd, -1, gid); err != nil {
 		return fmt.Errorf("chgrp %s: %w", shown, err)
@@ -119,11 +138,56 @@ func fsGroupWalk(fd int, path, rel string, gid int, mask uint32) error {
 		if err != nil {
 			return fmt.Errorf("open %s: %w", filepath.Join(shown, name), err)
 		}
-		err = fsGroupWalk(cfd, path, filepath.Join(rel, name), gid, mask)
+		err = fsGroupWalk(cfd, path, filepath.Join(rel, name), gid, mask, record)
 		unix.Close(cfd)
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// restoreAttrs gives the entries of the volume at path (below root) back
+// the owners and modes saved before the request changed them, the last
+// change undone first. Entries gone meanwhile are skipped.
+func restoreAttrs(root, path string, attrs []savedAttr) error {
+	if len(attrs) == 0 {
+		return nil
+	}
+	fd, err := openBeneath(root, path, unix.O_PATH)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var errs []error
+	for i := len(attrs) - 1; i >= 0; i-- {
+		a := attrs[i]
+		efd := fd
+		if a.rel != "" {
+			efd, err = openat2(fd, a.rel, unix.O_PATH|unix.O_NOFOLLOW)
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("restore %s: %w", filepath.Join(path, a.rel), err))
+				continue
+			}
+		}
+		// Owner first: chown clears setuid and setgid, which the mode
+		// then puts back.
+		if err := chownFd(efd, int(a.uid), int(a.gid)); err != nil {
+			errs = append(errs, fmt.Errorf("restore owner of %s: %w", filepath.Join(path, a.rel), err))
+		} else if !a.link {
+			if err := unix.Chmod(procPath(efd), a.mode); err != nil {
+				errs = append(errs, fmt.Errorf("restore mode of %s: %w", filepath.Join(path, a.rel), err))
+			}
+		}
+		if efd != fd {
+			unix.Close(efd)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -120,10 +120,11 @@ type entry struct {
 
 // mountState records what mounting a volume did, so it can be undone.
 type mountState struct {
-	unmount    bool     // a mount at the mount point is ours
-	created    []string // mount point and parents we made, outermost first
-	removeTree []string // directories we made whose content dies with the volume
-	watched    bool     // registered with the bind watcher
+	unmount    bool        // a mount at the mount point is ours
+	created    []string    // mount point and parents we made, outermost first
+	removeTree []string    // directories we made whose content dies with the volume
+	restore    []savedAttr // owners and modes changed on what was there before
+	watched    bool        // registered with the bind watcher
 }
 
 // New returns a Manager.
@@ -261,7 +262,14 @@ func (m *Manager) mountOne(ctx context.Context, owner string, v *Volume) (*entry
 		var st *mountState
 		st, err = drivers[v.Driver](m, ctx, owner, v)
 		if err == nil && v.FSGroup != nil {
-			if ferr := applyFSGroup(m.log, m.stateRoot, v.MountPoint, *v.FSGroup, isReadOnly(v.Options)); ferr != nil {
+			var record func(savedAttr)
+			if !st.unmount && len(st.created) == 0 {
+				// Not a filesystem of ours but what was there before (a
+				// local volume's directory, a shared filesystem mounted
+				// by the image): it gets its owners and modes back.
+				record = func(a savedAttr) { st.restore = append(st.restore, a) }
+			}
+			if ferr := applyFSGroup(m.log, m.stateRoot, v.MountPoint, *v.FSGroup, isReadOnly(v.Options), record); ferr != nil {
 				if terr := m.teardown(v.MountPoint, st); terr != nil {
 					m.log.Error("undoing storage after fs_group failure", "mount_point", v.MountPoint, "err", terr)
 				}
@@ -435,6 +443,9 @@ func (m *Manager) teardown(path string, st *mountState) error {
 		}
 	}
 	var errs []error
+	if err := restoreAttrs(m.stateRoot, path, st.restore); err != nil {
+		errs = append(errs, err)
+	}
 	for _, d := range st.removeTree {
 		if err := removeTreeBeneath(m.stateRoot, d); err != nil {
 			errs = append(errs, err)

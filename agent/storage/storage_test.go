@@ -438,7 +438,7 @@ func TestFSGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000}, false); err != nil {
+	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	for path, wantMode := range map[string]uint32{
@@ -461,7 +461,7 @@ func TestFSGroup(t *testing.T) {
 	// touched.
 	os.WriteFile(filepath.Join(mp, "later"), nil, 0o600)
 	os.Chown(filepath.Join(mp, "later"), 0, 0) // the setgid root would hand it 3000
-	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000, OnRootMismatch: true}, false); err != nil {
+	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000, OnRootMismatch: true}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
@@ -470,7 +470,7 @@ func TestFSGroup(t *testing.T) {
 		t.Fatal("OnRootMismatch walked a volume whose root already matched")
 	}
 	// Always walks.
-	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000}, false); err != nil {
+	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	unix.Stat(filepath.Join(mp, "later"), &st)
