@@ -116,6 +116,11 @@ type entry struct {
 	state   *mountState // nil when nothing is mounted
 	refs    map[string]int
 	pending int // requests holding this entry; guarded by Manager.mu
+	// madeBy is the owner whose request mounted the entry, while madeByLive:
+	// until that owner lets go of it, Rollback(madeBy) undoes the mount even
+	// when it is shared.
+	madeBy     string
+	madeByLive bool
 }
 
 // mountState records what mounting a volume did, so it can be undone.
@@ -278,6 +283,7 @@ func (m *Manager) mountOne(ctx context.Context, owner string, v *Volume) (*entry
 		}
 		if err == nil {
 			e.state, e.driver, e.shared, fresh = st, v.Driver, v.Shared, true
+			e.madeBy, e.madeByLive = owner, true
 		}
 	} else if v.Shared {
 		e.shared = true
@@ -335,18 +341,26 @@ func (m *Manager) dropRef(e *entry, owner string, force bool) error {
 		}
 	}
 	m.mu.Unlock()
-	return m.release(e, owner, force)
+	return m.release(e, owner, force, false)
 }
 
 // release drops one reference; e must be pinned (pending) by the caller,
-// and release unpins it.
-func (m *Manager) release(e *entry, owner string, force bool) error {
+// and release unpins it. A shared volume goes only when force is set, or
+// when rollback is and owner's request mounted it.
+func (m *Manager) release(e *entry, owner string, force, rollback bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.refs[owner] > 0 {
 		e.refs[owner]--
 		if e.refs[owner] == 0 {
 			delete(e.refs, owner)
+		}
+	}
+	if e.madeByLive && e.madeBy == owner {
+		force = force || rollback
+		if e.refs[owner] == 0 {
+			// From now on the mount is no longer the request's to undo.
+			e.madeByLive = false
 		}
 	}
 	var err error
@@ -365,6 +379,18 @@ func (m *Manager) release(e *entry, owner string, force bool) error {
 // Release drops every reference owner holds, unmounting what no one else
 // uses. Shared volumes stay until ReleaseAll.
 func (m *Manager) Release(ctx context.Context, owner string) error {
+	return m.releaseOwner(owner, false)
+}
+
+// Rollback is Release for a request that failed after its storages were
+// mounted (CreateContainer, CreateSandbox): shared volumes that owner's
+// request mounted and no one else uses go as well, since the request that
+// wanted them did not happen.
+func (m *Manager) Rollback(ctx context.Context, owner string) error {
+	return m.releaseOwner(owner, true)
+}
+
+func (m *Manager) releaseOwner(owner string, rollback bool) error {
 	m.mu.Lock()
 	paths := m.owners[owner]
 	delete(m.owners, owner)
@@ -378,7 +404,7 @@ func (m *Manager) Release(ctx context.Context, owner string) error {
 	m.mu.Unlock()
 	var errs []error
 	for i := len(es) - 1; i >= 0; i-- {
-		if err := m.release(es[i], owner, false); err != nil {
+		if err := m.release(es[i], owner, false, rollback); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -408,6 +434,7 @@ func (m *Manager) ReleaseAll(ctx context.Context) error {
 	for _, e := range es {
 		e.mu.Lock()
 		clear(e.refs)
+		e.madeByLive = false
 		if e.state != nil {
 			if err := m.teardown(e.path, e.state); err != nil {
 				errs = append(errs, err)

@@ -416,6 +416,62 @@ func TestSharedLivesUntilReleaseAll(t *testing.T) {
 	assertMountsUnchanged(t, before)
 }
 
+// Rollback undoes a failed request's storages, shared ones included when
+// that request mounted them; shared volumes another request mounted, or
+// that outlived the container that mounted them, stay until ReleaseAll.
+func TestRollbackUndoesSharedVolumesOfTheFailedRequest(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	vol := func(name string) Volume {
+		return Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral", name), Shared: true}
+	}
+	held := func(v Volume) bool { _, ok := m.Mounted()[v.MountPoint]; return ok }
+	s1, s2, s3 := vol("s1"), vol("s2"), vol("s3")
+	if err := m.MountVolumes(context.Background(), "a", []Volume{s1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Rollback(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if held(s1) {
+		t.Fatal("a shared volume mounted by the failed request stayed")
+	}
+
+	// s2 is mounted by b and outlives it; c's failed request uses it and
+	// mounts s3.
+	if err := m.MountVolumes(context.Background(), "b", []Volume{s2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MountVolumes(context.Background(), "c", []Volume{s2, s3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Rollback(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	if !held(s2) || held(s3) {
+		t.Fatalf("after c's rollback: s2 held %v (want true), s3 held %v (want false)", held(s2), held(s3))
+	}
+	// b's id comes back for another container whose create fails: s2 was
+	// mounted by the earlier b, and stays.
+	if err := m.MountVolumes(context.Background(), "b", []Volume{s2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Rollback(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if !held(s2) {
+		t.Fatal("the rollback of a reused owner id took a shared volume its earlier namesake mounted")
+	}
+	if err := m.ReleaseAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+}
+
 func TestFSGroup(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
