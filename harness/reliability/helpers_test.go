@@ -44,13 +44,19 @@ func newPod(t *testing.T) *pod { t.Helper(); return newPodWith(t, nil) }
 // CreateSandbox.
 func newPodWith(t *testing.T, beforeSandbox func(*testagent.Agent)) *pod {
 	t.Helper()
+	return newPodOpts(t, testagent.Options{}, beforeSandbox)
+}
+
+// newPodOpts starts the agent with opts (see testagent.Options.Shield).
+func newPodOpts(t *testing.T, opts testagent.Options, beforeSandbox func(*testagent.Agent)) *pod {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the agent's containers need root")
 	}
 	p := &pod{t: t, rootfs: testbundle.Rootfs(t, filepath.Join(t.TempDir(), "rootfs")),
 		cgParent: fmt.Sprintf("wren-rel-%d-%d", os.Getpid(), seq.Add(1))}
 	t.Cleanup(func() { testbundle.RemoveCgroupParent(p.cgParent) })
-	p.a = testagent.Start(t)
+	p.a = testagent.StartWith(t, opts)
 	p.c = p.a.Dial(t)
 	if beforeSandbox != nil {
 		beforeSandbox(p.a)
