@@ -237,9 +237,9 @@ func removeTreeBeneath(root, path string) error {
 	return nil
 }
 
-// mountBeneath mounts on target (below root) and applies what mount(2) cannot
-// do in one call: the read-only bit of a bind mount and the propagation
-// type. On failure nothing stays mounted.
+// mountBeneath mounts on target (below root) and applies what mount(2)
+// cannot do in one call: the read-only bit of a bind mount and the
+// propagation type. On failure nothing stays mounted.
 func mountBeneath(root, target, source, fstype string, mo MountOptions) error {
 	fd, err := openBeneath(root, target, unix.O_PATH)
 	if err != nil {
