@@ -17,8 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/wren-vm/wren/agent/fsremove"
 )
 
 // Kata's limits for a watchable-bind volume (ConfigMaps, Secrets): beyond
@@ -309,7 +307,7 @@ func (it *watchedItem) refresh() error {
 	if sameSigs(cur, it.last) {
 		return nil
 	}
-	if err := syncCopy(src, it.target, cur, it.last); err != nil {
+	if err := syncCopy(it.root, src, it.target, cur, it.last); err != nil {
 		return err
 	}
 	it.last = cur
@@ -472,36 +470,52 @@ func readlinkat(dirfd int, name string) (string, error) {
 	}
 }
 
-// syncCopy makes target a copy of the source src (its descriptor): new and
-// changed entries are written (files through a rename, so readers never
-// see half a file), vanished ones removed.
-func syncCopy(src int, target string, cur, last map[string]fileSig) error {
+// syncCopy makes target (below root) a copy of the source src (its
+// descriptor): new and changed entries are written (files through a
+// rename, so readers never see half a file), vanished ones removed. The
+// copies are in a tmpfs containers see, so each entry's directory is
+// resolved below root without following symlinks and written through its
+// descriptor: a symlink a container put in its copy is not written
+// through.
+func syncCopy(root string, src int, target string, cur, last map[string]fileSig) error {
 	for _, rel := range sortedKeys(cur) {
 		s := cur[rel]
 		if old, ok := last[rel]; ok && old == s {
 			continue
 		}
-		dst := filepath.Join(target, rel)
-		switch {
-		case s.mode.IsDir():
-			if err := os.Mkdir(dst, s.mode.Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
-				return err
-			}
-		case s.mode&fs.ModeSymlink != 0:
-			_ = fsremove.All(dst)
-			if err := os.Symlink(s.link, dst); err != nil {
-				return err
-			}
-		case s.mode.IsRegular():
-			if err := copyFileAtomic(src, rel, dst, s.mode.Perm()); err != nil {
-				return err
-			}
+		if err := copyEntry(root, src, rel, filepath.Join(target, rel), s); err != nil {
+			return err
 		}
 	}
 	for rel := range last {
 		if _, ok := cur[rel]; !ok {
-			_ = fsremove.All(filepath.Join(target, rel))
+			_ = removeTreeBeneath(root, filepath.Join(target, rel))
 		}
+	}
+	return nil
+}
+
+func copyEntry(root string, src int, rel, dst string, s fileSig) error {
+	if s.mode&fs.ModeSymlink != 0 {
+		_ = removeTreeBeneath(root, dst)
+	}
+	dir, err := openBeneath(root, filepath.Dir(dst), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dir)
+	name := filepath.Base(dst)
+	switch {
+	case s.mode.IsDir():
+		if err := unix.Mkdirat(dir, name, uint32(s.mode.Perm())); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("mkdir %s: %w", dst, err)
+		}
+	case s.mode&fs.ModeSymlink != 0:
+		if err := unix.Symlinkat(s.link, dir, name); err != nil {
+			return fmt.Errorf("symlink %s: %w", dst, err)
+		}
+	case s.mode.IsRegular():
+		return copyFileAtomic(src, rel, dir, name, s.mode.Perm())
 	}
 	return nil
 }
@@ -517,11 +531,12 @@ func sortedKeys(m map[string]fileSig) []string {
 }
 
 // copyFileAtomic copies the regular file rel below src (rel "" is src
-// itself) to dst. The file is opened from src without following symlinks,
-// first as O_PATH to check that it is still a regular file (opening a
-// FIFO or a device the host put there could block or act), then for
-// reading through that descriptor.
-func copyFileAtomic(src int, rel, dst string, perm fs.FileMode) error {
+// itself) to name in the directory dir, through a temporary file renamed
+// over it. The file is opened from src without following symlinks, first
+// as O_PATH to check that it is still a regular file (opening a FIFO or a
+// device the host put there could block or act), then for reading
+// through that descriptor.
+func copyFileAtomic(src int, rel string, dir int, name string, perm fs.FileMode) error {
 	pfd := src
 	if rel != "" {
 		var err error
@@ -542,23 +557,25 @@ func copyFileAtomic(src int, rel, dst string, perm fs.FileMode) error {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".wren-tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_NOFOLLOW, perm)
+	tmp := name + ".wren-tmp"
+	ofd, err := unix.Openat(dir, tmp, unix.O_CREAT|unix.O_TRUNC|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm))
 	if err != nil {
-		return err
+		return fmt.Errorf("create %s: %w", tmp, err)
 	}
+	out := os.NewFile(uintptr(ofd), tmp)
 	_, err = io.Copy(out, io.LimitReader(in, watchMaxBytes+1))
+	if err == nil {
+		// Exact, whatever the umask made of the create.
+		err = out.Chmod(perm)
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(tmp, perm)
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
+		err = unix.Renameat(dir, tmp, dir, name)
 	}
 	if err != nil {
-		_ = os.Remove(tmp)
+		_ = unix.Unlinkat(dir, tmp, 0)
 	}
 	return err
 }

@@ -286,3 +286,41 @@ func TestWatchableFileSource(t *testing.T) {
 		t.Fatalf("copy is %v, %v; want a regular file with mode 0640", fi.Mode(), err)
 	}
 }
+
+// The copies live in the watcher's tmpfs, which containers see: should one
+// replace a directory of its copy with a symlink (through a writable
+// mount), the next refresh must not write through it.
+func TestWatchableCopyDoesNotWriteThroughSymlinkInTheCopy(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
+	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	outside := filepath.Join(root, "outside")
+	if err := os.MkdirAll(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-config")
+	if err := os.MkdirAll(filepath.Join(src, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "sub", "key"), []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(SharedDir(m.StateRoot()), "watchable", "c1-abc-config")
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: src, MountPoint: mp}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(mp, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(mp, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "sub", "key"), []byte("v2, longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.watch.refreshAll()
+	if entries, _ := os.ReadDir(outside); len(entries) > 0 {
+		t.Fatalf("the refresh wrote through a symlink in the copy: %s holds %v", outside, entries)
+	}
+}
