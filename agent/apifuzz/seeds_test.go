@@ -51,12 +51,12 @@ func seeds() map[string][]byte {
 		),
 		"storages": encodeCalls(
 			"CreateSandbox", &agentpb.CreateSandboxRequest{Storages: []*agentpb.Storage{
-				{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: "/eph", Options: []string{"size=1M"}},
-				{Driver: "local", Source: "local", Fstype: "local", MountPoint: "/local", Options: []string{"mode=0777"}},
+				{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: "/sandbox/ephemeral/eph", Options: []string{"size=1M"}},
+				{Driver: "local", Source: "local", Fstype: "local", MountPoint: "/sandbox/local/loc", Options: []string{"mode=0777"}},
 			}},
-			"UpdateEphemeralMounts", &agentpb.UpdateEphemeralMountsRequest{Storages: []*agentpb.Storage{{Driver: "ephemeral", Fstype: "tmpfs", MountPoint: "/eph", Options: []string{"size=2M"}}}},
+			"UpdateEphemeralMounts", &agentpb.UpdateEphemeralMountsRequest{Storages: []*agentpb.Storage{{Driver: "ephemeral", Fstype: "tmpfs", MountPoint: "/sandbox/ephemeral/eph", Options: []string{"size=2M"}}}},
 			"CreateContainer", &agentpb.CreateContainerRequest{ContainerId: "c2", OCI: spec("/bin/true"), Storages: []*agentpb.Storage{{Driver: "nosuchdriver", MountPoint: "/x"}}},
-			"CreateContainer", &agentpb.CreateContainerRequest{ContainerId: "c3", OCI: spec("/bin/true"), Storages: []*agentpb.Storage{{Driver: "ephemeral", Fstype: "tmpfs", Source: "tmpfs", MountPoint: "/y", Options: []string{"size=-1"}}}},
+			"CreateContainer", &agentpb.CreateContainerRequest{ContainerId: "c3", OCI: spec("/bin/true"), Storages: []*agentpb.Storage{{Driver: "ephemeral", Fstype: "tmpfs", Source: "tmpfs", MountPoint: "/sandbox/ephemeral/y", Options: []string{"size=-1"}}}},
 			"GetVolumeStats", &agentpb.VolumeStatsRequest{VolumeGuestPath: "/eph"},
 			"RemoveStaleVirtiofsShareMounts", &agentpb.RemoveStaleVirtiofsShareMountsRequest{},
 		),

@@ -110,8 +110,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 		}
 		e.hasStorage = true
 		undo = append(undo, func() {
-			if err := s.opts.Storage.Release(context.Background(), id); err != nil {
-				s.log.Warn("release storages after failed create", "container", id, "err", err)
+			if err := s.opts.Storage.Rollback(context.Background(), id); err != nil {
+				s.log.Warn("roll back storages after failed create", "container", id, "err", err)
 			}
 		})
 	}

@@ -47,6 +47,9 @@ type StorageMounter interface {
 	Mount(ctx context.Context, owner string, storages []*pb.Storage) error
 	// Release unmounts what Mount mounted for owner (reference counted).
 	Release(ctx context.Context, owner string) error
+	// Rollback undoes Mount for a request that failed afterwards: like
+	// Release, and shared storages that request mounted go too.
+	Rollback(ctx context.Context, owner string) error
 	// ReleaseAll unmounts everything.
 	ReleaseAll(ctx context.Context) error
 }
@@ -298,7 +301,7 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 		if err := s.opts.Storage.Mount(ctx, "", req.GetStorages()); err != nil {
 			return toStatus(fmt.Errorf("sandbox storages: %w", err))
 		}
-		undo = append(undo, func() { _ = s.opts.Storage.Release(context.Background(), "") })
+		undo = append(undo, func() { _ = s.opts.Storage.Rollback(context.Background(), "") })
 	}
 
 	s.mu.Lock()

@@ -26,12 +26,12 @@ func (m *Manager) plainMount(source, fstype string, v *Volume, opts []string) (*
 		return nil, status.Errorf(codes.InvalidArgument, "options: %v", err)
 	}
 	file := mo.Flags&unix.MS_BIND != 0 && !isDirSource(source)
-	created, err := makeMountPoint(v.MountPoint, file)
+	created, err := makeMountPoint(m.stateRoot, v.MountPoint, file)
 	if err != nil {
 		return nil, err
 	}
-	if err := mountFS(source, v.MountPoint, fstype, mo); err != nil {
-		_ = removeCreated(created)
+	if err := mountBeneath(m.stateRoot, v.MountPoint, source, fstype, mo); err != nil {
+		_ = removeCreated(m.stateRoot, created)
 		return nil, err
 	}
 	return &mountState{unmount: true, created: created}, nil
@@ -78,22 +78,6 @@ func fsgid(opts []string) (int, bool, error) {
 	return int(g), true, nil
 }
 
-// setFSGid gives a volume root to a group, setgid and group read-write, so
-// files created there by the pod's supplementary group stay shared.
-func setFSGid(path string, gid int) error {
-	if err := os.Lchown(path, -1, gid); err != nil {
-		return fmt.Errorf("chown %s to gid %d: %w", path, gid, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
-	}
-	if err := unix.Chmod(path, (st.Mode&0o7777)|unix.S_ISGID|0o060); err != nil {
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	return nil
-}
-
 func (m *Manager) mountEphemeral(ctx context.Context, owner string, v *Volume) (*mountState, error) {
 	if v.FSType == "hugetlbfs" {
 		return m.mountHugetlbfs(v)
@@ -114,7 +98,13 @@ func (m *Manager) mountEphemeral(ctx context.Context, owner string, v *Volume) (
 		return nil, err
 	}
 	if hasGid {
-		if err := setFSGid(v.MountPoint, gid); err != nil {
+		// The tmpfs just mounted, resolved again below the state root.
+		fd, err := openBeneath(m.stateRoot, v.MountPoint, unix.O_PATH)
+		if err == nil {
+			err = setFSGid(fd, v.MountPoint, gid)
+			unix.Close(fd)
+		}
+		if err != nil {
 			_ = m.teardown(v.MountPoint, st)
 			return nil, err
 		}
@@ -215,7 +205,7 @@ func (m *Manager) mountLocal(ctx context.Context, owner string, v *Volume) (*mou
 	if err != nil {
 		return nil, err
 	}
-	created, err := makeMountPoint(v.MountPoint, false)
+	created, err := makeMountPoint(m.stateRoot, v.MountPoint, false)
 	if err != nil {
 		return nil, err
 	}
@@ -228,11 +218,26 @@ func (m *Manager) mountLocal(ctx context.Context, owner string, v *Volume) (*mou
 		_ = m.teardown(v.MountPoint, st)
 		return nil, err
 	}
-	if err := unix.Chmod(v.MountPoint, uint32(mode)); err != nil {
+	fd, err := openBeneath(m.stateRoot, v.MountPoint, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return fail(err)
+	}
+	defer unix.Close(fd)
+	if len(created) == 0 {
+		// A directory that was there before outlives the volume: it gets
+		// its owner and mode back when the volume goes, or the request
+		// fails.
+		var before unix.Stat_t
+		if err := unix.Fstat(fd, &before); err != nil {
+			return fail(fmt.Errorf("stat %s: %w", v.MountPoint, err))
+		}
+		st.restore = []savedAttr{saved("", &before)}
+	}
+	if err := unix.Chmod(procPath(fd), uint32(mode)); err != nil {
 		return fail(fmt.Errorf("chmod %s: %w", v.MountPoint, err))
 	}
 	if hasGid {
-		if err := setFSGid(v.MountPoint, gid); err != nil {
+		if err := setFSGid(fd, v.MountPoint, gid); err != nil {
 			return fail(err)
 		}
 	}
@@ -249,9 +254,9 @@ func (m *Manager) mountOverlay(ctx context.Context, owner string, v *Volume) (*m
 		base := filepath.Join(m.stateRoot, owner)
 		for _, d := range []string{"upper", "work"} {
 			dir := filepath.Join(base, d)
-			made, err := makeMountPoint(dir, false)
+			made, err := makeMountPoint(m.stateRoot, dir, false)
 			if err != nil {
-				_ = removeCreated(extra)
+				_ = removeCreated(m.stateRoot, extra)
 				return nil, err
 			}
 			extra = append(extra, made...)
@@ -264,14 +269,21 @@ func (m *Manager) mountOverlay(ctx context.Context, owner string, v *Volume) (*m
 	}
 	st, err := m.plainMount(source, "overlay", v, opts)
 	if err != nil {
-		_ = removeCreated(extra)
+		_ = removeCreated(m.stateRoot, extra)
 		return nil, err
 	}
 	// The upper and work directories hold the container's writes: they go
-	// when the overlay does.
+	// when the overlay does. The state root, when this made it, is only
+	// removed if empty.
+	var rootMade []string
 	for _, d := range extra {
-		st.removeTree = append(st.removeTree, d)
+		if within(m.stateRoot, d) {
+			st.removeTree = append(st.removeTree, d)
+		} else {
+			rootMade = append(rootMade, d)
+		}
 	}
+	st.created = append(rootMade, st.created...)
 	return st, nil
 }
 

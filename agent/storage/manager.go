@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/device"
-	"github.com/wren-vm/wren/agent/fsremove"
 )
 
 // Storage drivers (Storage.driver), as Kata's runtime names them.
@@ -117,14 +116,20 @@ type entry struct {
 	state   *mountState // nil when nothing is mounted
 	refs    map[string]int
 	pending int // requests holding this entry; guarded by Manager.mu
+	// madeBy is the owner whose request mounted the entry, while madeByLive:
+	// until that owner lets go of it, Rollback(madeBy) undoes the mount even
+	// when it is shared.
+	madeBy     string
+	madeByLive bool
 }
 
 // mountState records what mounting a volume did, so it can be undone.
 type mountState struct {
-	unmount    bool     // a mount at the mount point is ours
-	created    []string // mount point and parents we made, outermost first
-	removeTree []string // directories we made whose content dies with the volume
-	watched    bool     // registered with the bind watcher
+	unmount    bool        // a mount at the mount point is ours
+	created    []string    // mount point and parents we made, outermost first
+	removeTree []string    // directories we made whose content dies with the volume
+	restore    []savedAttr // owners and modes changed on what was there before
+	watched    bool        // registered with the bind watcher
 }
 
 // New returns a Manager.
@@ -144,6 +149,7 @@ func New(opts Options) *Manager {
 	if m.stateRoot == "" {
 		m.stateRoot = DefaultStateRoot
 	}
+	m.stateRoot = filepath.Clean(m.stateRoot)
 	if m.sysfs == "" {
 		m.sysfs = "/sys"
 	}
@@ -151,7 +157,7 @@ func New(opts Options) *Manager {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
-	m.watch = newBindWatcher(m.log, filepath.Join(SharedDir(m.stateRoot), "watchable"), interval)
+	m.watch = newBindWatcher(m.log, m.stateRoot, filepath.Join(SharedDir(m.stateRoot), "watchable"), interval)
 	return m
 }
 
@@ -173,7 +179,7 @@ var drivers = map[string]driverFunc{
 	DriverWatchableBind: (*Manager).mountWatchable,
 }
 
-func validate(v *Volume) error {
+func (m *Manager) validate(v *Volume) error {
 	if _, ok := drivers[v.Driver]; !ok {
 		return status.Errorf(codes.InvalidArgument, "unknown storage driver %q", v.Driver)
 	}
@@ -184,6 +190,9 @@ func validate(v *Volume) error {
 		return status.Errorf(codes.InvalidArgument, "storage mount point %q must be an absolute path other than /", v.MountPoint)
 	}
 	v.MountPoint = filepath.Clean(v.MountPoint)
+	if err := m.checkMountPoint(v.Driver, v.MountPoint); err != nil {
+		return err
+	}
 	mo, err := ParseOptions(v.Options)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "storage at %s: %v", v.MountPoint, err)
@@ -216,7 +225,7 @@ var bindAllowed = map[string]bool{
 func (m *Manager) MountVolumes(ctx context.Context, owner string, vols []Volume) error {
 	vols = slices.Clone(vols) // validate normalises mount points
 	for i := range vols {
-		if err := validate(&vols[i]); err != nil {
+		if err := m.validate(&vols[i]); err != nil {
 			return err
 		}
 	}
@@ -258,7 +267,14 @@ func (m *Manager) mountOne(ctx context.Context, owner string, v *Volume) (*entry
 		var st *mountState
 		st, err = drivers[v.Driver](m, ctx, owner, v)
 		if err == nil && v.FSGroup != nil {
-			if ferr := applyFSGroup(m.log, v.MountPoint, *v.FSGroup, isReadOnly(v.Options)); ferr != nil {
+			var record func(savedAttr)
+			if !st.unmount && len(st.created) == 0 {
+				// Not a filesystem of ours but what was there before (a
+				// local volume's directory, a shared filesystem mounted
+				// by the image): it gets its owners and modes back.
+				record = func(a savedAttr) { st.restore = append(st.restore, a) }
+			}
+			if ferr := applyFSGroup(m.log, m.stateRoot, v.MountPoint, *v.FSGroup, isReadOnly(v.Options), record); ferr != nil {
 				if terr := m.teardown(v.MountPoint, st); terr != nil {
 					m.log.Error("undoing storage after fs_group failure", "mount_point", v.MountPoint, "err", terr)
 				}
@@ -267,6 +283,7 @@ func (m *Manager) mountOne(ctx context.Context, owner string, v *Volume) (*entry
 		}
 		if err == nil {
 			e.state, e.driver, e.shared, fresh = st, v.Driver, v.Shared, true
+			e.madeBy, e.madeByLive = owner, true
 		}
 	} else if v.Shared {
 		e.shared = true
@@ -324,18 +341,26 @@ func (m *Manager) dropRef(e *entry, owner string, force bool) error {
 		}
 	}
 	m.mu.Unlock()
-	return m.release(e, owner, force)
+	return m.release(e, owner, force, false)
 }
 
 // release drops one reference; e must be pinned (pending) by the caller,
-// and release unpins it.
-func (m *Manager) release(e *entry, owner string, force bool) error {
+// and release unpins it. A shared volume goes only when force is set, or
+// when rollback is and owner's request mounted it.
+func (m *Manager) release(e *entry, owner string, force, rollback bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.refs[owner] > 0 {
 		e.refs[owner]--
 		if e.refs[owner] == 0 {
 			delete(e.refs, owner)
+		}
+	}
+	if e.madeByLive && e.madeBy == owner {
+		force = force || rollback
+		if e.refs[owner] == 0 {
+			// From now on the mount is no longer the request's to undo.
+			e.madeByLive = false
 		}
 	}
 	var err error
@@ -354,6 +379,18 @@ func (m *Manager) release(e *entry, owner string, force bool) error {
 // Release drops every reference owner holds, unmounting what no one else
 // uses. Shared volumes stay until ReleaseAll.
 func (m *Manager) Release(ctx context.Context, owner string) error {
+	return m.releaseOwner(owner, false)
+}
+
+// Rollback is Release for a request that failed after its storages were
+// mounted (CreateContainer, CreateSandbox): shared volumes that owner's
+// request mounted and no one else uses go as well, since the request that
+// wanted them did not happen.
+func (m *Manager) Rollback(ctx context.Context, owner string) error {
+	return m.releaseOwner(owner, true)
+}
+
+func (m *Manager) releaseOwner(owner string, rollback bool) error {
 	m.mu.Lock()
 	paths := m.owners[owner]
 	delete(m.owners, owner)
@@ -367,7 +404,7 @@ func (m *Manager) Release(ctx context.Context, owner string) error {
 	m.mu.Unlock()
 	var errs []error
 	for i := len(es) - 1; i >= 0; i-- {
-		if err := m.release(es[i], owner, false); err != nil {
+		if err := m.release(es[i], owner, false, rollback); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -397,6 +434,7 @@ func (m *Manager) ReleaseAll(ctx context.Context) error {
 	for _, e := range es {
 		e.mu.Lock()
 		clear(e.refs)
+		e.madeByLive = false
 		if e.state != nil {
 			if err := m.teardown(e.path, e.state); err != nil {
 				errs = append(errs, err)
@@ -427,17 +465,20 @@ func (m *Manager) teardown(path string, st *mountState) error {
 		}
 	}
 	if st.unmount {
-		if err := unmount(path); err != nil {
+		if err := unmountBeneath(m.stateRoot, path); err != nil {
 			return err
 		}
 	}
 	var errs []error
+	if err := restoreAttrs(m.stateRoot, path, st.restore); err != nil {
+		errs = append(errs, err)
+	}
 	for _, d := range st.removeTree {
-		if err := fsremove.All(d); err != nil {
+		if err := removeTreeBeneath(m.stateRoot, d); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := removeCreated(st.created); err != nil {
+	if err := removeCreated(m.stateRoot, st.created); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {

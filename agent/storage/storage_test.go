@@ -119,7 +119,9 @@ func TestParseOptions(t *testing.T) {
 func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
-	foreign := filepath.Join(root, "foreign")
+	run := m.StateRoot()
+	// A tmpfs the agent did not mount, where storages may go.
+	foreign := filepath.Join(run, "sandbox/ephemeral/foreign")
 	os.MkdirAll(foreign, 0o755)
 	if err := unix.Mount("tmpfs", foreign, "tmpfs", unix.MS_NOSUID, "size=1m"); err != nil {
 		t.Fatal(err)
@@ -135,10 +137,10 @@ func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 	}{
 		{"remount an existing tmpfs", Volume{Driver: DriverEphemeral, MountPoint: foreign, Options: []string{"remount", "size=8m"}}},
 		{"remount read-write", Volume{Driver: DriverVirtioFS, Source: "tag", MountPoint: foreign, Options: []string{"remount", "rw"}}},
-		{"move", Volume{Driver: Driver9P, Source: foreign, MountPoint: filepath.Join(root, "moved"), Options: []string{"move"}}},
-		{"ephemeral bind of a guest dir", Volume{Driver: DriverEphemeral, Source: secret, MountPoint: filepath.Join(root, "eph"), Options: []string{"bind"}}},
-		{"virtio-fs rbind", Volume{Driver: DriverVirtioFS, Source: secret, MountPoint: filepath.Join(root, "vfs"), Options: []string{"rbind"}}},
-		{"overlay bind", Volume{Driver: DriverOverlayFS, Source: secret, MountPoint: filepath.Join(root, "ovl"), Options: []string{"bind"}}},
+		{"move", Volume{Driver: Driver9P, Source: foreign, MountPoint: filepath.Join(run, "sandbox/storage/moved"), Options: []string{"move"}}},
+		{"ephemeral bind of a guest dir", Volume{Driver: DriverEphemeral, Source: secret, MountPoint: filepath.Join(run, "sandbox/ephemeral/eph"), Options: []string{"bind"}}},
+		{"virtio-fs rbind", Volume{Driver: DriverVirtioFS, Source: secret, MountPoint: filepath.Join(run, "sandbox/storage/vfs"), Options: []string{"rbind"}}},
+		{"overlay bind", Volume{Driver: DriverOverlayFS, Source: secret, MountPoint: filepath.Join(run, "shared/containers/c/rootfs"), Options: []string{"bind"}}},
 	} {
 		err := m.MountVolumes(context.Background(), "c", []Volume{tc.v})
 		if status.Code(err) != codes.InvalidArgument {
@@ -149,8 +151,8 @@ func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 	if _, opts, _ := mountAt(t, foreign); !strings.Contains(opts, "size=1024k") {
 		t.Fatalf("foreign tmpfs changed: %s", opts)
 	}
-	for _, d := range []string{"moved", "eph", "vfs", "ovl"} {
-		if _, err := os.Lstat(filepath.Join(root, d)); err == nil {
+	for _, d := range []string{"sandbox/storage", "sandbox/ephemeral/eph", "shared"} {
+		if _, err := os.Lstat(filepath.Join(run, d)); err == nil {
 			t.Errorf("refused request left %s behind", d)
 		}
 	}
@@ -241,7 +243,7 @@ func TestOverlayWritable(t *testing.T) {
 	lower := filepath.Join(root, "lower")
 	os.MkdirAll(lower, 0o755)
 	os.WriteFile(filepath.Join(lower, "base"), []byte("from lower"), 0o644)
-	mp := filepath.Join(root, "run/c1/rootfs")
+	mp := filepath.Join(root, "run/shared/containers/c1/rootfs")
 	err := m.MountVolumes(context.Background(), "c1", []Volume{{
 		Driver: DriverOverlayFS, Source: "overlay", FSType: "overlay", MountPoint: mp,
 		Options: []string{"lowerdir=" + lower, overlayRWOption},
@@ -414,10 +416,66 @@ func TestSharedLivesUntilReleaseAll(t *testing.T) {
 	assertMountsUnchanged(t, before)
 }
 
+// Rollback undoes a failed request's storages, shared ones included when
+// that request mounted them; shared volumes another request mounted, or
+// that outlived the container that mounted them, stay until ReleaseAll.
+func TestRollbackUndoesSharedVolumesOfTheFailedRequest(t *testing.T) {
+	requireRoot(t)
+	m, root := newManager(t)
+	before := mountTable(t)
+	vol := func(name string) Volume {
+		return Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral", name), Shared: true}
+	}
+	held := func(v Volume) bool { _, ok := m.Mounted()[v.MountPoint]; return ok }
+	s1, s2, s3 := vol("s1"), vol("s2"), vol("s3")
+	if err := m.MountVolumes(context.Background(), "a", []Volume{s1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Rollback(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if held(s1) {
+		t.Fatal("a shared volume mounted by the failed request stayed")
+	}
+
+	// s2 is mounted by b and outlives it; c's failed request uses it and
+	// mounts s3.
+	if err := m.MountVolumes(context.Background(), "b", []Volume{s2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MountVolumes(context.Background(), "c", []Volume{s2, s3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Rollback(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	if !held(s2) || held(s3) {
+		t.Fatalf("after c's rollback: s2 held %v (want true), s3 held %v (want false)", held(s2), held(s3))
+	}
+	// b's id comes back for another container whose create fails: s2 was
+	// mounted by the earlier b, and stays.
+	if err := m.MountVolumes(context.Background(), "b", []Volume{s2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Rollback(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if !held(s2) {
+		t.Fatal("the rollback of a reused owner id took a shared volume its earlier namesake mounted")
+	}
+	if err := m.ReleaseAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertMountsUnchanged(t, before)
+}
+
 func TestFSGroup(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
-	mp := filepath.Join(root, "run/vol")
+	mp := filepath.Join(root, "run/sandbox/local/vol")
 	// A local volume (a plain directory) that already holds files, as a
 	// restored volume would.
 	if err := m.MountVolumes(context.Background(), "", []Volume{{Driver: DriverLocal, MountPoint: mp, Options: []string{"mode=0750"}}}); err != nil {
@@ -429,14 +487,14 @@ func TestFSGroup(t *testing.T) {
 	var pw unix.Stat_t
 	unix.Stat("/etc/passwd", &pw)
 
-	tmpfs := filepath.Join(root, "run/tmpfs")
+	tmpfs := filepath.Join(root, "run/sandbox/ephemeral/tmpfs")
 	err := m.MountVolumes(context.Background(), "c1", []Volume{
 		{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: tmpfs, FSGroup: &FSGroup{GID: 3000}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := applyFSGroup(m.log, mp, FSGroup{GID: 3000}, false); err != nil {
+	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	for path, wantMode := range map[string]uint32{
@@ -459,7 +517,7 @@ func TestFSGroup(t *testing.T) {
 	// touched.
 	os.WriteFile(filepath.Join(mp, "later"), nil, 0o600)
 	os.Chown(filepath.Join(mp, "later"), 0, 0) // the setgid root would hand it 3000
-	if err := applyFSGroup(m.log, mp, FSGroup{GID: 3000, OnRootMismatch: true}, false); err != nil {
+	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000, OnRootMismatch: true}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
@@ -468,7 +526,7 @@ func TestFSGroup(t *testing.T) {
 		t.Fatal("OnRootMismatch walked a volume whose root already matched")
 	}
 	// Always walks.
-	if err := applyFSGroup(m.log, mp, FSGroup{GID: 3000}, false); err != nil {
+	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	unix.Stat(filepath.Join(mp, "later"), &st)
@@ -504,7 +562,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
 	before := mountTable(t)
-	good := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/a/good")}
+	good := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/good")}
 	notBlock := filepath.Join(root, "plainfile")
 	os.WriteFile(notBlock, nil, 0o644)
 	cases := []struct {
@@ -513,22 +571,22 @@ func TestFailuresLeaveNothing(t *testing.T) {
 		code  codes.Code
 		owner string
 	}{
-		{"unknown driver", []Volume{good, {Driver: "floppy", MountPoint: filepath.Join(root, "run/b")}}, codes.InvalidArgument, ""},
+		{"unknown driver", []Volume{good, {Driver: "floppy", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/b")}}, codes.InvalidArgument, ""},
 		{"relative mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "run/x"}}, codes.InvalidArgument, ""},
 		{"root mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "/run/.."}}, codes.InvalidArgument, ""},
-		{"NUL in options", []Volume{{Driver: DriverEphemeral, MountPoint: root + "/run/x", Options: []string{"size=1\x00"}}}, codes.InvalidArgument, ""},
-		{"second mount fails", []Volume{good, {Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/b/c"), Options: []string{"size=nonsense"}}}, codes.Unknown, ""},
-		{"virtio-fs tag missing", []Volume{good, {Driver: DriverVirtioFS, Source: "no-such-tag", FSType: "virtiofs", MountPoint: filepath.Join(root, "run/shared")}}, codes.Unknown, ""},
-		{"blk not a block device", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.InvalidArgument, ""},
-		{"blk missing device", []Volume{good, {Driver: DriverBlk, Source: "/dev/wren-none", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.NotFound, ""},
-		{"blk without fstype", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", MountPoint: filepath.Join(root, "run/blk")}}, codes.InvalidArgument, ""},
-		{"blk PCI path without listener", []Volume{good, {Driver: DriverBlk, Source: "02/00", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.FailedPrecondition, ""},
-		{"scsi without listener", []Volume{good, {Driver: DriverSCSI, Source: "0:0", FSType: "ext4", MountPoint: filepath.Join(root, "run/blk")}}, codes.FailedPrecondition, ""},
-		{"ephemeral bad type", []Volume{good, {Driver: DriverEphemeral, FSType: "ext4", MountPoint: filepath.Join(root, "run/e")}}, codes.InvalidArgument, ""},
-		{"writable overlay without container", []Volume{{Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/o"), Options: []string{overlayRWOption, "lowerdir=/"}}}, codes.InvalidArgument, "-"},
-		{"overlay bad lowerdir", []Volume{good, {Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/o"), Options: []string{"lowerdir=" + root + "/missing"}}}, codes.Unknown, ""},
-		{"local bad mode", []Volume{good, {Driver: DriverLocal, MountPoint: filepath.Join(root, "run/l"), Options: []string{"mode=999"}}}, codes.InvalidArgument, ""},
-		{"watchable outside its dir", []Volume{good, {Driver: DriverWatchableBind, Source: root, MountPoint: filepath.Join(root, "run/w")}}, codes.InvalidArgument, ""},
+		{"NUL in options", []Volume{{Driver: DriverEphemeral, MountPoint: root + "/run/sandbox/ephemeral/x", Options: []string{"size=1\x00"}}}, codes.InvalidArgument, ""},
+		{"second mount fails", []Volume{good, {Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/c"), Options: []string{"size=nonsense"}}}, codes.Unknown, ""},
+		{"virtio-fs tag missing", []Volume{good, {Driver: DriverVirtioFS, Source: "no-such-tag", FSType: "virtiofs", MountPoint: filepath.Join(root, "run/shared/containers")}}, codes.Unknown, ""},
+		{"blk not a block device", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.InvalidArgument, ""},
+		{"blk missing device", []Volume{good, {Driver: DriverBlk, Source: "/dev/wren-none", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.NotFound, ""},
+		{"blk without fstype", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.InvalidArgument, ""},
+		{"blk PCI path without listener", []Volume{good, {Driver: DriverBlk, Source: "02/00", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.FailedPrecondition, ""},
+		{"scsi without listener", []Volume{good, {Driver: DriverSCSI, Source: "0:0", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.FailedPrecondition, ""},
+		{"ephemeral bad type", []Volume{good, {Driver: DriverEphemeral, FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/e")}}, codes.InvalidArgument, ""},
+		{"writable overlay without container", []Volume{{Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/shared/containers/o/rootfs"), Options: []string{overlayRWOption, "lowerdir=/"}}}, codes.InvalidArgument, "-"},
+		{"overlay bad lowerdir", []Volume{good, {Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/shared/containers/o/rootfs"), Options: []string{"lowerdir=" + root + "/missing"}}}, codes.Unknown, ""},
+		{"local bad mode", []Volume{good, {Driver: DriverLocal, MountPoint: filepath.Join(root, "run/sandbox/local/l"), Options: []string{"mode=999"}}}, codes.InvalidArgument, ""},
+		{"watchable outside its dir", []Volume{good, {Driver: DriverWatchableBind, Source: root, MountPoint: filepath.Join(root, "run/shared/containers/w")}}, codes.InvalidArgument, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -557,7 +615,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
-	shared := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/shm")}
+	shared := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/shm")}
 	if err := m.MountVolumes(context.Background(), "a", []Volume{shared}); err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +623,7 @@ func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("got %v", err)
 	}
-	err = m.MountVolumes(context.Background(), "b", []Volume{shared, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: root + "/x"}})
+	err = m.MountVolumes(context.Background(), "b", []Volume{shared, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: root + "/run/sandbox/storage/x"}})
 	if err == nil {
 		t.Fatal("succeeded")
 	}

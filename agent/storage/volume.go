@@ -164,14 +164,26 @@ func (m *Manager) UpdateEphemeral(ctx context.Context, vols []Volume) error {
 		u.e.mu.Lock()
 		err := checkEphemeral(u.e)
 		if err == nil {
-			if err = unix.Mount("", u.e.path, "tmpfs", u.mo.Flags|unix.MS_REMOUNT, u.mo.DataString()); err != nil {
-				err = status.Errorf(codes.InvalidArgument, "remount %s with %q: %v", u.e.path, u.mo.DataString(), err)
-			}
+			err = m.remountEphemeral(u.e.path, u.mo)
 		}
 		u.e.mu.Unlock()
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// remountEphemeral remounts the tmpfs at path (resolved below the state
+// root without following symlinks) with new options.
+func (m *Manager) remountEphemeral(path string, mo MountOptions) error {
+	fd, err := openBeneath(m.stateRoot, path, unix.O_PATH)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Mount("", procPath(fd), "tmpfs", mo.Flags|unix.MS_REMOUNT, mo.DataString()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "remount %s with %q: %v", path, mo.DataString(), err)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 func TestVolumeStatsOnTmpfs(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
-	mp := filepath.Join(root, "run/vol")
+	mp := filepath.Join(root, "run/sandbox/storage/vol")
 	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp, Options: []string{"size=4m", "nr_inodes=100"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func hasCapSysResource() bool {
 func TestResizeVolumeErrors(t *testing.T) {
 	requireRoot(t)
 	m, root := newManager(t)
-	tmp := filepath.Join(root, "run/tmp")
+	tmp := filepath.Join(root, "run/sandbox/ephemeral/tmp")
 	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: tmp}}); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestResizeVolumeGrowsExt4Online(t *testing.T) {
 	}
 	dev, img := loopDevice(t, "32M")
 	m, root := newManager(t)
-	mp := filepath.Join(root, "run/vol")
+	mp := filepath.Join(root, "run/sandbox/storage/vol")
 	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverBlk, Source: dev, FSType: "ext4", MountPoint: mp}}); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestUpdateEphemeralLeavesOtherMountsAlone(t *testing.T) {
 	ours := filepath.Join(root, "run/sandbox/ephemeral/cache")
 	// A tmpfs stands in for virtio-fs (no virtiofsd here): what matters is
 	// that the manager holds it under another driver.
-	share := filepath.Join(root, "run/c1/rootfs")
+	share := filepath.Join(root, "run/shared/containers/c1/rootfs")
 	if err := m.MountVolumes(context.Background(), "c", []Volume{
 		{Driver: DriverEphemeral, MountPoint: ours, Options: []string{"size=1m"}},
 		{Driver: DriverVirtioFS, Source: "tmpfs", FSType: "tmpfs", MountPoint: share, Options: []string{"size=1m"}},

@@ -17,8 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/wren-vm/wren/agent/fsremove"
 )
 
 // Kata's limits for a watchable-bind volume (ConfigMaps, Secrets): beyond
@@ -32,6 +30,7 @@ const (
 // inotify does not see changes the host makes through virtio-fs.
 type bindWatcher struct {
 	log      *slog.Logger
+	root     string // the state root, which dir is below
 	dir      string // the tmpfs holding every copy
 	interval time.Duration
 
@@ -45,6 +44,7 @@ type bindWatcher struct {
 
 type watchedItem struct {
 	mu      sync.Mutex
+	root    string // the state root
 	source  string
 	target  string
 	shared  string // the source must stay below it
@@ -61,8 +61,13 @@ type fileSig struct {
 	link  string
 }
 
-func newBindWatcher(log *slog.Logger, dir string, interval time.Duration) *bindWatcher {
-	return &bindWatcher{log: log, dir: dir, interval: interval, items: map[string]*watchedItem{}}
+// testHookAfterScan, when a test sets it, runs in refresh between the
+// check of the source and the copy: where the host could swap a path
+// component for a symlink.
+var testHookAfterScan func()
+
+func newBindWatcher(log *slog.Logger, root, dir string, interval time.Duration) *bindWatcher {
+	return &bindWatcher{log: log, root: root, dir: dir, interval: interval, items: map[string]*watchedItem{}}
 }
 
 func (m *Manager) mountWatchable(ctx context.Context, owner string, v *Volume) (*mountState, error) {
@@ -75,34 +80,44 @@ func (m *Manager) mountWatchable(ctx context.Context, owner string, v *Volume) (
 	return &mountState{watched: true}, nil
 }
 
-// confineSource checks that source, with its symlinks resolved, lies below
-// the shared directory the host fills and outside the tmpfs of copies. The
-// host names the source; without this a request could have any guest file
-// (the agent's own state, /etc) copied into a container's view.
-func confineSource(shared, copies, source string) error {
+// openSource opens source below the shared directory the host fills,
+// outside the tmpfs of copies, without following any symlink on the way or
+// at its end, and returns an O_PATH descriptor of it. The host names the
+// source; without this a request could have any guest file (the agent's
+// own state, /etc) copied into a container's view. Everything the refresh
+// then reads, copies or binds is reached from that descriptor, never by
+// name again, so a component swapped for a symlink after this check
+// cannot take the copy elsewhere.
+func openSource(shared, copies, source string) (int, error) {
 	if !filepath.IsAbs(source) {
-		return status.Errorf(codes.InvalidArgument, "watchable-bind source %q is not an absolute path", source)
+		return -1, status.Errorf(codes.InvalidArgument, "watchable-bind source %q is not an absolute path", source)
 	}
-	resolved, err := filepath.EvalSymlinks(source)
-	if errors.Is(err, fs.ErrNotExist) {
-		return status.Errorf(codes.NotFound, "watchable-bind source %s does not exist", source)
+	source = filepath.Clean(source)
+	rel, ok := relBelow(shared, source)
+	if !ok {
+		return -1, status.Errorf(codes.InvalidArgument, "watchable-bind source %s is not below the shared directory %s", source, shared)
+	}
+	if source == copies || within(copies, source) {
+		return -1, status.Errorf(codes.InvalidArgument, "watchable-bind source %s is inside the watcher's own copies", source)
+	}
+	sfd, err := unix.Open(shared, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return -1, status.Errorf(codes.NotFound, "watchable-bind source %s does not exist", source)
 	}
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "watchable-bind source %s: %v", source, err)
+		return -1, fmt.Errorf("open %s: %w", shared, err)
 	}
-	resolvedRoot := func(dir string) string {
-		if r, err := filepath.EvalSymlinks(dir); err == nil {
-			return r
-		}
-		return filepath.Clean(dir)
+	defer unix.Close(sfd)
+	fd, err := openat2(sfd, rel, unix.O_PATH)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return -1, status.Errorf(codes.NotFound, "watchable-bind source %s does not exist", source)
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV), errors.Is(err, unix.ENOTDIR):
+		return -1, status.Errorf(codes.InvalidArgument, "watchable-bind source %s: a symlink or a non-directory on the way (%v); sources are resolved below the shared directory without following symlinks", source, err)
+	case err != nil:
+		return -1, fmt.Errorf("open %s: %w", source, err)
 	}
-	if !within(resolvedRoot(shared), resolved) {
-		return status.Errorf(codes.InvalidArgument, "watchable-bind source %s (%s) is not below the shared directory %s", source, resolved, shared)
-	}
-	if c := resolvedRoot(copies); resolved == c || within(c, resolved) {
-		return status.Errorf(codes.InvalidArgument, "watchable-bind source %s is inside the watcher's own copies", source)
-	}
-	return nil
+	return fd, nil
 }
 
 func within(dir, path string) bool {
@@ -114,9 +129,11 @@ func (w *bindWatcher) add(shared, source, target string) error {
 	if !within(w.dir, target) {
 		return status.Errorf(codes.InvalidArgument, "watchable-bind mount point %s is not below %s", target, w.dir)
 	}
-	if err := confineSource(shared, w.dir, source); err != nil {
+	fd, err := openSource(shared, w.dir, source)
+	if err != nil {
 		return err
 	}
+	unix.Close(fd)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.items[target]; ok {
@@ -125,7 +142,7 @@ func (w *bindWatcher) add(shared, source, target string) error {
 	if err := w.ensureTmpfs(); err != nil {
 		return err
 	}
-	it := &watchedItem{source: source, target: target, shared: shared, copies: w.dir}
+	it := &watchedItem{root: w.root, source: source, target: target, shared: shared, copies: w.dir}
 	if err := it.refresh(); err != nil {
 		_ = it.undo()
 		w.dropTmpfsIfIdle()
@@ -144,12 +161,12 @@ func (w *bindWatcher) ensureTmpfs() error {
 	if w.tmpfsMounted {
 		return nil
 	}
-	created, err := makeMountPoint(w.dir, false)
+	created, err := makeMountPoint(w.root, w.dir, false)
 	if err != nil {
 		return err
 	}
-	if err := mountFS("tmpfs", w.dir, "tmpfs", MountOptions{Flags: unix.MS_NODEV | unix.MS_NOSUID, Data: []string{"mode=755"}}); err != nil {
-		_ = removeCreated(created)
+	if err := mountBeneath(w.root, w.dir, "tmpfs", "tmpfs", MountOptions{Flags: unix.MS_NODEV | unix.MS_NOSUID, Data: []string{"mode=755"}}); err != nil {
+		_ = removeCreated(w.root, created)
 		return err
 	}
 	w.tmpfsCreated, w.tmpfsMounted = created, true
@@ -167,11 +184,11 @@ func (w *bindWatcher) dropTmpfsIfIdle() error {
 		<-w.stopped
 		w.stop, w.stopped = nil, nil
 	}
-	if err := unmount(w.dir); err != nil {
+	if err := unmountBeneath(w.root, w.dir); err != nil {
 		return err
 	}
 	w.tmpfsMounted = false
-	err := removeCreated(w.tmpfsCreated)
+	err := removeCreated(w.root, w.tmpfsCreated)
 	w.tmpfsCreated = nil
 	return err
 }
@@ -247,15 +264,15 @@ func (w *bindWatcher) refreshAll() {
 // for it. Caller holds it.mu.
 func (it *watchedItem) undo() error {
 	if it.bound {
-		if err := unmount(it.target); err != nil {
+		if err := unmountBeneath(it.root, it.target); err != nil {
 			return err
 		}
 		it.bound = false
 	}
-	if err := fsremove.All(it.target); err != nil {
+	if err := removeTreeBeneath(it.root, it.target); err != nil {
 		return err
 	}
-	return removeCreated(it.created)
+	return removeCreated(it.root, it.created)
 }
 
 // refresh brings target up to date with source, or falls back to a bind
@@ -266,40 +283,46 @@ func (it *watchedItem) refresh() error {
 	}
 	// Again on every refresh: the host can swap the source for a symlink
 	// after the mount was accepted. The last good copy stays.
-	if err := confineSource(it.shared, it.copies, it.source); err != nil {
-		return err
-	}
-	cur, err := scanSource(it.source)
+	src, err := openSource(it.shared, it.copies, it.source)
 	if err != nil {
 		return err
 	}
+	defer unix.Close(src)
+	cur, err := scanSource(src, it.source)
+	if err != nil {
+		return err
+	}
+	if testHookAfterScan != nil {
+		testHookAfterScan()
+	}
 	if it.created == nil && it.last == nil {
 		parent := filepath.Dir(it.target)
-		if it.created, err = makeMountPoint(parent, false); err != nil {
+		if it.created, err = makeMountPoint(it.root, parent, false); err != nil {
 			return err
 		}
 	}
 	if overLimits(cur) {
-		return it.bindFallback()
+		return it.bindFallback(src, cur[""].mode.IsDir())
 	}
 	if sameSigs(cur, it.last) {
 		return nil
 	}
-	if err := syncCopy(it.source, it.target, cur, it.last); err != nil {
+	if err := syncCopy(it.root, src, it.target, cur, it.last); err != nil {
 		return err
 	}
 	it.last = cur
 	return nil
 }
 
-func (it *watchedItem) bindFallback() error {
-	file := !isDirSource(it.source)
+// bindFallback bind-mounts the source the refresh checked (src, its
+// descriptor) at the target.
+func (it *watchedItem) bindFallback(src int, dir bool) error {
 	if _, err := os.Lstat(it.target); errors.Is(err, fs.ErrNotExist) {
-		if _, err := makeMountPoint(it.target, file); err != nil {
+		if _, err := makeMountPoint(it.root, it.target, !dir); err != nil {
 			return err
 		}
 	}
-	if err := mountFS(it.source, it.target, "", MountOptions{Flags: unix.MS_BIND | unix.MS_REC}); err != nil {
+	if err := mountBeneath(it.root, it.target, procPath(src), "", MountOptions{Flags: unix.MS_BIND | unix.MS_REC}); err != nil {
 		return err
 	}
 	it.bound = true
@@ -331,77 +354,168 @@ func sameSigs(a, b map[string]fileSig) bool {
 	return true
 }
 
-// scanSource lists source ("" is the source itself) without following
-// symlinks below it; it stops early once past the limits.
-func scanSource(source string) (map[string]fileSig, error) {
+// scanSource lists the source src (an O_PATH descriptor; rel "" is the
+// source itself) from descriptor to descriptor, without following symlinks
+// below it; it stops early once past the limits. source names it in
+// errors.
+func scanSource(src int, source string) (map[string]fileSig, error) {
 	sigs := map[string]fileSig{}
 	files := 0
-	err := filepath.WalkDir(source, func(p string, d fs.DirEntry, err error) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return nil, fmt.Errorf("scan %s: %w", source, err)
+	}
+	sigs[""] = sigOf(&st, "")
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return sigs, nil
+	}
+	var walk func(fd int, rel string) error
+	walk = func(fd int, rel string) error {
+		dfd, err := openat2(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY)
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(source, p)
-		if rel == "." {
-			rel = ""
-		}
-		info, err := d.Info()
-		if p == source {
-			info, err = os.Stat(p)
-		}
+		dir := os.NewFile(uintptr(dfd), filepath.Join(source, rel))
+		names, err := dir.Readdirnames(-1)
+		dir.Close()
 		if err != nil {
 			return err
 		}
-		s := fileSig{mode: info.Mode(), size: info.Size(), mtime: info.ModTime()}
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if s.link, err = os.Readlink(p); err != nil {
+		// Sorted, so that the limits cut the same entries every time.
+		slices.Sort(names)
+		for _, name := range names {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return err
 			}
-			s.size = 0
-		}
-		sigs[rel] = s
-		if !info.IsDir() {
-			if files++; files > watchMaxEntries {
-				return filepath.SkipAll
+			link := ""
+			if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				if link, err = readlinkat(fd, name); err != nil {
+					return err
+				}
+			}
+			p := filepath.Join(rel, name)
+			sigs[p] = sigOf(&st, link)
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				if files++; files > watchMaxEntries {
+					return filepath.SkipAll
+				}
+				continue
+			}
+			cfd, err := openat2(fd, name, unix.O_PATH|unix.O_DIRECTORY)
+			if err != nil {
+				return err
+			}
+			err = walk(cfd, p)
+			unix.Close(cfd)
+			if err != nil {
+				return err
 			}
 		}
 		return nil
-	})
-	if err != nil {
+	}
+	if err := walk(src, ""); err != nil && !errors.Is(err, filepath.SkipAll) {
 		return nil, fmt.Errorf("scan %s: %w", source, err)
 	}
 	return sigs, nil
 }
 
-// syncCopy makes target a copy of source: new and changed entries are
-// written (files through a rename, so readers never see half a file),
-// vanished ones removed.
-func syncCopy(source, target string, cur, last map[string]fileSig) error {
+func sigOf(st *unix.Stat_t, link string) fileSig {
+	s := fileSig{mode: fileMode(st.Mode), size: st.Size, mtime: time.Unix(st.Mtim.Unix()), link: link}
+	if link != "" {
+		s.size = 0
+	}
+	return s
+}
+
+// fileMode converts st_mode to what os.FileInfo.Mode would say.
+func fileMode(m uint32) fs.FileMode {
+	mode := fs.FileMode(m & 0o777)
+	switch m & unix.S_IFMT {
+	case unix.S_IFDIR:
+		mode |= fs.ModeDir
+	case unix.S_IFLNK:
+		mode |= fs.ModeSymlink
+	case unix.S_IFIFO:
+		mode |= fs.ModeNamedPipe
+	case unix.S_IFSOCK:
+		mode |= fs.ModeSocket
+	case unix.S_IFCHR:
+		mode |= fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFBLK:
+		mode |= fs.ModeDevice
+	}
+	if m&unix.S_ISUID != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		mode |= fs.ModeSticky
+	}
+	return mode
+}
+
+func readlinkat(dirfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
+}
+
+// syncCopy makes target (below root) a copy of the source src (its
+// descriptor): new and changed entries are written (files through a
+// rename, so readers never see half a file), vanished ones removed. The
+// copies are in a tmpfs containers see, so each entry's directory is
+// resolved below root without following symlinks and written through its
+// descriptor: a symlink a container put in its copy is not written
+// through.
+func syncCopy(root string, src int, target string, cur, last map[string]fileSig) error {
 	for _, rel := range sortedKeys(cur) {
 		s := cur[rel]
 		if old, ok := last[rel]; ok && old == s {
 			continue
 		}
-		src, dst := filepath.Join(source, rel), filepath.Join(target, rel)
-		switch {
-		case s.mode.IsDir():
-			if err := os.Mkdir(dst, s.mode.Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
-				return err
-			}
-		case s.mode&fs.ModeSymlink != 0:
-			_ = fsremove.All(dst)
-			if err := os.Symlink(s.link, dst); err != nil {
-				return err
-			}
-		case s.mode.IsRegular():
-			if err := copyFileAtomic(src, dst, s.mode.Perm()); err != nil {
-				return err
-			}
+		if err := copyEntry(root, src, rel, filepath.Join(target, rel), s); err != nil {
+			return err
 		}
 	}
 	for rel := range last {
 		if _, ok := cur[rel]; !ok {
-			_ = fsremove.All(filepath.Join(target, rel))
+			_ = removeTreeBeneath(root, filepath.Join(target, rel))
 		}
+	}
+	return nil
+}
+
+func copyEntry(root string, src int, rel, dst string, s fileSig) error {
+	if s.mode&fs.ModeSymlink != 0 {
+		_ = removeTreeBeneath(root, dst)
+	}
+	dir, err := openBeneath(root, filepath.Dir(dst), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dir)
+	name := filepath.Base(dst)
+	switch {
+	case s.mode.IsDir():
+		if err := unix.Mkdirat(dir, name, uint32(s.mode.Perm())); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("mkdir %s: %w", dst, err)
+		}
+	case s.mode&fs.ModeSymlink != 0:
+		if err := unix.Symlinkat(s.link, dir, name); err != nil {
+			return fmt.Errorf("symlink %s: %w", dst, err)
+		}
+	case s.mode.IsRegular():
+		return copyFileAtomic(src, rel, dir, name, s.mode.Perm())
 	}
 	return nil
 }
@@ -416,29 +530,52 @@ func sortedKeys(m map[string]fileSig) []string {
 	return keys
 }
 
-func copyFileAtomic(src, dst string, perm fs.FileMode) error {
-	in, err := os.Open(src)
+// copyFileAtomic copies the regular file rel below src (rel "" is src
+// itself) to name in the directory dir, through a temporary file renamed
+// over it. The file is opened from src without following symlinks, first
+// as O_PATH to check that it is still a regular file (opening a FIFO or a
+// device the host put there could block or act), then for reading
+// through that descriptor.
+func copyFileAtomic(src int, rel string, dir int, name string, perm fs.FileMode) error {
+	pfd := src
+	if rel != "" {
+		var err error
+		if pfd, err = openat2(src, rel, unix.O_PATH|unix.O_NOFOLLOW); err != nil {
+			return fmt.Errorf("open %s: %w", rel, err)
+		}
+		defer unix.Close(pfd)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("%s is no longer a regular file", rel)
+	}
+	in, err := os.OpenFile(procPath(pfd), os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".wren-tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_NOFOLLOW, perm)
+	tmp := name + ".wren-tmp"
+	ofd, err := unix.Openat(dir, tmp, unix.O_CREAT|unix.O_TRUNC|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm))
 	if err != nil {
-		return err
+		return fmt.Errorf("create %s: %w", tmp, err)
 	}
+	out := os.NewFile(uintptr(ofd), tmp)
 	_, err = io.Copy(out, io.LimitReader(in, watchMaxBytes+1))
+	if err == nil {
+		// Exact, whatever the umask made of the create.
+		err = out.Chmod(perm)
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(tmp, perm)
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
+		err = unix.Renameat(dir, tmp, dir, name)
 	}
 	if err != nil {
-		_ = os.Remove(tmp)
+		_ = unix.Unlinkat(dir, tmp, 0)
 	}
 	return err
 }

@@ -141,3 +141,186 @@ func TestWatchableBindSourceConfinedToSharedDir(t *testing.T) {
 	}
 	assertMountsUnchanged(t, before)
 }
+
+// swapAfterScan makes the next refresh find, between its check of the
+// source and its copy, dir replaced by a symlink to target: what a host
+// racing the agent can do in the shared directory.
+func swapAfterScan(t *testing.T, dir, target string) {
+	t.Helper()
+	t.Cleanup(func() { testHookAfterScan = nil })
+	testHookAfterScan = func() {
+		testHookAfterScan = nil
+		if err := os.Rename(dir, dir+".old"); err != nil {
+			t.Error(err)
+		}
+		if err := os.Symlink(target, dir); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// guestSecret makes a directory outside the shared directory holding what
+// the host must never get copied into a container.
+func guestSecret(t *testing.T, root string) string {
+	t.Helper()
+	secret := filepath.Join(root, "guest-secret")
+	if err := os.MkdirAll(secret, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"key", "other"} {
+		if err := os.WriteFile(filepath.Join(secret, f), []byte("guest only"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return secret
+}
+
+// A directory of the source swapped for a symlink after the refresh checked
+// the source: the copy must not follow it.
+func TestWatchableCopyDoesNotFollowSymlinkSwappedAfterCheck(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
+	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	secret := guestSecret(t, root)
+	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-config")
+	if err := os.MkdirAll(filepath.Join(src, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "sub", "key"), []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(SharedDir(m.StateRoot()), "watchable", "c1-abc-config")
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: src, MountPoint: mp}}); err != nil {
+		t.Fatal(err)
+	}
+	// The host changes the file, so the next refresh copies it, and swaps
+	// its directory in between.
+	if err := os.WriteFile(filepath.Join(src, "sub", "key"), []byte("v2, longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	swapAfterScan(t, filepath.Join(src, "sub"), secret)
+	m.watch.refreshAll()
+	if testHookAfterScan != nil {
+		t.Fatal("the refresh did not reach its copy")
+	}
+	b, err := os.ReadFile(filepath.Join(mp, "sub", "key"))
+	if string(b) == "guest only" {
+		t.Fatal("a guest file reached the container's copy through a symlink swapped in after the check")
+	}
+	if err != nil || string(b) != "v1" {
+		t.Errorf("the copy reads %q, %v; want the last good copy v1", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(mp, "sub", "other")); err == nil {
+		t.Error("an entry of the guest directory appeared in the copy")
+	}
+}
+
+// A source over Kata's limits is bind-mounted instead of copied: swapped
+// for a symlink after the check, it must not bring the symlink's target
+// into the container.
+func TestWatchableBindFallbackDoesNotFollowSourceSwappedAfterCheck(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
+	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	before := mountTable(t)
+	secret := guestSecret(t, root)
+	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-secrets")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range watchMaxEntries + 4 {
+		if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%d", i)), []byte("host"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swapAfterScan(t, src, secret)
+	mp := filepath.Join(SharedDir(m.StateRoot()), "watchable", "c1-abc-secrets")
+	err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: src, MountPoint: mp}})
+	if testHookAfterScan != nil {
+		t.Fatal("the refresh did not reach its bind mount")
+	}
+	if b, rerr := os.ReadFile(filepath.Join(mp, "key")); rerr == nil {
+		t.Fatalf("the guest directory was bind-mounted into the container's view: key reads %q", b)
+	}
+	if err == nil {
+		// Bound: it must be the source that was checked.
+		if b, rerr := os.ReadFile(filepath.Join(mp, "f0")); rerr != nil || string(b) != "host" {
+			t.Errorf("the bind shows %q, %v; want the checked source", b, rerr)
+		}
+		if rerr := m.Release(context.Background(), "c1"); rerr != nil {
+			t.Fatal(rerr)
+		}
+	}
+	assertMountsUnchanged(t, before)
+}
+
+// A source that is a single file is copied as a file, through the
+// descriptor the check opened.
+func TestWatchableFileSource(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
+	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-hosts")
+	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(src, []byte("v1"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(SharedDir(m.StateRoot()), "watchable", "c1-abc-hosts")
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: src, MountPoint: mp}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(src, []byte("v2, longer"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	m.watch.refreshAll()
+	b, err := os.ReadFile(mp)
+	if err != nil || string(b) != "v2, longer" {
+		t.Fatalf("copy of a file source reads %q, %v", b, err)
+	}
+	if fi, err := os.Lstat(mp); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("copy is %v, %v; want a regular file with mode 0640", fi.Mode(), err)
+	}
+}
+
+// The copies live in the watcher's tmpfs, which containers see: should one
+// replace a directory of its copy with a symlink (through a writable
+// mount), the next refresh must not write through it.
+func TestWatchableCopyDoesNotWriteThroughSymlinkInTheCopy(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
+	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	outside := filepath.Join(root, "outside")
+	if err := os.MkdirAll(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-config")
+	if err := os.MkdirAll(filepath.Join(src, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "sub", "key"), []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(SharedDir(m.StateRoot()), "watchable", "c1-abc-config")
+	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: src, MountPoint: mp}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(mp, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(mp, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "sub", "key"), []byte("v2, longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.watch.refreshAll()
+	if entries, _ := os.ReadDir(outside); len(entries) > 0 {
+		t.Fatalf("the refresh wrote through a symlink in the copy: %s holds %v", outside, entries)
+	}
+}

@@ -517,7 +517,7 @@ func (p *pod) testBlockHotplug(t *testing.T) {
 	if b, _ := json.Marshal(pci); !strings.Contains(string(b), `"qdev_id":"e2edisk"`) {
 		t.Errorf("query-pci does not list the hot-plugged disk")
 	}
-	st := &agentpb.Storage{Driver: "blk", Source: pciPath, Fstype: "ext4", Options: []string{"ro"}, MountPoint: "/run/wren-e2e/blk"}
+	st := &agentpb.Storage{Driver: "blk", Source: pciPath, Fstype: "ext4", Options: []string{"ro"}, MountPoint: "/run/kata-containers/sandbox/storage/wren-e2e-blk"}
 	out := p.catFromStorage(t, "blkreader", "hello.txt", st)
 	if !strings.HasPrefix(out.stdout, blkToken) {
 		t.Errorf("read %q from the disk at PCI path %s, want %q", out.stdout, pciPath, blkToken)
@@ -525,7 +525,7 @@ func (p *pod) testBlockHotplug(t *testing.T) {
 }
 
 func (p *pod) testDAX(t *testing.T) {
-	st := &agentpb.Storage{Driver: "nvdimm", Source: "/dev/pmem0p1", Fstype: "ext4", Options: []string{"dax", "ro"}, MountPoint: "/run/wren-e2e/dax"}
+	st := &agentpb.Storage{Driver: "nvdimm", Source: "/dev/pmem0p1", Fstype: "ext4", Options: []string{"dax", "ro"}, MountPoint: "/run/kata-containers/sandbox/storage/wren-e2e-dax"}
 	out := p.catFromStorage(t, "daxreader", "wren-e2e.txt", st)
 	if !strings.HasPrefix(out.stdout, daxToken) {
 		t.Fatalf("read %q from the DAX image, want %q (stderr %q)", out.stdout, daxToken, out.stderr)

@@ -47,7 +47,7 @@ func newPodWith(t *testing.T, beforeSandbox func(*testagent.Agent)) *pod {
 	return newPodOpts(t, testagent.Options{}, beforeSandbox)
 }
 
-// newPodOpts starts the agent with opts.
+// newPodOpts starts the agent with opts (see testagent.Options.Shield).
 func newPodOpts(t *testing.T, opts testagent.Options, beforeSandbox func(*testagent.Agent)) *pod {
 	t.Helper()
 	if os.Geteuid() != 0 {

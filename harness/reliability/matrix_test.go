@@ -3,6 +3,7 @@ package reliability
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -22,11 +23,16 @@ import (
 // TestBadInputMatrix sends bad requests to a running agent with a created
 // sandbox and a running container, and checks the status code of each and
 // that the agent holds no more fds, children, mounts or cgroups than
-// before it.
+// before it; storage rows also check that the guest paths they aim at are
+// as they were (modes, owners, mounts).
+//
+// The agent runs as root on the test machine: /etc is shielded (an overlay
+// in the agent's own mount namespace), so that a storage request the agent
+// wrongly accepts for /etc changes nothing outside the agent's view.
 func TestBadInputMatrix(t *testing.T) {
 	// The agent gets a network namespace of its own, so the route cases
 	// can never change this machine's routes.
-	p := newPodOpts(t, testagent.Options{NewNetNS: true}, nil)
+	p := newPodOpts(t, testagent.Options{NewNetNS: true, Shield: []string{"/etc"}}, nil)
 	agentNet := agentNetns(t, p.a)
 	p.run("live", p.spec("/bin/sleep", "1000"))
 	// A container whose init has exited, for the updates it must refuse.
@@ -55,17 +61,137 @@ func TestBadInputMatrix(t *testing.T) {
 	for i := 0; i < 2000; i++ {
 		hugeEnv = append(hugeEnv, "K"+strings.Repeat("x", 8)+string(rune('a'+i%26))+"="+strings.Repeat("v", 1000))
 	}
-	storage := func(st *agentpb.Storage) func() error {
+	storageWith := func(oci *agentpb.Spec, st *agentpb.Storage) func() error {
 		return func() error {
-			_, err := p.c.Agent.CreateContainer(ctx(t), &agentpb.CreateContainerRequest{ContainerId: "st", OCI: good, Storages: []*agentpb.Storage{st}})
+			_, err := p.c.Agent.CreateContainer(ctx(t), &agentpb.CreateContainerRequest{ContainerId: "st", OCI: oci, Storages: []*agentpb.Storage{st}})
 			return err
 		}
 	}
+	storage := func(st *agentpb.Storage) func() error { return storageWith(good, st) }
+	// A create that fails after its storages are mounted: the bundle
+	// refuses a root that is not a directory.
+	failsLater := withSpec(func(s *specs.Spec) { s.Root.Path = "/etc/passwd" })
+	storageThenFail := func(st *agentpb.Storage) func() error {
+		call := storageWith(failsLater, st)
+		return func() error {
+			err := call()
+			if err != nil && !strings.Contains(err.Error(), "root path") {
+				t.Errorf("storage at %s: the create failed before its storage was mounted: %v", st.MountPoint, err)
+			}
+			return err
+		}
+	}
+
+	// Guest state the storage rows check after the request.
+	sr := p.a.StateRoot
+	guestMode := func(path string) uint32 {
+		var st unix.Stat_t
+		if err := unix.Lstat(p.a.GuestPath(path), &st); err != nil {
+			t.Fatalf("stat %s in the agent's view: %v", path, err)
+		}
+		return st.Mode & 0o7777
+	}
+	unchanged := func(path string) func() string {
+		before := guestMode(path)
+		return func() string {
+			if now := guestMode(path); now != before {
+				return fmt.Sprintf("%s mode %o, was %o", path, now, before)
+			}
+			return ""
+		}
+	}
+	etcUnchanged := unchanged("/etc")
+	hostEtc := func() uint32 {
+		var st unix.Stat_t
+		if err := unix.Stat("/etc", &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Mode & 0o7777
+	}
+	hostEtcMode := hostEtc()
+	// An existing directory under the state root that a storage may use:
+	// whatever the request changes on it must be undone with the request.
+	pre := filepath.Join(sr, "sandbox", "local", "pre")
+	if err := os.MkdirAll(pre, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pre, "data"), []byte("x"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	preUnchanged := func() string {
+		for path, want := range map[string]uint32{pre: 0o755, filepath.Join(pre, "data"): 0o640} {
+			var st unix.Stat_t
+			if err := unix.Lstat(path, &st); err != nil {
+				return err.Error()
+			}
+			if st.Mode&0o7777 != want || st.Uid != 0 || st.Gid != 0 {
+				return fmt.Sprintf("%s left with mode %o owner %d:%d, was %o 0:0", path, st.Mode&0o7777, st.Uid, st.Gid, want)
+			}
+		}
+		return ""
+	}
+	// A symlink the host (or a container, through its rootfs) put in the
+	// shared directory, pointing out of the state root.
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.MkdirAll(filepath.Join(outside, "victim"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(sr, "shared", "containers"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(sr, "shared", "containers", "planted")); err != nil {
+		t.Fatal(err)
+	}
+	victimUnchanged := func() string {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(outside, "victim"), &st); err != nil || st.Mode&0o7777 != 0o755 {
+			return fmt.Sprintf("%s/victim: mode %o %v, want 755", outside, st.Mode&0o7777, err)
+		}
+		return ""
+	}
+	sbinMounts := func() int {
+		mi, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.a.Cmd.Process.Pid))
+		n := 0
+		for _, l := range strings.Split(string(mi), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && (f[4] == "/sbin" || f[4] == "/usr/sbin") {
+				n++
+			}
+		}
+		return n
+	}
+	sbinBefore := sbinMounts()
+	sharedShm := filepath.Join(sr, "sandbox", "ephemeral", "shared-shm")
 	copyFile := func(path string, size int64, data []byte) func() error {
 		return func() error {
 			_, err := p.c.Agent.CopyFile(ctx(t), &agentpb.CopyFileRequest{Path: path, FileSize: size, FileMode: 0o644, Data: data})
 			return err
 		}
+	}
+	// What a storage row must have left as it was, checked after the row
+	// ("" when nothing changed).
+	after := map[string]func() string{
+		"storage local over /etc": func() string {
+			if now := hostEtc(); now != hostEtcMode {
+				return fmt.Sprintf("the host's /etc is %o, was %o", now, hostEtcMode)
+			}
+			return etcUnchanged()
+		},
+		"storage local over the sandbox dir": unchanged(sr + "/sandbox"),
+		"storage local on the state root":    unchanged(sr),
+		"storage tmpfs over /sbin": func() string {
+			if n := sbinMounts(); n != sbinBefore {
+				return fmt.Sprintf("%d mounts at /sbin, were %d", n, sbinBefore)
+			}
+			return ""
+		},
+		"storage local through a planted symlink":               victimUnchanged,
+		"storage mode of an existing dir after a failed create": preUnchanged,
+		"storage shared tmpfs of a failed create": func() string {
+			if _, err := os.Stat(sharedShm); err == nil {
+				return sharedShm + " left behind"
+			}
+			return ""
+		},
 	}
 	update := func(id string, r *agentpb.LinuxResources) func() error {
 		return func() error {
@@ -119,8 +245,15 @@ func TestBadInputMatrix(t *testing.T) {
 		})), codes.InvalidArgument},
 		{"spec huge env", create("hugeenv", withSpec(func(s *specs.Spec) { s.Process.Env = append(s.Process.Env, hugeEnv...) })), codes.OK},
 		{"storage unknown driver", storage(&agentpb.Storage{Driver: "nosuchdriver", MountPoint: "/run/kata-containers/x"}), codes.InvalidArgument},
-		{"storage failing mount option", storage(&agentpb.Storage{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: p.a.StateRoot + "/eph", Options: []string{"size=notanumber"}}), codes.Internal},
-		{"storage unknown option", storage(&agentpb.Storage{Driver: "local", Source: "local", MountPoint: p.a.StateRoot + "/loc", Options: []string{"mode=zzz"}}), codes.InvalidArgument},
+		{"storage failing mount option", storage(&agentpb.Storage{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: sr + "/sandbox/ephemeral/eph", Options: []string{"size=notanumber"}}), codes.Internal},
+		{"storage unknown option", storage(&agentpb.Storage{Driver: "local", Source: "local", MountPoint: sr + "/sandbox/local/loc", Options: []string{"mode=zzz"}}), codes.InvalidArgument},
+		{"storage local over /etc", storage(&agentpb.Storage{Driver: "local", Source: "local", Fstype: "local", MountPoint: "/etc", Options: []string{"mode=4777"}}), codes.InvalidArgument},
+		{"storage local over the sandbox dir", storage(&agentpb.Storage{Driver: "local", Source: "local", Fstype: "local", MountPoint: sr + "/sandbox", Options: []string{"mode=0777"}}), codes.InvalidArgument},
+		{"storage local on the state root", storage(&agentpb.Storage{Driver: "local", Source: "local", Fstype: "local", MountPoint: sr, Options: []string{"mode=0777"}}), codes.InvalidArgument},
+		{"storage tmpfs over /sbin", storage(&agentpb.Storage{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: "/sbin"}), codes.InvalidArgument},
+		{"storage local through a planted symlink", storage(&agentpb.Storage{Driver: "local", Source: "local", Fstype: "local", MountPoint: sr + "/shared/containers/planted/victim", Options: []string{"mode=4777"}}), codes.InvalidArgument},
+		{"storage mode of an existing dir after a failed create", storageThenFail(&agentpb.Storage{Driver: "local", Source: "local", Fstype: "local", MountPoint: pre, Options: []string{"mode=4777", "fsgid=4321"}, FsGroup: &agentpb.FSGroup{GroupId: 4321}}), codes.InvalidArgument},
+		{"storage shared tmpfs of a failed create", storageThenFail(&agentpb.Storage{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: sharedShm, Shared: true}), codes.InvalidArgument},
 		{"start unknown", func() error {
 			_, err := p.c.Agent.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: "nope"})
 			return err
@@ -192,12 +325,18 @@ func TestBadInputMatrix(t *testing.T) {
 			t.Errorf("%s: code %v (%v), want %v", c.name, got, err, c.want)
 		}
 		if got == codes.OK {
-			// Accepted (huge env): it must also go away cleanly.
-			for _, id := range []string{"hugeenv"} {
+			// Accepted (huge env, or a storage row the agent got wrong): it
+			// must also go away cleanly, and not block the rows after it.
+			for _, id := range []string{"hugeenv", "st"} {
 				p.remove(id)
 			}
 		}
 		p.checkBaseline(c.name, base)
+		if check := after[c.name]; check != nil {
+			if problem := check(); problem != "" {
+				t.Errorf("%s: %s", c.name, problem)
+			}
+		}
 		record(t, "badinput", c.name, got)
 	}
 	if _, err := p.c.Health.Check(ctx(t), &agentpb.CheckRequest{}); err != nil {

@@ -5,6 +5,7 @@ package testagent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,6 +90,13 @@ type Options struct {
 	// only a loopback device, down): requests that change routes or
 	// interfaces then cannot reach the machine's.
 	NewNetNS bool
+	// Shield lists absolute host directories (such as /etc) that the agent
+	// sees through an overlay in a mount namespace of its own: whatever
+	// the agent changes there (modes, owners, files, mounts) lands in a
+	// tmpfs the namespace dies with, never on the host. Tests of requests
+	// that must not touch such directories use it, so that an agent which
+	// gets them wrong cannot damage the machine running the tests.
+	Shield []string
 }
 
 // Start runs wren-agent with a fresh socket and state root, waits until it
@@ -122,6 +130,9 @@ func StartWith(t testing.TB, o Options) *Agent {
 	}
 	args := append([]string{"--server-addr", a.Addr, "--state-root", a.StateRoot, "--cgroup-parent", a.CgroupParent, "--log-level", "debug"}, extraArgs...)
 	a.Cmd = exec.Command(bin, args...)
+	if len(o.Shield) > 0 {
+		a.Cmd = shielded(t, filepath.Join(dir, "shield"), o.Shield, append([]string{bin}, args...))
+	}
 	a.Cmd.Stderr = a.log
 	a.Cmd.Env = append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL=")
 	if o.NewNetNS {
@@ -168,6 +179,41 @@ func StartWith(t testing.TB, o Options) *Agent {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// shielded returns a command that runs argv in a private mount namespace
+// in which each of dirs is covered by an overlay whose upper layer lives on
+// a tmpfs mounted at work. The shell exits before argv runs when any step
+// fails (set -e), so the agent never starts unshielded; exec keeps its pid.
+func shielded(t testing.TB, work string, dirs, argv []string) *exec.Cmd {
+	t.Helper()
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatalf("shielding %v needs unshare: %v", dirs, err)
+	}
+	if err := os.Mkdir(work, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	script := "set -e\nmount -t tmpfs -o mode=700 wren-shield " + shellQuote(work) + "\n"
+	for i, d := range dirs {
+		if !filepath.IsAbs(d) || strings.ContainsAny(d, ",:") {
+			t.Fatalf("cannot shield %q: not an absolute path usable as an overlay lowerdir", d)
+		}
+		up, wk := filepath.Join(work, fmt.Sprintf("u%d", i)), filepath.Join(work, fmt.Sprintf("w%d", i))
+		script += fmt.Sprintf("mkdir %s %s\nmount -t overlay wren-shield -o %s %s\n", shellQuote(up), shellQuote(wk),
+			shellQuote("lowerdir="+d+",upperdir="+up+",workdir="+wk), shellQuote(d))
+	}
+	script += "exec \"$@\"\n"
+	args := append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "wren-shield"}, argv...)
+	return exec.Command(unshare, args...)
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// GuestPath is path as the agent sees it, through its root in its own
+// mount namespace (see Options.Shield).
+func (a *Agent) GuestPath(path string) string {
+	return fmt.Sprintf("/proc/%d/root%s", a.Cmd.Process.Pid, filepath.Clean("/"+path))
 }
 
 // Dial connects a client to the agent, closed when the test ends.
