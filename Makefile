@@ -32,7 +32,7 @@ wrenctl:
 # Further host-side binaries register themselves here as they land.
 tools:
 	@mkdir -p $(BIN)
-	@for d in harness/cmd/wren-vsockd rootfs-builder/cmd/rootfs-builder; do \
+	@for d in vsockd/cmd/wren-vsockd rootfs-builder/cmd/rootfs-builder; do \
 		if [ -d $$d ]; then echo "go build $$d"; CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$(basename $$d) ./$$d || exit 1; fi; \
 	done
 

@@ -10,11 +10,11 @@ cd "$(dirname "$0")/.."
 : "${BENCHTIME:=2s}"
 : "${COUNT:=1}"
 out=$(go test -tags 'netgo osusergo seccomp' -run '^$' -bench 'BenchmarkVsock' \
-	-benchtime "$BENCHTIME" -count "$COUNT" ./harness/vsockd/vmtest/)
+	-benchtime "$BENCHTIME" -count "$COUNT" ./vsockd/vmtest/)
 echo "$out"
 [ $# -ge 1 ] || exit 0
 doc=$1
-section=$(printf '## vsock (wren-vsockd) — latest run\n\n%s, benchtime %s, count %s (BenchmarkVsock in harness/vsockd/vmtest: one TCG guest, one stream per figure):\n\n```\n%s\n```\n' \
+section=$(printf '## vsock (wren-vsockd) — latest run\n\n%s, benchtime %s, count %s (BenchmarkVsock in vsockd/vmtest: one TCG guest, one stream per figure):\n\n```\n%s\n```\n' \
 	"$(date -u +%Y-%m-%d)" "$BENCHTIME" "$COUNT" "$(echo "$out" | grep -E '^(Benchmark|goos|goarch|cpu)')")
 awk -v sec="$section" '
 	/^## vsock \(wren-vsockd\) — latest run/ { print sec; skip=1; done=1; next }

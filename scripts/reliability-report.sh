@@ -14,7 +14,7 @@ json=$(mktemp)
 trap 'rm -f "$json"' EXIT
 status=0
 CGO_ENABLED=1 $GO test -json -tags 'netgo osusergo seccomp' -count=1 -timeout 20m \
-	./agent/fsremove/ ./agent/apifuzz/ ./harness/reliability/ >"$json" || status=$?
+	./lib/fsremove/ ./agent/apifuzz/ ./harness/reliability/ >"$json" || status=$?
 # The containment checks that need the pod VM (a QEMU TCG boot).
 CGO_ENABLED=1 $GO test -json -tags 'netgo osusergo seccomp' -count=1 -timeout 20m ./harness/e2e/ \
 	-run 'TestAgentThreadsInPodVM|TestPodVM/^(CreateSandbox|KataShapedPIDNamespace|ContainerCannotReachAgent)$' >>"$json" || status=$?

@@ -24,10 +24,10 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/wren-vm/wren/agent/config"
-	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/agent/hotplug"
 	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/sandbox"
+	"github.com/wren-vm/wren/lib/fsremove"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/kmodload"
+	"github.com/wren-vm/wren/lib/kmod"
 )
 
 // IsPID1 reports whether this process is the guest's init.
@@ -38,7 +39,7 @@ type Config struct {
 	Root string
 	// CgroupV1 mounts one v1 hierarchy per controller instead of cgroup2.
 	CgroupV1 bool
-	// ModuleList is the image's module load list; default kmodload.ListPath.
+	// ModuleList is the image's module load list; default kmod.ListPath.
 	ModuleList string
 	// Hostname, when empty, is the first word of /etc/hostname, else
 	// "localhost".
@@ -75,7 +76,7 @@ func Setup(ctx context.Context, log *slog.Logger, cfg Config) error {
 func loadModules(log *slog.Logger, cfg Config) error {
 	list := cfg.ModuleList
 	if list == "" {
-		list = join(cfg.Root, kmodload.ListPath)
+		list = join(cfg.Root, kmod.ListPath)
 	}
 	if _, err := os.Stat(list); errors.Is(err, os.ErrNotExist) {
 		log.Info("no kernel module list", "path", list)

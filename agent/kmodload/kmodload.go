@@ -1,12 +1,12 @@
 // Package kmodload loads kernel modules in the guest from the load list the
-// rootfs-builder writes into the image: one module path per line, already in
-// dependency order, each loaded with finit_module(2). There is no modprobe
+// rootfs-builder writes into the image (its format: lib/kmod's ParseList):
+// one module path per line, already in dependency order, each loaded with
+// finit_module(2). There is no modprobe
 // or depmod in the guest; dependencies were resolved when the image was
 // built. Both the agent (as PID 1) and small test inits use it.
 package kmodload
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -15,45 +15,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wren-vm/wren/rootfs-builder/kmod"
+	"github.com/wren-vm/wren/lib/kmod"
 )
 
-// ListPath is where the image keeps the module load list.
-const ListPath = "/etc/wren/modules.load"
-
-// Entry is one line of a load list: an absolute module path and optional
-// module parameters ("key=value ...").
-type Entry struct {
-	Path   string
-	Params string
-}
-
-// ParseList parses a load list. Blank lines and lines starting with '#' are
-// skipped; a line is "<path>" or "<path> <params...>".
-func ParseList(data string) ([]Entry, error) {
-	var out []Entry
-	sc := bufio.NewScanner(strings.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Fields(line)
-		if !strings.HasPrefix(f[0], "/") {
-			return nil, fmt.Errorf("line %d: module path %q is not absolute", n, f[0])
-		}
-		out = append(out, Entry{Path: f[0], Params: strings.Join(f[1:], " ")})
-	}
-	return out, sc.Err()
-}
-
 // ReadList reads and parses the load list at path.
-func ReadList(path string) ([]Entry, error) {
+func ReadList(path string) ([]kmod.Entry, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("module list: %w", err)
 	}
-	entries, err := ParseList(string(b))
+	entries, err := kmod.ParseList(string(b))
 	if err != nil {
 		return nil, fmt.Errorf("module list %s: %w", path, err)
 	}

@@ -7,22 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wren-vm/wren/rootfs-builder/kmod"
+	"github.com/wren-vm/wren/lib/kmod"
 )
-
-func TestParseList(t *testing.T) {
-	got, err := ParseList("# generated\n/lib/modules/v/a.ko\n\n  /lib/modules/v/b.ko  x=1 y=2 \n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []Entry{{Path: "/lib/modules/v/a.ko"}, {Path: "/lib/modules/v/b.ko", Params: "x=1 y=2"}}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Fatalf("ParseList = %+v, want %+v", got, want)
-	}
-	if _, err := ParseList("relative.ko\n"); err == nil || !strings.Contains(err.Error(), "line 1") {
-		t.Errorf("relative path: %v", err)
-	}
-}
 
 // TestLoadListFailures exercises the error paths on the host, where loading
 // a real module is impossible (the host kernel is not the guest kernel);
@@ -65,20 +51,4 @@ func TestLoadByNameErrors(t *testing.T) {
 	if err := LoadByName(dir, "junk", nil); err == nil || !strings.Contains(err.Error(), "ELF") {
 		t.Errorf("broken module: %v", err)
 	}
-}
-
-func FuzzParseList(f *testing.F) {
-	f.Add("/lib/modules/v/a.ko\n# c\n/lib/modules/v/b.ko x=1\n")
-	f.Add("relative.ko")
-	f.Fuzz(func(t *testing.T, data string) {
-		entries, err := ParseList(data)
-		if err != nil {
-			return
-		}
-		for _, e := range entries {
-			if !strings.HasPrefix(e.Path, "/") || strings.ContainsAny(e.Path, " \t\n") {
-				t.Fatalf("bad entry %+v", e)
-			}
-		}
-	})
 }

@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
-	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/lib/fsremove"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
 

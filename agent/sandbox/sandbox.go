@@ -26,8 +26,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
-	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/lib/fsremove"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
 

@@ -20,11 +20,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
-	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/internal/leakcheck"
 	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/lib/fsremove"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
 

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/wren-vm/wren/agent/server/wire"
+	"github.com/wren-vm/wren/lib/wire"
 )
 
 // BenchmarkUnaryRoundTrip measures a Check-like call (inline) and the same

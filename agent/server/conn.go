@@ -19,7 +19,7 @@ import (
 
 	"github.com/wren-vm/wren/agent/replyhook"
 	"github.com/wren-vm/wren/agent/replysplice"
-	"github.com/wren-vm/wren/agent/server/wire"
+	"github.com/wren-vm/wren/lib/wire"
 )
 
 const (

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/wren-vm/wren/agent/server/wire"
+	"github.com/wren-vm/wren/lib/wire"
 )
 
 func TestUnimplementedNamesServiceAndMethod(t *testing.T) {

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/wren-vm/wren/agent/replysplice"
-	"github.com/wren-vm/wren/agent/server/wire"
 	"github.com/wren-vm/wren/agent/stdio"
+	"github.com/wren-vm/wren/lib/wire"
 )
 
 // pipeWith returns the read end of a pipe of the given capacity that holds

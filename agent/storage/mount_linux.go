@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/wren-vm/wren/agent/fsremove"
+	"github.com/wren-vm/wren/lib/fsremove"
 )
 
 // Every path the storage layer mounts on, changes or removes is below the

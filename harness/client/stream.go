@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/wren-vm/wren/agent/server/wire"
+	"github.com/wren-vm/wren/lib/wire"
 )
 
 // maxStreamBuffer bounds ReadStream's reply buffer: the largest frame body

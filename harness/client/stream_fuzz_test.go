@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wren-vm/wren/agent/server/wire"
+	"github.com/wren-vm/wren/lib/wire"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 

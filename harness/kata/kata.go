@@ -14,7 +14,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/wren-vm/wren/agent/fsremove"
+	"github.com/wren-vm/wren/lib/fsremove"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 

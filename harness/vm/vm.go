@@ -28,8 +28,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wren-vm/wren/agent/fsremove"
 	"github.com/wren-vm/wren/harness/client"
+	"github.com/wren-vm/wren/lib/fsremove"
 )
 
 // Guest vsock ports of the agent (Kata's defaults).

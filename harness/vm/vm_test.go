@@ -258,7 +258,7 @@ func TestBootFailureReportsConsole(t *testing.T) {
 	if err != nil {
 		dir := t.TempDir()
 		vsockd = filepath.Join(dir, "wren-vsockd")
-		if out, err := exec.Command("go", "build", "-o", vsockd, "github.com/wren-vm/wren/harness/cmd/wren-vsockd").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-o", vsockd, "github.com/wren-vm/wren/vsockd/cmd/wren-vsockd").CombinedOutput(); err != nil {
 			t.Fatalf("build wren-vsockd: %v\n%s", err, out)
 		}
 	}

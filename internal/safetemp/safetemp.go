@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wren-vm/wren/agent/fsremove"
+	"github.com/wren-vm/wren/lib/fsremove"
 )
 
 // Dir creates a temporary directory removed safely when t ends.

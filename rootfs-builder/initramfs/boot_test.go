@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wren-vm/wren/agent/kmodload"
 	"github.com/wren-vm/wren/internal/qemutest"
+	"github.com/wren-vm/wren/lib/kmod"
 )
 
 // buildTestInit compiles rootfs-builder/internal/testinit as a static binary.
@@ -80,7 +80,7 @@ func countList(t *testing.T, initrd string) int {
 		t.Fatal(err)
 	}
 	_, recs := readBack(t, gz)
-	entries, err := kmodload.ParseList(string(recs[strings.TrimPrefix(kmodload.ListPath, "/")].data))
+	entries, err := kmod.ParseList(string(recs[strings.TrimPrefix(kmod.ListPath, "/")].data))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/wren-vm/wren/agent/kmodload"
+	"github.com/wren-vm/wren/lib/kmod"
 	"github.com/wren-vm/wren/rootfs-builder/cpio"
-	"github.com/wren-vm/wren/rootfs-builder/kmod"
 )
 
 // DefaultModules are the modules the agent's guest needs from a modular
@@ -223,7 +222,7 @@ func Archive(opts Options) (*cpio.Archive, error) {
 	} else if len(opts.Modules) > 0 {
 		return nil, errors.New("initramfs: modules requested but no kernel modules directory given")
 	}
-	if err := add(a.File(kmodload.ListPath, 0o644, []byte(list.String()))); err != nil {
+	if err := add(a.File(kmod.ListPath, 0o644, []byte(list.String()))); err != nil {
 		return nil, err
 	}
 

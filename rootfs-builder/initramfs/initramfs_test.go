@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wren-vm/wren/agent/kmodload"
+	"github.com/wren-vm/wren/lib/kmod"
 	"github.com/wren-vm/wren/rootfs-builder/cpio"
 	"github.com/wren-vm/wren/rootfs-builder/kernelpkg"
-	"github.com/wren-vm/wren/rootfs-builder/kmod"
 )
 
 func debianKernel(t *testing.T) *kernelpkg.Kernel {
@@ -144,11 +143,11 @@ func TestBuildContents(t *testing.T) {
 
 	// Module order, checked independently of kmod.Resolve: re-read each
 	// archived module's .modinfo and check every dependency came earlier.
-	list, ok := recs[strings.TrimPrefix(kmodload.ListPath, "/")]
+	list, ok := recs[strings.TrimPrefix(kmod.ListPath, "/")]
 	if !ok {
 		t.Fatal("no module load list")
 	}
-	entries, err := kmodload.ParseList(string(list.data))
+	entries, err := kmod.ParseList(string(list.data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,8 +208,8 @@ func TestBuildContents(t *testing.T) {
 
 func TestBuildWithoutModules(t *testing.T) {
 	_, recs := readBack(t, build(t, Options{Init: staticInit(t)}))
-	list := recs[strings.TrimPrefix(kmodload.ListPath, "/")]
-	if entries, err := kmodload.ParseList(string(list.data)); err != nil || len(entries) != 0 {
+	list := recs[strings.TrimPrefix(kmod.ListPath, "/")]
+	if entries, err := kmod.ParseList(string(list.data)); err != nil || len(entries) != 0 {
 		t.Errorf("load list = %q, %v", list.data, err)
 	}
 	if _, ok := recs["bin/busybox"]; ok {

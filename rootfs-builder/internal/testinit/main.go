@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/kmodload"
+	"github.com/wren-vm/wren/lib/kmod"
 )
 
 func say(format string, args ...any) {
@@ -40,7 +41,7 @@ func main() {
 		}
 	}
 	start := time.Now()
-	n, err := kmodload.LoadList(kmodload.ListPath)
+	n, err := kmodload.LoadList(kmod.ListPath)
 	if err != nil {
 		say("error: modules: %v", err)
 	}

@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wren-vm/wren/harness/vsockd"
+	"github.com/wren-vm/wren/vsockd"
 )
 
 func main() {

@@ -26,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wren-vm/wren/harness/vsockd/vhostuser"
+	"github.com/wren-vm/wren/vsockd/vhostuser"
 )
 
 // Config configures a Server.

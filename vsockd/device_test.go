@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wren-vm/wren/harness/vsockd/virtq/virtqtest"
-	"github.com/wren-vm/wren/harness/vsockd/vsockpkt"
+	"github.com/wren-vm/wren/vsockd/virtq/virtqtest"
+	"github.com/wren-vm/wren/vsockd/vsockpkt"
 )
 
 // These tests drive the device from the guest side with an in-memory driver

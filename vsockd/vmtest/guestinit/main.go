@@ -26,8 +26,10 @@ import (
 	"time"
 
 	"github.com/mdlayher/vsock"
-	"github.com/wren-vm/wren/agent/kmodload"
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/agent/kmodload"
+	"github.com/wren-vm/wren/lib/kmod"
 )
 
 const cidAny = 0xffffffff
@@ -46,7 +48,7 @@ func setup() error {
 		_ = os.MkdirAll(m.dir, 0o755)
 		_ = unix.Mount(m.fs, m.dir, m.fs, 0, "")
 	}
-	if _, err := kmodload.LoadList(kmodload.ListPath); err != nil {
+	if _, err := kmodload.LoadList(kmod.ListPath); err != nil {
 		return err
 	}
 	serve(1234, echo)

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wren-vm/wren/harness/vsockd/guestmem"
-	"github.com/wren-vm/wren/harness/vsockd/virtq"
+	"github.com/wren-vm/wren/vsockd/guestmem"
+	"github.com/wren-vm/wren/vsockd/virtq"
 	"golang.org/x/sys/unix"
 )
 

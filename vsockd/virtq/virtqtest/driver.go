@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/wren-vm/wren/harness/vsockd/guestmem"
-	"github.com/wren-vm/wren/harness/vsockd/virtq"
+	"github.com/wren-vm/wren/vsockd/guestmem"
+	"github.com/wren-vm/wren/vsockd/virtq"
 )
 
 // Base is the guest-physical address where the test RAM starts; it is not 0

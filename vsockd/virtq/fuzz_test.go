@@ -5,8 +5,8 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/wren-vm/wren/harness/vsockd/guestmem"
-	"github.com/wren-vm/wren/harness/vsockd/virtq"
+	"github.com/wren-vm/wren/vsockd/guestmem"
+	"github.com/wren-vm/wren/vsockd/virtq"
 )
 
 // FuzzWalkChain feeds arbitrary descriptor tables to the chain walker: it

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/wren-vm/wren/harness/client"
-	"github.com/wren-vm/wren/harness/vsockd"
 	"github.com/wren-vm/wren/internal/qemutest"
+	"github.com/wren-vm/wren/vsockd"
 )
 
 const (

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wren-vm/wren/harness/vsockd"
+	"github.com/wren-vm/wren/vsockd"
 )
 
 // BenchmarkVsock measures wren-vsockd under a TCG guest (one VM for all

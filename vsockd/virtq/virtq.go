@@ -21,7 +21,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/wren-vm/wren/harness/vsockd/guestmem"
+	"github.com/wren-vm/wren/vsockd/guestmem"
 )
 
 // Descriptor flags (virtio spec, split ring).

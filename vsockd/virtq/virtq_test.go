@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wren-vm/wren/harness/vsockd/virtq"
-	"github.com/wren-vm/wren/harness/vsockd/virtq/virtqtest"
+	"github.com/wren-vm/wren/vsockd/virtq"
+	"github.com/wren-vm/wren/vsockd/virtq/virtqtest"
 )
 
 func TestPopWalkPush(t *testing.T) {

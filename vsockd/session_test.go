@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wren-vm/wren/harness/vsockd/virtq/virtqtest"
-	"github.com/wren-vm/wren/harness/vsockd/vsockpkt"
+	"github.com/wren-vm/wren/vsockd/virtq/virtqtest"
+	"github.com/wren-vm/wren/vsockd/vsockpkt"
 	"golang.org/x/sys/unix"
 )
 

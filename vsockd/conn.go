@@ -4,7 +4,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/wren-vm/wren/harness/vsockd/vsockpkt"
+	"github.com/wren-vm/wren/vsockd/vsockpkt"
 )
 
 // connKey identifies a stream: host-side port and guest-side port (the guest

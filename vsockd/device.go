@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wren-vm/wren/harness/vsockd/vhostuser"
-	"github.com/wren-vm/wren/harness/vsockd/virtq"
-	"github.com/wren-vm/wren/harness/vsockd/vsockpkt"
+	"github.com/wren-vm/wren/vsockd/vhostuser"
+	"github.com/wren-vm/wren/vsockd/virtq"
+	"github.com/wren-vm/wren/vsockd/vsockpkt"
 )
 
 const (
