@@ -24,20 +24,22 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/stdio"
 )
 
-// Errors callers map to API status codes.
+// The kinds of failure this package reports (agent/errdefs; agent/rpc maps
+// them to status codes).
 var (
 	// ErrNotFound: no such process in the container.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = errdefs.ErrNotFound
 	// ErrExists: a process (or container) with that id already exists.
-	ErrExists = errors.New("already exists")
+	ErrExists = errdefs.ErrAlreadyExists
 	// ErrState: the container is not in a state that allows the operation.
-	ErrState = errors.New("wrong container state")
+	ErrState = errdefs.ErrFailedPrecondition
 	// ErrInvalid: the request itself is malformed.
-	ErrInvalid = errors.New("invalid argument")
+	ErrInvalid = errdefs.ErrInvalidArgument
 )
 
 // Config describes a container to create.

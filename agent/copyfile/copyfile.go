@@ -12,8 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // Request is one CopyFile call; a file arrives in chunks at increasing
@@ -45,21 +45,21 @@ const tmpSuffix = ".wren-copy"
 // and returns it relative to base.
 func RelPath(base, p string) (string, error) {
 	if strings.IndexByte(p, 0) >= 0 {
-		return "", status.Error(codes.InvalidArgument, "path contains a NUL byte")
+		return "", errdefs.New(errdefs.ErrInvalidArgument, "path contains a NUL byte")
 	}
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-		return "", status.Errorf(codes.InvalidArgument, "path %q is not absolute and canonical", p)
+		return "", errdefs.Errorf(errdefs.ErrInvalidArgument, "path %q is not absolute and canonical", p)
 	}
 	rel, ok := strings.CutPrefix(p, base+"/")
 	if !ok || rel == "" || !filepath.IsLocal(rel) {
-		return "", status.Errorf(codes.InvalidArgument, "path %q is not below %s", p, base)
+		return "", errdefs.Errorf(errdefs.ErrInvalidArgument, "path %q is not below %s", p, base)
 	}
 	return rel, nil
 }
 
 func denied(p string, err error) error {
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOTDIR) {
-		return status.Errorf(codes.PermissionDenied, "%s: symlink or non-directory on the way: %v", p, err)
+		return errdefs.Errorf(errdefs.ErrPermissionDenied, "%s: symlink or non-directory on the way: %v", p, err)
 	}
 	return fmt.Errorf("%s: %w", p, err)
 }
@@ -126,7 +126,7 @@ func mkdirAllBase(base string) error {
 // points outside base.
 func CheckSymlinkTarget(base, rel, target string) error {
 	if target == "" || strings.IndexByte(target, 0) >= 0 {
-		return status.Error(codes.InvalidArgument, "empty symlink target or NUL byte in it")
+		return errdefs.New(errdefs.ErrInvalidArgument, "empty symlink target or NUL byte in it")
 	}
 	resolved := target
 	if !filepath.IsAbs(target) {
@@ -134,7 +134,7 @@ func CheckSymlinkTarget(base, rel, target string) error {
 	}
 	resolved = filepath.Clean(resolved)
 	if resolved != base && !strings.HasPrefix(resolved, base+"/") {
-		return status.Errorf(codes.InvalidArgument, "symlink target %q leaves %s", target, base)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "symlink target %q leaves %s", target, base)
 	}
 	return nil
 }
@@ -150,7 +150,7 @@ func (w *Writer) Copy(req Request) error {
 	switch typ {
 	case unix.S_IFDIR, unix.S_IFLNK, unix.S_IFREG, 0:
 	default:
-		return status.Errorf(codes.InvalidArgument, "file mode %#o is not a file, directory or symlink", req.FileMode)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "file mode %#o is not a file, directory or symlink", req.FileMode)
 	}
 	if typ == unix.S_IFLNK {
 		if err := CheckSymlinkTarget(w.base, rel, string(req.Data)); err != nil {
@@ -159,10 +159,10 @@ func (w *Writer) Copy(req Request) error {
 	}
 	if typ == unix.S_IFREG || typ == 0 {
 		if req.Offset < 0 || req.FileSize < 0 || req.Offset > req.FileSize || int64(len(req.Data)) > req.FileSize-req.Offset {
-			return status.Errorf(codes.InvalidArgument, "chunk of %d bytes at offset %d does not fit a file of %d bytes", len(req.Data), req.Offset, req.FileSize)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "chunk of %d bytes at offset %d does not fit a file of %d bytes", len(req.Data), req.Offset, req.FileSize)
 		}
 		if len("."+filepath.Base(rel)+tmpSuffix) > unix.NAME_MAX {
-			return status.Errorf(codes.InvalidArgument, "file name in %q too long", req.Path)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "file name in %q too long", req.Path)
 		}
 	}
 
@@ -234,7 +234,7 @@ func writeChunk(dfd int, name string, req Request) error {
 		return fmt.Errorf("stat %s: %w", tmp, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return status.Errorf(codes.PermissionDenied, "%s: temporary file is not a regular file", req.Path)
+		return errdefs.Errorf(errdefs.ErrPermissionDenied, "%s: temporary file is not a regular file", req.Path)
 	}
 	for off, data := req.Offset, req.Data; len(data) > 0; {
 		n, err := unix.Pwrite(fd, data, off)

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // setup returns a shared directory and a sibling "outside" directory an
@@ -120,32 +120,32 @@ func TestCopyFileEscapesRefused(t *testing.T) {
 	cases := []struct {
 		name string
 		req  Request
-		code codes.Code
+		code error
 	}{
-		{"dotdot", file(base + "/../../outside/evil"), codes.InvalidArgument},
-		{"dotdot inside", file(base + "/c1/../../../outside/evil"), codes.InvalidArgument},
-		{"absolute outside", file(outside + "/evil"), codes.InvalidArgument},
-		{"base prefix trick", file(base + "-evil/x"), codes.InvalidArgument},
-		{"base itself", file(base), codes.InvalidArgument},
-		{"relative", file("c1/evil"), codes.InvalidArgument},
-		{"trailing slash", file(base + "/c1/evil/"), codes.InvalidArgument},
-		{"NUL", file(base + "/c1/ev\x00il"), codes.InvalidArgument},
-		{"symlinked parent", file(base + "/linkdir/evil"), codes.PermissionDenied},
-		{"symlinked parent deeper", file(base + "/linkdir/new/evil"), codes.PermissionDenied},
-		{"symlinked parent below", file(base + "/c1/dirlink/evil"), codes.PermissionDenied},
-		{"file as parent", file(base + "/c1/plain/evil"), codes.PermissionDenied},
-		{"planted temp symlink", file(base + "/c1/f"), codes.PermissionDenied},
-		{"dir over symlink", Request{Path: base + "/c1/dirlink", FileMode: unix.S_IFDIR | 0o777, UID: -1, GID: -1}, codes.PermissionDenied},
-		{"symlink target dotdot", Request{Path: base + "/c1/l", FileMode: unix.S_IFLNK | 0o777, Data: []byte("../../../outside/victim"), UID: -1, GID: -1}, codes.InvalidArgument},
-		{"symlink target absolute", Request{Path: base + "/c1/l", FileMode: unix.S_IFLNK | 0o777, Data: []byte("/etc/shadow"), UID: -1, GID: -1}, codes.InvalidArgument},
-		{"device node", Request{Path: base + "/c1/dev", FileMode: unix.S_IFBLK | 0o600, UID: -1, GID: -1}, codes.InvalidArgument},
-		{"chunk past size", Request{Path: base + "/c1/x", FileSize: 2, FileMode: unix.S_IFREG | 0o644, Data: []byte("abc"), UID: -1, GID: -1}, codes.InvalidArgument},
-		{"name too long for its temporary file", file(base + "/c1/" + strings.Repeat("n", 250)), codes.InvalidArgument},
-		{"negative offset", Request{Path: base + "/c1/x", FileSize: 2, Offset: -1, FileMode: unix.S_IFREG | 0o644, Data: []byte("a"), UID: -1, GID: -1}, codes.InvalidArgument},
+		{"dotdot", file(base + "/../../outside/evil"), errdefs.ErrInvalidArgument},
+		{"dotdot inside", file(base + "/c1/../../../outside/evil"), errdefs.ErrInvalidArgument},
+		{"absolute outside", file(outside + "/evil"), errdefs.ErrInvalidArgument},
+		{"base prefix trick", file(base + "-evil/x"), errdefs.ErrInvalidArgument},
+		{"base itself", file(base), errdefs.ErrInvalidArgument},
+		{"relative", file("c1/evil"), errdefs.ErrInvalidArgument},
+		{"trailing slash", file(base + "/c1/evil/"), errdefs.ErrInvalidArgument},
+		{"NUL", file(base + "/c1/ev\x00il"), errdefs.ErrInvalidArgument},
+		{"symlinked parent", file(base + "/linkdir/evil"), errdefs.ErrPermissionDenied},
+		{"symlinked parent deeper", file(base + "/linkdir/new/evil"), errdefs.ErrPermissionDenied},
+		{"symlinked parent below", file(base + "/c1/dirlink/evil"), errdefs.ErrPermissionDenied},
+		{"file as parent", file(base + "/c1/plain/evil"), errdefs.ErrPermissionDenied},
+		{"planted temp symlink", file(base + "/c1/f"), errdefs.ErrPermissionDenied},
+		{"dir over symlink", Request{Path: base + "/c1/dirlink", FileMode: unix.S_IFDIR | 0o777, UID: -1, GID: -1}, errdefs.ErrPermissionDenied},
+		{"symlink target dotdot", Request{Path: base + "/c1/l", FileMode: unix.S_IFLNK | 0o777, Data: []byte("../../../outside/victim"), UID: -1, GID: -1}, errdefs.ErrInvalidArgument},
+		{"symlink target absolute", Request{Path: base + "/c1/l", FileMode: unix.S_IFLNK | 0o777, Data: []byte("/etc/shadow"), UID: -1, GID: -1}, errdefs.ErrInvalidArgument},
+		{"device node", Request{Path: base + "/c1/dev", FileMode: unix.S_IFBLK | 0o600, UID: -1, GID: -1}, errdefs.ErrInvalidArgument},
+		{"chunk past size", Request{Path: base + "/c1/x", FileSize: 2, FileMode: unix.S_IFREG | 0o644, Data: []byte("abc"), UID: -1, GID: -1}, errdefs.ErrInvalidArgument},
+		{"name too long for its temporary file", file(base + "/c1/" + strings.Repeat("n", 250)), errdefs.ErrInvalidArgument},
+		{"negative offset", Request{Path: base + "/c1/x", FileSize: 2, Offset: -1, FileMode: unix.S_IFREG | 0o644, Data: []byte("a"), UID: -1, GID: -1}, errdefs.ErrInvalidArgument},
 	}
 	for _, c := range cases {
 		err := w.Copy(c.req)
-		if status.Code(err) != c.code {
+		if errdefs.KindOf(err) != c.code {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.code)
 		}
 	}

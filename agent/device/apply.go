@@ -11,9 +11,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
@@ -50,7 +49,7 @@ func (d *Devices) Apply(ctx context.Context, devs []*agentpb.Device, spec *specs
 	var ups []update
 	for i, dev := range devs {
 		if dev == nil {
-			return status.Errorf(codes.InvalidArgument, "device %d is empty", i)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "device %d is empty", i)
 		}
 		u, err := d.resolve(ctx, dev)
 		if err != nil {
@@ -64,7 +63,7 @@ func (d *Devices) Apply(ctx context.Context, devs []*agentpb.Device, spec *specs
 		return nil
 	}
 	if spec == nil || spec.Linux == nil {
-		return status.Error(codes.InvalidArgument, "devices given for a spec without a linux section")
+		return errdefs.New(errdefs.ErrInvalidArgument, "devices given for a spec without a linux section")
 	}
 	type devNum struct {
 		typ          string
@@ -74,7 +73,7 @@ func (d *Devices) Apply(ctx context.Context, devs []*agentpb.Device, spec *specs
 	for i, u := range ups {
 		var st unix.Stat_t
 		if err := unix.Stat(u.guestPath, &st); err != nil {
-			return status.Errorf(codes.NotFound, "device node %s: %v", u.guestPath, err)
+			return errdefs.Errorf(errdefs.ErrNotFound, "device node %s: %v", u.guestPath, err)
 		}
 		typ := "c"
 		switch st.Mode & unix.S_IFMT {
@@ -82,7 +81,7 @@ func (d *Devices) Apply(ctx context.Context, devs []*agentpb.Device, spec *specs
 			typ = "b"
 		case unix.S_IFCHR:
 		default:
-			return status.Errorf(codes.FailedPrecondition, "%s is not a device node", u.guestPath)
+			return errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s is not a device node", u.guestPath)
 		}
 		nums[i] = devNum{typ, int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))}
 	}
@@ -109,7 +108,7 @@ func (d *Devices) Apply(ctx context.Context, devs []*agentpb.Device, spec *specs
 			}
 		}
 		if devIdx[i] < 0 {
-			return status.Errorf(codes.InvalidArgument, "device %s is not in the spec's linux.devices", u.containerPath)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "device %s is not in the spec's linux.devices", u.containerPath)
 		}
 	}
 	for i, u := range ups {
@@ -152,11 +151,11 @@ func (d *Devices) resolve(ctx context.Context, dev *agentpb.Device) (update, err
 		case strings.HasPrefix(dev.VmPath, "/dev/"):
 			u.guestPath = dev.VmPath
 		default:
-			err = status.Error(codes.InvalidArgument, "blk device without a PCI path or /dev path")
+			err = errdefs.New(errdefs.ErrInvalidArgument, "blk device without a PCI path or /dev path")
 		}
 	case TypeMMIOBlk, TypeNVDIMM:
 		if dev.VmPath == "" {
-			return u, status.Errorf(codes.InvalidArgument, "%s device without vm_path", dev.Type)
+			return u, errdefs.Errorf(errdefs.ErrInvalidArgument, "%s device without vm_path", dev.Type)
 		}
 		u.guestPath, err = d.BlockByName(ctx, dev.VmPath)
 	case TypeSCSI:
@@ -172,7 +171,7 @@ func (d *Devices) resolve(ctx context.Context, dev *agentpb.Device) (update, err
 		u.guestPath = filepath.Join(d.devDir, "vfio", group)
 		u.newPath = filepath.Join("/dev/vfio", group)
 	default:
-		return u, status.Errorf(codes.InvalidArgument, "unknown device type %q", dev.Type)
+		return u, errdefs.Errorf(errdefs.ErrInvalidArgument, "unknown device type %q", dev.Type)
 	}
 	return u, err
 }
@@ -182,13 +181,13 @@ func (d *Devices) resolve(ctx context.Context, dev *agentpb.Device) (update, err
 // returns the IOMMU group they share.
 func (d *Devices) vfio(ctx context.Context, dev *agentpb.Device, bindVFIO bool) (string, error) {
 	if len(dev.Options) == 0 {
-		return "", status.Error(codes.InvalidArgument, "VFIO device without host=guest PCI options")
+		return "", errdefs.New(errdefs.ErrInvalidArgument, "VFIO device without host=guest PCI options")
 	}
 	group := ""
 	for _, opt := range dev.Options {
 		_, guestPath, ok := strings.Cut(opt, "=")
 		if !ok {
-			return "", status.Errorf(codes.InvalidArgument, "VFIO option %q is not host_bdf=guest_pci_path", opt)
+			return "", errdefs.Errorf(errdefs.ErrInvalidArgument, "VFIO option %q is not host_bdf=guest_pci_path", opt)
 		}
 		sysDev, err := d.PCIDevicePath(guestPath)
 		if err != nil {
@@ -206,14 +205,14 @@ func (d *Devices) vfio(ctx context.Context, dev *agentpb.Device, bindVFIO bool) 
 		}
 		link, err := os.Readlink(filepath.Join(d.sysfs, sysDev, "iommu_group"))
 		if err != nil {
-			return "", status.Errorf(codes.FailedPrecondition, "PCI device %s has no IOMMU group: %v", guestPath, err)
+			return "", errdefs.Errorf(errdefs.ErrFailedPrecondition, "PCI device %s has no IOMMU group: %v", guestPath, err)
 		}
 		g := filepath.Base(link)
 		if _, err := strconv.ParseUint(g, 10, 32); err != nil {
 			return "", fmt.Errorf("IOMMU group link %s: %w", link, err)
 		}
 		if group != "" && g != group {
-			return "", status.Errorf(codes.InvalidArgument, "VFIO device spans IOMMU groups %s and %s", group, g)
+			return "", errdefs.Errorf(errdefs.ErrInvalidArgument, "VFIO device spans IOMMU groups %s and %s", group, g)
 		}
 		group = g
 	}

@@ -11,9 +11,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -117,20 +116,20 @@ func TestApplyRejectsBadRequestsWithoutTouchingSpec(t *testing.T) {
 	}
 	for name, tc := range map[string]struct {
 		devs []*agentpb.Device
-		code codes.Code
+		code error
 	}{
-		"unknown type":    {[]*agentpb.Device{{Type: "floppy", VmPath: dev, ContainerPath: "/dev/xvdb"}}, codes.InvalidArgument},
-		"nil device":      {[]*agentpb.Device{nil}, codes.InvalidArgument},
-		"not in spec":     {[]*agentpb.Device{{Type: TypeBlk, VmPath: dev, ContainerPath: "/dev/other"}}, codes.InvalidArgument},
-		"mmio no vm_path": {[]*agentpb.Device{{Type: TypeMMIOBlk, ContainerPath: "/dev/xvdb"}}, codes.InvalidArgument},
-		"bad PCI path":    {[]*agentpb.Device{{Type: TypeBlk, Id: "zz", ContainerPath: "/dev/xvdb"}}, codes.InvalidArgument},
-		"never appears":   {[]*agentpb.Device{{Type: TypeNVDIMM, VmPath: "/dev/pmem9", ContainerPath: "/dev/xvdb"}}, codes.DeadlineExceeded},
-		"vfio no options": {[]*agentpb.Device{{Type: TypeVFIOPCI, ContainerPath: "/dev/vfio/3"}}, codes.InvalidArgument},
-		"second fails":    {[]*agentpb.Device{{Type: TypeBlk, VmPath: dev, ContainerPath: "/dev/xvdb"}, {Type: "floppy"}}, codes.InvalidArgument},
+		"unknown type":    {[]*agentpb.Device{{Type: "floppy", VmPath: dev, ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
+		"nil device":      {[]*agentpb.Device{nil}, errdefs.ErrInvalidArgument},
+		"not in spec":     {[]*agentpb.Device{{Type: TypeBlk, VmPath: dev, ContainerPath: "/dev/other"}}, errdefs.ErrInvalidArgument},
+		"mmio no vm_path": {[]*agentpb.Device{{Type: TypeMMIOBlk, ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
+		"bad PCI path":    {[]*agentpb.Device{{Type: TypeBlk, Id: "zz", ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
+		"never appears":   {[]*agentpb.Device{{Type: TypeNVDIMM, VmPath: "/dev/pmem9", ContainerPath: "/dev/xvdb"}}, errdefs.ErrDeadlineExceeded},
+		"vfio no options": {[]*agentpb.Device{{Type: TypeVFIOPCI, ContainerPath: "/dev/vfio/3"}}, errdefs.ErrInvalidArgument},
+		"second fails":    {[]*agentpb.Device{{Type: TypeBlk, VmPath: dev, ContainerPath: "/dev/xvdb"}, {Type: "floppy"}}, errdefs.ErrInvalidArgument},
 	} {
 		spec := fresh()
 		err := d.Apply(context.Background(), tc.devs, spec)
-		if status.Code(err) != tc.code {
+		if errdefs.KindOf(err) != tc.code {
 			t.Errorf("%s: got %v, want %v", name, err, tc.code)
 		}
 		if spec.Linux.Devices[0].Major != 8 || spec.Linux.Devices[0].Minor != 16 {

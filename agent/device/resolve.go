@@ -11,9 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/uevent"
 )
 
@@ -50,7 +48,7 @@ func New(w Waiter, opts Options) *Devices {
 
 func (d *Devices) wait(ctx context.Context, device string, match func(uevent.Event) bool) (uevent.Event, error) {
 	if d.w == nil {
-		return uevent.Event{}, status.Errorf(codes.FailedPrecondition, "no uevent listener to wait for %s", device)
+		return uevent.Event{}, errdefs.Errorf(errdefs.ErrFailedPrecondition, "no uevent listener to wait for %s", device)
 	}
 	return d.w.Wait(ctx, device, match)
 }
@@ -66,11 +64,11 @@ func (s PCISlot) String() string { return fmt.Sprintf("%02x.%x", s.Slot, s.Func)
 // A first element of 0x20 or more names a pxb-pcie root bus, as in Kata.
 func ParsePCIPath(p string) (rootBus uint8, path []PCISlot, err error) {
 	if p == "" {
-		return 0, nil, status.Error(codes.InvalidArgument, "empty PCI path")
+		return 0, nil, errdefs.New(errdefs.ErrInvalidArgument, "empty PCI path")
 	}
 	parts := strings.Split(p, "/")
 	if len(parts) > 16 {
-		return 0, nil, status.Errorf(codes.InvalidArgument, "PCI path %q has too many hops", p)
+		return 0, nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "PCI path %q has too many hops", p)
 	}
 	if len(parts) >= 3 {
 		if b, err := strconv.ParseUint(parts[0], 16, 8); err == nil && b >= 0x20 && len(parts[0]) == 2 {
@@ -82,13 +80,13 @@ func ParsePCIPath(p string) (rootBus uint8, path []PCISlot, err error) {
 		slotStr, fnStr, hasFn := strings.Cut(part, ".")
 		slot, err := strconv.ParseUint(slotStr, 16, 8)
 		if err != nil || slot >= 0x20 || len(slotStr) == 0 || len(slotStr) > 2 {
-			return 0, nil, status.Errorf(codes.InvalidArgument, "PCI path %q: bad slot %q", p, part)
+			return 0, nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "PCI path %q: bad slot %q", p, part)
 		}
 		var fn uint64
 		if hasFn {
 			fn, err = strconv.ParseUint(fnStr, 16, 8)
 			if err != nil || fn >= 8 || len(fnStr) != 1 {
-				return 0, nil, status.Errorf(codes.InvalidArgument, "PCI path %q: bad function %q", p, part)
+				return 0, nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "PCI path %q: bad function %q", p, part)
 			}
 		}
 		path = append(path, PCISlot{Slot: uint8(slot), Func: uint8(fn)})
@@ -117,10 +115,10 @@ func (d *Devices) PCIDevicePath(pciPath string) (string, error) {
 		busDir := filepath.Join(d.sysfs, rel, "pci_bus")
 		entries, err := os.ReadDir(busDir)
 		if err != nil {
-			return "", status.Errorf(codes.NotFound, "PCI path %s: bridge %s: %v", pciPath, rel, err)
+			return "", errdefs.Errorf(errdefs.ErrNotFound, "PCI path %s: bridge %s: %v", pciPath, rel, err)
 		}
 		if len(entries) != 1 {
-			return "", status.Errorf(codes.FailedPrecondition, "PCI path %s: bridge %s exposes %d buses, want 1", pciPath, rel, len(entries))
+			return "", errdefs.Errorf(errdefs.ErrFailedPrecondition, "PCI path %s: bridge %s exposes %d buses, want 1", pciPath, rel, len(entries))
 		}
 		bus = entries[0].Name()
 	}
@@ -163,7 +161,7 @@ func (d *Devices) BlockByPCIPath(ctx context.Context, pciPath string) (string, e
 func (d *Devices) BlockByName(ctx context.Context, devNode string) (string, error) {
 	name, ok := strings.CutPrefix(devNode, "/dev/")
 	if !ok || name == "" || strings.Contains(name, "..") {
-		return "", status.Errorf(codes.InvalidArgument, "device %q is not a /dev path", devNode)
+		return "", errdefs.Errorf(errdefs.ErrInvalidArgument, "device %q is not a /dev path", devNode)
 	}
 	ev, err := d.wait(ctx, "block device "+devNode, func(ev uevent.Event) bool {
 		return ev.Subsystem == "block" && ev.DevName == name
@@ -181,7 +179,7 @@ func (d *Devices) BlockBySCSIAddr(ctx context.Context, addr string) (string, err
 	t, err1 := strconv.ParseUint(tgt, 10, 16)
 	l, err2 := strconv.ParseUint(lun, 10, 32)
 	if !ok || err1 != nil || err2 != nil {
-		return "", status.Errorf(codes.InvalidArgument, "SCSI address %q is not target:lun", addr)
+		return "", errdefs.Errorf(errdefs.ErrInvalidArgument, "SCSI address %q is not target:lun", addr)
 	}
 	d.scanSCSI(t, l)
 	infix := fmt.Sprintf("/0:0:%d:%d/block/", t, l)

@@ -11,9 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/uevent"
 )
 
@@ -39,7 +38,7 @@ func TestParsePCIPath(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "/", "02/", "20", "0x2", "2g", "02.8", "02.", "123", "../02", "02/00.10"} {
-		if _, _, err := ParsePCIPath(bad); status.Code(err) != codes.InvalidArgument {
+		if _, _, err := ParsePCIPath(bad); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 			t.Errorf("%q: got %v, want InvalidArgument", bad, err)
 		}
 	}
@@ -59,7 +58,7 @@ func TestPCIDevicePathFollowsBridges(t *testing.T) {
 	if want := "/devices/pci0000:00/0000:00:02.0/0000:01:03.0/0000:05:00.1"; got != want {
 		t.Fatalf("got %s, want %s", got, want)
 	}
-	if _, err := d.PCIDevicePath("04/00"); status.Code(err) != codes.NotFound {
+	if _, err := d.PCIDevicePath("04/00"); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("missing bridge: %v", err)
 	}
 }
@@ -110,7 +109,7 @@ func TestBlockByPCIPathFindsThisMachinesVirtioDisk(t *testing.T) {
 	}
 	// An empty slot times out naming the PCI path.
 	_, err = d.BlockByPCIPath(context.Background(), "1f")
-	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "PCI path 1f") {
+	if errdefs.KindOf(err) != errdefs.ErrDeadlineExceeded || !strings.Contains(err.Error(), "PCI path 1f") {
 		t.Fatalf("empty slot: %v", err)
 	}
 }
@@ -147,7 +146,7 @@ func TestBlockByNameWaitsForHotplug(t *testing.T) {
 	if r.err != nil || r.dev != node {
 		t.Fatalf("got %q %v, want %s", r.dev, r.err, node)
 	}
-	if _, err := d.BlockByName(context.Background(), "vda"); status.Code(err) != codes.InvalidArgument {
+	if _, err := d.BlockByName(context.Background(), "vda"); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("non-/dev name: %v", err)
 	}
 }
@@ -155,7 +154,7 @@ func TestBlockByNameWaitsForHotplug(t *testing.T) {
 func TestBlockBySCSIAddrRejectsGarbage(t *testing.T) {
 	d := New(nil, Options{})
 	for _, bad := range []string{"", "0", "a:b", "0:-1", "0:0:0"} {
-		if _, err := d.BlockBySCSIAddr(context.Background(), bad); status.Code(err) != codes.InvalidArgument {
+		if _, err := d.BlockBySCSIAddr(context.Background(), bad); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}

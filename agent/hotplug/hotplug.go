@@ -13,8 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // Kata retries CPU onlining this often, since a hot-added CPU shows up in
@@ -57,7 +56,7 @@ func (s *System) ProbeSupported() bool {
 // Probe tells the kernel about hot-added memory at each physical address.
 func (s *System) Probe(addrs []uint64) error {
 	if !s.ProbeSupported() {
-		return status.Error(codes.FailedPrecondition, "the guest kernel has no memory probe interface")
+		return errdefs.New(errdefs.ErrFailedPrecondition, "the guest kernel has no memory probe interface")
 	}
 	p := filepath.Join(s.root, "memory/probe")
 	for _, a := range addrs {
@@ -114,11 +113,11 @@ func (s *System) OnlineCPUs(ctx context.Context, nbCPUs uint32) (int, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return done, status.FromContextError(ctx.Err()).Err()
+			return done, ctx.Err()
 		case <-time.After(cpuInterval):
 		}
 	}
-	return done, status.Errorf(codes.DeadlineExceeded, "onlined %d of %d CPUs", done, nbCPUs)
+	return done, errdefs.Errorf(errdefs.ErrDeadlineExceeded, "onlined %d of %d CPUs", done, nbCPUs)
 }
 
 // Online onlines every offline memory block unless r.CPUOnly, then r.CPUs

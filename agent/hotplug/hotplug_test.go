@@ -2,12 +2,12 @@ package hotplug
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 func TestMemBlockSizeOfThisMachine(t *testing.T) {
@@ -65,14 +65,14 @@ func TestOnlineCPUsAndMemory(t *testing.T) {
 	// More CPUs than will ever appear: gives up, saying how far it got.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if n, err := s.OnlineCPUs(ctx, 5); n != 1 || status.Code(err) != codes.Canceled {
+	if n, err := s.OnlineCPUs(ctx, 5); n != 1 || !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %d %v", n, err)
 	}
 }
 
 func TestProbe(t *testing.T) {
 	s, sys := fakeSystem(t)
-	if err := s.Probe([]uint64{0x100000000}); status.Code(err) != codes.FailedPrecondition {
+	if err := s.Probe([]uint64{0x100000000}); errdefs.KindOf(err) != errdefs.ErrFailedPrecondition {
 		t.Fatalf("no probe file: %v", err)
 	}
 	os.WriteFile(filepath.Join(sys, "devices/system/memory/probe"), nil, 0o200)

@@ -11,8 +11,7 @@ import (
 	"os/exec"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // maxOutput bounds what a tool may print: the reply must fit a ttrpc
@@ -29,7 +28,7 @@ func tool(ipv6 bool, verb string) string {
 func run(ctx context.Context, name string, stdin []byte) ([]byte, error) {
 	path, err := exec.LookPath(name)
 	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "%s is not installed in the guest", name)
+		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s is not installed in the guest", name)
 	}
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Stdin = bytes.NewReader(stdin)
@@ -39,12 +38,12 @@ func run(ctx context.Context, name string, stdin []byte) ([]byte, error) {
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return nil, status.Errorf(codes.InvalidArgument, "%s failed (%v): %s", name, ee, strings.TrimSpace(errOut.String()))
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "%s failed (%v): %s", name, ee, strings.TrimSpace(errOut.String()))
 		}
 		return nil, fmt.Errorf("run %s: %w", name, err)
 	}
 	if out.overflow {
-		return nil, status.Errorf(codes.ResourceExhausted, "%s printed more than %d bytes", name, maxOutput)
+		return nil, errdefs.Errorf(errdefs.ErrResourceExhausted, "%s printed more than %d bytes", name, maxOutput)
 	}
 	return out.Bytes(), nil
 }
@@ -58,7 +57,7 @@ func Save(ctx context.Context, ipv6 bool) ([]byte, error) {
 // returns what it printed.
 func Restore(ctx context.Context, ipv6 bool, rules []byte) ([]byte, error) {
 	if len(bytes.TrimSpace(rules)) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "no rules to restore")
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "no rules to restore")
 	}
 	return run(ctx, tool(ipv6, "restore"), rules)
 }

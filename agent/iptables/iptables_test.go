@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // inNetns runs f on a thread moved into a fresh network namespace: the
@@ -36,7 +36,7 @@ func inNetns(t *testing.T, f func()) {
 }
 
 func TestRestoreThenSaveInNetns(t *testing.T) {
-	if _, err := Save(context.Background(), false); status.Code(err) == codes.FailedPrecondition {
+	if _, err := Save(context.Background(), false); errdefs.KindOf(err) == errdefs.ErrFailedPrecondition {
 		t.Skip("iptables not installed")
 	}
 	inNetns(t, func() {
@@ -53,10 +53,10 @@ func TestRestoreThenSaveInNetns(t *testing.T) {
 		if !strings.Contains(string(out), "-A INPUT -s 10.9.8.7/32 -j DROP") {
 			t.Errorf("saved rules lack the restored one:\n%s", out)
 		}
-		if _, err := Restore(context.Background(), false, []byte("*filter\n-A NOCHAIN -j DROP\nCOMMIT\n")); status.Code(err) != codes.InvalidArgument {
+		if _, err := Restore(context.Background(), false, []byte("*filter\n-A NOCHAIN -j DROP\nCOMMIT\n")); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 			t.Errorf("bad rules: %v", err)
 		}
-		if _, err := Restore(context.Background(), true, nil); status.Code(err) != codes.InvalidArgument {
+		if _, err := Restore(context.Background(), true, nil); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 			t.Errorf("empty rules: %v", err)
 		}
 	})
@@ -65,7 +65,7 @@ func TestRestoreThenSaveInNetns(t *testing.T) {
 func TestMissingToolIsFailedPrecondition(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	_, err := Save(context.Background(), true)
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "ip6tables-save") {
+	if errdefs.KindOf(err) != errdefs.ErrFailedPrecondition || !strings.Contains(err.Error(), "ip6tables-save") {
 		t.Fatalf("got %v, want FailedPrecondition naming ip6tables-save", err)
 	}
 }

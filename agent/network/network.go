@@ -16,13 +16,13 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
-// ErrInvalid marks a request the guest must not apply; the RPC layer
-// reports it as InvalidArgument.
-var ErrInvalid = errors.New("invalid argument")
+// ErrInvalid marks a request the guest must not apply (an
+// errdefs.ErrInvalidArgument).
+var ErrInvalid = errdefs.ErrInvalidArgument
 
 // Family of an address or route.
 type Family int
@@ -121,7 +121,7 @@ func retryDump[T any](f func() (T, error)) (T, error) {
 }
 
 func invalid(format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, format, args...)
+	return errdefs.Errorf(errdefs.ErrInvalidArgument, format, args...)
 }
 
 func parseIPNet(a Addr) (*net.IPNet, error) {
@@ -155,7 +155,7 @@ func parseIPNet(a Addr) (*net.IPNet, error) {
 func (n *Network) findLink(ctx context.Context, iface *Interface) (netlink.Link, error) {
 	if iface.DevicePath != "" {
 		if n.finder == nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "interface with PCI path %s: no uevent listener", iface.DevicePath)
+			return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "interface with PCI path %s: no uevent listener", iface.DevicePath)
 		}
 		name, err := n.finder.NetByPCIPath(ctx, iface.DevicePath)
 		if err != nil {
@@ -163,7 +163,7 @@ func (n *Network) findLink(ctx context.Context, iface *Interface) (netlink.Link,
 		}
 		l, err := n.h.LinkByName(name)
 		if err != nil {
-			return nil, status.Errorf(codes.NotFound, "interface %s at PCI path %s: %v", name, iface.DevicePath, err)
+			return nil, errdefs.Errorf(errdefs.ErrNotFound, "interface %s at PCI path %s: %v", name, iface.DevicePath, err)
 		}
 		return l, nil
 	}
@@ -180,7 +180,7 @@ func (n *Network) findLink(ctx context.Context, iface *Interface) (netlink.Link,
 			return l, nil
 		}
 	}
-	return nil, status.Errorf(codes.NotFound, "no interface with MAC %s", mac)
+	return nil, errdefs.Errorf(errdefs.ErrNotFound, "no interface with MAC %s", mac)
 }
 
 // UpdateInterface renames the interface, replaces its addresses and sets
@@ -436,7 +436,7 @@ func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 	if r.Device != "" {
 		l, err := n.h.LinkByName(r.Device)
 		if err != nil {
-			return nr, status.Errorf(codes.NotFound, "route device %s: %v", r.Device, err)
+			return nr, errdefs.Errorf(errdefs.ErrNotFound, "route device %s: %v", r.Device, err)
 		}
 		nr.LinkIndex = l.Attrs().Index
 		loopback = l.Attrs().Flags&net.FlagLoopback != 0
@@ -511,7 +511,7 @@ func (n *Network) AddARPNeighbors(ctx context.Context, neighs []Neighbor) error 
 		}
 		l, err := n.h.LinkByName(nb.Device)
 		if err != nil {
-			return status.Errorf(codes.NotFound, "neighbour device %q: %v", nb.Device, err)
+			return errdefs.Errorf(errdefs.ErrNotFound, "neighbour device %q: %v", nb.Device, err)
 		}
 		state := int(nb.State)
 		if state == 0 {

@@ -12,8 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // testNetns creates a network namespace holding a veth pair and returns a
@@ -129,14 +129,14 @@ func TestUpdateInterfaceByMAC(t *testing.T) {
 		"long name":  {Name: "a-very-long-interface-name", HwAddr: mac.String()},
 		"slash name": {Name: "eth/0", HwAddr: mac.String()},
 	} {
-		if _, err := n.UpdateInterface(ctx, iface); status.Code(err) != codes.InvalidArgument {
+		if _, err := n.UpdateInterface(ctx, iface); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 			t.Errorf("%s: got %v, want InvalidArgument", name, err)
 		}
 	}
-	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth9", HwAddr: "02:00:00:00:00:99"}); status.Code(err) != codes.NotFound {
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth9", HwAddr: "02:00:00:00:00:99"}); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Errorf("unknown MAC: %v", err)
 	}
-	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth9", DevicePath: "02/00"}); status.Code(err) != codes.FailedPrecondition {
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth9", DevicePath: "02/00"}); errdefs.KindOf(err) != errdefs.ErrFailedPrecondition {
 		t.Errorf("PCI path without listener: %v", err)
 	}
 
@@ -210,11 +210,11 @@ func TestUpdateRoutesReplacesTableInDependencyOrder(t *testing.T) {
 		"bad scope":   {Dest: "10.1.0.0/16", Device: "eth0", Scope: 300},
 		"bad source":  {Dest: "10.1.0.0/16", Device: "eth0", Source: "nope"},
 	} {
-		if _, err := n.UpdateRoutes(ctx, []Route{r}); status.Code(err) != codes.InvalidArgument {
+		if _, err := n.UpdateRoutes(ctx, []Route{r}); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := n.UpdateRoutes(ctx, []Route{{Dest: "10.1.0.0/16", Device: "nosuchdev"}}); status.Code(err) != codes.NotFound {
+	if _, err := n.UpdateRoutes(ctx, []Route{{Dest: "10.1.0.0/16", Device: "nosuchdev"}}); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Errorf("unknown device: %v", err)
 	}
 	// A rejected request leaves the table as it was.
@@ -258,10 +258,10 @@ func TestAddARPNeighbors(t *testing.T) {
 	if !found {
 		t.Fatalf("neighbour missing from %v", neighs)
 	}
-	if err := n.AddARPNeighbors(ctx, []Neighbor{{IP: Addr{Address: "10.10.0.10"}, Device: "eth0", LLAddr: "nope"}}); status.Code(err) != codes.InvalidArgument {
+	if err := n.AddARPNeighbors(ctx, []Neighbor{{IP: Addr{Address: "10.10.0.10"}, Device: "eth0", LLAddr: "nope"}}); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("bad lladdr: %v", err)
 	}
-	if err := n.AddARPNeighbors(ctx, []Neighbor{{IP: Addr{Address: "10.10.0.10"}, Device: "eth7", LLAddr: "02:00:00:00:00:0a"}}); status.Code(err) != codes.NotFound {
+	if err := n.AddARPNeighbors(ctx, []Neighbor{{IP: Addr{Address: "10.10.0.10"}, Device: "eth7", LLAddr: "02:00:00:00:00:0a"}}); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("unknown device: %v", err)
 	}
 }

@@ -50,7 +50,7 @@ func (a *Agent) StatsContainer(ctx context.Context, req *agentpb.StatsContainerR
 	if err != nil {
 		return nil, err
 	}
-	return sb.StatsContainer(ctx, req)
+	return reply(sb.StatsContainer(ctx, req))
 }
 
 // PauseContainer implements grpc.AgentService.

@@ -85,22 +85,6 @@ func notConfigured(what string) error {
 	return status.Errorf(codes.FailedPrecondition, "%s is not set up in this agent", what)
 }
 
-// rpcError keeps a status code carried by err (also when wrapped), maps
-// the guest packages' sentinel errors, and reports anything else as
-// Internal.
-func rpcError(err error) error {
-	if err == nil {
-		return nil
-	}
-	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
-		return st.Err()
-	}
-	if errors.Is(err, network.ErrInvalid) {
-		return status.Error(codes.InvalidArgument, err.Error())
-	}
-	return status.Error(codes.Internal, err.Error())
-}
-
 // CopyFile writes a file, directory or symlink below the shared directory.
 func (a *Agent) CopyFile(ctx context.Context, req *agentpb.CopyFileRequest) (*emptypb.Empty, error) {
 	if a.guest.CopyFile == nil {
@@ -111,7 +95,7 @@ func (a *Agent) CopyFile(ctx context.Context, req *agentpb.CopyFileRequest) (*em
 		UID: req.Uid, GID: req.Gid, Offset: req.Offset, Data: req.Data,
 	})
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -146,7 +130,7 @@ func (a *Agent) GetGuestDetails(ctx context.Context, req *agentpb.GuestDetailsRe
 		// Kata does, rather than fail sandbox creation.
 		size, err := hp.MemBlockSize()
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, rpcError(err)
+			return nil, toStatus(err)
 		}
 		resp.MemBlockSizeBytes = size
 	}
@@ -180,7 +164,7 @@ func (a *Agent) SetGuestDateTime(ctx context.Context, req *agentpb.SetGuestDateT
 	}
 	tv := unix.Timeval{Sec: req.Sec, Usec: req.Usec}
 	if err := a.setClock(&tv); err != nil {
-		return nil, rpcError(fmt.Errorf("settimeofday: %w", err))
+		return nil, toStatus(fmt.Errorf("settimeofday: %w", err))
 	}
 	a.log.Info("guest clock set", "time", time.Unix(req.Sec, req.Usec*1000).UTC())
 	return &emptypb.Empty{}, nil
@@ -198,7 +182,7 @@ func (a *Agent) ReseedRandomDev(ctx context.Context, req *agentpb.ReseedRandomDe
 	}
 	f, err := os.OpenFile("/dev/random", os.O_WRONLY, 0)
 	if err != nil {
-		return nil, rpcError(fmt.Errorf("open /dev/random: %w", err))
+		return nil, toStatus(fmt.Errorf("open /dev/random: %w", err))
 	}
 	defer f.Close()
 	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
@@ -207,10 +191,10 @@ func (a *Agent) ReseedRandomDev(ctx context.Context, req *agentpb.ReseedRandomDe
 	binary.NativeEndian.PutUint32(info[4:], uint32(len(req.Data)))
 	copy(info[8:], req.Data)
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0]))); errno != 0 {
-		return nil, rpcError(fmt.Errorf("RNDADDENTROPY: %w", errno))
+		return nil, toStatus(fmt.Errorf("RNDADDENTROPY: %w", errno))
 	}
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDRESEEDCRNG, 0); errno != 0 {
-		return nil, rpcError(fmt.Errorf("RNDRESEEDCRNG: %w", errno))
+		return nil, toStatus(fmt.Errorf("RNDRESEEDCRNG: %w", errno))
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -228,7 +212,7 @@ func (a *Agent) OnlineCPUMem(ctx context.Context, req *agentpb.OnlineCPUMemReque
 	r := hotplug.Request{CPUs: req.NbCpus, CPUOnly: req.CpuOnly}
 	if req.Wait {
 		if err := a.onlineCPUMem(ctx, r); err != nil {
-			return nil, rpcError(err)
+			return nil, toStatus(err)
 		}
 		return &emptypb.Empty{}, nil
 	}
@@ -258,7 +242,7 @@ func (a *Agent) MemHotplugByProbe(ctx context.Context, req *agentpb.MemHotplugBy
 		return nil, notConfigured("memory hotplug")
 	}
 	if err := a.guest.Hotplug.Probe(req.MemHotplugProbeAddr); err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -288,7 +272,7 @@ func (a *Agent) GetDiagnosticData(ctx context.Context, req *agentpb.GetDiagnosti
 	}
 	path, err := a.guest.TerminationLog(req.ContainerId)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	// The container writes this file: never follow a link it planted.
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
@@ -296,7 +280,7 @@ func (a *Agent) GetDiagnosticData(ctx context.Context, req *agentpb.GetDiagnosti
 		return &agentpb.GetDiagnosticDataResponse{}, nil
 	}
 	if err != nil {
-		return nil, rpcError(fmt.Errorf("open termination log: %w", err))
+		return nil, toStatus(fmt.Errorf("open termination log: %w", err))
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
@@ -304,7 +288,7 @@ func (a *Agent) GetDiagnosticData(ctx context.Context, req *agentpb.GetDiagnosti
 	}
 	b, err := io.ReadAll(io.LimitReader(f, terminationLogMax))
 	if err != nil {
-		return nil, rpcError(fmt.Errorf("read termination log: %w", err))
+		return nil, toStatus(fmt.Errorf("read termination log: %w", err))
 	}
 	return &agentpb.GetDiagnosticDataResponse{Data: strings.ToValidUTF8(string(b), "\uFFFD")}, nil
 }
@@ -313,7 +297,7 @@ func (a *Agent) GetDiagnosticData(ctx context.Context, req *agentpb.GetDiagnosti
 func (a *Agent) GetIPTables(ctx context.Context, req *agentpb.GetIPTablesRequest) (*agentpb.GetIPTablesResponse, error) {
 	out, err := iptables.Save(ctx, req.IsIpv6)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &agentpb.GetIPTablesResponse{Data: out}, nil
 }
@@ -322,7 +306,7 @@ func (a *Agent) GetIPTables(ctx context.Context, req *agentpb.GetIPTablesRequest
 func (a *Agent) SetIPTables(ctx context.Context, req *agentpb.SetIPTablesRequest) (*agentpb.SetIPTablesResponse, error) {
 	out, err := iptables.Restore(ctx, req.IsIpv6, req.Data)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &agentpb.SetIPTablesResponse{Data: out}, nil
 }

@@ -14,7 +14,7 @@ func (a *Agent) WriteStdin(ctx context.Context, req *agentpb.WriteStreamRequest)
 	if err != nil {
 		return nil, err
 	}
-	return sb.WriteStdin(ctx, req)
+	return reply(sb.WriteStdin(ctx, req))
 }
 
 // ReadStdout implements grpc.AgentService.
@@ -23,7 +23,7 @@ func (a *Agent) ReadStdout(ctx context.Context, req *agentpb.ReadStreamRequest) 
 	if err != nil {
 		return nil, err
 	}
-	return sb.ReadStdout(ctx, req)
+	return reply(sb.ReadStdout(ctx, req))
 }
 
 // ReadStderr implements grpc.AgentService.
@@ -32,7 +32,7 @@ func (a *Agent) ReadStderr(ctx context.Context, req *agentpb.ReadStreamRequest) 
 	if err != nil {
 		return nil, err
 	}
-	return sb.ReadStderr(ctx, req)
+	return reply(sb.ReadStderr(ctx, req))
 }
 
 // CloseStdin implements grpc.AgentService.

@@ -63,7 +63,7 @@ func (a *Agent) UpdateInterface(ctx context.Context, req *agentpb.UpdateInterfac
 	}
 	got, err := a.guest.Network.UpdateInterface(ctx, ifaceFromPB(req.Interface))
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return ifaceToPB(got), nil
 }
@@ -88,7 +88,7 @@ func (a *Agent) UpdateRoutes(ctx context.Context, req *agentpb.UpdateRoutesReque
 	}
 	got, err := a.guest.Network.UpdateRoutes(ctx, rs)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return routesToPB(got), nil
 }
@@ -100,7 +100,7 @@ func (a *Agent) ListInterfaces(ctx context.Context, req *agentpb.ListInterfacesR
 	}
 	ifaces, err := a.guest.Network.ListInterfaces(ctx)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	out := &agentpb.Interfaces{}
 	for _, i := range ifaces {
@@ -116,7 +116,7 @@ func (a *Agent) ListRoutes(ctx context.Context, req *agentpb.ListRoutesRequest) 
 	}
 	rs, err := a.guest.Network.ListRoutes(ctx)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return routesToPB(rs), nil
 }
@@ -137,7 +137,7 @@ func (a *Agent) AddARPNeighbors(ctx context.Context, req *agentpb.AddARPNeighbor
 		}
 	}
 	if err := a.guest.Network.AddARPNeighbors(ctx, ns); err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
 }

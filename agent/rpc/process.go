@@ -32,5 +32,5 @@ func (a *Agent) WaitProcess(ctx context.Context, req *agentpb.WaitProcessRequest
 	if err != nil {
 		return nil, err
 	}
-	return sb.WaitProcess(ctx, req)
+	return reply(sb.WaitProcess(ctx, req))
 }

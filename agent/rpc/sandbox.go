@@ -19,11 +19,21 @@ func (a *Agent) pod(method string) (*sandbox.Sandbox, error) {
 	return a.sandbox, nil
 }
 
+// empty is the reply of a call that returns nothing but an error.
 func empty(err error) (*emptypb.Empty, error) {
 	if err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// reply passes a domain call's result on, its error as a status.
+func reply[T any](v T, err error) (T, error) {
+	if err != nil {
+		var zero T
+		return zero, toStatus(err)
+	}
+	return v, nil
 }
 
 // CreateSandbox implements grpc.AgentService.
@@ -50,5 +60,5 @@ func (a *Agent) GetOOMEvent(ctx context.Context, req *agentpb.GetOOMEventRequest
 	if err != nil {
 		return nil, err
 	}
-	return sb.GetOOMEvent(ctx, req)
+	return reply(sb.GetOOMEvent(ctx, req))
 }

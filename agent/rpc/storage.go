@@ -22,10 +22,10 @@ func (a *Agent) UpdateEphemeralMounts(ctx context.Context, req *agentpb.UpdateEp
 	}
 	vols, err := storage.FromProto(req.Storages)
 	if err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	if err := a.guest.Storage.UpdateEphemeral(ctx, vols); err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -37,7 +37,7 @@ func (a *Agent) RemoveStaleVirtiofsShareMounts(ctx context.Context, req *agentpb
 		return nil, notConfigured("storage")
 	}
 	if err := a.guest.Storage.TouchSharedMounts(ctx); err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -46,7 +46,7 @@ func (a *Agent) RemoveStaleVirtiofsShareMounts(ctx context.Context, req *agentpb
 func (a *Agent) GetVolumeStats(ctx context.Context, req *agentpb.VolumeStatsRequest) (*agentpb.VolumeStatsResponse, error) {
 	b, in, err := storage.VolumeStats(req.VolumeGuestPath)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &agentpb.VolumeStatsResponse{
 		Usage: []*agentpb.VolumeUsage{
@@ -60,7 +60,7 @@ func (a *Agent) GetVolumeStats(ctx context.Context, req *agentpb.VolumeStatsRequ
 // ResizeVolume grows a mounted guest volume's filesystem online.
 func (a *Agent) ResizeVolume(ctx context.Context, req *agentpb.ResizeVolumeRequest) (*emptypb.Empty, error) {
 	if err := storage.ResizeVolume(ctx, req.VolumeGuestPath, req.Size); err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -83,10 +83,10 @@ func (a *Agent) AddSwap(ctx context.Context, req *agentpb.AddSwapRequest) (*empt
 	}
 	dev, err := a.guest.Devices.BlockByPCIPath(ctx, strings.Join(hops, "/"))
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	if err := storage.Swapon(dev); err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -94,7 +94,7 @@ func (a *Agent) AddSwap(ctx context.Context, req *agentpb.AddSwapRequest) (*empt
 // AddSwapPath enables swap on a file or device path.
 func (a *Agent) AddSwapPath(ctx context.Context, req *agentpb.AddSwapPathRequest) (*emptypb.Empty, error) {
 	if err := storage.Swapon(req.Path); err != nil {
-		return nil, rpcError(err)
+		return nil, toStatus(err)
 	}
 	return &emptypb.Empty{}, nil
 }

@@ -13,10 +13,9 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/lib/fsremove"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
@@ -36,10 +35,10 @@ func (s *Sandbox) container(id string) (*container.Container, error) {
 	}
 	e, ok := s.containers[id]
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "container %q not found", id)
+		return nil, errdefs.Errorf(errdefs.ErrNotFound, "container %q not found", id)
 	}
 	if e.c == nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "container %q is being created or removed", id)
+		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %q is being created or removed", id)
 	}
 	return e.c, nil
 }
@@ -60,16 +59,16 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	}
 	spec := ocispec.ToSpec(req.GetOCI())
 	if spec == nil || spec.Process == nil || spec.Root == nil || spec.Root.Path == "" {
-		return status.Error(codes.InvalidArgument, "OCI spec needs process and root")
+		return errdefs.New(errdefs.ErrInvalidArgument, "OCI spec needs process and root")
 	}
 	if spec.Linux == nil {
 		spec.Linux = &specs.Linux{}
 	}
 	if len(req.GetStorages()) > 0 && s.opts.Storage == nil {
-		return status.Error(codes.Unimplemented, "no storage layer configured")
+		return errdefs.New(errdefs.ErrUnimplemented, "no storage layer configured")
 	}
 	if len(req.GetDevices()) > 0 && s.opts.Devices == nil {
-		return status.Error(codes.Unimplemented, "no device layer configured")
+		return errdefs.New(errdefs.ErrUnimplemented, "no device layer configured")
 	}
 
 	// Reserve the id so concurrent creates of the same id fail fast.
@@ -80,7 +79,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 	}
 	if _, dup := s.containers[id]; dup {
 		s.mu.Unlock()
-		return status.Errorf(codes.AlreadyExists, "container %q already exists", id)
+		return errdefs.Errorf(errdefs.ErrAlreadyExists, "container %q already exists", id)
 	}
 	e := &entry{bundle: filepath.Join(s.opts.StateRoot, id)}
 	s.containers[id] = e
@@ -98,11 +97,10 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 		s.mu.Lock()
 		delete(s.containers, id)
 		s.mu.Unlock()
-		retErr = toStatus(retErr)
 	}()
 
 	if req.GetSandboxPidns() && pidns == "" {
-		return status.Errorf(codes.FailedPrecondition, "container %q asks for the sandbox's pid namespace, and the sandbox has none: no container runs yet", id)
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %q asks for the sandbox's pid namespace, and the sandbox has none: no container runs yet", id)
 	}
 	if len(req.GetStorages()) > 0 {
 		if err := s.opts.Storage.Mount(ctx, id, req.GetStorages()); err != nil {
@@ -152,7 +150,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 		if derr := c.Destroy(context.Background()); derr != nil {
 			s.log.Warn("destroy container created during DestroySandbox", "container", id, "err", derr)
 		}
-		return status.Errorf(codes.FailedPrecondition, "sandbox destroyed while creating container %q", id)
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "sandbox destroyed while creating container %q", id)
 	}
 	e.c = c
 	e.spec = spec
@@ -251,14 +249,14 @@ func addDNS(spec *specs.Spec, dnsFile string) {
 func (s *Sandbox) prepareBundle(e *entry, spec *specs.Spec) (retErr error) {
 	src := spec.Root.Path
 	if !filepath.IsAbs(src) {
-		return status.Errorf(codes.InvalidArgument, "root path %q is not absolute", src)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "root path %q is not absolute", src)
 	}
 	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
-		return status.Errorf(codes.InvalidArgument, "root path %q is not a directory", src)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "root path %q is not a directory", src)
 	}
 	if err := os.Mkdir(e.bundle, 0o711); err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return status.Errorf(codes.AlreadyExists, "bundle %s exists", e.bundle)
+			return errdefs.Errorf(errdefs.ErrAlreadyExists, "bundle %s exists", e.bundle)
 		}
 		return fmt.Errorf("bundle dir: %w", err)
 	}
@@ -333,7 +331,7 @@ func (s *Sandbox) StartContainer(ctx context.Context, req *pb.StartContainerRequ
 	if err != nil {
 		return err
 	}
-	return toStatus(c.Start(ctx))
+	return c.Start(ctx)
 }
 
 // RemoveContainer kills what still runs, waits for it (up to timeout
@@ -349,7 +347,7 @@ func (s *Sandbox) RemoveContainer(ctx context.Context, req *pb.RemoveContainerRe
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
 		defer cancel()
 	}
-	return toStatus(s.removeContainer(ctx, id))
+	return s.removeContainer(ctx, id)
 }
 
 func (s *Sandbox) removeContainer(ctx context.Context, id string) error {
@@ -357,7 +355,7 @@ func (s *Sandbox) removeContainer(ctx context.Context, id string) error {
 	e, ok := s.containers[id]
 	if !ok || e.c == nil {
 		s.mu.Unlock()
-		return status.Errorf(codes.NotFound, "container %q not found", id)
+		return errdefs.Errorf(errdefs.ErrNotFound, "container %q not found", id)
 	}
 	c := e.c
 	s.mu.Unlock()
@@ -396,10 +394,10 @@ func (s *Sandbox) ExecProcess(ctx context.Context, req *pb.ExecProcessRequest) e
 	}
 	p := ocispec.ToProcess(req.GetProcess())
 	if p == nil {
-		return status.Error(codes.InvalidArgument, "process is missing")
+		return errdefs.New(errdefs.ErrInvalidArgument, "process is missing")
 	}
 	_, err = c.Exec(ctx, req.GetExecId(), p)
-	return toStatus(err)
+	return err
 }
 
 // SignalProcess signals a process; an empty exec id with SIGKILL kills every
@@ -407,14 +405,14 @@ func (s *Sandbox) ExecProcess(ctx context.Context, req *pb.ExecProcessRequest) e
 func (s *Sandbox) SignalProcess(ctx context.Context, req *pb.SignalProcessRequest) error {
 	sig := req.GetSignal()
 	if sig == 0 || sig > 64 {
-		return status.Errorf(codes.InvalidArgument, "invalid signal %d", sig)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid signal %d", sig)
 	}
 	c, err := s.container(req.GetContainerId())
 	if err != nil {
 		return err
 	}
 	all := req.GetExecId() == "" && unix.Signal(sig) == unix.SIGKILL
-	return toStatus(c.Signal(ctx, req.GetExecId(), unix.Signal(sig), all))
+	return c.Signal(ctx, req.GetExecId(), unix.Signal(sig), all)
 }
 
 // WaitProcess returns the exit status (128+signal when killed).
@@ -425,7 +423,7 @@ func (s *Sandbox) WaitProcess(ctx context.Context, req *pb.WaitProcessRequest) (
 	}
 	code, err := c.Wait(ctx, req.GetExecId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &pb.WaitProcessResponse{Status: int32(code)}, nil
 }
@@ -436,7 +434,7 @@ func (s *Sandbox) PauseContainer(ctx context.Context, req *pb.PauseContainerRequ
 	if err != nil {
 		return err
 	}
-	return toStatus(c.Pause(ctx))
+	return c.Pause(ctx)
 }
 
 // ResumeContainer thaws it.
@@ -445,7 +443,7 @@ func (s *Sandbox) ResumeContainer(ctx context.Context, req *pb.ResumeContainerRe
 	if err != nil {
 		return err
 	}
-	return toStatus(c.Resume(ctx))
+	return c.Resume(ctx)
 }
 
 // UpdateContainer applies new resources to the container's cgroup.
@@ -456,9 +454,9 @@ func (s *Sandbox) UpdateContainer(ctx context.Context, req *pb.UpdateContainerRe
 	}
 	r := ocispec.ToResources(req.GetResources())
 	if r == nil {
-		return status.Error(codes.InvalidArgument, "resources are missing")
+		return errdefs.New(errdefs.ErrInvalidArgument, "resources are missing")
 	}
-	return toStatus(c.Update(ctx, r))
+	return c.Update(ctx, r)
 }
 
 // StatsContainer reads the container's cgroup statistics.
@@ -469,7 +467,7 @@ func (s *Sandbox) StatsContainer(ctx context.Context, req *pb.StatsContainerRequ
 	}
 	st, err := c.Stats(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &pb.StatsContainerResponse{CgroupStats: statsToProto(st)}, nil
 }
@@ -485,7 +483,7 @@ func (s *Sandbox) TerminationLog(id string) (string, error) {
 	defer s.mu.Unlock()
 	e, ok := s.containers[id]
 	if !ok || e.spec == nil {
-		return "", status.Errorf(codes.NotFound, "container %q not found", id)
+		return "", errdefs.Errorf(errdefs.ErrNotFound, "container %q not found", id)
 	}
 	dest := e.spec.Annotations[terminationMessagePathAnnotation]
 	if dest == "" {
@@ -496,7 +494,7 @@ func (s *Sandbox) TerminationLog(id string) (string, error) {
 			return m.Source, nil
 		}
 	}
-	return "", status.Errorf(codes.NotFound, "container %q has no termination log mount at %s", id, dest)
+	return "", errdefs.Errorf(errdefs.ErrNotFound, "container %q has no termination log mount at %s", id, dest)
 }
 
 // ReapplyCPUSets writes every container's cgroup settings again, so cpusets

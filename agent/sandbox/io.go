@@ -5,9 +5,7 @@ import (
 	"errors"
 	"io"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/replysplice"
 	"github.com/wren-vm/wren/agent/stdio"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
@@ -42,7 +40,7 @@ func (s *Sandbox) read(ctx context.Context, req *pb.ReadStreamRequest, which std
 		return &pb.ReadStreamResponse{}, nil
 	}
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &pb.ReadStreamResponse{Data: b}, nil
 }
@@ -55,14 +53,14 @@ func (s *Sandbox) WriteStdin(ctx context.Context, req *pb.WriteStreamRequest) (*
 	}
 	p, err := c.Process(req.GetExecId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	n, err := p.Streams.Write(ctx, req.GetData())
 	if errors.Is(err, stdio.ErrStdinClosed) {
-		return nil, status.Errorf(codes.FailedPrecondition, "stdin of %s/%s is closed", req.GetContainerId(), req.GetExecId())
+		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "stdin of %s/%s is closed", req.GetContainerId(), req.GetExecId())
 	}
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &pb.WriteStreamResponse{Len: uint32(n)}, nil
 }
@@ -75,9 +73,9 @@ func (s *Sandbox) CloseStdin(ctx context.Context, req *pb.CloseStdinRequest) err
 	}
 	p, err := c.Process(req.GetExecId())
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
-	return toStatus(p.Streams.CloseStdin())
+	return p.Streams.CloseStdin()
 }
 
 // TtyWinResize sets the terminal size; FailedPrecondition without a tty.
@@ -88,14 +86,14 @@ func (s *Sandbox) TtyWinResize(ctx context.Context, req *pb.TtyWinResizeRequest)
 	}
 	p, err := c.Process(req.GetExecId())
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	if req.GetRow() > 0xffff || req.GetColumn() > 0xffff {
-		return status.Errorf(codes.InvalidArgument, "window size %dx%d out of range", req.GetRow(), req.GetColumn())
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "window size %dx%d out of range", req.GetRow(), req.GetColumn())
 	}
 	err = p.Streams.Resize(uint16(req.GetRow()), uint16(req.GetColumn()))
 	if errors.Is(err, stdio.ErrNoTerminal) {
-		return status.Errorf(codes.FailedPrecondition, "process %s/%s has no terminal", req.GetContainerId(), req.GetExecId())
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "process %s/%s has no terminal", req.GetContainerId(), req.GetExecId())
 	}
-	return toStatus(err)
+	return err
 }

@@ -22,10 +22,9 @@ import (
 	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/lib/fsremove"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
@@ -164,43 +163,17 @@ func validateID(kind, id string) error {
 	if kind == "exec" {
 		// Exec ids are only keys (containerd makes them up freely).
 		if id == "" || len(id) > 1024 {
-			return status.Errorf(codes.InvalidArgument, "invalid exec id %q", id)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid exec id %q", id)
 		}
 		return nil
 	}
 	if !idPattern.MatchString(id) || len(id) > 1024 {
-		return status.Errorf(codes.InvalidArgument, "invalid %s id %q: must match %s", kind, id, idPattern)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid %s id %q: must match %s", kind, id, idPattern)
 	}
 	if kind == "container" && reservedIDs[id] {
-		return status.Errorf(codes.InvalidArgument, "invalid container id %q: reserved", id)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid container id %q: reserved", id)
 	}
 	return nil
-}
-
-// toStatus maps package errors to API status codes.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Internal
-	switch {
-	case errors.Is(err, container.ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, container.ErrExists):
-		code = codes.AlreadyExists
-	case errors.Is(err, container.ErrState):
-		code = codes.FailedPrecondition
-	case errors.Is(err, container.ErrInvalid):
-		code = codes.InvalidArgument
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	}
-	return status.Error(code, err.Error())
 }
 
 // Created reports whether CreateSandbox has run (and DestroySandbox not).
@@ -220,7 +193,7 @@ func (s *Sandbox) Destroyed() <-chan struct{} {
 
 func (s *Sandbox) requireCreated() error {
 	if !s.created {
-		return status.Error(codes.FailedPrecondition, "sandbox not created: call CreateSandbox first")
+		return errdefs.New(errdefs.ErrFailedPrecondition, "sandbox not created: call CreateSandbox first")
 	}
 	return nil
 }
@@ -230,7 +203,7 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 	s.mu.Lock()
 	if s.created || s.busy {
 		s.mu.Unlock()
-		return status.Error(codes.AlreadyExists, "sandbox already created")
+		return errdefs.New(errdefs.ErrAlreadyExists, "sandbox already created")
 	}
 	s.busy = true
 	s.mu.Unlock()
@@ -246,7 +219,7 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 		}
 	}
 	if len(req.GetStorages()) > 0 && s.opts.Storage == nil {
-		return status.Error(codes.Unimplemented, "no storage layer configured")
+		return errdefs.New(errdefs.ErrUnimplemented, "no storage layer configured")
 	}
 	var undo []func()
 	defer func() {
@@ -260,18 +233,18 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 	if ceiling == 0 {
 		var err error
 		if ceiling, err = guestPidsMax(); err != nil {
-			return status.Errorf(codes.Internal, "sandbox pids ceiling: %v", err)
+			return fmt.Errorf("sandbox pids ceiling: %v", err)
 		}
 	}
 	// The parent outlives the sandbox, as the cgroups libcontainer makes
 	// above a container do; nothing to undo.
 	if err := setParentPidsMax(s.opts.CgroupParent, ceiling); err != nil {
-		return status.Errorf(codes.Internal, "sandbox pids ceiling %d on cgroup %s: %v", ceiling, s.opts.CgroupParent, err)
+		return fmt.Errorf("sandbox pids ceiling %d on cgroup %s: %v", ceiling, s.opts.CgroupParent, err)
 	}
 
 	sandboxDir := filepath.Join(s.opts.StateRoot, "sandbox")
 	if err := os.MkdirAll(sandboxDir, 0o755); err != nil {
-		return status.Errorf(codes.Internal, "create %s: %v", sandboxDir, err)
+		return fmt.Errorf("create %s: %v", sandboxDir, err)
 	}
 	undo = append(undo, func() { fsremove.All(sandboxDir) })
 
@@ -280,7 +253,7 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 	undo = append(undo, func() { removeIfEmpty(s.opts.NamespaceDir) })
 	ns, err := newNamespaces(s.opts.NamespaceDir, req.GetHostname())
 	if err != nil {
-		return status.Errorf(codes.Internal, "sandbox namespaces: %v", err)
+		return fmt.Errorf("sandbox namespaces: %v", err)
 	}
 	undo = append(undo, func() { ns.release() })
 
@@ -289,17 +262,17 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 		dnsFile = filepath.Join(sandboxDir, "resolv.conf")
 		content := strings.Join(req.GetDns(), "\n") + "\n"
 		if err := os.WriteFile(dnsFile, []byte(content), 0o644); err != nil {
-			return status.Errorf(codes.Internal, "write %s: %v", dnsFile, err)
+			return fmt.Errorf("write %s: %v", dnsFile, err)
 		}
 	}
 	for _, m := range req.GetKernelModules() {
 		if err := s.loadModule(ctx, m); err != nil {
-			return status.Errorf(codes.Internal, "load kernel module %s: %v", m.GetName(), err)
+			return fmt.Errorf("load kernel module %s: %v", m.GetName(), err)
 		}
 	}
 	if len(req.GetStorages()) > 0 {
 		if err := s.opts.Storage.Mount(ctx, "", req.GetStorages()); err != nil {
-			return toStatus(fmt.Errorf("sandbox storages: %w", err))
+			return fmt.Errorf("sandbox storages: %w", err)
 		}
 		undo = append(undo, func() { _ = s.opts.Storage.Rollback(context.Background(), "") })
 	}
@@ -321,7 +294,7 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 
 func (s *Sandbox) loadModule(ctx context.Context, m *pb.KernelModule) error {
 	if m.GetName() == "" || strings.HasPrefix(m.GetName(), "-") {
-		return status.Errorf(codes.InvalidArgument, "invalid kernel module name %q", m.GetName())
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid kernel module name %q", m.GetName())
 	}
 	args := append([]string{"-v", "--", m.GetName()}, m.GetParameters()...)
 	return s.opts.Reaper.Hold(func() error {
@@ -343,7 +316,7 @@ func (s *Sandbox) DestroySandbox(ctx context.Context) error {
 	}
 	if s.busy {
 		s.mu.Unlock()
-		return status.Error(codes.FailedPrecondition, "sandbox is being created or destroyed")
+		return errdefs.New(errdefs.ErrFailedPrecondition, "sandbox is being created or destroyed")
 	}
 	s.busy = true
 	ids := make([]string, 0, len(s.containers))
@@ -391,7 +364,7 @@ func (s *Sandbox) DestroySandbox(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
-		return status.Errorf(codes.Internal, "destroy sandbox: %v", errors.Join(errs...))
+		return fmt.Errorf("destroy sandbox: %v", errors.Join(errs...))
 	}
 	s.mu.Lock()
 	s.created = false
@@ -429,9 +402,9 @@ func (s *Sandbox) GetOOMEvent(ctx context.Context, _ *pb.GetOOMEventRequest) (*p
 	case id := <-oom:
 		return &pb.OOMEvent{ContainerId: id}, nil
 	case <-destroyed:
-		return nil, status.Error(codes.Aborted, "sandbox destroyed")
+		return nil, errdefs.New(errdefs.ErrAborted, "sandbox destroyed")
 	case <-ctx.Done():
-		return nil, toStatus(ctx.Err())
+		return nil, ctx.Err()
 	}
 }
 

@@ -16,10 +16,9 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/internal/leakcheck"
@@ -162,22 +161,22 @@ func (e *env) remove(id string) {
 	}
 }
 
-func wantCode(t *testing.T, what string, err error, want codes.Code) {
+func wantKind(t *testing.T, what string, err error, want error) {
 	t.Helper()
-	if got := status.Code(err); got != want {
+	if got := errdefs.KindOf(err); got != want {
 		t.Errorf("%s: code %v (%v), want %v", what, got, err, want)
 	}
 }
 
 func TestSandboxRequiredFirst(t *testing.T) {
 	e := newEnv(t)
-	wantCode(t, "CreateContainer", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "abc", OCI: e.spec("/bin/true")}), codes.FailedPrecondition)
-	wantCode(t, "StartContainer", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: "abc"}), codes.FailedPrecondition)
+	wantKind(t, "CreateContainer", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "abc", OCI: e.spec("/bin/true")}), errdefs.ErrFailedPrecondition)
+	wantKind(t, "StartContainer", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: "abc"}), errdefs.ErrFailedPrecondition)
 	_, err := e.sb.GetOOMEvent(bg, &pb.GetOOMEventRequest{})
-	wantCode(t, "GetOOMEvent", err, codes.FailedPrecondition)
-	wantCode(t, "DestroySandbox", e.sb.DestroySandbox(bg), codes.FailedPrecondition)
+	wantKind(t, "GetOOMEvent", err, errdefs.ErrFailedPrecondition)
+	wantKind(t, "DestroySandbox", e.sb.DestroySandbox(bg), errdefs.ErrFailedPrecondition)
 	e.createSandbox()
-	wantCode(t, "second CreateSandbox", e.sb.CreateSandbox(bg, &pb.CreateSandboxRequest{Hostname: "x"}), codes.AlreadyExists)
+	wantKind(t, "second CreateSandbox", e.sb.CreateSandbox(bg, &pb.CreateSandboxRequest{Hostname: "x"}), errdefs.ErrAlreadyExists)
 }
 
 func TestRunExitStatusesAndOutput(t *testing.T) {
@@ -217,7 +216,7 @@ func TestSandboxNamespacesAndDNS(t *testing.T) {
 	// Asking for the sandbox's pid namespace before any container made one
 	// is refused, as Kata's agent refuses it, and leaves nothing.
 	early := newID()
-	wantCode(t, "sandbox_pidns with no sandbox pid namespace", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: early, OCI: e.spec("/bin/true"), SandboxPidns: true}), codes.FailedPrecondition)
+	wantKind(t, "sandbox_pidns with no sandbox pid namespace", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: early, OCI: e.spec("/bin/true"), SandboxPidns: true}), errdefs.ErrFailedPrecondition)
 	if _, err := os.Stat(filepath.Join(e.state, early)); !os.IsNotExist(err) {
 		t.Errorf("refused container left its bundle: %v", err)
 	}
@@ -284,12 +283,12 @@ func TestExecStdinAndTTY(t *testing.T) {
 	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat", Data: []byte("stdin round trip\n")}); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, "TtyWinResize without tty", e.sb.TtyWinResize(bg, &pb.TtyWinResizeRequest{ContainerId: id, ExecId: "cat", Row: 10, Column: 10}), codes.FailedPrecondition)
+	wantKind(t, "TtyWinResize without tty", e.sb.TtyWinResize(bg, &pb.TtyWinResizeRequest{ContainerId: id, ExecId: "cat", Row: 10, Column: 10}), errdefs.ErrFailedPrecondition)
 	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat"}); err != nil { // EOF
 		t.Fatal(err)
 	}
 	_, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat", Data: []byte("late")})
-	wantCode(t, "write after close", err, codes.FailedPrecondition)
+	wantKind(t, "write after close", err, errdefs.ErrFailedPrecondition)
 	if got := e.readAll(id, "cat", false); got != "STDIN ROUND TRIP\n" {
 		t.Errorf("stdout %q", got)
 	}
@@ -432,29 +431,29 @@ func TestBadInputsLeaveNothingBehind(t *testing.T) {
 		used = append(used, e.missingBinary(t)...)
 	}
 	for _, bad := range []string{"", "a", "-abc", "a/b", "../x", "a b", "sandbox", strings.Repeat("x", 2000)} {
-		wantCode(t, fmt.Sprintf("id %q", bad), e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: bad, OCI: e.spec("/bin/true")}), codes.InvalidArgument)
+		wantKind(t, fmt.Sprintf("id %q", bad), e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: bad, OCI: e.spec("/bin/true")}), errdefs.ErrInvalidArgument)
 	}
-	wantCode(t, "no OCI spec", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "nospec"}), codes.InvalidArgument)
+	wantKind(t, "no OCI spec", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "nospec"}), errdefs.ErrInvalidArgument)
 	noRoot := e.spec("/bin/true")
 	noRoot.Root.Path = "/nonexistent/rootfs"
-	wantCode(t, "missing rootfs", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "noroot", OCI: noRoot}), codes.InvalidArgument)
+	wantKind(t, "missing rootfs", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "noroot", OCI: noRoot}), errdefs.ErrInvalidArgument)
 	badRlimit := e.spec("/bin/true")
 	badRlimit.Process.Rlimits = []*pb.POSIXRlimit{{Type: "RLIMIT_BOGUS"}}
-	wantCode(t, "bad rlimit", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "badrlimit", OCI: badRlimit}), codes.InvalidArgument)
-	wantCode(t, "storages without a storage layer", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "stor", OCI: e.spec("/bin/true"), Storages: []*pb.Storage{{Driver: "local"}}}), codes.Unimplemented)
+	wantKind(t, "bad rlimit", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "badrlimit", OCI: badRlimit}), errdefs.ErrInvalidArgument)
+	wantKind(t, "storages without a storage layer", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "stor", OCI: e.spec("/bin/true"), Storages: []*pb.Storage{{Driver: "local"}}}), errdefs.ErrUnimplemented)
 
 	id := e.run("/bin/sh", "-c", "exit 0")
-	wantCode(t, "duplicate", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, OCI: e.spec("/bin/true")}), codes.AlreadyExists)
-	wantCode(t, "start twice", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}), codes.FailedPrecondition)
+	wantKind(t, "duplicate", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, OCI: e.spec("/bin/true")}), errdefs.ErrAlreadyExists)
+	wantKind(t, "start twice", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}), errdefs.ErrFailedPrecondition)
 	e.wait(id, "")
-	wantCode(t, "exec into stopped", e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: "e", Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}}), codes.FailedPrecondition)
-	wantCode(t, "exec into unknown", e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: "unknown", ExecId: "e", Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}}), codes.NotFound)
-	wantCode(t, "start unknown", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: "unknown"}), codes.NotFound)
-	wantCode(t, "remove unknown", e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: "unknown"}), codes.NotFound)
+	wantKind(t, "exec into stopped", e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: "e", Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}}), errdefs.ErrFailedPrecondition)
+	wantKind(t, "exec into unknown", e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: "unknown", ExecId: "e", Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}}), errdefs.ErrNotFound)
+	wantKind(t, "start unknown", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: "unknown"}), errdefs.ErrNotFound)
+	wantKind(t, "remove unknown", e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: "unknown"}), errdefs.ErrNotFound)
 	_, err := e.sb.WaitProcess(bg, &pb.WaitProcessRequest{ContainerId: id, ExecId: "nope"})
-	wantCode(t, "wait unknown exec", err, codes.NotFound)
-	wantCode(t, "bad signal", e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, Signal: 999}), codes.InvalidArgument)
-	wantCode(t, "resume running", e.sb.ResumeContainer(bg, &pb.ResumeContainerRequest{ContainerId: id}), codes.FailedPrecondition)
+	wantKind(t, "wait unknown exec", err, errdefs.ErrNotFound)
+	wantKind(t, "bad signal", e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, Signal: 999}), errdefs.ErrInvalidArgument)
+	wantKind(t, "resume running", e.sb.ResumeContainer(bg, &pb.ResumeContainerRequest{ContainerId: id}), errdefs.ErrFailedPrecondition)
 	e.remove(id)
 	dirs := cgroupDirs(id)
 	for _, u := range used {
@@ -654,7 +653,9 @@ func TestRemoveTimeout(t *testing.T) {
 	}
 	defer thaw()
 	err := e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: id, Timeout: 1})
-	wantCode(t, "remove of an unkillable container", err, codes.DeadlineExceeded)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("remove of an unkillable container: %v, want the deadline exceeded", err)
+	}
 	thaw()
 	e.remove(id)
 }
@@ -694,7 +695,7 @@ func TestConcurrency(t *testing.T) {
 	}
 	cancel()
 	for range 2 {
-		if err := <-blocked; status.Code(err) != codes.Canceled {
+		if err := <-blocked; !errors.Is(err, context.Canceled) {
 			t.Errorf("blocked call after cancel: %v, want Canceled", err)
 		}
 	}
@@ -730,7 +731,7 @@ func TestDestroySandboxCleansUpAndUnblocksOOMWait(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.state, "sandbox")); !os.IsNotExist(err) {
 		t.Errorf("sandbox state left: %v", err)
 	}
-	wantCode(t, "CreateContainer after destroy", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "after", OCI: e.spec("/bin/true")}), codes.FailedPrecondition)
+	wantKind(t, "CreateContainer after destroy", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "after", OCI: e.spec("/bin/true")}), errdefs.ErrFailedPrecondition)
 }
 
 // A bundle whose rootfs has several mounts stacked on it is still removed

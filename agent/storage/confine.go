@@ -5,8 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // Where storages may be mounted. Kata's runtime puts every storage in a
@@ -43,7 +42,7 @@ func (m *Manager) checkMountPoint(driver, mp string) error {
 	shared := SharedDir(root)
 	watch := m.watch.dir
 	refuse := func(why string) error {
-		return status.Errorf(codes.InvalidArgument, "storage mount point %s %s", mp, why)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "storage mount point %s %s", mp, why)
 	}
 	if !within(root, mp) {
 		return refuse(fmt.Sprintf("is not below the state root %s", root))

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // attrs is what a request may change on a path and must give back.
@@ -120,7 +120,7 @@ func TestMountPointsOutsideKataDirsRefused(t *testing.T) {
 					t.Errorf("release: %v", rerr)
 				}
 			}
-			if got := status.Code(err); got != codes.InvalidArgument {
+			if got := errdefs.KindOf(err); got != errdefs.ErrInvalidArgument {
 				t.Errorf("code %v (%v), want InvalidArgument", got, err)
 			}
 			assertAttrs(t, kept)
@@ -198,7 +198,7 @@ func TestMountPointSymlinkOutRefused(t *testing.T) {
 				t.Errorf("release: %v", rerr)
 			}
 		}
-		if got := status.Code(err); got != codes.InvalidArgument {
+		if got := errdefs.KindOf(err); got != errdefs.ErrInvalidArgument {
 			t.Errorf("%s (%s): code %v (%v), want InvalidArgument", v.MountPoint, v.Driver, got, err)
 		}
 		assertAttrs(t, kept)
@@ -312,7 +312,7 @@ func TestTeardownResolvesBeneathAgain(t *testing.T) {
 	swap(filepath.Join(shared, "c1"))
 	swap(filepath.Join(shared, "sb", "rootfs", "local"))
 
-	if err := m.Release(context.Background(), "c1"); status.Code(err) != codes.InvalidArgument {
+	if err := m.Release(context.Background(), "c1"); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Errorf("release through a swapped symlink: %v, want InvalidArgument", err)
 	}
 	if fstype, _, ok := mountAt(t, filepath.Join(outside, "rootfs")); !ok || fstype != "tmpfs" {

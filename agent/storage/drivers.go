@@ -10,8 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // overlayRWOption asks for a writable overlay with upper and work
@@ -23,7 +23,7 @@ const overlayRWOption = "io.katacontainers.fs-opt.overlay-rw"
 func (m *Manager) plainMount(source, fstype string, v *Volume, opts []string) (*mountState, error) {
 	mo, err := ParseOptions(opts)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "options: %v", err)
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "options: %v", err)
 	}
 	file := mo.Flags&unix.MS_BIND != 0 && !isDirSource(source)
 	created, err := makeMountPoint(m.stateRoot, v.MountPoint, file)
@@ -46,7 +46,7 @@ func fstypeOr(v *Volume, def string) string {
 
 func (m *Manager) mountVirtioFS(ctx context.Context, owner string, v *Volume) (*mountState, error) {
 	if v.Source == "" {
-		return nil, status.Error(codes.InvalidArgument, "virtio-fs storage without a tag")
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "virtio-fs storage without a tag")
 	}
 	// A guest image may mount the shared tag itself (Kata allows this too);
 	// then there is nothing to do and nothing to undo.
@@ -60,7 +60,7 @@ func (m *Manager) mountVirtioFS(ctx context.Context, owner string, v *Volume) (*
 
 func (m *Manager) mount9P(ctx context.Context, owner string, v *Volume) (*mountState, error) {
 	if v.Source == "" {
-		return nil, status.Error(codes.InvalidArgument, "9p storage without a tag")
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "9p storage without a tag")
 	}
 	return m.plainMount(v.Source, fstypeOr(v, "9p"), v, v.Options)
 }
@@ -73,7 +73,7 @@ func fsgid(opts []string) (int, bool, error) {
 	}
 	g, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
-		return 0, false, status.Errorf(codes.InvalidArgument, "fsgid %q: %v", s, err)
+		return 0, false, errdefs.Errorf(errdefs.ErrInvalidArgument, "fsgid %q: %v", s, err)
 	}
 	return int(g), true, nil
 }
@@ -83,7 +83,7 @@ func (m *Manager) mountEphemeral(ctx context.Context, owner string, v *Volume) (
 		return m.mountHugetlbfs(v)
 	}
 	if v.FSType != "" && v.FSType != "tmpfs" {
-		return nil, status.Errorf(codes.InvalidArgument, "ephemeral storage of type %q; want tmpfs or hugetlbfs", v.FSType)
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "ephemeral storage of type %q; want tmpfs or hugetlbfs", v.FSType)
 	}
 	gid, hasGid, err := fsgid(v.Options)
 	if err != nil {
@@ -145,18 +145,18 @@ func (m *Manager) mountHugetlbfs(v *Volume) (*mountState, error) {
 	ps, ok1 := optionValue(v.Options, "pagesize")
 	sz, ok2 := optionValue(v.Options, "size")
 	if !ok1 || !ok2 {
-		return nil, status.Error(codes.InvalidArgument, "hugetlbfs storage needs pagesize= and size= options")
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "hugetlbfs storage needs pagesize= and size= options")
 	}
 	pagesize, err := parseSize(ps)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "hugetlbfs pagesize: %v", err)
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "hugetlbfs pagesize: %v", err)
 	}
 	size, err := parseSize(sz)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "hugetlbfs size: %v", err)
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "hugetlbfs size: %v", err)
 	}
 	if pagesize < 1<<12 || size%pagesize != 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "hugetlbfs size %d is not a multiple of pagesize %d", size, pagesize)
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "hugetlbfs size %d is not a multiple of pagesize %d", size, pagesize)
 	}
 	if err := m.reserveHugepages(pagesize, size/pagesize); err != nil {
 		return nil, err
@@ -179,7 +179,7 @@ func (m *Manager) reserveHugepages(pagesize, pages uint64) error {
 	}
 	cur, err := read()
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "hugepages of %d bytes unsupported: %v", pagesize, err)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "hugepages of %d bytes unsupported: %v", pagesize, err)
 	}
 	if cur >= pages {
 		return nil
@@ -188,7 +188,7 @@ func (m *Manager) reserveHugepages(pagesize, pages uint64) error {
 		return fmt.Errorf("reserve %d hugepages: %w", pages, err)
 	}
 	if got, err := read(); err != nil || got < pages {
-		return status.Errorf(codes.ResourceExhausted, "reserved %d of %d hugepages of %d bytes", got, pages, pagesize)
+		return errdefs.Errorf(errdefs.ErrResourceExhausted, "reserved %d of %d hugepages of %d bytes", got, pages, pagesize)
 	}
 	return nil
 }
@@ -198,7 +198,7 @@ func (m *Manager) mountLocal(ctx context.Context, owner string, v *Volume) (*mou
 	if s, ok := optionValue(v.Options, "mode"); ok {
 		var err error
 		if mode, err = strconv.ParseUint(s, 8, 32); err != nil || mode > 0o7777 {
-			return nil, status.Errorf(codes.InvalidArgument, "local storage mode %q is not octal permission bits", s)
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "local storage mode %q is not octal permission bits", s)
 		}
 	}
 	gid, hasGid, err := fsgid(v.Options)
@@ -249,7 +249,7 @@ func (m *Manager) mountOverlay(ctx context.Context, owner string, v *Volume) (*m
 	var extra []string
 	if slices.Contains(v.Options, overlayRWOption) {
 		if owner == "" || strings.ContainsAny(owner, "/\x00") || owner == "." || owner == ".." {
-			return nil, status.Errorf(codes.InvalidArgument, "writable overlay needs a container id, got %q", owner)
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "writable overlay needs a container id, got %q", owner)
 		}
 		base := filepath.Join(m.stateRoot, owner)
 		for _, d := range []string{"upper", "work"} {
@@ -290,21 +290,21 @@ func (m *Manager) mountOverlay(ctx context.Context, owner string, v *Volume) (*m
 // blockMount mounts a resolved block device node.
 func (m *Manager) blockMount(dev string, v *Volume) (*mountState, error) {
 	if v.FSType == "" {
-		return nil, status.Errorf(codes.InvalidArgument, "block storage %s without fstype", v.Source)
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "block storage %s without fstype", v.Source)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(dev, &st); err != nil {
-		return nil, status.Errorf(codes.NotFound, "block device %s: %v", dev, err)
+		return nil, errdefs.Errorf(errdefs.ErrNotFound, "block device %s: %v", dev, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		return nil, status.Errorf(codes.InvalidArgument, "%s is not a block device", dev)
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "%s is not a block device", dev)
 	}
 	return m.plainMount(dev, v.FSType, v, v.Options)
 }
 
 func (m *Manager) needDevices(driver string) error {
 	if m.devs == nil {
-		return status.Errorf(codes.FailedPrecondition, "%s storage needs the uevent listener", driver)
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s storage needs the uevent listener", driver)
 	}
 	return nil
 }
@@ -312,7 +312,7 @@ func (m *Manager) needDevices(driver string) error {
 func (m *Manager) mountBlk(ctx context.Context, owner string, v *Volume) (*mountState, error) {
 	if strings.HasPrefix(v.Source, "/") {
 		if !strings.HasPrefix(v.Source, "/dev/") {
-			return nil, status.Errorf(codes.InvalidArgument, "blk source %q is neither a PCI path nor a /dev path", v.Source)
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "blk source %q is neither a PCI path nor a /dev path", v.Source)
 		}
 		return m.blockMount(v.Source, v)
 	}

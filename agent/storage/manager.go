@@ -15,10 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/device"
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // Storage drivers (Storage.driver), as Kata's runtime names them.
@@ -181,13 +180,13 @@ var drivers = map[string]driverFunc{
 
 func (m *Manager) validate(v *Volume) error {
 	if _, ok := drivers[v.Driver]; !ok {
-		return status.Errorf(codes.InvalidArgument, "unknown storage driver %q", v.Driver)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "unknown storage driver %q", v.Driver)
 	}
 	// Kata's runtime names the shared directory with a trailing slash
 	// ("/run/kata-containers/shared/containers/"): normalise, so that
 	// reference counting sees one mount point.
 	if v.MountPoint == "" || !filepath.IsAbs(v.MountPoint) || filepath.Clean(v.MountPoint) == "/" {
-		return status.Errorf(codes.InvalidArgument, "storage mount point %q must be an absolute path other than /", v.MountPoint)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "storage mount point %q must be an absolute path other than /", v.MountPoint)
 	}
 	v.MountPoint = filepath.Clean(v.MountPoint)
 	if err := m.checkMountPoint(v.Driver, v.MountPoint); err != nil {
@@ -195,10 +194,10 @@ func (m *Manager) validate(v *Volume) error {
 	}
 	mo, err := ParseOptions(v.Options)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "storage at %s: %v", v.MountPoint, err)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "storage at %s: %v", v.MountPoint, err)
 	}
 	if mo.Flags&unix.MS_BIND != 0 && !bindAllowed[v.Driver] {
-		return status.Errorf(codes.InvalidArgument, "storage at %s: driver %s does not bind-mount (bind/rbind option)", v.MountPoint, v.Driver)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "storage at %s: driver %s does not bind-mount (bind/rbind option)", v.MountPoint, v.Driver)
 	}
 	return nil
 }

@@ -11,9 +11,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/lib/fsremove"
 )
 
@@ -50,7 +49,7 @@ func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 // non-directory on the way is the request's fault.
 func beneathErr(path string, err error) error {
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOTDIR) {
-		return status.Errorf(codes.InvalidArgument, "%s: a symlink or a non-directory on the way (%v); storage paths are resolved below the state root without following symlinks", path, err)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "%s: a symlink or a non-directory on the way (%v); storage paths are resolved below the state root without following symlinks", path, err)
 	}
 	return fmt.Errorf("open %s: %w", path, err)
 }
@@ -68,7 +67,7 @@ func openBeneath(root, path string, flags uint64) (int, error) {
 	if path != root {
 		var ok bool
 		if rel, ok = relBelow(root, path); !ok {
-			return -1, status.Errorf(codes.InvalidArgument, "%s is not below %s", path, root)
+			return -1, errdefs.Errorf(errdefs.ErrInvalidArgument, "%s is not below %s", path, root)
 		}
 	}
 	fd, err := openat2(rfd, rel, flags)
@@ -130,7 +129,7 @@ func makeMountPoint(root, path string, file bool) ([]string, error) {
 	}
 	rel, ok := relBelow(root, path)
 	if !ok {
-		return fail(status.Errorf(codes.InvalidArgument, "%s is not below %s", path, root))
+		return fail(errdefs.Errorf(errdefs.ErrInvalidArgument, "%s is not below %s", path, root))
 	}
 	dfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -3,9 +3,7 @@ package storage
 import (
 	"context"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
 )
@@ -15,7 +13,7 @@ func FromProto(s []*agentpb.Storage) ([]Volume, error) {
 	vols := make([]Volume, 0, len(s))
 	for i, st := range s {
 		if st == nil {
-			return nil, status.Errorf(codes.InvalidArgument, "storage %d is empty", i)
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "storage %d is empty", i)
 		}
 		v := Volume{
 			Driver:        st.Driver,

@@ -12,9 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
 )
@@ -143,7 +142,7 @@ func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 		{"overlay bind", Volume{Driver: DriverOverlayFS, Source: secret, MountPoint: filepath.Join(run, "shared/containers/c/rootfs"), Options: []string{"bind"}}},
 	} {
 		err := m.MountVolumes(context.Background(), "c", []Volume{tc.v})
-		if status.Code(err) != codes.InvalidArgument {
+		if errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 			t.Errorf("%s: %v, want InvalidArgument", tc.name, err)
 		}
 	}
@@ -230,7 +229,7 @@ func TestHugetlbfsReservesPages(t *testing.T) {
 	err = m.MountVolumes(context.Background(), "c1", []Volume{{
 		Driver: DriverEphemeral, FSType: "hugetlbfs", MountPoint: mp, Options: []string{"pagesize=2M", "size=3M"},
 	}})
-	if status.Code(err) != codes.InvalidArgument {
+	if errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("got %v, want InvalidArgument", err)
 	}
 	assertMountsUnchanged(t, before)
@@ -568,25 +567,25 @@ func TestFailuresLeaveNothing(t *testing.T) {
 	cases := []struct {
 		name  string
 		vols  []Volume
-		code  codes.Code
+		code  error
 		owner string
 	}{
-		{"unknown driver", []Volume{good, {Driver: "floppy", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/b")}}, codes.InvalidArgument, ""},
-		{"relative mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "run/x"}}, codes.InvalidArgument, ""},
-		{"root mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "/run/.."}}, codes.InvalidArgument, ""},
-		{"NUL in options", []Volume{{Driver: DriverEphemeral, MountPoint: root + "/run/sandbox/ephemeral/x", Options: []string{"size=1\x00"}}}, codes.InvalidArgument, ""},
-		{"second mount fails", []Volume{good, {Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/c"), Options: []string{"size=nonsense"}}}, codes.Unknown, ""},
-		{"virtio-fs tag missing", []Volume{good, {Driver: DriverVirtioFS, Source: "no-such-tag", FSType: "virtiofs", MountPoint: filepath.Join(root, "run/shared/containers")}}, codes.Unknown, ""},
-		{"blk not a block device", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.InvalidArgument, ""},
-		{"blk missing device", []Volume{good, {Driver: DriverBlk, Source: "/dev/wren-none", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.NotFound, ""},
-		{"blk without fstype", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.InvalidArgument, ""},
-		{"blk PCI path without listener", []Volume{good, {Driver: DriverBlk, Source: "02/00", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.FailedPrecondition, ""},
-		{"scsi without listener", []Volume{good, {Driver: DriverSCSI, Source: "0:0", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, codes.FailedPrecondition, ""},
-		{"ephemeral bad type", []Volume{good, {Driver: DriverEphemeral, FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/e")}}, codes.InvalidArgument, ""},
-		{"writable overlay without container", []Volume{{Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/shared/containers/o/rootfs"), Options: []string{overlayRWOption, "lowerdir=/"}}}, codes.InvalidArgument, "-"},
-		{"overlay bad lowerdir", []Volume{good, {Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/shared/containers/o/rootfs"), Options: []string{"lowerdir=" + root + "/missing"}}}, codes.Unknown, ""},
-		{"local bad mode", []Volume{good, {Driver: DriverLocal, MountPoint: filepath.Join(root, "run/sandbox/local/l"), Options: []string{"mode=999"}}}, codes.InvalidArgument, ""},
-		{"watchable outside its dir", []Volume{good, {Driver: DriverWatchableBind, Source: root, MountPoint: filepath.Join(root, "run/shared/containers/w")}}, codes.InvalidArgument, ""},
+		{"unknown driver", []Volume{good, {Driver: "floppy", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/b")}}, errdefs.ErrInvalidArgument, ""},
+		{"relative mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "run/x"}}, errdefs.ErrInvalidArgument, ""},
+		{"root mount point", []Volume{{Driver: DriverEphemeral, MountPoint: "/run/.."}}, errdefs.ErrInvalidArgument, ""},
+		{"NUL in options", []Volume{{Driver: DriverEphemeral, MountPoint: root + "/run/sandbox/ephemeral/x", Options: []string{"size=1\x00"}}}, errdefs.ErrInvalidArgument, ""},
+		{"second mount fails", []Volume{good, {Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/c"), Options: []string{"size=nonsense"}}}, nil, ""},
+		{"virtio-fs tag missing", []Volume{good, {Driver: DriverVirtioFS, Source: "no-such-tag", FSType: "virtiofs", MountPoint: filepath.Join(root, "run/shared/containers")}}, nil, ""},
+		{"blk not a block device", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, errdefs.ErrInvalidArgument, ""},
+		{"blk missing device", []Volume{good, {Driver: DriverBlk, Source: "/dev/wren-none", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, errdefs.ErrNotFound, ""},
+		{"blk without fstype", []Volume{good, {Driver: DriverBlk, Source: "/dev/null", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, errdefs.ErrInvalidArgument, ""},
+		{"blk PCI path without listener", []Volume{good, {Driver: DriverBlk, Source: "02/00", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, errdefs.ErrFailedPrecondition, ""},
+		{"scsi without listener", []Volume{good, {Driver: DriverSCSI, Source: "0:0", FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/storage/blk")}}, errdefs.ErrFailedPrecondition, ""},
+		{"ephemeral bad type", []Volume{good, {Driver: DriverEphemeral, FSType: "ext4", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/e")}}, errdefs.ErrInvalidArgument, ""},
+		{"writable overlay without container", []Volume{{Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/shared/containers/o/rootfs"), Options: []string{overlayRWOption, "lowerdir=/"}}}, errdefs.ErrInvalidArgument, "-"},
+		{"overlay bad lowerdir", []Volume{good, {Driver: DriverOverlayFS, MountPoint: filepath.Join(root, "run/shared/containers/o/rootfs"), Options: []string{"lowerdir=" + root + "/missing"}}}, nil, ""},
+		{"local bad mode", []Volume{good, {Driver: DriverLocal, MountPoint: filepath.Join(root, "run/sandbox/local/l"), Options: []string{"mode=999"}}}, errdefs.ErrInvalidArgument, ""},
+		{"watchable outside its dir", []Volume{good, {Driver: DriverWatchableBind, Source: root, MountPoint: filepath.Join(root, "run/shared/containers/w")}}, errdefs.ErrInvalidArgument, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -598,7 +597,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 			if err == nil {
 				t.Fatal("succeeded")
 			}
-			if got := status.Code(err); got != c.code {
+			if got := errdefs.KindOf(err); got != c.code {
 				t.Fatalf("code %v (%v), want %v", got, err, c.code)
 			}
 			assertMountsUnchanged(t, before)
@@ -620,7 +619,7 @@ func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := m.MountVolumes(context.Background(), "b", []Volume{shared, {Driver: "nope", MountPoint: root + "/x"}})
-	if status.Code(err) != codes.InvalidArgument {
+	if errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("got %v", err)
 	}
 	err = m.MountVolumes(context.Background(), "b", []Volume{shared, {Driver: DriverBlk, Source: "/dev/null", FSType: "ext4", MountPoint: root + "/run/sandbox/storage/x"}})
@@ -658,7 +657,7 @@ func TestMountProtoStorages(t *testing.T) {
 	if _, _, ok := mountAt(t, mp); !ok {
 		t.Fatal("shared storage released with its owner")
 	}
-	if err := m.Mount(context.Background(), "c1", []*agentpb.Storage{nil}); status.Code(err) != codes.InvalidArgument {
+	if err := m.Mount(context.Background(), "c1", []*agentpb.Storage{nil}); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("nil storage: %v", err)
 	}
 	if err := m.ReleaseAll(context.Background()); err != nil {

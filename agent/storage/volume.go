@@ -13,8 +13,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // Usage is a volume's byte or inode usage (csi.proto VolumeUsage).
@@ -25,12 +25,12 @@ type Usage struct {
 // VolumeStats returns byte and inode usage of the filesystem at path.
 func VolumeStats(path string) (bytes, inodes Usage, err error) {
 	if !filepath.IsAbs(path) {
-		return Usage{}, Usage{}, status.Errorf(codes.InvalidArgument, "volume path %q is not absolute", path)
+		return Usage{}, Usage{}, errdefs.Errorf(errdefs.ErrInvalidArgument, "volume path %q is not absolute", path)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return Usage{}, Usage{}, status.Errorf(codes.NotFound, "volume %s: %v", path, err)
+			return Usage{}, Usage{}, errdefs.Errorf(errdefs.ErrNotFound, "volume %s: %v", path, err)
 		}
 		return Usage{}, Usage{}, fmt.Errorf("statfs %s: %w", path, err)
 	}
@@ -45,21 +45,21 @@ func VolumeStats(path string) (bytes, inodes Usage, err error) {
 // (resize2fs) and xfs (xfs_growfs) can do this while mounted.
 func ResizeVolume(ctx context.Context, path string, size uint64) error {
 	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
-		return status.Errorf(codes.InvalidArgument, "volume path %q is not absolute and clean", path)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "volume path %q is not absolute and clean", path)
 	}
 	mounts, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
 	if err != nil {
 		return fmt.Errorf("mountinfo: %w", err)
 	}
 	if len(mounts) == 0 {
-		return status.Errorf(codes.NotFound, "no filesystem mounted at %s", path)
+		return errdefs.Errorf(errdefs.ErrNotFound, "no filesystem mounted at %s", path)
 	}
 	mnt := mounts[len(mounts)-1]
 	var cmd []string
 	switch mnt.FSType {
 	case "ext2", "ext3", "ext4":
 		if !strings.HasPrefix(mnt.Source, "/dev/") {
-			return status.Errorf(codes.FailedPrecondition, "%s is not on a block device (%s)", path, mnt.Source)
+			return errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s is not on a block device (%s)", path, mnt.Source)
 		}
 		cmd = []string{"resize2fs", mnt.Source}
 		if size > 0 {
@@ -75,15 +75,15 @@ func ResizeVolume(ctx context.Context, path string, size uint64) error {
 			cmd = append(cmd[:1], "-D", strconv.FormatUint(size/uint64(st.Bsize), 10), path)
 		}
 	default:
-		return status.Errorf(codes.Unimplemented, "online resize of %s filesystems is not supported", mnt.FSType)
+		return errdefs.Errorf(errdefs.ErrUnimplemented, "online resize of %s filesystems is not supported", mnt.FSType)
 	}
 	bin, err := exec.LookPath(cmd[0])
 	if err != nil {
-		return status.Errorf(codes.FailedPrecondition, "%s is not installed in the guest", cmd[0])
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s is not installed in the guest", cmd[0])
 	}
 	out, err := exec.CommandContext(ctx, bin, cmd[1:]...).CombinedOutput()
 	if err != nil {
-		return status.Errorf(codes.FailedPrecondition, "%s: %v: %s", strings.Join(cmd, " "), err, strings.TrimSpace(string(out)))
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s: %v: %s", strings.Join(cmd, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -91,20 +91,20 @@ func ResizeVolume(ctx context.Context, path string, size uint64) error {
 // Swapon enables swap on a device or file already formatted by mkswap.
 func Swapon(path string) error {
 	if !filepath.IsAbs(path) {
-		return status.Errorf(codes.InvalidArgument, "swap path %q is not absolute", path)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "swap path %q is not absolute", path)
 	}
 	p, err := unix.BytePtrFromString(path)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "swap path: %v", err)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "swap path: %v", err)
 	}
 	if _, _, errno := unix.Syscall(unix.SYS_SWAPON, uintptr(unsafe.Pointer(p)), 0, 0); errno != 0 {
 		switch errno {
 		case unix.ENOENT:
-			return status.Errorf(codes.NotFound, "swapon %s: %v", path, errno)
+			return errdefs.Errorf(errdefs.ErrNotFound, "swapon %s: %v", path, errno)
 		case unix.EINVAL:
-			return status.Errorf(codes.InvalidArgument, "swapon %s: not a swap area: %v", path, errno)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "swapon %s: not a swap area: %v", path, errno)
 		case unix.EBUSY:
-			return status.Errorf(codes.AlreadyExists, "swapon %s: already in use", path)
+			return errdefs.Errorf(errdefs.ErrAlreadyExists, "swapon %s: already in use", path)
 		}
 		return fmt.Errorf("swapon %s: %w", path, errno)
 	}
@@ -130,14 +130,14 @@ func (m *Manager) UpdateEphemeral(ctx context.Context, vols []Volume) error {
 	}()
 	for _, v := range vols {
 		if v.Driver != DriverEphemeral || (v.FSType != "" && v.FSType != "tmpfs") {
-			return status.Errorf(codes.InvalidArgument, "%s: only ephemeral tmpfs storages can be updated (driver %q, type %q)", v.MountPoint, v.Driver, v.FSType)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "%s: only ephemeral tmpfs storages can be updated (driver %q, type %q)", v.MountPoint, v.Driver, v.FSType)
 		}
 		if !filepath.IsAbs(v.MountPoint) {
-			return status.Errorf(codes.InvalidArgument, "ephemeral mount point %q is not absolute", v.MountPoint)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "ephemeral mount point %q is not absolute", v.MountPoint)
 		}
 		mo, err := updateOptions(v.Options)
 		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "%s: %v", v.MountPoint, err)
+			return errdefs.Errorf(errdefs.ErrInvalidArgument, "%s: %v", v.MountPoint, err)
 		}
 		mp := filepath.Clean(v.MountPoint)
 		m.mu.Lock()
@@ -147,7 +147,7 @@ func (m *Manager) UpdateEphemeral(ctx context.Context, vols []Volume) error {
 		}
 		m.mu.Unlock()
 		if e == nil {
-			return status.Errorf(codes.NotFound, "no ephemeral storage mounted by the agent at %s", mp)
+			return errdefs.Errorf(errdefs.ErrNotFound, "no ephemeral storage mounted by the agent at %s", mp)
 		}
 		ups = append(ups, update{e, mo})
 		e.mu.Lock()
@@ -159,7 +159,7 @@ func (m *Manager) UpdateEphemeral(ctx context.Context, vols []Volume) error {
 	}
 	for _, u := range ups {
 		if err := ctx.Err(); err != nil {
-			return status.FromContextError(err).Err()
+			return err
 		}
 		u.e.mu.Lock()
 		err := checkEphemeral(u.e)
@@ -183,7 +183,7 @@ func (m *Manager) remountEphemeral(path string, mo MountOptions) error {
 	}
 	defer unix.Close(fd)
 	if err := unix.Mount("", procPath(fd), "tmpfs", mo.Flags|unix.MS_REMOUNT, mo.DataString()); err != nil {
-		return status.Errorf(codes.InvalidArgument, "remount %s with %q: %v", path, mo.DataString(), err)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "remount %s with %q: %v", path, mo.DataString(), err)
 	}
 	return nil
 }
@@ -208,13 +208,13 @@ func updateOptions(opts []string) (MountOptions, error) {
 // manager. Caller holds e.mu.
 func checkEphemeral(e *entry) error {
 	if e.state == nil {
-		return status.Errorf(codes.NotFound, "no ephemeral storage mounted by the agent at %s", e.path)
+		return errdefs.Errorf(errdefs.ErrNotFound, "no ephemeral storage mounted by the agent at %s", e.path)
 	}
 	if e.driver != DriverEphemeral {
-		return status.Errorf(codes.InvalidArgument, "%s is a %s storage, not ephemeral", e.path, e.driver)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "%s is a %s storage, not ephemeral", e.path, e.driver)
 	}
 	if fstype, ok := mountedFSType(e.path); !ok || fstype != "tmpfs" {
-		return status.Errorf(codes.InvalidArgument, "ephemeral storage at %s is %q, not tmpfs", e.path, fstype)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "ephemeral storage at %s is %q, not tmpfs", e.path, fstype)
 	}
 	return nil
 }
@@ -229,7 +229,7 @@ func (m *Manager) TouchSharedMounts(ctx context.Context) error {
 	}
 	for _, mnt := range mounts {
 		if err := ctx.Err(); err != nil {
-			return status.FromContextError(err).Err()
+			return err
 		}
 		var st unix.Stat_t
 		if err := unix.Stat(mnt.Mountpoint, &st); err != nil {

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,8 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 func TestVolumeStatsOnTmpfs(t *testing.T) {
@@ -35,10 +36,10 @@ func TestVolumeStatsOnTmpfs(t *testing.T) {
 	if in.Total != 100 || in.Used < 2 || in.Available+in.Used != in.Total {
 		t.Fatalf("inodes %+v", in)
 	}
-	if _, _, err := VolumeStats(filepath.Join(root, "missing")); status.Code(err) != codes.NotFound {
+	if _, _, err := VolumeStats(filepath.Join(root, "missing")); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("missing: %v", err)
 	}
-	if _, _, err := VolumeStats("rel"); status.Code(err) != codes.InvalidArgument {
+	if _, _, err := VolumeStats("rel"); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("relative: %v", err)
 	}
 }
@@ -65,13 +66,13 @@ func TestResizeVolumeErrors(t *testing.T) {
 	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: tmp}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ResizeVolume(context.Background(), tmp, 0); status.Code(err) != codes.Unimplemented {
+	if err := ResizeVolume(context.Background(), tmp, 0); errdefs.KindOf(err) != errdefs.ErrUnimplemented {
 		t.Fatalf("tmpfs: %v", err)
 	}
-	if err := ResizeVolume(context.Background(), filepath.Join(root, "nothing"), 0); status.Code(err) != codes.NotFound {
+	if err := ResizeVolume(context.Background(), filepath.Join(root, "nothing"), 0); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("not mounted: %v", err)
 	}
-	if err := ResizeVolume(context.Background(), "rel/path", 0); status.Code(err) != codes.InvalidArgument {
+	if err := ResizeVolume(context.Background(), "rel/path", 0); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("relative: %v", err)
 	}
 }
@@ -144,15 +145,15 @@ func TestSwaponFile(t *testing.T) {
 	if !strings.Contains(string(swaps), file) {
 		t.Fatalf("%s not in /proc/swaps:\n%s", file, swaps)
 	}
-	if err := Swapon(file); status.Code(err) != codes.AlreadyExists {
+	if err := Swapon(file); errdefs.KindOf(err) != errdefs.ErrAlreadyExists {
 		t.Fatalf("second swapon: %v", err)
 	}
 	plain := filepath.Join(dir, "plain")
 	os.WriteFile(plain, make([]byte, 1<<20), 0o600)
-	if err := Swapon(plain); status.Code(err) != codes.InvalidArgument {
+	if err := Swapon(plain); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("not a swap area: %v", err)
 	}
-	if err := Swapon(filepath.Join(dir, "none")); status.Code(err) != codes.NotFound {
+	if err := Swapon(filepath.Join(dir, "none")); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("missing: %v", err)
 	}
 }
@@ -177,14 +178,14 @@ func TestUpdateEphemeralRemountsWithNewSize(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(mp, "keep")); err != nil {
 		t.Fatal("remount lost the content")
 	}
-	if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverLocal, MountPoint: mp}}); status.Code(err) != codes.InvalidArgument {
+	if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverLocal, MountPoint: mp}}); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("local: %v", err)
 	}
-	if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverEphemeral, MountPoint: root + "/none"}}); status.Code(err) != codes.NotFound {
+	if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverEphemeral, MountPoint: root + "/none"}}); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("not mounted: %v", err)
 	}
 	for _, opts := range [][]string{{"bind", "size=3m"}, {"rshared", "size=3m"}, {"move"}} {
-		if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverEphemeral, MountPoint: mp, Options: opts}}); status.Code(err) != codes.InvalidArgument {
+		if err := m.UpdateEphemeral(context.Background(), []Volume{{Driver: DriverEphemeral, MountPoint: mp, Options: opts}}); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 			t.Fatalf("update with %q: %v", opts, err)
 		}
 	}
@@ -219,18 +220,18 @@ func TestUpdateEphemeralLeavesOtherMountsAlone(t *testing.T) {
 	update := func(mp string) Volume {
 		return Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp, Options: []string{"remount", "size=4m"}}
 	}
-	if err := m.UpdateEphemeral(context.Background(), []Volume{update(foreign)}); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "mounted by the agent") {
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(foreign)}); errdefs.KindOf(err) != errdefs.ErrNotFound || !strings.Contains(err.Error(), "mounted by the agent") {
 		t.Fatalf("foreign tmpfs: %v", err)
 	}
-	if err := m.UpdateEphemeral(context.Background(), []Volume{update(foreign + "/")}); status.Code(err) != codes.NotFound {
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(foreign + "/")}); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("foreign tmpfs with a trailing slash: %v", err)
 	}
-	if err := m.UpdateEphemeral(context.Background(), []Volume{update(share)}); status.Code(err) != codes.InvalidArgument {
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(share)}); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("virtio-fs storage: %v", err)
 	}
 	// Checked before anything is remounted: our own volume keeps its size
 	// when a later entry of the same request is refused.
-	if err := m.UpdateEphemeral(context.Background(), []Volume{update(ours), update(foreign)}); status.Code(err) != codes.NotFound {
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(ours), update(foreign)}); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("mixed request: %v", err)
 	}
 	assertMountsUnchanged(t, before)
@@ -246,7 +247,7 @@ func TestUpdateEphemeralLeavesOtherMountsAlone(t *testing.T) {
 	if err := m.Release(context.Background(), "c"); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.UpdateEphemeral(context.Background(), []Volume{update(ours)}); status.Code(err) != codes.NotFound {
+	if err := m.UpdateEphemeral(context.Background(), []Volume{update(ours)}); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("released volume: %v", err)
 	}
 	if got := len(m.entries); got != 0 {
@@ -266,7 +267,7 @@ func TestTouchSharedMounts(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := m.TouchSharedMounts(ctx); status.Code(err) != codes.Canceled {
+	if err := m.TouchSharedMounts(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled: %v", err)
 	}
 }

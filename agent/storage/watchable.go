@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // Kata's limits for a watchable-bind volume (ConfigMaps, Secrets): beyond
@@ -72,7 +72,7 @@ func newBindWatcher(log *slog.Logger, root, dir string, interval time.Duration) 
 
 func (m *Manager) mountWatchable(ctx context.Context, owner string, v *Volume) (*mountState, error) {
 	if v.Source == "" {
-		return nil, status.Error(codes.InvalidArgument, "watchable-bind storage without a source")
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "watchable-bind storage without a source")
 	}
 	if err := m.watch.add(SharedDir(m.stateRoot), v.Source, v.MountPoint); err != nil {
 		return nil, err
@@ -90,19 +90,19 @@ func (m *Manager) mountWatchable(ctx context.Context, owner string, v *Volume) (
 // cannot take the copy elsewhere.
 func openSource(shared, copies, source string) (int, error) {
 	if !filepath.IsAbs(source) {
-		return -1, status.Errorf(codes.InvalidArgument, "watchable-bind source %q is not an absolute path", source)
+		return -1, errdefs.Errorf(errdefs.ErrInvalidArgument, "watchable-bind source %q is not an absolute path", source)
 	}
 	source = filepath.Clean(source)
 	rel, ok := relBelow(shared, source)
 	if !ok {
-		return -1, status.Errorf(codes.InvalidArgument, "watchable-bind source %s is not below the shared directory %s", source, shared)
+		return -1, errdefs.Errorf(errdefs.ErrInvalidArgument, "watchable-bind source %s is not below the shared directory %s", source, shared)
 	}
 	if source == copies || within(copies, source) {
-		return -1, status.Errorf(codes.InvalidArgument, "watchable-bind source %s is inside the watcher's own copies", source)
+		return -1, errdefs.Errorf(errdefs.ErrInvalidArgument, "watchable-bind source %s is inside the watcher's own copies", source)
 	}
 	sfd, err := unix.Open(shared, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
-		return -1, status.Errorf(codes.NotFound, "watchable-bind source %s does not exist", source)
+		return -1, errdefs.Errorf(errdefs.ErrNotFound, "watchable-bind source %s does not exist", source)
 	}
 	if err != nil {
 		return -1, fmt.Errorf("open %s: %w", shared, err)
@@ -111,9 +111,9 @@ func openSource(shared, copies, source string) (int, error) {
 	fd, err := openat2(sfd, rel, unix.O_PATH)
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return -1, status.Errorf(codes.NotFound, "watchable-bind source %s does not exist", source)
+		return -1, errdefs.Errorf(errdefs.ErrNotFound, "watchable-bind source %s does not exist", source)
 	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV), errors.Is(err, unix.ENOTDIR):
-		return -1, status.Errorf(codes.InvalidArgument, "watchable-bind source %s: a symlink or a non-directory on the way (%v); sources are resolved below the shared directory without following symlinks", source, err)
+		return -1, errdefs.Errorf(errdefs.ErrInvalidArgument, "watchable-bind source %s: a symlink or a non-directory on the way (%v); sources are resolved below the shared directory without following symlinks", source, err)
 	case err != nil:
 		return -1, fmt.Errorf("open %s: %w", source, err)
 	}
@@ -127,7 +127,7 @@ func within(dir, path string) bool {
 
 func (w *bindWatcher) add(shared, source, target string) error {
 	if !within(w.dir, target) {
-		return status.Errorf(codes.InvalidArgument, "watchable-bind mount point %s is not below %s", target, w.dir)
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "watchable-bind mount point %s is not below %s", target, w.dir)
 	}
 	fd, err := openSource(shared, w.dir, source)
 	if err != nil {
@@ -137,7 +137,7 @@ func (w *bindWatcher) add(shared, source, target string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.items[target]; ok {
-		return status.Errorf(codes.AlreadyExists, "watchable-bind %s already watched", target)
+		return errdefs.Errorf(errdefs.ErrAlreadyExists, "watchable-bind %s already watched", target)
 	}
 	if err := w.ensureTmpfs(); err != nil {
 		return err

@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
@@ -100,18 +99,18 @@ func TestWatchableBindSourceConfinedToSharedDir(t *testing.T) {
 
 	cases := []struct {
 		name, source string
-		code         codes.Code
+		code         error
 	}{
-		{"outside", secret, codes.InvalidArgument},
-		{"dot-dot out of the shared dir", filepath.Join(shared, "..", "..", "..", "guest-secret"), codes.InvalidArgument},
-		{"symlink in the shared dir pointing out", filepath.Join(shared, "link-out"), codes.InvalidArgument},
-		{"relative", "c1-config", codes.InvalidArgument},
-		{"missing", filepath.Join(shared, "nothing"), codes.NotFound},
+		{"outside", secret, errdefs.ErrInvalidArgument},
+		{"dot-dot out of the shared dir", filepath.Join(shared, "..", "..", "..", "guest-secret"), errdefs.ErrInvalidArgument},
+		{"symlink in the shared dir pointing out", filepath.Join(shared, "link-out"), errdefs.ErrInvalidArgument},
+		{"relative", "c1-config", errdefs.ErrInvalidArgument},
+		{"missing", filepath.Join(shared, "nothing"), errdefs.ErrNotFound},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: c.source, MountPoint: filepath.Join(watchDir, "c1-x")}})
-			if got := status.Code(err); got != c.code {
+			if got := errdefs.KindOf(err); got != c.code {
 				t.Fatalf("code %v (%v), want %v", got, err, c.code)
 			}
 			assertMountsUnchanged(t, before)

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // Captured on this machine's kernel (6.18) with a NETLINK_KOBJECT_UEVENT
@@ -169,7 +169,7 @@ func TestWaitTimesOut(t *testing.T) {
 	requireRoot(t)
 	w := listen(t, 50*time.Millisecond)
 	_, err := w.Wait(context.Background(), "pci 0000:ff:1f.7", func(ev Event) bool { return ev.DevPath == "/nonexistent" })
-	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "pci 0000:ff:1f.7") {
+	if errdefs.KindOf(err) != errdefs.ErrDeadlineExceeded || !strings.Contains(err.Error(), "pci 0000:ff:1f.7") {
 		t.Fatalf("got %v, want DeadlineExceeded naming the device", err)
 	}
 	w.mu.Lock()
@@ -184,7 +184,7 @@ func TestWaitAfterClose(t *testing.T) {
 	requireRoot(t)
 	w := listen(t, time.Second)
 	w.Close()
-	if _, err := w.Wait(context.Background(), "x", func(Event) bool { return false }); status.Code(err) != codes.Unavailable {
+	if _, err := w.Wait(context.Background(), "x", func(Event) bool { return false }); errdefs.KindOf(err) != errdefs.ErrUnavailable {
 		t.Fatalf("got %v, want Unavailable", err)
 	}
 }
@@ -277,7 +277,7 @@ func TestForgedUserspaceUeventIgnored(t *testing.T) {
 		}
 	}
 	_, err = w.Wait(context.Background(), "forged vdz", func(ev Event) bool { return ev.DevName == "vdz" })
-	if status.Code(err) != codes.DeadlineExceeded {
+	if errdefs.KindOf(err) != errdefs.ErrDeadlineExceeded {
 		t.Fatalf("forged uevent accepted: %v", err)
 	}
 }

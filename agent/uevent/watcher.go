@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/errdefs"
 )
 
 // DefaultHotplugTimeout is Kata's agent.hotplug_timeout default.
@@ -133,7 +133,7 @@ func (w *Watcher) Wait(ctx context.Context, device string, match func(Event) boo
 	select {
 	case <-w.done:
 		w.mu.Unlock()
-		return Event{}, status.Errorf(codes.Unavailable, "uevent watcher stopped while waiting for %s", device)
+		return Event{}, errdefs.Errorf(errdefs.ErrUnavailable, "uevent watcher stopped while waiting for %s", device)
 	default:
 	}
 	for _, ev := range w.seen {
@@ -153,11 +153,11 @@ func (w *Watcher) Wait(ctx context.Context, device string, match func(Event) boo
 	case ev := <-wt.ch:
 		return ev, nil
 	case <-timer.C:
-		err = status.Errorf(codes.DeadlineExceeded, "timeout after %v waiting for uevent of %s", w.timeout, device)
+		err = errdefs.Errorf(errdefs.ErrDeadlineExceeded, "timeout after %v waiting for uevent of %s", w.timeout, device)
 	case <-ctx.Done():
-		err = status.FromContextError(ctx.Err()).Err()
+		err = ctx.Err()
 	case <-w.done:
-		err = status.Errorf(codes.Unavailable, "uevent watcher stopped while waiting for %s", device)
+		err = errdefs.Errorf(errdefs.ErrUnavailable, "uevent watcher stopped while waiting for %s", device)
 	}
 	w.mu.Lock()
 	delete(w.waiters, wt)
