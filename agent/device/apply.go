@@ -14,7 +14,6 @@ import (
 
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/uevent"
-	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
 // Device types of CreateContainerRequest.devices, as Kata's runtime sends
@@ -34,6 +33,20 @@ func Handlers() []string {
 	return []string{TypeBlk, TypeMMIOBlk, TypeSCSI, TypeNVDIMM, TypeVFIOPCI, TypeVFIOPCIGK}
 }
 
+// Device is one device of a CreateContainer request, in the agent's terms.
+type Device struct {
+	// ID names the device: a PCI path, SCSI address, ... by Type.
+	ID string
+	// Type is one of the Type constants.
+	Type string
+	// VMPath is the device node in the guest, when the host knows it.
+	VMPath string
+	// ContainerPath is the device's path in the container's spec.
+	ContainerPath string
+	// Options are driver options (vfio: "0000:00:02.0=02/00").
+	Options []string
+}
+
 // update is what one device changes in the spec.
 type update struct {
 	containerPath string
@@ -45,15 +58,12 @@ type update struct {
 // the guest and rewrites the spec's linux.devices and
 // linux.resources.devices entries to the guest's major/minor. The spec is
 // only modified when every device resolved.
-func (d *Devices) Apply(ctx context.Context, devs []*agentpb.Device, spec *specs.Spec) error {
+func (d *Devices) Apply(ctx context.Context, devs []Device, spec *specs.Spec) error {
 	var ups []update
 	for i, dev := range devs {
-		if dev == nil {
-			return errdefs.Errorf(errdefs.ErrInvalidArgument, "device %d is empty", i)
-		}
 		u, err := d.resolve(ctx, dev)
 		if err != nil {
-			return fmt.Errorf("device %d (%s %s): %w", i, dev.Type, firstNonEmpty(dev.Id, dev.VmPath), err)
+			return fmt.Errorf("device %d (%s %s): %w", i, dev.Type, firstNonEmpty(dev.ID, dev.VMPath), err)
 		}
 		if u.containerPath != "" {
 			ups = append(ups, u)
@@ -140,26 +150,26 @@ func firstNonEmpty(s ...string) string {
 	return ""
 }
 
-func (d *Devices) resolve(ctx context.Context, dev *agentpb.Device) (update, error) {
+func (d *Devices) resolve(ctx context.Context, dev Device) (update, error) {
 	u := update{containerPath: dev.ContainerPath}
 	var err error
 	switch dev.Type {
 	case TypeBlk:
 		switch {
-		case dev.Id != "":
-			u.guestPath, err = d.BlockByPCIPath(ctx, dev.Id)
-		case strings.HasPrefix(dev.VmPath, "/dev/"):
-			u.guestPath = dev.VmPath
+		case dev.ID != "":
+			u.guestPath, err = d.BlockByPCIPath(ctx, dev.ID)
+		case strings.HasPrefix(dev.VMPath, "/dev/"):
+			u.guestPath = dev.VMPath
 		default:
 			err = errdefs.New(errdefs.ErrInvalidArgument, "blk device without a PCI path or /dev path")
 		}
 	case TypeMMIOBlk, TypeNVDIMM:
-		if dev.VmPath == "" {
+		if dev.VMPath == "" {
 			return u, errdefs.Errorf(errdefs.ErrInvalidArgument, "%s device without vm_path", dev.Type)
 		}
-		u.guestPath, err = d.BlockByName(ctx, dev.VmPath)
+		u.guestPath, err = d.BlockByName(ctx, dev.VMPath)
 	case TypeSCSI:
-		u.guestPath, err = d.BlockBySCSIAddr(ctx, dev.Id)
+		u.guestPath, err = d.BlockBySCSIAddr(ctx, dev.ID)
 	case TypeVFIOPCI, TypeVFIO, TypeVFIOPCIGK:
 		var group string
 		group, err = d.vfio(ctx, dev, dev.Type != TypeVFIOPCIGK)
@@ -179,7 +189,7 @@ func (d *Devices) resolve(ctx context.Context, dev *agentpb.Device) (update, err
 // vfio waits for each PCI function of a VFIO device (options
 // "<host BDF>=<guest PCI path>"), binds it to vfio-pci when asked, and
 // returns the IOMMU group they share.
-func (d *Devices) vfio(ctx context.Context, dev *agentpb.Device, bindVFIO bool) (string, error) {
+func (d *Devices) vfio(ctx context.Context, dev Device, bindVFIO bool) (string, error) {
 	if len(dev.Options) == 0 {
 		return "", errdefs.New(errdefs.ErrInvalidArgument, "VFIO device without host=guest PCI options")
 	}

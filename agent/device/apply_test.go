@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/errdefs"
-	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
 // loopDevice attaches an empty image to a free loop device for the test.
@@ -53,11 +52,11 @@ func TestApplyRewritesMajorMinor(t *testing.T) {
 			{Allow: true, Type: "c", Major: i64(8), Minor: i64(16), Access: "rw"}, // a char device with the same numbers
 		}},
 	}}
-	err := d.Apply(context.Background(), []*agentpb.Device{
+	err := d.Apply(context.Background(), []Device{
 		// mmioblk waits for the device's uevent (here: seen at start-up).
-		{Type: TypeMMIOBlk, VmPath: dev, ContainerPath: "/dev/xvdb"},
+		{Type: TypeMMIOBlk, VMPath: dev, ContainerPath: "/dev/xvdb"},
 		// A rootfs device: waited for, but nothing in the spec to update.
-		{Type: TypeBlk, VmPath: dev},
+		{Type: TypeBlk, VMPath: dev},
 	}, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -94,9 +93,9 @@ func TestApplySwappedNumbersDoNotCollide(t *testing.T) {
 			{Allow: true, Type: "b", Major: i64(majA), Minor: i64(minA), Access: "w"},
 		}},
 	}}
-	err := d.Apply(context.Background(), []*agentpb.Device{
-		{Type: TypeBlk, VmPath: devA, ContainerPath: "/dev/a"},
-		{Type: TypeBlk, VmPath: devB, ContainerPath: "/dev/b"},
+	err := d.Apply(context.Background(), []Device{
+		{Type: TypeBlk, VMPath: devA, ContainerPath: "/dev/a"},
+		{Type: TypeBlk, VMPath: devB, ContainerPath: "/dev/b"},
 	}, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -115,17 +114,16 @@ func TestApplyRejectsBadRequestsWithoutTouchingSpec(t *testing.T) {
 		return &specs.Spec{Linux: &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/xvdb", Type: "b", Major: 8, Minor: 16}}}}
 	}
 	for name, tc := range map[string]struct {
-		devs []*agentpb.Device
+		devs []Device
 		code error
 	}{
-		"unknown type":    {[]*agentpb.Device{{Type: "floppy", VmPath: dev, ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
-		"nil device":      {[]*agentpb.Device{nil}, errdefs.ErrInvalidArgument},
-		"not in spec":     {[]*agentpb.Device{{Type: TypeBlk, VmPath: dev, ContainerPath: "/dev/other"}}, errdefs.ErrInvalidArgument},
-		"mmio no vm_path": {[]*agentpb.Device{{Type: TypeMMIOBlk, ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
-		"bad PCI path":    {[]*agentpb.Device{{Type: TypeBlk, Id: "zz", ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
-		"never appears":   {[]*agentpb.Device{{Type: TypeNVDIMM, VmPath: "/dev/pmem9", ContainerPath: "/dev/xvdb"}}, errdefs.ErrDeadlineExceeded},
-		"vfio no options": {[]*agentpb.Device{{Type: TypeVFIOPCI, ContainerPath: "/dev/vfio/3"}}, errdefs.ErrInvalidArgument},
-		"second fails":    {[]*agentpb.Device{{Type: TypeBlk, VmPath: dev, ContainerPath: "/dev/xvdb"}, {Type: "floppy"}}, errdefs.ErrInvalidArgument},
+		"unknown type":    {[]Device{{Type: "floppy", VMPath: dev, ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
+		"not in spec":     {[]Device{{Type: TypeBlk, VMPath: dev, ContainerPath: "/dev/other"}}, errdefs.ErrInvalidArgument},
+		"mmio no vm_path": {[]Device{{Type: TypeMMIOBlk, ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
+		"bad PCI path":    {[]Device{{Type: TypeBlk, ID: "zz", ContainerPath: "/dev/xvdb"}}, errdefs.ErrInvalidArgument},
+		"never appears":   {[]Device{{Type: TypeNVDIMM, VMPath: "/dev/pmem9", ContainerPath: "/dev/xvdb"}}, errdefs.ErrDeadlineExceeded},
+		"vfio no options": {[]Device{{Type: TypeVFIOPCI, ContainerPath: "/dev/vfio/3"}}, errdefs.ErrInvalidArgument},
+		"second fails":    {[]Device{{Type: TypeBlk, VMPath: dev, ContainerPath: "/dev/xvdb"}, {Type: "floppy"}}, errdefs.ErrInvalidArgument},
 	} {
 		spec := fresh()
 		err := d.Apply(context.Background(), tc.devs, spec)

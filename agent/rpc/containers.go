@@ -2,9 +2,12 @@ package rpc
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -14,7 +17,19 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.CreateContainer(ctx, req))
+	spec := ocispec.ToSpec(req.GetOCI())
+	storages, err := volumesFromPB(req.GetStorages())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	devices, err := devicesFromPB(req.GetDevices())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return empty(sb.CreateContainer(ctx, sandbox.ContainerConfig{
+		ID: req.GetContainerId(), ExecID: req.GetExecId(), Spec: spec,
+		Storages: storages, Devices: devices, SandboxPidns: req.GetSandboxPidns(),
+	}))
 }
 
 // StartContainer implements grpc.AgentService.
@@ -23,7 +38,7 @@ func (a *Agent) StartContainer(ctx context.Context, req *agentpb.StartContainerR
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.StartContainer(ctx, req))
+	return empty(sb.StartContainer(ctx, req.GetContainerId()))
 }
 
 // RemoveContainer implements grpc.AgentService.
@@ -32,7 +47,7 @@ func (a *Agent) RemoveContainer(ctx context.Context, req *agentpb.RemoveContaine
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.RemoveContainer(ctx, req))
+	return empty(sb.RemoveContainer(ctx, req.GetContainerId(), time.Duration(req.GetTimeout())*time.Second))
 }
 
 // UpdateContainer implements grpc.AgentService.
@@ -41,7 +56,7 @@ func (a *Agent) UpdateContainer(ctx context.Context, req *agentpb.UpdateContaine
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.UpdateContainer(ctx, req))
+	return empty(sb.UpdateContainer(ctx, req.GetContainerId(), ocispec.ToResources(req.GetResources())))
 }
 
 // StatsContainer implements grpc.AgentService.
@@ -50,7 +65,11 @@ func (a *Agent) StatsContainer(ctx context.Context, req *agentpb.StatsContainerR
 	if err != nil {
 		return nil, err
 	}
-	return reply(sb.StatsContainer(ctx, req))
+	st, err := sb.StatsContainer(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &agentpb.StatsContainerResponse{CgroupStats: statsToProto(st)}, nil
 }
 
 // PauseContainer implements grpc.AgentService.
@@ -59,7 +78,7 @@ func (a *Agent) PauseContainer(ctx context.Context, req *agentpb.PauseContainerR
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.PauseContainer(ctx, req))
+	return empty(sb.PauseContainer(ctx, req.GetContainerId()))
 }
 
 // ResumeContainer implements grpc.AgentService.
@@ -68,5 +87,5 @@ func (a *Agent) ResumeContainer(ctx context.Context, req *agentpb.ResumeContaine
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.ResumeContainer(ctx, req))
+	return empty(sb.ResumeContainer(ctx, req.GetContainerId()))
 }

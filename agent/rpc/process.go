@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -14,7 +15,7 @@ func (a *Agent) ExecProcess(ctx context.Context, req *agentpb.ExecProcessRequest
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.ExecProcess(ctx, req))
+	return empty(sb.ExecProcess(ctx, req.GetContainerId(), req.GetExecId(), ocispec.ToProcess(req.GetProcess())))
 }
 
 // SignalProcess implements grpc.AgentService.
@@ -23,7 +24,7 @@ func (a *Agent) SignalProcess(ctx context.Context, req *agentpb.SignalProcessReq
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.SignalProcess(ctx, req))
+	return empty(sb.SignalProcess(ctx, req.GetContainerId(), req.GetExecId(), req.GetSignal()))
 }
 
 // WaitProcess implements grpc.AgentService.
@@ -32,5 +33,9 @@ func (a *Agent) WaitProcess(ctx context.Context, req *agentpb.WaitProcessRequest
 	if err != nil {
 		return nil, err
 	}
-	return reply(sb.WaitProcess(ctx, req))
+	code, err := sb.WaitProcess(ctx, req.GetContainerId(), req.GetExecId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &agentpb.WaitProcessResponse{Status: code}, nil
 }

@@ -42,7 +42,18 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *agentpb.CreateSandboxReq
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.CreateSandbox(ctx, req))
+	storages, err := volumesFromPB(req.GetStorages())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	mods := make([]sandbox.KernelModule, 0, len(req.GetKernelModules()))
+	for _, m := range req.GetKernelModules() {
+		mods = append(mods, sandbox.KernelModule{Name: m.GetName(), Parameters: m.GetParameters()})
+	}
+	return empty(sb.CreateSandbox(ctx, sandbox.Config{
+		ID: req.GetSandboxId(), Hostname: req.GetHostname(), DNS: req.GetDns(),
+		KernelModules: mods, Storages: storages,
+	}))
 }
 
 // DestroySandbox implements grpc.AgentService.
@@ -55,10 +66,14 @@ func (a *Agent) DestroySandbox(ctx context.Context, _ *agentpb.DestroySandboxReq
 }
 
 // GetOOMEvent implements grpc.AgentService (a long poll).
-func (a *Agent) GetOOMEvent(ctx context.Context, req *agentpb.GetOOMEventRequest) (*agentpb.OOMEvent, error) {
+func (a *Agent) GetOOMEvent(ctx context.Context, _ *agentpb.GetOOMEventRequest) (*agentpb.OOMEvent, error) {
 	sb, err := a.pod("GetOOMEvent")
 	if err != nil {
 		return nil, err
 	}
-	return reply(sb.GetOOMEvent(ctx, req))
+	id, err := sb.GetOOMEvent(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &agentpb.OOMEvent{ContainerId: id}, nil
 }

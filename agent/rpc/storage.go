@@ -20,7 +20,7 @@ func (a *Agent) UpdateEphemeralMounts(ctx context.Context, req *agentpb.UpdateEp
 	if a.guest.Storage == nil {
 		return nil, notConfigured("storage")
 	}
-	vols, err := storage.FromProto(req.Storages)
+	vols, err := volumesFromPB(req.Storages)
 	if err != nil {
 		return nil, toStatus(err)
 	}

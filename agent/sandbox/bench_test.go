@@ -3,6 +3,7 @@ package sandbox
 import (
 	"testing"
 
+	"github.com/wren-vm/wren/agent/ocispec"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -12,16 +13,16 @@ func BenchmarkRunToExit(b *testing.B) {
 	e := newBenchEnv(b)
 	for b.Loop() {
 		id := newID()
-		if err := e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, OCI: e.spec("/bin/true")}); err != nil {
+		if err := e.sb.CreateContainer(bg, ContainerConfig{ID: id, Spec: ocispec.ToSpec(e.spec("/bin/true"))}); err != nil {
 			b.Fatal(err)
 		}
-		if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+		if err := e.sb.StartContainer(bg, id); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := e.sb.WaitProcess(bg, &pb.WaitProcessRequest{ContainerId: id}); err != nil {
+		if _, err := e.sb.WaitProcess(bg, id, ""); err != nil {
 			b.Fatal(err)
 		}
-		if err := e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: id}); err != nil {
+		if err := e.sb.RemoveContainer(bg, id, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -32,20 +33,20 @@ func BenchmarkRunToExit(b *testing.B) {
 func BenchmarkExec(b *testing.B) {
 	e := newBenchEnv(b)
 	id := newID()
-	if err := e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, OCI: e.spec("/bin/sleep", "1000")}); err != nil {
+	if err := e.sb.CreateContainer(bg, ContainerConfig{ID: id, Spec: ocispec.ToSpec(e.spec("/bin/sleep", "1000"))}); err != nil {
 		b.Fatal(err)
 	}
-	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+	if err := e.sb.StartContainer(bg, id); err != nil {
 		b.Fatal(err)
 	}
 	n := 0
 	for b.Loop() {
 		n++
 		execID := "e" + newID()
-		if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: execID, Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/", User: &pb.User{}}}); err != nil {
+		if err := e.sb.ExecProcess(bg, id, execID, ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/", User: &pb.User{}})); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := e.sb.WaitProcess(bg, &pb.WaitProcessRequest{ContainerId: id, ExecId: execID}); err != nil {
+		if _, err := e.sb.WaitProcess(bg, id, execID); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -11,14 +11,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
-	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/lib/fsremove"
-	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
 
 // libcontainerDir holds libcontainer's per-container state under the state
@@ -43,31 +44,45 @@ func (s *Sandbox) container(id string) (*container.Container, error) {
 	return e.c, nil
 }
 
+// ContainerConfig is a CreateContainer request in the agent's terms.
+type ContainerConfig struct {
+	ID string
+	// ExecID names the init process; empty means ID.
+	ExecID string
+	Spec   *specs.Spec
+	// Storages are mounted before the container is created, for it.
+	Storages []storage.Volume
+	// Devices are waited for and written into the spec.
+	Devices []device.Device
+	// SandboxPidns asks for the sandbox's pid namespace.
+	SandboxPidns bool
+}
+
 // CreateContainer creates a container whose init waits for StartContainer.
 // On error nothing of it is left: no mount, cgroup, process or state.
-func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRequest) (retErr error) {
-	id := req.GetContainerId()
+func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (retErr error) {
+	id := cfg.ID
 	if err := validateID("container", id); err != nil {
 		return err
 	}
-	execID := req.GetExecId()
+	execID := cfg.ExecID
 	if execID == "" {
 		execID = id
 	}
 	if err := validateID("exec", execID); err != nil {
 		return err
 	}
-	spec := ocispec.ToSpec(req.GetOCI())
+	spec := cfg.Spec
 	if spec == nil || spec.Process == nil || spec.Root == nil || spec.Root.Path == "" {
 		return errdefs.New(errdefs.ErrInvalidArgument, "OCI spec needs process and root")
 	}
 	if spec.Linux == nil {
 		spec.Linux = &specs.Linux{}
 	}
-	if len(req.GetStorages()) > 0 && s.opts.Storage == nil {
+	if len(cfg.Storages) > 0 && s.opts.Storage == nil {
 		return errdefs.New(errdefs.ErrUnimplemented, "no storage layer configured")
 	}
-	if len(req.GetDevices()) > 0 && s.opts.Devices == nil {
+	if len(cfg.Devices) > 0 && s.opts.Devices == nil {
 		return errdefs.New(errdefs.ErrUnimplemented, "no device layer configured")
 	}
 
@@ -99,11 +114,11 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 		s.mu.Unlock()
 	}()
 
-	if req.GetSandboxPidns() && pidns == "" {
+	if cfg.SandboxPidns && pidns == "" {
 		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %q asks for the sandbox's pid namespace, and the sandbox has none: no container runs yet", id)
 	}
-	if len(req.GetStorages()) > 0 {
-		if err := s.opts.Storage.Mount(ctx, id, req.GetStorages()); err != nil {
+	if len(cfg.Storages) > 0 {
+		if err := s.opts.Storage.MountVolumes(ctx, id, cfg.Storages); err != nil {
 			return fmt.Errorf("storages of %s: %w", id, err)
 		}
 		e.hasStorage = true
@@ -113,13 +128,13 @@ func (s *Sandbox) CreateContainer(ctx context.Context, req *pb.CreateContainerRe
 			}
 		})
 	}
-	if len(req.GetDevices()) > 0 {
-		if err := s.opts.Devices.Apply(ctx, req.GetDevices(), spec); err != nil {
+	if len(cfg.Devices) > 0 {
+		if err := s.opts.Devices.Apply(ctx, cfg.Devices, spec); err != nil {
 			return fmt.Errorf("devices of %s: %w", id, err)
 		}
 	}
 	joinSandboxNamespaces(spec, ns)
-	setPIDNamespace(spec, pidnsIf(req.GetSandboxPidns(), pidns))
+	setPIDNamespace(spec, pidnsIf(cfg.SandboxPidns, pidns))
 	addDNS(spec, dnsFile)
 	spec.Linux.CgroupsPath = s.cgroupPath(id, spec.Linux.CgroupsPath)
 	limitPids(spec, pidsLimit)
@@ -326,25 +341,24 @@ func (s *Sandbox) logMountsUnder(dir string) {
 }
 
 // StartContainer releases the container's init. Twice → FailedPrecondition.
-func (s *Sandbox) StartContainer(ctx context.Context, req *pb.StartContainerRequest) error {
-	c, err := s.container(req.GetContainerId())
+func (s *Sandbox) StartContainer(ctx context.Context, id string) error {
+	c, err := s.container(id)
 	if err != nil {
 		return err
 	}
 	return c.Start(ctx)
 }
 
-// RemoveContainer kills what still runs, waits for it (up to timeout
-// seconds; 0 = no limit; DeadlineExceeded when it passes), then removes the
+// RemoveContainer kills what still runs, waits for it (up to timeout; 0 =
+// no limit; the context's deadline error when it passes), then removes the
 // cgroups, the bundle and the container's storages.
-func (s *Sandbox) RemoveContainer(ctx context.Context, req *pb.RemoveContainerRequest) error {
-	id := req.GetContainerId()
+func (s *Sandbox) RemoveContainer(ctx context.Context, id string, timeout time.Duration) error {
 	if _, err := s.container(id); err != nil {
 		return err
 	}
-	if t := req.GetTimeout(); t > 0 {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	return s.removeContainer(ctx, id)
@@ -383,54 +397,52 @@ func (s *Sandbox) removeContainer(ctx context.Context, id string) error {
 	return errors.Join(errs...)
 }
 
-// ExecProcess starts a process in a running container.
-func (s *Sandbox) ExecProcess(ctx context.Context, req *pb.ExecProcessRequest) error {
-	if err := validateID("exec", req.GetExecId()); err != nil {
+// ExecProcess starts process p as execID in a running container.
+func (s *Sandbox) ExecProcess(ctx context.Context, containerID, execID string, p *specs.Process) error {
+	if err := validateID("exec", execID); err != nil {
 		return err
 	}
-	c, err := s.container(req.GetContainerId())
+	c, err := s.container(containerID)
 	if err != nil {
 		return err
 	}
-	p := ocispec.ToProcess(req.GetProcess())
 	if p == nil {
 		return errdefs.New(errdefs.ErrInvalidArgument, "process is missing")
 	}
-	_, err = c.Exec(ctx, req.GetExecId(), p)
+	_, err = c.Exec(ctx, execID, p)
 	return err
 }
 
 // SignalProcess signals a process; an empty exec id with SIGKILL kills every
 // process of the container.
-func (s *Sandbox) SignalProcess(ctx context.Context, req *pb.SignalProcessRequest) error {
-	sig := req.GetSignal()
+func (s *Sandbox) SignalProcess(ctx context.Context, containerID, execID string, sig uint32) error {
 	if sig == 0 || sig > 64 {
 		return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid signal %d", sig)
 	}
-	c, err := s.container(req.GetContainerId())
+	c, err := s.container(containerID)
 	if err != nil {
 		return err
 	}
-	all := req.GetExecId() == "" && unix.Signal(sig) == unix.SIGKILL
-	return c.Signal(ctx, req.GetExecId(), unix.Signal(sig), all)
+	all := execID == "" && unix.Signal(sig) == unix.SIGKILL
+	return c.Signal(ctx, execID, unix.Signal(sig), all)
 }
 
 // WaitProcess returns the exit status (128+signal when killed).
-func (s *Sandbox) WaitProcess(ctx context.Context, req *pb.WaitProcessRequest) (*pb.WaitProcessResponse, error) {
-	c, err := s.container(req.GetContainerId())
+func (s *Sandbox) WaitProcess(ctx context.Context, containerID, execID string) (int32, error) {
+	c, err := s.container(containerID)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	code, err := c.Wait(ctx, req.GetExecId())
+	code, err := c.Wait(ctx, execID)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	return &pb.WaitProcessResponse{Status: int32(code)}, nil
+	return int32(code), nil
 }
 
 // PauseContainer freezes the container's cgroup.
-func (s *Sandbox) PauseContainer(ctx context.Context, req *pb.PauseContainerRequest) error {
-	c, err := s.container(req.GetContainerId())
+func (s *Sandbox) PauseContainer(ctx context.Context, id string) error {
+	c, err := s.container(id)
 	if err != nil {
 		return err
 	}
@@ -438,8 +450,8 @@ func (s *Sandbox) PauseContainer(ctx context.Context, req *pb.PauseContainerRequ
 }
 
 // ResumeContainer thaws it.
-func (s *Sandbox) ResumeContainer(ctx context.Context, req *pb.ResumeContainerRequest) error {
-	c, err := s.container(req.GetContainerId())
+func (s *Sandbox) ResumeContainer(ctx context.Context, id string) error {
+	c, err := s.container(id)
 	if err != nil {
 		return err
 	}
@@ -447,12 +459,11 @@ func (s *Sandbox) ResumeContainer(ctx context.Context, req *pb.ResumeContainerRe
 }
 
 // UpdateContainer applies new resources to the container's cgroup.
-func (s *Sandbox) UpdateContainer(ctx context.Context, req *pb.UpdateContainerRequest) error {
-	c, err := s.container(req.GetContainerId())
+func (s *Sandbox) UpdateContainer(ctx context.Context, id string, r *specs.LinuxResources) error {
+	c, err := s.container(id)
 	if err != nil {
 		return err
 	}
-	r := ocispec.ToResources(req.GetResources())
 	if r == nil {
 		return errdefs.New(errdefs.ErrInvalidArgument, "resources are missing")
 	}
@@ -460,16 +471,12 @@ func (s *Sandbox) UpdateContainer(ctx context.Context, req *pb.UpdateContainerRe
 }
 
 // StatsContainer reads the container's cgroup statistics.
-func (s *Sandbox) StatsContainer(ctx context.Context, req *pb.StatsContainerRequest) (*pb.StatsContainerResponse, error) {
-	c, err := s.container(req.GetContainerId())
+func (s *Sandbox) StatsContainer(ctx context.Context, id string) (*cgroups.Stats, error) {
+	c, err := s.container(id)
 	if err != nil {
 		return nil, err
 	}
-	st, err := c.Stats(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &pb.StatsContainerResponse{CgroupStats: statsToProto(st)}, nil
+	return c.Stats(ctx)
 }
 
 // terminationMessagePathAnnotation is where CRI runtimes put the container's

@@ -24,10 +24,11 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/lib/fsremove"
-	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
 
 // Defaults match the Kata agent's guest paths.
@@ -41,9 +42,9 @@ const (
 // StorageMounter mounts the storages of CreateSandbox (owner "") and
 // CreateContainer (owner = container id). The storage layer implements it.
 type StorageMounter interface {
-	// Mount mounts the storages for owner; on error nothing of this call
-	// stays mounted.
-	Mount(ctx context.Context, owner string, storages []*pb.Storage) error
+	// MountVolumes mounts the storages for owner; on error nothing of this
+	// call stays mounted.
+	MountVolumes(ctx context.Context, owner string, vols []storage.Volume) error
 	// Release unmounts what Mount mounted for owner (reference counted).
 	Release(ctx context.Context, owner string) error
 	// Rollback undoes Mount for a request that failed afterwards: like
@@ -56,7 +57,7 @@ type StorageMounter interface {
 // DeviceHandler makes the devices of CreateContainer available and rewrites
 // the spec to point at them. The device layer implements it.
 type DeviceHandler interface {
-	Apply(ctx context.Context, devices []*pb.Device, spec *specs.Spec) error
+	Apply(ctx context.Context, devices []device.Device, spec *specs.Spec) error
 }
 
 // Options configure a Sandbox.
@@ -198,8 +199,25 @@ func (s *Sandbox) requireCreated() error {
 	return nil
 }
 
+// Config is a CreateSandbox request in the agent's terms.
+type Config struct {
+	// ID names the sandbox (may be empty).
+	ID       string
+	Hostname string
+	// DNS holds the lines of the sandbox's resolv.conf.
+	DNS           []string
+	KernelModules []KernelModule
+	Storages      []storage.Volume
+}
+
+// KernelModule is a module to load when the sandbox is created.
+type KernelModule struct {
+	Name       string
+	Parameters []string
+}
+
 // CreateSandbox sets the sandbox up. A second call gives AlreadyExists.
-func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxRequest) (retErr error) {
+func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) {
 	s.mu.Lock()
 	if s.created || s.busy {
 		s.mu.Unlock()
@@ -213,12 +231,12 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 		s.mu.Unlock()
 	}()
 
-	if req.GetSandboxId() != "" {
-		if err := validateID("sandbox", req.GetSandboxId()); err != nil {
+	if cfg.ID != "" {
+		if err := validateID("sandbox", cfg.ID); err != nil {
 			return err
 		}
 	}
-	if len(req.GetStorages()) > 0 && s.opts.Storage == nil {
+	if len(cfg.Storages) > 0 && s.opts.Storage == nil {
 		return errdefs.New(errdefs.ErrUnimplemented, "no storage layer configured")
 	}
 	var undo []func()
@@ -251,27 +269,27 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 	// Runs after ns.release (undo goes in reverse): a failed create
 	// leaves no namespace directory either.
 	undo = append(undo, func() { removeIfEmpty(s.opts.NamespaceDir) })
-	ns, err := newNamespaces(s.opts.NamespaceDir, req.GetHostname())
+	ns, err := newNamespaces(s.opts.NamespaceDir, cfg.Hostname)
 	if err != nil {
 		return fmt.Errorf("sandbox namespaces: %v", err)
 	}
 	undo = append(undo, func() { ns.release() })
 
 	var dnsFile string
-	if len(req.GetDns()) > 0 {
+	if len(cfg.DNS) > 0 {
 		dnsFile = filepath.Join(sandboxDir, "resolv.conf")
-		content := strings.Join(req.GetDns(), "\n") + "\n"
+		content := strings.Join(cfg.DNS, "\n") + "\n"
 		if err := os.WriteFile(dnsFile, []byte(content), 0o644); err != nil {
 			return fmt.Errorf("write %s: %v", dnsFile, err)
 		}
 	}
-	for _, m := range req.GetKernelModules() {
+	for _, m := range cfg.KernelModules {
 		if err := s.loadModule(ctx, m); err != nil {
-			return fmt.Errorf("load kernel module %s: %v", m.GetName(), err)
+			return fmt.Errorf("load kernel module %s: %v", m.Name, err)
 		}
 	}
-	if len(req.GetStorages()) > 0 {
-		if err := s.opts.Storage.Mount(ctx, "", req.GetStorages()); err != nil {
+	if len(cfg.Storages) > 0 {
+		if err := s.opts.Storage.MountVolumes(ctx, "", cfg.Storages); err != nil {
 			return fmt.Errorf("sandbox storages: %w", err)
 		}
 		undo = append(undo, func() { _ = s.opts.Storage.Rollback(context.Background(), "") })
@@ -279,8 +297,8 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 
 	s.mu.Lock()
 	s.created = true
-	s.id = req.GetSandboxId()
-	s.hostname = req.GetHostname()
+	s.id = cfg.ID
+	s.hostname = cfg.Hostname
 	s.ns = ns
 	s.dnsFile = dnsFile
 	s.containerPids = containerPidsMax(ceiling)
@@ -292,11 +310,11 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, req *pb.CreateSandboxReques
 	return nil
 }
 
-func (s *Sandbox) loadModule(ctx context.Context, m *pb.KernelModule) error {
-	if m.GetName() == "" || strings.HasPrefix(m.GetName(), "-") {
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid kernel module name %q", m.GetName())
+func (s *Sandbox) loadModule(ctx context.Context, m KernelModule) error {
+	if m.Name == "" || strings.HasPrefix(m.Name, "-") {
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid kernel module name %q", m.Name)
 	}
-	args := append([]string{"-v", "--", m.GetName()}, m.GetParameters()...)
+	args := append([]string{"-v", "--", m.Name}, m.Parameters...)
 	return s.opts.Reaper.Hold(func() error {
 		out, err := exec.CommandContext(ctx, "modprobe", args...).CombinedOutput()
 		if err != nil {
@@ -389,22 +407,22 @@ func removeIfEmpty(dir string) error {
 }
 
 // GetOOMEvent blocks until a container hits OOM, ctx ends or the sandbox
-// is destroyed.
-func (s *Sandbox) GetOOMEvent(ctx context.Context, _ *pb.GetOOMEventRequest) (*pb.OOMEvent, error) {
+// is destroyed, and returns the container's id.
+func (s *Sandbox) GetOOMEvent(ctx context.Context) (string, error) {
 	s.mu.Lock()
 	if err := s.requireCreated(); err != nil {
 		s.mu.Unlock()
-		return nil, err
+		return "", err
 	}
 	oom, destroyed := s.oom, s.destroyed
 	s.mu.Unlock()
 	select {
 	case id := <-oom:
-		return &pb.OOMEvent{ContainerId: id}, nil
+		return id, nil
 	case <-destroyed:
-		return nil, errdefs.New(errdefs.ErrAborted, "sandbox destroyed")
+		return "", errdefs.New(errdefs.ErrAborted, "sandbox destroyed")
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return "", ctx.Err()
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/internal/leakcheck"
 	"github.com/wren-vm/wren/internal/testbundle"
 	"github.com/wren-vm/wren/lib/fsremove"
@@ -73,7 +74,7 @@ func newBenchEnv(t testing.TB) *env {
 	}
 	e := &env{sb: sb, state: filepath.Join(dir, "state"), rootfs: testbundle.Rootfs(t, filepath.Join(dir, "rootfs"))}
 	if b, ok := t.(*testing.B); ok {
-		if err := sb.CreateSandbox(bg, &pb.CreateSandboxRequest{Hostname: "bench"}); err != nil {
+		if err := sb.CreateSandbox(bg, Config{Hostname: "bench"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -89,9 +90,9 @@ func newBenchEnv(t testing.TB) *env {
 
 func (e *env) createSandbox() {
 	e.t.Helper()
-	err := e.sb.CreateSandbox(bg, &pb.CreateSandboxRequest{
-		Hostname: "wren-pod", SandboxId: "pod1",
-		Dns: []string{"nameserver 192.0.2.53", "search example.test"},
+	err := e.sb.CreateSandbox(bg, Config{
+		Hostname: "wren-pod", ID: "pod1",
+		DNS: []string{"nameserver 192.0.2.53", "search example.test"},
 	})
 	if err != nil {
 		e.t.Fatalf("CreateSandbox: %v", err)
@@ -108,7 +109,7 @@ func newID() string { return fmt.Sprintf("ctr%d", seq.Add(1)) }
 
 func (e *env) create(id string, spec *pb.Spec, sandboxPidns bool) {
 	e.t.Helper()
-	if err := e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: spec, SandboxPidns: sandboxPidns}); err != nil {
+	if err := e.sb.CreateContainer(bg, ContainerConfig{ID: id, ExecID: id, Spec: ocispec.ToSpec(spec), SandboxPidns: sandboxPidns}); err != nil {
 		e.t.Fatalf("CreateContainer %s: %v", id, err)
 	}
 }
@@ -117,7 +118,7 @@ func (e *env) run(args ...string) string {
 	e.t.Helper()
 	id := newID()
 	e.create(id, e.spec(args...), false)
-	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+	if err := e.sb.StartContainer(bg, id); err != nil {
 		e.t.Fatalf("StartContainer: %v", err)
 	}
 	return id
@@ -147,16 +148,16 @@ func (e *env) wait(id, execID string) int32 {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(bg, 30*time.Second)
 	defer cancel()
-	resp, err := e.sb.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: id, ExecId: execID})
+	resp, err := e.sb.WaitProcess(ctx, id, execID)
 	if err != nil {
 		e.t.Fatalf("WaitProcess: %v", err)
 	}
-	return resp.Status
+	return resp
 }
 
 func (e *env) remove(id string) {
 	e.t.Helper()
-	if err := e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: id}); err != nil {
+	if err := e.sb.RemoveContainer(bg, id, 0); err != nil {
 		e.t.Fatalf("RemoveContainer: %v", err)
 	}
 }
@@ -170,13 +171,13 @@ func wantKind(t *testing.T, what string, err error, want error) {
 
 func TestSandboxRequiredFirst(t *testing.T) {
 	e := newEnv(t)
-	wantKind(t, "CreateContainer", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "abc", OCI: e.spec("/bin/true")}), errdefs.ErrFailedPrecondition)
-	wantKind(t, "StartContainer", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: "abc"}), errdefs.ErrFailedPrecondition)
-	_, err := e.sb.GetOOMEvent(bg, &pb.GetOOMEventRequest{})
+	wantKind(t, "CreateContainer", e.sb.CreateContainer(bg, ContainerConfig{ID: "abc", Spec: ocispec.ToSpec(e.spec("/bin/true"))}), errdefs.ErrFailedPrecondition)
+	wantKind(t, "StartContainer", e.sb.StartContainer(bg, "abc"), errdefs.ErrFailedPrecondition)
+	_, err := e.sb.GetOOMEvent(bg)
 	wantKind(t, "GetOOMEvent", err, errdefs.ErrFailedPrecondition)
 	wantKind(t, "DestroySandbox", e.sb.DestroySandbox(bg), errdefs.ErrFailedPrecondition)
 	e.createSandbox()
-	wantKind(t, "second CreateSandbox", e.sb.CreateSandbox(bg, &pb.CreateSandboxRequest{Hostname: "x"}), errdefs.ErrAlreadyExists)
+	wantKind(t, "second CreateSandbox", e.sb.CreateSandbox(bg, Config{Hostname: "x"}), errdefs.ErrAlreadyExists)
 }
 
 func TestRunExitStatusesAndOutput(t *testing.T) {
@@ -201,7 +202,7 @@ func TestRunExitStatusesAndOutput(t *testing.T) {
 	}
 	// SIGKILL through SignalProcess gives 137 too.
 	id := e.run("/bin/sleep", "1000")
-	if err := e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, ExecId: id, Signal: uint32(unix.SIGKILL)}); err != nil {
+	if err := e.sb.SignalProcess(bg, id, id, uint32(unix.SIGKILL)); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.wait(id, id); got != 137 {
@@ -216,14 +217,14 @@ func TestSandboxNamespacesAndDNS(t *testing.T) {
 	// Asking for the sandbox's pid namespace before any container made one
 	// is refused, as Kata's agent refuses it, and leaves nothing.
 	early := newID()
-	wantKind(t, "sandbox_pidns with no sandbox pid namespace", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: early, OCI: e.spec("/bin/true"), SandboxPidns: true}), errdefs.ErrFailedPrecondition)
+	wantKind(t, "sandbox_pidns with no sandbox pid namespace", e.sb.CreateContainer(bg, ContainerConfig{ID: early, Spec: ocispec.ToSpec(e.spec("/bin/true")), SandboxPidns: true}), errdefs.ErrFailedPrecondition)
 	if _, err := os.Stat(filepath.Join(e.state, early)); !os.IsNotExist(err) {
 		t.Errorf("refused container left its bundle: %v", err)
 	}
 	// The first container's pid namespace becomes the sandbox's.
 	first := newID()
 	e.create(first, e.spec("/bin/sh", "-c", "readlink /proc/self/ns/ipc; hostname; cat /etc/resolv.conf; exec sleep 1000"), false)
-	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: first}); err != nil {
+	if err := e.sb.StartContainer(bg, first); err != nil {
 		t.Fatal(err)
 	}
 	bundleCfg := filepath.Join(e.state, first, "config.json")
@@ -255,7 +256,7 @@ func TestSandboxNamespacesAndDNS(t *testing.T) {
 
 	third := newID()
 	e.create(third, e.spec("/bin/sh", "-c", "cat /proc/1/cmdline; echo; hostname"), true)
-	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: third}); err != nil {
+	if err := e.sb.StartContainer(bg, third); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.readAll(third, "", false); got != "sleep\x001000\x00\nwren-pod\n" {
@@ -277,7 +278,7 @@ func TestExecStdinAndTTY(t *testing.T) {
 		return &pb.Process{Terminal: tty, Args: args, Env: []string{"PATH=/bin"}, Cwd: "/", User: &pb.User{}}
 	}
 	// Plain exec with a stdin round trip.
-	if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: "cat", Process: proc(false, "/bin/sh", "-c", "tr a-z A-Z")}); err != nil {
+	if err := e.sb.ExecProcess(bg, id, "cat", ocispec.ToProcess(proc(false, "/bin/sh", "-c", "tr a-z A-Z"))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat", Data: []byte("stdin round trip\n")}); err != nil {
@@ -297,7 +298,7 @@ func TestExecStdinAndTTY(t *testing.T) {
 		t.Errorf("exec status %d", got)
 	}
 	// With a tty.
-	if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: "tty", Process: proc(true, "/bin/sh", "-c", "read l; echo got:$l; stty size; exit 5")}); err != nil {
+	if err := e.sb.ExecProcess(bg, id, "tty", ocispec.ToProcess(proc(true, "/bin/sh", "-c", "read l; echo got:$l; stty size; exit 5"))); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.sb.TtyWinResize(bg, &pb.TtyWinResizeRequest{ContainerId: id, ExecId: "tty", Row: 40, Column: 120}); err != nil {
@@ -322,20 +323,20 @@ func TestPauseResumeUpdateStatsOOM(t *testing.T) {
 	if got, _ := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: id, Len: 6}); string(got.GetData()) != "ready\n" {
 		t.Fatalf("ready: %q", got.GetData())
 	}
-	if err := e.sb.PauseContainer(bg, &pb.PauseContainerRequest{ContainerId: id}); err != nil {
+	if err := e.sb.PauseContainer(bg, id); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", cgroupParent, id, "freezer.state")); strings.TrimSpace(string(b)) != "FROZEN" {
 		t.Errorf("freezer.state %q after pause", b)
 	}
-	if err := e.sb.ResumeContainer(bg, &pb.ResumeContainerRequest{ContainerId: id}); err != nil {
+	if err := e.sb.ResumeContainer(bg, id); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", cgroupParent, id, "freezer.state")); strings.TrimSpace(string(b)) != "THAWED" {
 		t.Errorf("freezer.state %q after resume", b)
 	}
 	const limit = 200 << 20
-	if err := e.sb.UpdateContainer(bg, &pb.UpdateContainerRequest{ContainerId: id, Resources: &pb.LinuxResources{Memory: &pb.LinuxMemory{Limit: limit}, Pids: &pb.LinuxPids{Limit: 99}}}); err != nil {
+	if err := e.sb.UpdateContainer(bg, id, ocispec.ToResources(&pb.LinuxResources{Memory: &pb.LinuxMemory{Limit: limit}, Pids: &pb.LinuxPids{Limit: 99}})); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroupParent, id, "memory.limit_in_bytes")); strings.TrimSpace(string(b)) != fmt.Sprint(limit) {
@@ -344,16 +345,15 @@ func TestPauseResumeUpdateStatsOOM(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", cgroupParent, id, "pids.max")); strings.TrimSpace(string(b)) != "99" {
 		t.Errorf("pids.max %q, want 99", b)
 	}
-	st, err := e.sb.StatsContainer(bg, &pb.StatsContainerRequest{ContainerId: id})
+	st, err := e.sb.StatsContainer(bg, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := st.GetCgroupStats()
-	if cs.GetMemoryStats().GetUsage().GetUsage() == 0 || cs.GetCpuStats().GetCpuUsage().GetTotalUsage() == 0 || cs.GetPidsStats().GetCurrent() == 0 {
-		t.Errorf("zero counters in stats: %v", cs)
+	if st.MemoryStats.Usage.Usage == 0 || st.CpuStats.CpuUsage.TotalUsage == 0 || st.PidsStats.Current == 0 {
+		t.Errorf("zero counters in stats: %+v", st)
 	}
-	if cs.GetMemoryStats().GetUsage().GetLimit() != limit || cs.GetPidsStats().GetLimit() != 99 {
-		t.Errorf("stats limits: memory %d pids %d", cs.GetMemoryStats().GetUsage().GetLimit(), cs.GetPidsStats().GetLimit())
+	if st.MemoryStats.Usage.Limit != uint64(limit) || st.PidsStats.Limit != 99 {
+		t.Errorf("stats limits: memory %d pids %d", st.MemoryStats.Usage.Limit, st.PidsStats.Limit)
 	}
 
 	// OOM: a container that exceeds its limit reaches GetOOMEvent.
@@ -361,17 +361,17 @@ func TestPauseResumeUpdateStatsOOM(t *testing.T) {
 	spec := e.spec("/bin/sh", "-c", "head -c 134217728 /dev/zero | tail")
 	spec.Linux.Resources.Memory = &pb.LinuxMemory{Limit: 32 << 20}
 	e.create(oomID, spec, false)
-	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: oomID}); err != nil {
+	if err := e.sb.StartContainer(bg, oomID); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(bg, 30*time.Second)
 	defer cancel()
-	ev, err := e.sb.GetOOMEvent(ctx, &pb.GetOOMEventRequest{})
+	ev, err := e.sb.GetOOMEvent(ctx)
 	if err != nil {
 		t.Fatalf("GetOOMEvent: %v", err)
 	}
-	if ev.ContainerId != oomID {
-		t.Errorf("OOM event for %q, want %q", ev.ContainerId, oomID)
+	if ev != oomID {
+		t.Errorf("OOM event for %q, want %q", ev, oomID)
 	}
 }
 
@@ -384,11 +384,11 @@ func TestKillAllAndRemoveWithProcessesRunning(t *testing.T) {
 		t.Fatalf("up: %v %v", resp, err)
 	}
 	id2 := e.run("/bin/sh", "-c", "sleep 1000 & exec sleep 1000")
-	if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id2, ExecId: "x", Process: &pb.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/", User: &pb.User{}}}); err != nil {
+	if err := e.sb.ExecProcess(bg, id2, "x", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/", User: &pb.User{}})); err != nil {
 		t.Fatal(err)
 	}
 	t.Log("kill-all on", id)
-	if err := e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, Signal: uint32(unix.SIGKILL)}); err != nil {
+	if err := e.sb.SignalProcess(bg, id, "", uint32(unix.SIGKILL)); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.wait(id, ""); got != 137 {
@@ -405,14 +405,14 @@ func TestKillAllAndRemoveWithProcessesRunning(t *testing.T) {
 func (e *env) missingBinary(t *testing.T) []string {
 	t.Helper()
 	nobin, live := newID(), ""
-	if err := e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: nobin, OCI: e.spec("/no/such/binary")}); err == nil {
-		if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: nobin}); err == nil {
+	if err := e.sb.CreateContainer(bg, ContainerConfig{ID: nobin, Spec: ocispec.ToSpec(e.spec("/no/such/binary"))}); err == nil {
+		if err := e.sb.StartContainer(bg, nobin); err == nil {
 			t.Error("a container with a missing binary started")
 		}
 		e.remove(nobin)
 	}
 	live = e.run("/bin/sleep", "1000")
-	if err := e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: live, ExecId: "nobin", Process: &pb.Process{Args: []string{"/no/such/binary"}, Cwd: "/"}}); err == nil {
+	if err := e.sb.ExecProcess(bg, live, "nobin", ocispec.ToProcess(&pb.Process{Args: []string{"/no/such/binary"}, Cwd: "/"})); err == nil {
 		t.Error("exec of a missing binary succeeded")
 	}
 	e.remove(live)
@@ -431,29 +431,29 @@ func TestBadInputsLeaveNothingBehind(t *testing.T) {
 		used = append(used, e.missingBinary(t)...)
 	}
 	for _, bad := range []string{"", "a", "-abc", "a/b", "../x", "a b", "sandbox", strings.Repeat("x", 2000)} {
-		wantKind(t, fmt.Sprintf("id %q", bad), e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: bad, OCI: e.spec("/bin/true")}), errdefs.ErrInvalidArgument)
+		wantKind(t, fmt.Sprintf("id %q", bad), e.sb.CreateContainer(bg, ContainerConfig{ID: bad, Spec: ocispec.ToSpec(e.spec("/bin/true"))}), errdefs.ErrInvalidArgument)
 	}
-	wantKind(t, "no OCI spec", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "nospec"}), errdefs.ErrInvalidArgument)
+	wantKind(t, "no OCI spec", e.sb.CreateContainer(bg, ContainerConfig{ID: "nospec"}), errdefs.ErrInvalidArgument)
 	noRoot := e.spec("/bin/true")
 	noRoot.Root.Path = "/nonexistent/rootfs"
-	wantKind(t, "missing rootfs", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "noroot", OCI: noRoot}), errdefs.ErrInvalidArgument)
+	wantKind(t, "missing rootfs", e.sb.CreateContainer(bg, ContainerConfig{ID: "noroot", Spec: ocispec.ToSpec(noRoot)}), errdefs.ErrInvalidArgument)
 	badRlimit := e.spec("/bin/true")
 	badRlimit.Process.Rlimits = []*pb.POSIXRlimit{{Type: "RLIMIT_BOGUS"}}
-	wantKind(t, "bad rlimit", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "badrlimit", OCI: badRlimit}), errdefs.ErrInvalidArgument)
-	wantKind(t, "storages without a storage layer", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "stor", OCI: e.spec("/bin/true"), Storages: []*pb.Storage{{Driver: "local"}}}), errdefs.ErrUnimplemented)
+	wantKind(t, "bad rlimit", e.sb.CreateContainer(bg, ContainerConfig{ID: "badrlimit", Spec: ocispec.ToSpec(badRlimit)}), errdefs.ErrInvalidArgument)
+	wantKind(t, "storages without a storage layer", e.sb.CreateContainer(bg, ContainerConfig{ID: "stor", Spec: ocispec.ToSpec(e.spec("/bin/true")), Storages: []storage.Volume{{Driver: "local"}}}), errdefs.ErrUnimplemented)
 
 	id := e.run("/bin/sh", "-c", "exit 0")
-	wantKind(t, "duplicate", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: id, OCI: e.spec("/bin/true")}), errdefs.ErrAlreadyExists)
-	wantKind(t, "start twice", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}), errdefs.ErrFailedPrecondition)
+	wantKind(t, "duplicate", e.sb.CreateContainer(bg, ContainerConfig{ID: id, Spec: ocispec.ToSpec(e.spec("/bin/true"))}), errdefs.ErrAlreadyExists)
+	wantKind(t, "start twice", e.sb.StartContainer(bg, id), errdefs.ErrFailedPrecondition)
 	e.wait(id, "")
-	wantKind(t, "exec into stopped", e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: id, ExecId: "e", Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}}), errdefs.ErrFailedPrecondition)
-	wantKind(t, "exec into unknown", e.sb.ExecProcess(bg, &pb.ExecProcessRequest{ContainerId: "unknown", ExecId: "e", Process: &pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}}), errdefs.ErrNotFound)
-	wantKind(t, "start unknown", e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: "unknown"}), errdefs.ErrNotFound)
-	wantKind(t, "remove unknown", e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: "unknown"}), errdefs.ErrNotFound)
-	_, err := e.sb.WaitProcess(bg, &pb.WaitProcessRequest{ContainerId: id, ExecId: "nope"})
+	wantKind(t, "exec into stopped", e.sb.ExecProcess(bg, id, "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"})), errdefs.ErrFailedPrecondition)
+	wantKind(t, "exec into unknown", e.sb.ExecProcess(bg, "unknown", "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"})), errdefs.ErrNotFound)
+	wantKind(t, "start unknown", e.sb.StartContainer(bg, "unknown"), errdefs.ErrNotFound)
+	wantKind(t, "remove unknown", e.sb.RemoveContainer(bg, "unknown", 0), errdefs.ErrNotFound)
+	_, err := e.sb.WaitProcess(bg, id, "nope")
 	wantKind(t, "wait unknown exec", err, errdefs.ErrNotFound)
-	wantKind(t, "bad signal", e.sb.SignalProcess(bg, &pb.SignalProcessRequest{ContainerId: id, Signal: 999}), errdefs.ErrInvalidArgument)
-	wantKind(t, "resume running", e.sb.ResumeContainer(bg, &pb.ResumeContainerRequest{ContainerId: id}), errdefs.ErrFailedPrecondition)
+	wantKind(t, "bad signal", e.sb.SignalProcess(bg, id, "", 999), errdefs.ErrInvalidArgument)
+	wantKind(t, "resume running", e.sb.ResumeContainer(bg, id), errdefs.ErrFailedPrecondition)
 	e.remove(id)
 	dirs := cgroupDirs(id)
 	for _, u := range used {
@@ -637,7 +637,7 @@ func TestRemoveTimeout(t *testing.T) {
 	spec := e.spec("/bin/sleep", "1000")
 	spec.Linux.CgroupsPath = "/" + cgroupParent + "/frozen/" + id
 	e.create(id, spec, false)
-	if err := e.sb.StartContainer(bg, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+	if err := e.sb.StartContainer(bg, id); err != nil {
 		t.Fatal(err)
 	}
 	parent := filepath.Join("/sys/fs/cgroup/freezer", cgroupParent, "frozen")
@@ -652,7 +652,7 @@ func TestRemoveTimeout(t *testing.T) {
 		}
 	}
 	defer thaw()
-	err := e.sb.RemoveContainer(bg, &pb.RemoveContainerRequest{ContainerId: id, Timeout: 1})
+	err := e.sb.RemoveContainer(bg, id, 1*time.Second)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("remove of an unkillable container: %v, want the deadline exceeded", err)
 	}
@@ -670,7 +670,7 @@ func TestConcurrency(t *testing.T) {
 	ctx, cancel := context.WithCancel(bg)
 	defer cancel()
 	go func() {
-		_, err := e.sb.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: a})
+		_, err := e.sb.WaitProcess(ctx, a, "")
 		blocked <- err
 	}()
 	go func() {
@@ -684,7 +684,7 @@ func TestConcurrency(t *testing.T) {
 	if got := e.wait(b, ""); got != 0 {
 		t.Errorf("B status %d", got)
 	}
-	if _, err := e.sb.StatsContainer(bg, &pb.StatsContainerRequest{ContainerId: b}); err != nil {
+	if _, err := e.sb.StatsContainer(bg, b); err != nil {
 		t.Errorf("stats of B: %v", err)
 	}
 	e.remove(b)
@@ -708,7 +708,7 @@ func TestDestroySandboxCleansUpAndUnblocksOOMWait(t *testing.T) {
 	id := e.run("/bin/sleep", "1000")
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.sb.GetOOMEvent(bg, &pb.GetOOMEventRequest{})
+		_, err := e.sb.GetOOMEvent(bg)
 		done <- err
 	}()
 	if err := e.sb.DestroySandbox(bg); err != nil {
@@ -731,7 +731,7 @@ func TestDestroySandboxCleansUpAndUnblocksOOMWait(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.state, "sandbox")); !os.IsNotExist(err) {
 		t.Errorf("sandbox state left: %v", err)
 	}
-	wantKind(t, "CreateContainer after destroy", e.sb.CreateContainer(bg, &pb.CreateContainerRequest{ContainerId: "after", OCI: e.spec("/bin/true")}), errdefs.ErrFailedPrecondition)
+	wantKind(t, "CreateContainer after destroy", e.sb.CreateContainer(bg, ContainerConfig{ID: "after", Spec: ocispec.ToSpec(e.spec("/bin/true"))}), errdefs.ErrFailedPrecondition)
 }
 
 // A bundle whose rootfs has several mounts stacked on it is still removed

@@ -1,29 +1,30 @@
-package sandbox
+package rpc
 
 import (
 	"github.com/opencontainers/cgroups"
 
-	pb "github.com/wren-vm/wren/protocols/agentpb"
+	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
-func statsToProto(st *cgroups.Stats) *pb.CgroupStats {
+// statsToProto converts libcontainer's cgroup statistics to Kata's CgroupStats.
+func statsToProto(st *cgroups.Stats) *agentpb.CgroupStats {
 	cpu := st.CpuStats
 	mem := st.MemoryStats
-	out := &pb.CgroupStats{
-		CpuStats: &pb.CpuStats{
-			CpuUsage: &pb.CpuUsage{
+	out := &agentpb.CgroupStats{
+		CpuStats: &agentpb.CpuStats{
+			CpuUsage: &agentpb.CpuUsage{
 				TotalUsage:        cpu.CpuUsage.TotalUsage,
 				PercpuUsage:       cpu.CpuUsage.PercpuUsage,
 				UsageInKernelmode: cpu.CpuUsage.UsageInKernelmode,
 				UsageInUsermode:   cpu.CpuUsage.UsageInUsermode,
 			},
-			ThrottlingData: &pb.ThrottlingData{
+			ThrottlingData: &agentpb.ThrottlingData{
 				Periods:          cpu.ThrottlingData.Periods,
 				ThrottledPeriods: cpu.ThrottlingData.ThrottledPeriods,
 				ThrottledTime:    cpu.ThrottlingData.ThrottledTime,
 			},
 		},
-		MemoryStats: &pb.MemoryStats{
+		MemoryStats: &agentpb.MemoryStats{
 			Cache:        mem.Cache,
 			Usage:        memData(mem.Usage),
 			SwapUsage:    memData(mem.SwapUsage),
@@ -31,8 +32,8 @@ func statsToProto(st *cgroups.Stats) *pb.CgroupStats {
 			UseHierarchy: mem.UseHierarchy,
 			Stats:        mem.Stats,
 		},
-		PidsStats: &pb.PidsStats{Current: st.PidsStats.Current, Limit: st.PidsStats.Limit},
-		BlkioStats: &pb.BlkioStats{
+		PidsStats: &agentpb.PidsStats{Current: st.PidsStats.Current, Limit: st.PidsStats.Limit},
+		BlkioStats: &agentpb.BlkioStats{
 			IoServiceBytesRecursive: blkio(st.BlkioStats.IoServiceBytesRecursive),
 			IoServicedRecursive:     blkio(st.BlkioStats.IoServicedRecursive),
 			IoQueuedRecursive:       blkio(st.BlkioStats.IoQueuedRecursive),
@@ -44,22 +45,22 @@ func statsToProto(st *cgroups.Stats) *pb.CgroupStats {
 		},
 	}
 	if len(st.HugetlbStats) > 0 {
-		out.HugetlbStats = make(map[string]*pb.HugetlbStats, len(st.HugetlbStats))
+		out.HugetlbStats = make(map[string]*agentpb.HugetlbStats, len(st.HugetlbStats))
 		for size, h := range st.HugetlbStats {
-			out.HugetlbStats[size] = &pb.HugetlbStats{Usage: h.Usage, MaxUsage: h.MaxUsage, Failcnt: h.Failcnt}
+			out.HugetlbStats[size] = &agentpb.HugetlbStats{Usage: h.Usage, MaxUsage: h.MaxUsage, Failcnt: h.Failcnt}
 		}
 	}
 	return out
 }
 
-func memData(d cgroups.MemoryData) *pb.MemoryData {
-	return &pb.MemoryData{Usage: d.Usage, MaxUsage: d.MaxUsage, Failcnt: d.Failcnt, Limit: d.Limit}
+func memData(d cgroups.MemoryData) *agentpb.MemoryData {
+	return &agentpb.MemoryData{Usage: d.Usage, MaxUsage: d.MaxUsage, Failcnt: d.Failcnt, Limit: d.Limit}
 }
 
-func blkio(es []cgroups.BlkioStatEntry) []*pb.BlkioStatsEntry {
-	var out []*pb.BlkioStatsEntry
+func blkio(es []cgroups.BlkioStatEntry) []*agentpb.BlkioStatsEntry {
+	var out []*agentpb.BlkioStatsEntry
 	for _, e := range es {
-		out = append(out, &pb.BlkioStatsEntry{Major: e.Major, Minor: e.Minor, Op: e.Op, Value: e.Value})
+		out = append(out, &agentpb.BlkioStatsEntry{Major: e.Major, Minor: e.Minor, Op: e.Op, Value: e.Value})
 	}
 	return out
 }
