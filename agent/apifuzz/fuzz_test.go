@@ -23,8 +23,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/wren-vm/wren/agent/assemble"
 	"github.com/wren-vm/wren/agent/config"
-	"github.com/wren-vm/wren/agent/hotplug"
 	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/lib/fsremove"
@@ -145,28 +145,17 @@ func newEnv(t testing.TB, rootfs string) *env {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := config.Config{StateRoot: e.state}
-	gs, err := rpc.NewGuestServices(log, cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg.CgroupParent = cgroupParent
 	// CPU and memory onlining write sysfs: an empty stand-in here.
-	gs.Hotplug = hotplug.New(filepath.Join(dir, "sys"))
-	sb, err := sandbox.New(sandbox.Options{
-		StateRoot:    e.state,
-		NamespaceDir: filepath.Join(dir, "ns"),
-		CgroupParent: cgroupParent,
-		Reaper:       testReaper,
-		Storage:      gs.Storage,
-		Devices:      gs.Devices,
-		Log:          log,
+	a, err := assemble.New(assemble.Options{
+		Log: log, Config: cfg, Reaper: testReaper,
+		SysfsRoot: filepath.Join(dir, "sys"), NamespaceDir: filepath.Join(dir, "ns"),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs.TerminationLog = sb.TerminationLog
-	gs.CPUsOnlined = sb.ReapplyCPUSets
-	e.sb = sb
-	e.agent = rpc.New(rpc.Options{Log: log, Config: cfg, Guest: gs, Sandbox: sb})
+	e.sb = a.Sandbox
+	e.agent = a.API
 	return e
 }
 

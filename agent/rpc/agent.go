@@ -44,7 +44,7 @@ type Options struct {
 	Log    *slog.Logger
 	Config config.Config
 	// Guest holds the storage, device, network and guest-side services
-	// (see NewGuestServices); nil leaves their RPCs FailedPrecondition.
+	// (agent/assemble builds them); nil leaves their RPCs FailedPrecondition.
 	Guest *GuestServices
 	// Sandbox is the pod model (package sandbox) behind the sandbox,
 	// container, process and IO RPCs.

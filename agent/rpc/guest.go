@@ -7,20 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
 	"unsafe"
 
 	"github.com/opencontainers/runc/libcontainer/seccomp"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/copyfile"
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/hotplug"
@@ -28,13 +25,12 @@ import (
 	"github.com/wren-vm/wren/agent/metrics"
 	"github.com/wren-vm/wren/agent/network"
 	"github.com/wren-vm/wren/agent/storage"
-	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
 // GuestServices are what the storage, device, network and guest handlers
-// (guest.go, storage.go, network.go) work with. Storage and Devices are
+// (guest.go, storage.go, network.go) work with (agent/assemble builds them). Storage and Devices are
 // also what CreateContainer, RemoveContainer and DestroySandbox use.
 type GuestServices struct {
 	Storage  *storage.Manager
@@ -51,34 +47,6 @@ type GuestServices struct {
 	// CPUsOnlined, when set, re-applies container cpusets after
 	// OnlineCPUMem brought CPUs online, as Kata does.
 	CPUsOnlined func(ctx context.Context) error
-}
-
-// NewGuestServices builds the services for the agent's own guest. w is the
-// uevent listener (started before anything waits for a device; nil makes
-// hot-plugged devices unavailable), nl the rtnetlink handle (nil: the
-// agent's network namespace).
-func NewGuestServices(log *slog.Logger, cfg config.Config, w *uevent.Watcher, nl *netlink.Handle) (*GuestServices, error) {
-	var waiter device.Waiter
-	if w != nil {
-		waiter = w
-	}
-	devs := device.New(waiter, device.Options{})
-	netw, err := network.New(nl, devs)
-	if err != nil {
-		return nil, err
-	}
-	stateRoot := cfg.StateRoot
-	if stateRoot == "" {
-		stateRoot = storage.DefaultStateRoot
-	}
-	return &GuestServices{
-		Storage:  storage.New(storage.Options{StateRoot: stateRoot, Devices: devs, Log: log}),
-		Devices:  devs,
-		Network:  netw,
-		CopyFile: copyfile.New(storage.SharedDir(stateRoot)),
-		Hotplug:  hotplug.New(""),
-		Metrics:  metrics.New(""),
-	}, nil
 }
 
 func notConfigured(what string) error {

@@ -22,7 +22,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/config"
+	"github.com/wren-vm/wren/agent/copyfile"
+	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/hotplug"
+	"github.com/wren-vm/wren/agent/metrics"
+	"github.com/wren-vm/wren/agent/network"
 	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
@@ -60,9 +64,18 @@ func guestAgent(t *testing.T, nl *netlink.Handle) (*Agent, *GuestServices, strin
 	t.Helper()
 	cfg := config.Default()
 	cfg.StateRoot = filepath.Join(t.TempDir(), "run/kata-containers")
-	gs, err := NewGuestServices(slog.Default(), cfg, nil, nl)
+	devs := device.New(nil, device.Options{})
+	netw, err := network.New(nl, devs)
 	if err != nil {
 		t.Fatal(err)
+	}
+	gs := &GuestServices{
+		Storage:  storage.New(storage.Options{StateRoot: cfg.StateRoot, Devices: devs, Log: slog.Default()}),
+		Devices:  devs,
+		Network:  netw,
+		CopyFile: copyfile.New(storage.SharedDir(cfg.StateRoot)),
+		Hotplug:  hotplug.New(""),
+		Metrics:  metrics.New(""),
 	}
 	t.Cleanup(func() { gs.Storage.ReleaseAll(context.Background()) })
 	return New(Options{Config: cfg, Guest: gs}), gs, cfg.StateRoot

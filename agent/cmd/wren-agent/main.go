@@ -13,12 +13,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wren-vm/wren/agent/assemble"
 	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/initd"
 	"github.com/wren-vm/wren/agent/reaper"
-	"github.com/wren-vm/wren/agent/rpc"
-	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
@@ -150,35 +149,21 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 	if err != nil {
 		log.Warn("uevent listener unavailable; device waits will fail", "err", err)
 	}
-	guest, err := rpc.NewGuestServices(log, cfg, watcher, nil)
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(log)
-	if err != nil {
-		return err
-	}
 	rp, err := reaper.New(log)
 	if err != nil {
 		return err
 	}
 	defer rp.Close()
-	sb, err := sandbox.New(sandbox.Options{
-		StateRoot:    cfg.StateRoot,
-		CgroupParent: cfg.CgroupParent,
-		PidsMax:      cfg.SandboxPidsMax,
-		PipeSize:     cfg.ContainerPipeSize,
-		Reaper:       rp,
-		Storage:      guest.Storage,
-		Devices:      guest.Devices,
-		Log:          log,
-	})
+	agent, err := assemble.New(assemble.Options{Log: log, Config: cfg, Reaper: rp, Watcher: watcher})
 	if err != nil {
 		return err
 	}
-	guest.TerminationLog = sb.TerminationLog
-	guest.CPUsOnlined = sb.ReapplyCPUSets
-	register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb}), destroyed)
+	sb := agent.Sandbox
+	srv, err := server.New(log)
+	if err != nil {
+		return err
+	}
+	register(srv.TTRPC(), agent.API, destroyed)
 	ln, err := server.Listen(cfg.ServerAddr, log)
 	if err != nil {
 		return err
