@@ -61,46 +61,15 @@ type ContainerConfig struct {
 // CreateContainer creates a container whose init waits for StartContainer.
 // On error nothing of it is left: no mount, cgroup, process or state.
 func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (retErr error) {
-	id := cfg.ID
-	if err := validateID("container", id); err != nil {
+	execID, err := s.checkContainerConfig(&cfg)
+	if err != nil {
 		return err
 	}
-	execID := cfg.ExecID
-	if execID == "" {
-		execID = id
-	}
-	if err := validateID("exec", execID); err != nil {
+	id, spec := cfg.ID, cfg.Spec
+	e, pod, err := s.reserve(id)
+	if err != nil {
 		return err
 	}
-	spec := cfg.Spec
-	if spec == nil || spec.Process == nil || spec.Root == nil || spec.Root.Path == "" {
-		return errdefs.New(errdefs.ErrInvalidArgument, "OCI spec needs process and root")
-	}
-	if spec.Linux == nil {
-		spec.Linux = &specs.Linux{}
-	}
-	if len(cfg.Storages) > 0 && s.opts.Storage == nil {
-		return errdefs.New(errdefs.ErrUnimplemented, "no storage layer configured")
-	}
-	if len(cfg.Devices) > 0 && s.opts.Devices == nil {
-		return errdefs.New(errdefs.ErrUnimplemented, "no device layer configured")
-	}
-
-	// Reserve the id so concurrent creates of the same id fail fast.
-	s.mu.Lock()
-	if err := s.requireCreated(); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	if _, dup := s.containers[id]; dup {
-		s.mu.Unlock()
-		return errdefs.Errorf(errdefs.ErrAlreadyExists, "container %q already exists", id)
-	}
-	e := &entry{bundle: filepath.Join(s.opts.StateRoot, id)}
-	s.containers[id] = e
-	ns, dnsFile, pidns, oom, pidsLimit := s.ns, s.dnsFile, s.pidnsPath, s.oom, s.containerPids
-	s.mu.Unlock()
-
 	var undo []func()
 	defer func() {
 		if retErr == nil {
@@ -114,31 +83,21 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (ret
 		s.mu.Unlock()
 	}()
 
-	if cfg.SandboxPidns && pidns == "" {
+	if cfg.SandboxPidns && pod.pidns == "" {
 		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "container %q asks for the sandbox's pid namespace, and the sandbox has none: no container runs yet", id)
 	}
 	if len(cfg.Storages) > 0 {
-		if err := s.opts.Storage.MountVolumes(ctx, id, cfg.Storages); err != nil {
-			return fmt.Errorf("storages of %s: %w", id, err)
+		if err := s.mountStorages(ctx, e, id, cfg.Storages); err != nil {
+			return err
 		}
-		e.hasStorage = true
-		undo = append(undo, func() {
-			if err := s.opts.Storage.Rollback(context.Background(), id); err != nil {
-				s.log.Warn("roll back storages after failed create", "container", id, "err", err)
-			}
-		})
+		undo = append(undo, func() { s.rollbackStorages(id) })
 	}
 	if len(cfg.Devices) > 0 {
 		if err := s.opts.Devices.Apply(ctx, cfg.Devices, spec); err != nil {
 			return fmt.Errorf("devices of %s: %w", id, err)
 		}
 	}
-	joinSandboxNamespaces(spec, ns)
-	setPIDNamespace(spec, pidnsIf(cfg.SandboxPidns, pidns))
-	addDNS(spec, dnsFile)
-	spec.Linux.CgroupsPath = s.cgroupPath(id, spec.Linux.CgroupsPath)
-	limitPids(spec, pidsLimit)
-
+	s.shapeSpec(spec, id, cfg.SandboxPidns, pod)
 	if err := s.prepareBundle(e, spec); err != nil {
 		return err
 	}
@@ -153,27 +112,114 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (ret
 		PipeSize:    s.opts.PipeSize,
 		Reaper:      s.opts.Reaper,
 		Log:         s.log,
-		OnOOM:       s.notifyOOM(oom),
+		OnOOM:       s.notifyOOM(pod.oom),
 	})
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
+	return s.commit(e, id, c, spec)
+}
+
+// checkContainerConfig refuses a malformed request before anything is
+// touched and returns the init's exec id.
+func (s *Sandbox) checkContainerConfig(cfg *ContainerConfig) (execID string, err error) {
+	if err := validateID("container", cfg.ID); err != nil {
+		return "", err
+	}
+	execID = cfg.ExecID
+	if execID == "" {
+		execID = cfg.ID
+	}
+	if err := validateID("exec", execID); err != nil {
+		return "", err
+	}
+	spec := cfg.Spec
+	if spec == nil || spec.Process == nil || spec.Root == nil || spec.Root.Path == "" {
+		return "", errdefs.New(errdefs.ErrInvalidArgument, "OCI spec needs process and root")
+	}
+	if spec.Linux == nil {
+		spec.Linux = &specs.Linux{}
+	}
+	if len(cfg.Storages) > 0 && s.opts.Storage == nil {
+		return "", errdefs.New(errdefs.ErrUnimplemented, "no storage layer configured")
+	}
+	if len(cfg.Devices) > 0 && s.opts.Devices == nil {
+		return "", errdefs.New(errdefs.ErrUnimplemented, "no device layer configured")
+	}
+	return execID, nil
+}
+
+// podState is what a new container takes from the sandbox.
+type podState struct {
+	ns        *namespaces
+	dnsFile   string
+	pidns     string // the sandbox pid namespace, "" before its first container
+	oom       chan string
+	pidsLimit int64
+}
+
+// reserve claims id, so concurrent creates of the same id fail fast, and
+// reads what the container takes from the sandbox.
+func (s *Sandbox) reserve(id string) (*entry, podState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.requireCreated(); err != nil {
+		return nil, podState{}, err
+	}
+	if _, dup := s.containers[id]; dup {
+		return nil, podState{}, errdefs.Errorf(errdefs.ErrAlreadyExists, "container %q already exists", id)
+	}
+	e := &entry{bundle: filepath.Join(s.opts.StateRoot, id)}
+	s.containers[id] = e
+	return e, podState{ns: s.ns, dnsFile: s.dnsFile, pidns: s.pidnsPath, oom: s.oom, pidsLimit: s.containerPids}, nil
+}
+
+// mountStorages mounts the container's storages, owned by its id.
+func (s *Sandbox) mountStorages(ctx context.Context, e *entry, id string, vols []storage.Volume) error {
+	if err := s.opts.Storage.MountVolumes(ctx, id, vols); err != nil {
+		return fmt.Errorf("storages of %s: %w", id, err)
+	}
+	e.hasStorage = true
+	return nil
+}
+
+// rollbackStorages undoes mountStorages for a create that failed later.
+func (s *Sandbox) rollbackStorages(id string) {
+	if err := s.opts.Storage.Rollback(context.Background(), id); err != nil {
+		s.log.Warn("roll back storages after failed create", "container", id, "err", err)
+	}
+}
+
+// shapeSpec makes the spec the sandbox's: its uts and ipc namespaces, a
+// pid namespace (see setPIDNamespace), its DNS, a cgroup below the cgroup
+// parent and a pids limit.
+func (s *Sandbox) shapeSpec(spec *specs.Spec, id string, sandboxPidns bool, pod podState) {
+	joinSandboxNamespaces(spec, pod.ns)
+	setPIDNamespace(spec, pidnsIf(sandboxPidns, pod.pidns))
+	addDNS(spec, pod.dnsFile)
+	spec.Linux.CgroupsPath = s.cgroupPath(id, spec.Linux.CgroupsPath)
+	limitPids(spec, pod.pidsLimit)
+}
+
+// commit records the created container, unless DestroySandbox started
+// meanwhile (it did not see this container, so it is destroyed here). The
+// first container's pid namespace becomes the sandbox's.
+func (s *Sandbox) commit(e *entry, id string, c *container.Container, spec *specs.Spec) error {
 	s.mu.Lock()
 	if !s.created || s.busy {
-		// DestroySandbox started meanwhile; it did not see this container.
 		s.mu.Unlock()
 		if derr := c.Destroy(context.Background()); derr != nil {
 			s.log.Warn("destroy container created during DestroySandbox", "container", id, "err", derr)
 		}
 		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "sandbox destroyed while creating container %q", id)
 	}
+	defer s.mu.Unlock()
 	e.c = c
 	e.spec = spec
 	if s.pidnsPath == "" && hasNewNamespace(spec, specs.PIDNamespace) {
 		s.pidnsPath = fmt.Sprintf("/proc/%d/ns/pid", c.InitPid())
 		s.pidnsOwner = id
 	}
-	s.mu.Unlock()
 	return nil
 }
 
