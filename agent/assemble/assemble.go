@@ -41,6 +41,9 @@ type Options struct {
 	// NamespaceDir overrides where the sandbox keeps its namespaces (see
 	// sandbox.Options).
 	NamespaceDir string
+	// AfterDestroy runs after a DestroySandbox was answered (see
+	// rpc.Options).
+	AfterDestroy func()
 }
 
 // Agent is the assembled agent.
@@ -94,6 +97,6 @@ func New(o Options) (*Agent, error) {
 		TerminationLog: sb.TerminationLog,
 		CPUsOnlined:    sb.ReapplyCPUSets,
 	}
-	api := rpc.New(rpc.Options{Log: o.Log, Config: cfg, Guest: guest, Sandbox: sb})
+	api := rpc.New(rpc.Options{Log: o.Log, Config: cfg, Guest: guest, Sandbox: sb, AfterDestroy: o.AfterDestroy})
 	return &Agent{Guest: guest, Sandbox: sb, API: api}, nil
 }

@@ -1,11 +1,17 @@
 package assemble
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
 // TestNewWiresEveryPart checks that New leaves nothing for a caller to
@@ -30,5 +36,48 @@ func TestNewWiresEveryPart(t *testing.T) {
 	}
 	if _, err := g.TerminationLog("nope"); err == nil {
 		t.Error("TerminationLog of an unknown container succeeded: not the sandbox's")
+	}
+}
+
+// TestAfterDestroyRunsOnceTheSandboxIsGone: AfterDestroy (as PID 1: end
+// the agent, power the VM off) runs after a DestroySandbox that succeeded,
+// and not after one that failed.
+func TestAfterDestroyRunsOnceTheSandboxIsGone(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("CreateSandbox makes namespaces and a cgroup: needs root")
+	}
+	cfg := config.Default()
+	cfg.StateRoot = filepath.Join(t.TempDir(), "state")
+	cfg.CgroupParent = fmt.Sprintf("wren-assemble-%d", os.Getpid())
+	defer testbundle.RemoveCgroupParent(cfg.CgroupParent)
+	rp, err := reaper.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rp.Close()
+	called := make(chan struct{}, 2)
+	a, err := New(Options{Config: cfg, Reaper: rp, NamespaceDir: filepath.Join(t.TempDir(), "ns"), AfterDestroy: func() { called <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := a.API.DestroySandbox(ctx, &agentpb.DestroySandboxRequest{}); err == nil {
+		t.Fatal("DestroySandbox before CreateSandbox succeeded")
+	}
+	if _, err := a.API.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: "assemble"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-called:
+		t.Fatal("AfterDestroy ran after a DestroySandbox that failed")
+	default:
+	}
+	if _, err := a.API.DestroySandbox(ctx, &agentpb.DestroySandboxRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("AfterDestroy did not run after DestroySandbox")
 	}
 }

@@ -31,6 +31,8 @@ type Agent struct {
 	// setClock sets the system clock (unix.Settimeofday); tests replace it
 	// so that no test can set the machine's clock.
 	setClock func(*unix.Timeval) error
+	// afterDestroy runs once a DestroySandbox has been answered.
+	afterDestroy func()
 }
 
 // unimplementedMethods keeps fallback one embedding level below Agent, so
@@ -49,6 +51,10 @@ type Options struct {
 	// Sandbox is the pod model (package sandbox) behind the sandbox,
 	// container, process and IO RPCs.
 	Sandbox *sandbox.Sandbox
+	// AfterDestroy, when set, runs shortly after a successful
+	// DestroySandbox was answered: as PID 1 the agent then ends and the VM
+	// powers off, as a Kata shim expects of a sandbox VM it tears down.
+	AfterDestroy func()
 }
 
 // New makes the AgentService implementation.
@@ -61,7 +67,7 @@ func New(opts Options) *Agent {
 	if guest == nil {
 		guest = &GuestServices{}
 	}
-	a := &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox, setClock: unix.Settimeofday}
+	a := &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox, setClock: unix.Settimeofday, afterDestroy: opts.AfterDestroy}
 	a.online = hotplug.NewBackground(log, onlineTimeout, a.onlineCPUMem)
 	return a
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -62,8 +63,19 @@ func (a *Agent) DestroySandbox(ctx context.Context, _ *agentpb.DestroySandboxReq
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.DestroySandbox(ctx))
+	if err := sb.DestroySandbox(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	if a.afterDestroy != nil {
+		// Let the reply reach the shim before the agent goes.
+		time.AfterFunc(afterDestroyDelay, a.afterDestroy)
+	}
+	return &emptypb.Empty{}, nil
 }
+
+// afterDestroyDelay is how long the reply to DestroySandbox gets to reach
+// the shim before AfterDestroy runs.
+const afterDestroyDelay = 100 * time.Millisecond
 
 // GetOOMEvent implements grpc.AgentService (a long poll).
 func (a *Agent) GetOOMEvent(ctx context.Context, _ *agentpb.GetOOMEventRequest) (*agentpb.OOMEvent, error) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/initd"
 	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
@@ -154,7 +156,11 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 		return err
 	}
 	defer rp.Close()
-	agent, err := assemble.New(assemble.Options{Log: log, Config: cfg, Reaper: rp, Watcher: watcher})
+	opts := assemble.Options{Log: log, Config: cfg, Reaper: rp, Watcher: watcher}
+	if destroyed != nil {
+		opts.AfterDestroy = func() { destroyed(errSandboxDestroyed) }
+	}
+	agent, err := assemble.New(opts)
 	if err != nil {
 		return err
 	}
@@ -163,7 +169,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 	if err != nil {
 		return err
 	}
-	register(srv.TTRPC(), agent.API, destroyed)
+	rpc.Register(srv.TTRPC(), agent.API)
 	ln, err := server.Listen(cfg.ServerAddr, log)
 	if err != nil {
 		return err
