@@ -186,14 +186,43 @@ func (n *Network) findLink(ctx context.Context, iface *Interface) (netlink.Link,
 // UpdateInterface renames the interface, replaces its addresses and sets
 // its MTU and flags, then brings it up, returning the result.
 func (n *Network) UpdateInterface(ctx context.Context, iface Interface) (Interface, error) {
+	name, nets, err := checkInterface(iface)
+	if err != nil {
+		return Interface{}, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	link, err := n.findLink(ctx, &iface)
+	if err != nil {
+		return Interface{}, err
+	}
+	if link, err = n.setDownAndRename(link, name); err != nil {
+		return Interface{}, err
+	}
+	if err := n.setMTUAndFlags(link, iface.MTU, iface.RawFlags); err != nil {
+		return Interface{}, err
+	}
+	if err := n.replaceAddrs(link, nets); err != nil {
+		return Interface{}, err
+	}
+	if link, err = n.setUp(link); err != nil {
+		return Interface{}, err
+	}
+	return n.describe(link)
+}
+
+// checkInterface validates an UpdateInterface request before anything is
+// changed, and returns the name the interface is to have and its
+// addresses.
+func checkInterface(iface Interface) (string, []*net.IPNet, error) {
 	if iface.Name == "" && iface.Device == "" {
-		return Interface{}, invalid("interface without a name")
+		return "", nil, invalid("interface without a name")
 	}
 	var nets []*net.IPNet
 	for _, a := range iface.Addrs {
 		ipn, err := parseIPNet(a)
 		if err != nil {
-			return Interface{}, err
+			return "", nil, err
 		}
 		nets = append(nets, ipn)
 	}
@@ -202,69 +231,89 @@ func (n *Network) UpdateInterface(ctx context.Context, iface Interface) (Interfa
 		name = iface.Device
 	}
 	if len(name) >= unix.IFNAMSIZ || strings.ContainsAny(name, "/ \x00") || name == "." || name == ".." {
-		return Interface{}, invalid("interface name %q", name)
+		return "", nil, invalid("interface name %q", name)
 	}
 	if iface.MTU > 1<<20 {
-		return Interface{}, invalid("MTU %d", iface.MTU)
+		return "", nil, invalid("MTU %d", iface.MTU)
 	}
+	return name, nets, nil
+}
 
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	link, err := n.findLink(ctx, &iface)
-	if err != nil {
-		return Interface{}, err
-	}
-	// Renaming needs the link down.
+// setDownAndRename takes the link down, which renaming needs, gives it
+// name and returns the link as the kernel now describes it.
+func (n *Network) setDownAndRename(link netlink.Link, name string) (netlink.Link, error) {
 	if err := n.h.LinkSetDown(link); err != nil {
-		return Interface{}, fmt.Errorf("set %s down: %w", link.Attrs().Name, err)
+		return nil, fmt.Errorf("set %s down: %w", link.Attrs().Name, err)
 	}
 	if link.Attrs().Name != name {
 		if err := n.h.LinkSetName(link, name); err != nil {
-			return Interface{}, fmt.Errorf("rename %s to %s: %w", link.Attrs().Name, name, err)
+			return nil, fmt.Errorf("rename %s to %s: %w", link.Attrs().Name, name, err)
 		}
 	}
-	if link, err = n.h.LinkByIndex(link.Attrs().Index); err != nil {
-		return Interface{}, fmt.Errorf("link %s: %w", name, err)
+	link, err := n.h.LinkByIndex(link.Attrs().Index)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", name, err)
 	}
-	if iface.MTU > 0 && int(iface.MTU) != link.Attrs().MTU {
-		if err := n.h.LinkSetMTU(link, int(iface.MTU)); err != nil {
-			return Interface{}, fmt.Errorf("set MTU of %s to %d: %w", name, iface.MTU, err)
+	return link, nil
+}
+
+// setMTUAndFlags sets the MTU when one is asked for and differs, and turns
+// NOARP and PROMISC on when flags has them; it clears neither.
+func (n *Network) setMTUAndFlags(link netlink.Link, mtu uint64, flags uint32) error {
+	name := link.Attrs().Name
+	if mtu > 0 && int(mtu) != link.Attrs().MTU {
+		if err := n.h.LinkSetMTU(link, int(mtu)); err != nil {
+			return fmt.Errorf("set MTU of %s to %d: %w", name, mtu, err)
 		}
 	}
-	if iface.RawFlags&unix.IFF_NOARP != 0 {
+	if flags&unix.IFF_NOARP != 0 {
 		if err := n.h.LinkSetARPOff(link); err != nil {
-			return Interface{}, fmt.Errorf("set %s noarp: %w", name, err)
+			return fmt.Errorf("set %s noarp: %w", name, err)
 		}
 	}
-	if iface.RawFlags&unix.IFF_PROMISC != 0 {
+	if flags&unix.IFF_PROMISC != 0 {
 		if err := n.h.SetPromiscOn(link); err != nil {
-			return Interface{}, fmt.Errorf("set %s promisc: %w", name, err)
+			return fmt.Errorf("set %s promisc: %w", name, err)
 		}
 	}
+	return nil
+}
+
+// replaceAddrs removes the link's addresses, but for the kernel's own IPv6
+// link-local one, and adds nets.
+func (n *Network) replaceAddrs(link netlink.Link, nets []*net.IPNet) error {
+	name := link.Attrs().Name
 	old, err := retryDump(func() ([]netlink.Addr, error) { return n.h.AddrList(link, netlink.FAMILY_ALL) })
 	if err != nil {
-		return Interface{}, fmt.Errorf("list addresses of %s: %w", name, err)
+		return fmt.Errorf("list addresses of %s: %w", name, err)
 	}
 	for _, a := range old {
 		if a.IP.IsLinkLocalUnicast() && a.IP.To4() == nil {
 			continue // the kernel's own fe80:: address
 		}
 		if err := n.h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return Interface{}, fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
+			return fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
 		}
 	}
 	for _, ipn := range nets {
 		if err := n.h.AddrReplace(link, &netlink.Addr{IPNet: ipn}); err != nil {
-			return Interface{}, fmt.Errorf("add %s to %s: %w", ipn, name, err)
+			return fmt.Errorf("add %s to %s: %w", ipn, name, err)
 		}
 	}
+	return nil
+}
+
+// setUp brings the link up and returns it as the kernel now describes it.
+func (n *Network) setUp(link netlink.Link) (netlink.Link, error) {
+	name := link.Attrs().Name
 	if err := n.h.LinkSetUp(link); err != nil {
-		return Interface{}, fmt.Errorf("set %s up: %w", name, err)
+		return nil, fmt.Errorf("set %s up: %w", name, err)
 	}
-	if link, err = n.h.LinkByIndex(link.Attrs().Index); err != nil {
-		return Interface{}, fmt.Errorf("link %s: %w", name, err)
+	link, err := n.h.LinkByIndex(link.Attrs().Index)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", name, err)
 	}
-	return n.describe(link)
+	return link, nil
 }
 
 func (n *Network) describe(l netlink.Link) (Interface, error) {
