@@ -476,6 +476,8 @@ func (n *Network) replaceRoutes(want []netlink.Route) error {
 	return nil
 }
 
+// fromRoute turns a requested route into the main table's netlink route,
+// checking each field.
 func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 	nr := netlink.Route{Table: unix.RT_TABLE_MAIN, Scope: netlink.Scope(r.Scope), Flags: int(r.Flags), MTU: int(r.MTU)}
 	if r.Scope > 255 {
@@ -490,41 +492,20 @@ func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 		nr.LinkIndex = l.Attrs().Index
 		loopback = l.Attrs().Flags&net.FlagLoopback != 0
 	}
-	if r.Dest != "" && r.Dest != "default" {
-		dest := r.Dest
-		if !strings.Contains(dest, "/") {
-			if ip := net.ParseIP(dest); ip != nil && ip.To4() != nil {
-				dest += "/32"
-			} else {
-				dest += "/128"
-			}
-		}
-		_, ipn, err := net.ParseCIDR(dest)
-		if err != nil {
-			return nr, invalid("route destination %q", r.Dest)
-		}
-		nr.Dst = ipn
+	var err error
+	if nr.Dst, err = parseRouteDest(r.Dest); err != nil {
+		return nr, err
 	}
-	if r.Gateway != "" {
-		if nr.Gw = net.ParseIP(r.Gateway); nr.Gw == nil {
-			return nr, invalid("route gateway %q", r.Gateway)
-		}
+	if nr.Gw, err = parseRouteIP("gateway", r.Gateway); err != nil {
+		return nr, err
 	}
-	if r.Source != "" {
-		if nr.Src = net.ParseIP(r.Source); nr.Src == nil {
-			return nr, invalid("route source %q", r.Source)
-		}
+	if nr.Src, err = parseRouteIP("source", r.Source); err != nil {
+		return nr, err
 	}
 	if nr.LinkIndex == 0 && nr.Gw == nil {
 		return nr, invalid("route to %q has neither device nor gateway", r.Dest)
 	}
-	nr.Family = netlink.FAMILY_V4
-	if r.Family == V6 || (nr.Dst != nil && nr.Dst.IP.To4() == nil) || (nr.Gw != nil && nr.Gw.To4() == nil) {
-		nr.Family = netlink.FAMILY_V6
-	}
-	if nr.Dst == nil && nr.Family == netlink.FAMILY_V6 {
-		nr.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
-	}
+	setRouteFamily(&nr, r.Family)
 	// A default route through the loopback device (named, or reached by a
 	// loopback gateway) sends every packet without a more specific route
 	// back into the guest: the pod loses its network while the request
@@ -533,6 +514,53 @@ func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 		return nr, fmt.Errorf("%w: default route via the loopback device (device %q, gateway %q)", ErrInvalid, r.Device, r.Gateway)
 	}
 	return nr, nil
+}
+
+// parseRouteDest parses a route's destination: a CIDR, or an address
+// alone (a host route); nil for the default route ("" or "default").
+func parseRouteDest(dest string) (*net.IPNet, error) {
+	if dest == "" || dest == "default" {
+		return nil, nil
+	}
+	cidr := dest
+	if !strings.Contains(cidr, "/") {
+		if ip := net.ParseIP(cidr); ip != nil && ip.To4() != nil {
+			cidr += "/32"
+		} else {
+			cidr += "/128"
+		}
+	}
+	_, ipn, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return nil, invalid("route destination %q", dest)
+	}
+	return ipn, nil
+}
+
+// parseRouteIP parses a route's gateway or source address (what names
+// which); nil when s is empty.
+func parseRouteIP(what, s string) (net.IP, error) {
+	if s == "" {
+		return nil, nil
+	}
+	ip := net.ParseIP(s)
+	if ip == nil {
+		return nil, invalid("route %s %q", what, s)
+	}
+	return ip, nil
+}
+
+// setRouteFamily makes nr IPv6 when the request says so or one of its
+// addresses is, else IPv4; an IPv6 default route gets ::/0 as its
+// destination.
+func setRouteFamily(nr *netlink.Route, fam Family) {
+	nr.Family = netlink.FAMILY_V4
+	if fam == V6 || (nr.Dst != nil && nr.Dst.IP.To4() == nil) || (nr.Gw != nil && nr.Gw.To4() == nil) {
+		nr.Family = netlink.FAMILY_V6
+	}
+	if nr.Dst == nil && nr.Family == netlink.FAMILY_V6 {
+		nr.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
 }
 
 // isDefault reports whether dst (nil: the v4 default) matches every
