@@ -186,14 +186,43 @@ func (n *Network) findLink(ctx context.Context, iface *Interface) (netlink.Link,
 // UpdateInterface renames the interface, replaces its addresses and sets
 // its MTU and flags, then brings it up, returning the result.
 func (n *Network) UpdateInterface(ctx context.Context, iface Interface) (Interface, error) {
+	name, nets, err := checkInterface(iface)
+	if err != nil {
+		return Interface{}, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	link, err := n.findLink(ctx, &iface)
+	if err != nil {
+		return Interface{}, err
+	}
+	if link, err = n.setDownAndRename(link, name); err != nil {
+		return Interface{}, err
+	}
+	if err := n.setMTUAndFlags(link, iface.MTU, iface.RawFlags); err != nil {
+		return Interface{}, err
+	}
+	if err := n.replaceAddrs(link, nets); err != nil {
+		return Interface{}, err
+	}
+	if link, err = n.setUp(link); err != nil {
+		return Interface{}, err
+	}
+	return n.describe(link)
+}
+
+// checkInterface validates an UpdateInterface request before anything is
+// changed, and returns the name the interface is to have and its
+// addresses.
+func checkInterface(iface Interface) (string, []*net.IPNet, error) {
 	if iface.Name == "" && iface.Device == "" {
-		return Interface{}, invalid("interface without a name")
+		return "", nil, invalid("interface without a name")
 	}
 	var nets []*net.IPNet
 	for _, a := range iface.Addrs {
 		ipn, err := parseIPNet(a)
 		if err != nil {
-			return Interface{}, err
+			return "", nil, err
 		}
 		nets = append(nets, ipn)
 	}
@@ -202,69 +231,89 @@ func (n *Network) UpdateInterface(ctx context.Context, iface Interface) (Interfa
 		name = iface.Device
 	}
 	if len(name) >= unix.IFNAMSIZ || strings.ContainsAny(name, "/ \x00") || name == "." || name == ".." {
-		return Interface{}, invalid("interface name %q", name)
+		return "", nil, invalid("interface name %q", name)
 	}
 	if iface.MTU > 1<<20 {
-		return Interface{}, invalid("MTU %d", iface.MTU)
+		return "", nil, invalid("MTU %d", iface.MTU)
 	}
+	return name, nets, nil
+}
 
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	link, err := n.findLink(ctx, &iface)
-	if err != nil {
-		return Interface{}, err
-	}
-	// Renaming needs the link down.
+// setDownAndRename takes the link down, which renaming needs, gives it
+// name and returns the link as the kernel now describes it.
+func (n *Network) setDownAndRename(link netlink.Link, name string) (netlink.Link, error) {
 	if err := n.h.LinkSetDown(link); err != nil {
-		return Interface{}, fmt.Errorf("set %s down: %w", link.Attrs().Name, err)
+		return nil, fmt.Errorf("set %s down: %w", link.Attrs().Name, err)
 	}
 	if link.Attrs().Name != name {
 		if err := n.h.LinkSetName(link, name); err != nil {
-			return Interface{}, fmt.Errorf("rename %s to %s: %w", link.Attrs().Name, name, err)
+			return nil, fmt.Errorf("rename %s to %s: %w", link.Attrs().Name, name, err)
 		}
 	}
-	if link, err = n.h.LinkByIndex(link.Attrs().Index); err != nil {
-		return Interface{}, fmt.Errorf("link %s: %w", name, err)
+	link, err := n.h.LinkByIndex(link.Attrs().Index)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", name, err)
 	}
-	if iface.MTU > 0 && int(iface.MTU) != link.Attrs().MTU {
-		if err := n.h.LinkSetMTU(link, int(iface.MTU)); err != nil {
-			return Interface{}, fmt.Errorf("set MTU of %s to %d: %w", name, iface.MTU, err)
+	return link, nil
+}
+
+// setMTUAndFlags sets the MTU when one is asked for and differs, and turns
+// NOARP and PROMISC on when flags has them; it clears neither.
+func (n *Network) setMTUAndFlags(link netlink.Link, mtu uint64, flags uint32) error {
+	name := link.Attrs().Name
+	if mtu > 0 && int(mtu) != link.Attrs().MTU {
+		if err := n.h.LinkSetMTU(link, int(mtu)); err != nil {
+			return fmt.Errorf("set MTU of %s to %d: %w", name, mtu, err)
 		}
 	}
-	if iface.RawFlags&unix.IFF_NOARP != 0 {
+	if flags&unix.IFF_NOARP != 0 {
 		if err := n.h.LinkSetARPOff(link); err != nil {
-			return Interface{}, fmt.Errorf("set %s noarp: %w", name, err)
+			return fmt.Errorf("set %s noarp: %w", name, err)
 		}
 	}
-	if iface.RawFlags&unix.IFF_PROMISC != 0 {
+	if flags&unix.IFF_PROMISC != 0 {
 		if err := n.h.SetPromiscOn(link); err != nil {
-			return Interface{}, fmt.Errorf("set %s promisc: %w", name, err)
+			return fmt.Errorf("set %s promisc: %w", name, err)
 		}
 	}
+	return nil
+}
+
+// replaceAddrs removes the link's addresses, but for the kernel's own IPv6
+// link-local one, and adds nets.
+func (n *Network) replaceAddrs(link netlink.Link, nets []*net.IPNet) error {
+	name := link.Attrs().Name
 	old, err := retryDump(func() ([]netlink.Addr, error) { return n.h.AddrList(link, netlink.FAMILY_ALL) })
 	if err != nil {
-		return Interface{}, fmt.Errorf("list addresses of %s: %w", name, err)
+		return fmt.Errorf("list addresses of %s: %w", name, err)
 	}
 	for _, a := range old {
 		if a.IP.IsLinkLocalUnicast() && a.IP.To4() == nil {
 			continue // the kernel's own fe80:: address
 		}
 		if err := n.h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return Interface{}, fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
+			return fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
 		}
 	}
 	for _, ipn := range nets {
 		if err := n.h.AddrReplace(link, &netlink.Addr{IPNet: ipn}); err != nil {
-			return Interface{}, fmt.Errorf("add %s to %s: %w", ipn, name, err)
+			return fmt.Errorf("add %s to %s: %w", ipn, name, err)
 		}
 	}
+	return nil
+}
+
+// setUp brings the link up and returns it as the kernel now describes it.
+func (n *Network) setUp(link netlink.Link) (netlink.Link, error) {
+	name := link.Attrs().Name
 	if err := n.h.LinkSetUp(link); err != nil {
-		return Interface{}, fmt.Errorf("set %s up: %w", name, err)
+		return nil, fmt.Errorf("set %s up: %w", name, err)
 	}
-	if link, err = n.h.LinkByIndex(link.Attrs().Index); err != nil {
-		return Interface{}, fmt.Errorf("link %s: %w", name, err)
+	link, err := n.h.LinkByIndex(link.Attrs().Index)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", name, err)
 	}
-	return n.describe(link)
+	return link, nil
 }
 
 func (n *Network) describe(l netlink.Link) (Interface, error) {
@@ -427,6 +476,8 @@ func (n *Network) replaceRoutes(want []netlink.Route) error {
 	return nil
 }
 
+// fromRoute turns a requested route into the main table's netlink route,
+// checking each field.
 func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 	nr := netlink.Route{Table: unix.RT_TABLE_MAIN, Scope: netlink.Scope(r.Scope), Flags: int(r.Flags), MTU: int(r.MTU)}
 	if r.Scope > 255 {
@@ -441,41 +492,20 @@ func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 		nr.LinkIndex = l.Attrs().Index
 		loopback = l.Attrs().Flags&net.FlagLoopback != 0
 	}
-	if r.Dest != "" && r.Dest != "default" {
-		dest := r.Dest
-		if !strings.Contains(dest, "/") {
-			if ip := net.ParseIP(dest); ip != nil && ip.To4() != nil {
-				dest += "/32"
-			} else {
-				dest += "/128"
-			}
-		}
-		_, ipn, err := net.ParseCIDR(dest)
-		if err != nil {
-			return nr, invalid("route destination %q", r.Dest)
-		}
-		nr.Dst = ipn
+	var err error
+	if nr.Dst, err = parseRouteDest(r.Dest); err != nil {
+		return nr, err
 	}
-	if r.Gateway != "" {
-		if nr.Gw = net.ParseIP(r.Gateway); nr.Gw == nil {
-			return nr, invalid("route gateway %q", r.Gateway)
-		}
+	if nr.Gw, err = parseRouteIP("gateway", r.Gateway); err != nil {
+		return nr, err
 	}
-	if r.Source != "" {
-		if nr.Src = net.ParseIP(r.Source); nr.Src == nil {
-			return nr, invalid("route source %q", r.Source)
-		}
+	if nr.Src, err = parseRouteIP("source", r.Source); err != nil {
+		return nr, err
 	}
 	if nr.LinkIndex == 0 && nr.Gw == nil {
 		return nr, invalid("route to %q has neither device nor gateway", r.Dest)
 	}
-	nr.Family = netlink.FAMILY_V4
-	if r.Family == V6 || (nr.Dst != nil && nr.Dst.IP.To4() == nil) || (nr.Gw != nil && nr.Gw.To4() == nil) {
-		nr.Family = netlink.FAMILY_V6
-	}
-	if nr.Dst == nil && nr.Family == netlink.FAMILY_V6 {
-		nr.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
-	}
+	setRouteFamily(&nr, r.Family)
 	// A default route through the loopback device (named, or reached by a
 	// loopback gateway) sends every packet without a more specific route
 	// back into the guest: the pod loses its network while the request
@@ -484,6 +514,53 @@ func (n *Network) fromRoute(r Route) (netlink.Route, error) {
 		return nr, fmt.Errorf("%w: default route via the loopback device (device %q, gateway %q)", ErrInvalid, r.Device, r.Gateway)
 	}
 	return nr, nil
+}
+
+// parseRouteDest parses a route's destination: a CIDR, or an address
+// alone (a host route); nil for the default route ("" or "default").
+func parseRouteDest(dest string) (*net.IPNet, error) {
+	if dest == "" || dest == "default" {
+		return nil, nil
+	}
+	cidr := dest
+	if !strings.Contains(cidr, "/") {
+		if ip := net.ParseIP(cidr); ip != nil && ip.To4() != nil {
+			cidr += "/32"
+		} else {
+			cidr += "/128"
+		}
+	}
+	_, ipn, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return nil, invalid("route destination %q", dest)
+	}
+	return ipn, nil
+}
+
+// parseRouteIP parses a route's gateway or source address (what names
+// which); nil when s is empty.
+func parseRouteIP(what, s string) (net.IP, error) {
+	if s == "" {
+		return nil, nil
+	}
+	ip := net.ParseIP(s)
+	if ip == nil {
+		return nil, invalid("route %s %q", what, s)
+	}
+	return ip, nil
+}
+
+// setRouteFamily makes nr IPv6 when the request says so or one of its
+// addresses is, else IPv4; an IPv6 default route gets ::/0 as its
+// destination.
+func setRouteFamily(nr *netlink.Route, fam Family) {
+	nr.Family = netlink.FAMILY_V4
+	if fam == V6 || (nr.Dst != nil && nr.Dst.IP.To4() == nil) || (nr.Gw != nil && nr.Gw.To4() == nil) {
+		nr.Family = netlink.FAMILY_V6
+	}
+	if nr.Dst == nil && nr.Family == netlink.FAMILY_V6 {
+		nr.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
 }
 
 // isDefault reports whether dst (nil: the v4 default) matches every

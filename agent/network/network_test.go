@@ -98,11 +98,7 @@ func TestUpdateInterfaceByMAC(t *testing.T) {
 	if l.Attrs().MTU != 1400 || l.Attrs().Flags&net.FlagUp == 0 {
 		t.Fatalf("mtu %d flags %v", l.Attrs().MTU, l.Attrs().Flags)
 	}
-	addrs, _ := h.AddrList(l, netlink.FAMILY_ALL)
-	var have []string
-	for _, a := range addrs {
-		have = append(have, a.IPNet.String())
-	}
+	have := addrStrings(h, l, netlink.FAMILY_ALL)
 	for _, want := range []string{"10.10.0.2/24", "fd00::2/64"} {
 		if !slices.Contains(have, want) {
 			t.Errorf("address %s missing from %v", want, have)
@@ -116,11 +112,34 @@ func TestUpdateInterfaceByMAC(t *testing.T) {
 	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Family: V4, Address: "10.20.0.2", Mask: "16"}}}); err != nil {
 		t.Fatal(err)
 	}
-	addrs, _ = h.AddrList(l, netlink.FAMILY_V4)
-	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.20.0.2/16" {
+	if addrs := addrStrings(h, l, netlink.FAMILY_V4); !slices.Equal(addrs, []string{"10.20.0.2/16"}) {
 		t.Fatalf("addresses after replace: %v", addrs)
 	}
 
+	checkUpdateInterfaceRejects(t, n, mac)
+	if names := interfaceNames(t, n); !slices.Equal(names, []string{"eth0", "veth1"}) {
+		t.Fatalf("ListInterfaces names %v", names)
+	}
+	if !slices.Equal(hostBefore, hostLinks(t)) {
+		t.Fatal("host interfaces changed")
+	}
+}
+
+// addrStrings lists the addresses of l in family, as CIDRs.
+func addrStrings(h *netlink.Handle, l netlink.Link, family int) []string {
+	addrs, _ := h.AddrList(l, family)
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.IPNet.String())
+	}
+	return out
+}
+
+// checkUpdateInterfaceRejects: requests that are malformed or name no
+// interface fail with their kind.
+func checkUpdateInterfaceRejects(t *testing.T, n *Network, mac net.HardwareAddr) {
+	t.Helper()
+	ctx := context.Background()
 	for name, iface := range map[string]Interface{
 		"bad ip":     {Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.1.2"}}},
 		"bad mask":   {Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.1.2.3", Mask: "33"}}},
@@ -139,8 +158,12 @@ func TestUpdateInterfaceByMAC(t *testing.T) {
 	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth9", DevicePath: "02/00"}); errdefs.KindOf(err) != errdefs.ErrFailedPrecondition {
 		t.Errorf("PCI path without listener: %v", err)
 	}
+}
 
-	ifaces, err := n.ListInterfaces(ctx)
+// interfaceNames lists the names ListInterfaces returns, sorted.
+func interfaceNames(t *testing.T, n *Network) []string {
+	t.Helper()
+	ifaces, err := n.ListInterfaces(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +172,7 @@ func TestUpdateInterfaceByMAC(t *testing.T) {
 		names = append(names, i.Name)
 	}
 	slices.Sort(names)
-	if !slices.Equal(names, []string{"eth0", "veth1"}) {
-		t.Fatalf("ListInterfaces names %v", names)
-	}
-	if !slices.Equal(hostBefore, hostLinks(t)) {
-		t.Fatal("host interfaces changed")
-	}
+	return names
 }
 
 func TestUpdateRoutesReplacesTableInDependencyOrder(t *testing.T) {
@@ -175,13 +193,7 @@ func TestUpdateRoutesReplacesTableInDependencyOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := func(r Route) string { return r.Dest + " via " + r.Gateway + " dev " + r.Device }
-	var keys []string
-	for _, r := range got {
-		if r.Family == V4 {
-			keys = append(keys, key(r))
-		}
-	}
+	keys := v4RouteKeys(got)
 	slices.Sort(keys)
 	want := []string{" via 172.16.0.1 dev eth0", "172.16.0.0/24 via  dev eth0", "192.168.5.0/24 via 172.16.0.254 dev eth0"}
 	if !slices.Equal(keys, want) {
@@ -193,13 +205,7 @@ func TestUpdateRoutesReplacesTableInDependencyOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys = nil
-	for _, r := range got {
-		if r.Family == V4 {
-			keys = append(keys, key(r))
-		}
-	}
-	if !slices.Equal(keys, []string{"10.10.0.0/24 via  dev eth0"}) {
+	if keys := v4RouteKeys(got); !slices.Equal(keys, []string{"10.10.0.0/24 via  dev eth0"}) {
 		t.Fatalf("after second update: %q", keys)
 	}
 
@@ -219,15 +225,21 @@ func TestUpdateRoutesReplacesTableInDependencyOrder(t *testing.T) {
 	}
 	// A rejected request leaves the table as it was.
 	got, _ = n.ListRoutes(ctx)
-	keys = nil
-	for _, r := range got {
-		if r.Family == V4 {
-			keys = append(keys, key(r))
-		}
-	}
-	if !slices.Equal(keys, []string{"10.10.0.0/24 via  dev eth0"}) {
+	if keys := v4RouteKeys(got); !slices.Equal(keys, []string{"10.10.0.0/24 via  dev eth0"}) {
 		t.Fatalf("table changed by rejected requests: %q", keys)
 	}
+}
+
+// v4RouteKeys describes the IPv4 routes as "dest via gateway dev device",
+// in their order.
+func v4RouteKeys(routes []Route) []string {
+	var keys []string
+	for _, r := range routes {
+		if r.Family == V4 {
+			keys = append(keys, r.Dest+" via "+r.Gateway+" dev "+r.Device)
+		}
+	}
+	return keys
 }
 
 func TestAddARPNeighbors(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
 )
 
@@ -302,57 +303,39 @@ func (m *Manager) blockMount(dev string, v *Volume) (*mountState, error) {
 	return m.plainMount(dev, v.FSType, v, v.Options)
 }
 
-func (m *Manager) needDevices(driver string) error {
-	if m.devs == nil {
-		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s storage needs the uevent listener", driver)
-	}
-	return nil
+// blockDriver is how a block storage driver finds the device its Source
+// names.
+type blockDriver struct {
+	// resolve waits for the device to appear and returns its node.
+	resolve func(d *device.Devices, ctx context.Context, source string) (string, error)
+	// nodePaths: a Source that is a path names the node itself, as in
+	// Kata's agent (a device that was not hot-plugged); it must be below
+	// /dev.
+	nodePaths bool
 }
 
-func (m *Manager) mountBlk(ctx context.Context, owner string, v *Volume) (*mountState, error) {
-	if strings.HasPrefix(v.Source, "/") {
+// blockDrivers is the one table of the block storage drivers.
+var blockDrivers = map[string]blockDriver{
+	DriverBlk:     {resolve: (*device.Devices).BlockByPCIPath, nodePaths: true},
+	DriverMMIOBlk: {resolve: (*device.Devices).BlockByName},
+	DriverSCSI:    {resolve: (*device.Devices).BlockBySCSIAddr},
+	DriverNVDIMM:  {resolve: (*device.Devices).BlockByName},
+}
+
+// mountBlockDevice mounts the device of a block driver's volume, once the
+// device has appeared.
+func (m *Manager) mountBlockDevice(ctx context.Context, owner string, v *Volume) (*mountState, error) {
+	bd := blockDrivers[v.Driver]
+	if bd.nodePaths && strings.HasPrefix(v.Source, "/") {
 		if !strings.HasPrefix(v.Source, "/dev/") {
-			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "blk source %q is neither a PCI path nor a /dev path", v.Source)
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "%s source %q is neither a PCI path nor a /dev path", v.Driver, v.Source)
 		}
 		return m.blockMount(v.Source, v)
 	}
-	if err := m.needDevices(v.Driver); err != nil {
-		return nil, err
+	if m.devs == nil {
+		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s storage needs the uevent listener", v.Driver)
 	}
-	dev, err := m.devs.BlockByPCIPath(ctx, v.Source)
-	if err != nil {
-		return nil, err
-	}
-	return m.blockMount(dev, v)
-}
-
-func (m *Manager) mountMMIOBlk(ctx context.Context, owner string, v *Volume) (*mountState, error) {
-	if err := m.needDevices(v.Driver); err != nil {
-		return nil, err
-	}
-	dev, err := m.devs.BlockByName(ctx, v.Source)
-	if err != nil {
-		return nil, err
-	}
-	return m.blockMount(dev, v)
-}
-
-func (m *Manager) mountSCSI(ctx context.Context, owner string, v *Volume) (*mountState, error) {
-	if err := m.needDevices(v.Driver); err != nil {
-		return nil, err
-	}
-	dev, err := m.devs.BlockBySCSIAddr(ctx, v.Source)
-	if err != nil {
-		return nil, err
-	}
-	return m.blockMount(dev, v)
-}
-
-func (m *Manager) mountNVDIMM(ctx context.Context, owner string, v *Volume) (*mountState, error) {
-	if err := m.needDevices(v.Driver); err != nil {
-		return nil, err
-	}
-	dev, err := m.devs.BlockByName(ctx, v.Source)
+	dev, err := bd.resolve(m.devs, ctx, v.Source)
 	if err != nil {
 		return nil, err
 	}

@@ -171,10 +171,10 @@ var drivers = map[string]driverFunc{
 	DriverLocal:         (*Manager).mountLocal,
 	DriverEphemeral:     (*Manager).mountEphemeral,
 	DriverOverlayFS:     (*Manager).mountOverlay,
-	DriverBlk:           (*Manager).mountBlk,
-	DriverMMIOBlk:       (*Manager).mountMMIOBlk,
-	DriverSCSI:          (*Manager).mountSCSI,
-	DriverNVDIMM:        (*Manager).mountNVDIMM,
+	DriverBlk:           (*Manager).mountBlockDevice,
+	DriverMMIOBlk:       (*Manager).mountBlockDevice,
+	DriverSCSI:          (*Manager).mountBlockDevice,
+	DriverNVDIMM:        (*Manager).mountBlockDevice,
 	DriverWatchableBind: (*Manager).mountWatchable,
 }
 
