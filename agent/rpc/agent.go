@@ -1,7 +1,11 @@
 // Package rpc implements the agent's ttrpc services, grpc.AgentService and
 // grpc.Health, on top of the packages that do the work (sandbox,
-// containers, storage, devices, network). Handlers are split by area into
-// files; any AgentService method without a handler answers Unimplemented.
+// containers, storage, devices, network). It is the agent's protocol edge:
+// the one place, with agent/ocispec and agent/server, that knows protobuf
+// and status codes. Each handler converts its request into the domain
+// packages' types and their errors into statuses (errors.go, one table).
+// Handlers are split by area into files; the few methods this agent does
+// not implement answer Unimplemented on purpose (fallback.go).
 package rpc
 
 import (
