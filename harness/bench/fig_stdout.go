@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -324,20 +323,6 @@ func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string,
 		close: cleanup.run,
 		cpu:   func() (time.Duration, bool) { return processCPU(pid) },
 	}, nil
-}
-
-// undoStack holds what undoes each step of a set-up.
-type undoStack []func() error
-
-func (u *undoStack) push(undo func() error) { *u = append(*u, undo) }
-
-// run undoes every step, the last one first, and joins their errors.
-func (u *undoStack) run() error {
-	var errs []error
-	for i := len(*u) - 1; i >= 0; i-- {
-		errs = append(errs, (*u)[i]())
-	}
-	return errors.Join(errs...)
 }
 
 // readOnceFunc makes one ReadStdout call and returns how many bytes it
