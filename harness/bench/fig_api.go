@@ -125,76 +125,128 @@ func figCheck(ctx context.Context, r *Runner) *Figure {
 		Goal:   "median ≤ 1.5× raw echo (wren, sync client)",
 		Anchor: "ttrpc Go ≈ 32 µs/call, 35 allocs (xibz/GRPCvsTTRPC, 2019, 8 CPUs)",
 	}
-	type subject struct {
-		name    string
-		h       agentpb.HealthService
-		samples []time.Duration
-		allocs  uint64
+	var open undoStack
+	defer open.run()
+	subjects, name, err := startCheckSubjects(ctx, r, &open)
+	if err != nil {
+		return failed(fig, name, err)
 	}
-	servers := []struct {
-		name string
-		bin  string
-		env  []string
-	}{
+	conn, err := startEchoFloor(r, &open)
+	if err != nil {
+		return failed(fig, "raw echo", err)
+	}
+	raw, name, err := measureChecks(ctx, subjects, conn, r.S.CheckCalls)
+	if err != nil {
+		return failed(fig, name, err)
+	}
+	clientAllocs := addCheckResults(fig, subjects, raw)
+	addServerAllocs(ctx, fig, r.S.WorkDir, clientAllocs)
+	return fig
+}
+
+// checkServer is one agent server figure 4 calls.
+type checkServer struct {
+	name string
+	bin  string
+	env  []string
+}
+
+// checkServers are wren's server, its two variants, and the baseline
+// binaries' servers.
+func checkServers(r *Runner) []checkServer {
+	servers := []checkServer{
 		{"wren", r.S.AgentBin, nil},
 		{"wren (Check not inline)", r.S.AgentBin, []string{server.ImplementationEnv + "=spawn"}},
 		{"wren (stock ttrpc server)", r.S.AgentBin, []string{server.ImplementationEnv + "=stock"}},
 	}
 	for _, v := range r.agents()[1:] {
-		servers = append(servers, struct {
-			name string
-			bin  string
-			env  []string
-		}{v.subject, v.bin, nil})
+		servers = append(servers, checkServer{v.subject, v.bin, nil})
 	}
-	var subjects []*subject
-	for _, v := range servers {
+	return servers
+}
+
+// checkSubject is one server and client pair of figure 4.
+type checkSubject struct {
+	name    string
+	h       agentpb.HealthService
+	samples []time.Duration
+	allocs  uint64
+}
+
+// startCheckSubjects starts every server, connects every client kind to
+// each and warms the pair up; open gets what stops them. On failure it
+// returns the subject that failed.
+func startCheckSubjects(ctx context.Context, r *Runner, open *undoStack) ([]*checkSubject, string, error) {
+	var subjects []*checkSubject
+	for _, v := range checkServers(r) {
 		agent, err := StartAgent(ctx, v.bin, r.S.WorkDir, v.env)
 		if err != nil {
-			return failed(fig, v.name, err)
+			return nil, v.name, err
 		}
-		defer agent.Stop()
+		open.push(agent.Stop)
 		for _, cc := range checkClients {
 			name := v.name + ", " + cc.name
 			h, closer, err := cc.dial(ctx, agent.Addr)
 			if err != nil {
-				return failed(fig, name, err)
+				return nil, name, err
 			}
-			defer closer.Close()
+			open.push(closer.Close)
 			if _, err := checkLoop(ctx, h, 1000, nil); err != nil {
-				return failed(fig, name, err)
+				return nil, name, err
 			}
-			subjects = append(subjects, &subject{name: name, h: h, samples: make([]time.Duration, 0, r.S.CheckCalls)})
+			subjects = append(subjects, &checkSubject{name: name, h: h, samples: make([]time.Duration, 0, r.S.CheckCalls)})
 		}
 	}
+	return subjects, "", nil
+}
+
+// startEchoFloor starts the raw echo server, connects to it and warms the
+// connection up; open gets what stops them.
+func startEchoFloor(r *Runner, open *undoStack) (net.Conn, error) {
 	echo, err := StartHelper(r.S.WorkDir, "echo-server")
 	if err != nil {
-		return failed(fig, "raw echo", err)
+		return nil, err
 	}
-	defer echo.Stop()
+	open.push(func() error { echo.Stop(); return nil })
 	conn, err := net.Dial("unix", echo.Path)
 	if err != nil {
-		return failed(fig, "raw echo", err)
+		return nil, err
 	}
-	defer conn.Close()
+	open.push(conn.Close)
 	if _, err := echoLoop(conn, 1000, nil); err != nil {
-		return failed(fig, "raw echo", err)
+		return nil, err
 	}
+	return conn, nil
+}
+
+// measureChecks makes calls Check calls on every subject and as many raw
+// echoes, interleaved in blocks so that all see the same machine noise, and
+// counts each subject's allocations in this process. It returns the echo
+// round trips, or the subject that failed.
+func measureChecks(ctx context.Context, subjects []*checkSubject, conn net.Conn, calls int) ([]time.Duration, string, error) {
 	const block = 500
-	raw := make([]time.Duration, 0, r.S.CheckCalls)
-	for done := 0; done < r.S.CheckCalls; done += block {
-		n := min(block, r.S.CheckCalls-done)
+	var err error
+	raw := make([]time.Duration, 0, calls)
+	for done := 0; done < calls; done += block {
+		n := min(block, calls-done)
 		for _, sub := range subjects {
 			a0 := mallocs()
 			if sub.samples, err = checkLoop(ctx, sub.h, n, sub.samples); err != nil {
-				return failed(fig, sub.name, err)
+				return nil, sub.name, err
 			}
 			sub.allocs += mallocs() - a0
 		}
 		if raw, err = echoLoop(conn, n, raw); err != nil {
-			return failed(fig, "raw echo", err)
+			return nil, "raw echo", err
 		}
 	}
+	return raw, "", nil
+}
+
+// addCheckResults adds the round trips and their ratios to the raw echo,
+// and the client allocations per call with wren's server, which it returns
+// by client kind.
+func addCheckResults(fig *Figure, subjects []*checkSubject, raw []time.Duration) map[string]float64 {
 	e := fig.Add("raw echo", "round trip", "µs", Micros(raw))
 	clientAllocs := map[string]float64{}
 	for _, sub := range subjects {
@@ -212,20 +264,25 @@ func figCheck(ctx context.Context, r *Runner) *Figure {
 			}
 		}
 	}
+	return clientAllocs
+}
+
+// addServerAllocs adds the server's allocations per call, wren's and the
+// stock ttrpc server's, measured in-process: the total less the client's.
+func addServerAllocs(ctx context.Context, fig *Figure, dir string, clientAllocs map[string]float64) {
 	for _, stock := range []bool{false, true} {
 		name := "wren"
 		if stock {
 			name = "wren (stock ttrpc server)"
 		}
 		cc := checkClients[0]
-		total, err := inProcessAllocs(ctx, r.S.WorkDir, 5000, stock, cc)
+		total, err := inProcessAllocs(ctx, dir, 5000, stock, cc)
 		if err != nil {
 			fig.Skip(name+" in-process", err)
 			continue
 		}
 		fig.AddValue(name, "server allocs/op (in-process)", "allocs", total-clientAllocs[cc.name])
 	}
-	return fig
 }
 
 // inProcessAllocs serves the agent's Health service in this process (with

@@ -146,14 +146,7 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 			p.Cleanup()
 		}
 	}()
-	var running []*Peer
-	for _, peer := range peers {
-		if err := peer.RunDetached(sleepBundle, peer.Name+"-sleeper"); err != nil {
-			fig.Skip(peer.Name, err)
-			continue
-		}
-		running = append(running, peer)
-	}
+	running := startPeerSleepers(fig, peers, sleepBundle)
 	err = r.withSubjectPods(ctx, func(pods []subjectPod) error {
 		ids := make([]string, len(pods))
 		for j, sp := range pods {
@@ -177,6 +170,21 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 		return failed(fig, "wren", err)
 	}
 	return fig
+}
+
+// startPeerSleepers starts each peer's sleeping container from
+// sleepBundle and returns the peers that run one; a peer that cannot is
+// skipped in fig.
+func startPeerSleepers(fig *Figure, peers []*Peer, sleepBundle string) []*Peer {
+	var running []*Peer
+	for _, peer := range peers {
+		if err := peer.RunDetached(sleepBundle, peer.Name+"-sleeper"); err != nil {
+			fig.Skip(peer.Name, err)
+			continue
+		}
+		running = append(running, peer)
+	}
+	return running
 }
 
 // interleave runs warmup+n rounds; each round times every wren subject

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -70,16 +69,19 @@ func figStdout(ctx context.Context, r *Runner) *Figure {
 		Goal:   "≥ 0.5× raw with 1 MiB reads (wren, ReadStream client)",
 		Anchor: "RPC-wrapped stdio over vsock 50–100 MB/s (CubeSandbox#728, no method); spike.md: 64 KiB ttrpc Put 145–201 MB/s here",
 	}
+	sources := setUpStdoutSources(ctx, r, fig, total)
+	defer closeStdoutSources(fig, sources)
+	budget := r.budget(stdoutBudget, 5*time.Minute, 20*time.Second)
+	readStdoutRounds(ctx, sources, segment, total, time.Now().Add(budget))
+	results := addStdoutResults(fig, sources, total, budget)
+	addStdoutRatios(fig, results)
+	return fig
+}
+
+// setUpStdoutSources sets up every stream of the figure, each writer blocked
+// until it is read; a stream that cannot be set up is skipped in fig.
+func setUpStdoutSources(ctx context.Context, r *Runner, fig *Figure, total int64) []*stdoutSource {
 	var sources []*stdoutSource
-	defer func() {
-		for _, s := range sources {
-			if s.close != nil {
-				if err := s.close(); err != nil {
-					fig.Note("%s: teardown: %v", s.subject, err)
-				}
-			}
-		}
-	}()
 	add := func(subject string, setup func() (*stdoutSource, error)) {
 		if ctx.Err() != nil {
 			return
@@ -120,9 +122,23 @@ func figStdout(ctx context.Context, r *Runner) *Figure {
 	add("wren, 1 MiB reads, ReadStream client, 1 MiB pipes", func() (*stdoutSource, error) {
 		return wrenStdoutSource(ctx, r, r.S.AgentBin, pipeConfig(r, 1<<20), total, 1<<20, streamReader)
 	})
+	return sources
+}
 
-	budget := r.budget(stdoutBudget, 5*time.Minute, 20*time.Second)
-	deadline := time.Now().Add(budget)
+// closeStdoutSources tears the streams down, noting what fails.
+func closeStdoutSources(fig *Figure, sources []*stdoutSource) {
+	for _, s := range sources {
+		if s.close != nil {
+			if err := s.close(); err != nil {
+				fig.Note("%s: teardown: %v", s.subject, err)
+			}
+		}
+	}
+}
+
+// readStdoutRounds reads the streams in turn, a segment from each, starting
+// one later each round, until all are read or the deadline passes.
+func readStdoutRounds(ctx context.Context, sources []*stdoutSource, segment, total int64, deadline time.Time) {
 	for round := 0; ctx.Err() == nil && time.Now().Before(deadline); round++ {
 		active := 0
 		for i := range sources {
@@ -142,6 +158,11 @@ func figStdout(ctx context.Context, r *Runner) *Figure {
 			break
 		}
 	}
+}
+
+// addStdoutResults adds each stream's throughput and notes its overall rate
+// and CPU cost, and returns the metrics by subject.
+func addStdoutResults(fig *Figure, sources []*stdoutSource, total int64, budget time.Duration) map[string]Metric {
 	results := map[string]Metric{}
 	for _, s := range sources {
 		if s.err != nil {
@@ -161,6 +182,12 @@ func figStdout(ctx context.Context, r *Runner) *Figure {
 		}
 		fig.Note("%s", note)
 	}
+	return results
+}
+
+// addStdoutRatios adds the ratios between streams that were measured, and
+// judges the goal on the ReadStream client.
+func addStdoutRatios(fig *Figure, results map[string]Metric) {
 	ratio := func(name, num, den string, goal float64) {
 		n, okN := results[num]
 		d, okD := results[den]
@@ -183,7 +210,6 @@ func figStdout(ctx context.Context, r *Runner) *Figure {
 		fig.Judged = judged
 		fig.Note("goal judged on %q (the agent's own share); the stock client's ratio beside it is what a Go shim sees", judged)
 	}
-	return fig
 }
 
 // readSegment reads n bytes of s and records their rate and CPU time.
@@ -244,25 +270,18 @@ func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string,
 	if err != nil {
 		return nil, err
 	}
-	var cleanup []func() error
-	closeAll := func() error {
-		var errs []error
-		for i := len(cleanup) - 1; i >= 0; i-- {
-			errs = append(errs, cleanup[i]())
-		}
-		return errors.Join(errs...)
-	}
-	cleanup = append(cleanup, agent.Stop)
+	var cleanup undoStack
+	cleanup.push(agent.Stop)
 	defer func() {
 		if err != nil {
-			closeAll()
+			cleanup.run()
 		}
 	}()
 	c, err := agent.Dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cleanup = append(cleanup, c.Close)
+	cleanup.push(c.Close)
 	p, err := newPod(ctx, r, c)
 	if err != nil {
 		return nil, err
@@ -275,7 +294,7 @@ func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string,
 		return nil, err
 	}
 	var read int64
-	cleanup = append(cleanup, func() error {
+	cleanup.push(func() error {
 		if read < total {
 			return p.stop(ctx, id)
 		}
@@ -284,10 +303,39 @@ func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string,
 		}
 		return p.remove(ctx, id)
 	})
-	// readOnce makes one ReadStdout call and returns how many bytes it
-	// brought; 0 is EOF.
+	readOnce, closeReader, err := openStdoutReader(ctx, reader, p, agent.Addr, id, readLen)
+	if err != nil {
+		return nil, err
+	}
+	if closeReader != nil {
+		cleanup.push(closeReader)
+	}
+	pid := agent.PID()
+	return &stdoutSource{
+		read: func(ctx context.Context, n int64) (int64, error) {
+			got, err := readStdoutUpTo(ctx, readOnce, n)
+			if err != nil {
+				return got, err
+			}
+			read += got
+			return got, nil
+		},
+		close: cleanup.run,
+		cpu:   func() (time.Duration, bool) { return processCPU(pid) },
+	}, nil
+}
+
+// readOnceFunc makes one ReadStdout call and returns how many bytes it
+// brought; 0 is EOF.
+type readOnceFunc func(ctx context.Context) (int, error)
+
+// openStdoutReader returns how reader reads the stdout of container id,
+// readLen bytes a call, and what closes the connection of its own it
+// dialed to the agent at addr (nil for the stock client, which shares p's).
+func openStdoutReader(ctx context.Context, reader stdoutReader, p *pod, addr, id string, readLen int) (readOnceFunc, func() error, error) {
 	req := &agentpb.ReadStreamRequest{ContainerId: id, ExecId: id, Len: uint32(readLen)}
-	var readOnce func(ctx context.Context) (int, error)
+	var readOnce readOnceFunc
+	var closeConn func() error
 	switch reader {
 	case stockReader:
 		readOnce = func(ctx context.Context) (int, error) {
@@ -295,11 +343,11 @@ func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string,
 			return len(resp.GetData()), err
 		}
 	case syncProtoReader, streamReader:
-		sc, err := client.DialSync(ctx, agent.Addr)
+		sc, err := client.DialSync(ctx, addr)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		cleanup = append(cleanup, sc.Close)
+		closeConn = sc.Close
 		if reader == syncProtoReader {
 			readOnce = func(ctx context.Context) (int, error) {
 				resp := &agentpb.ReadStreamResponse{}
@@ -316,28 +364,26 @@ func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string,
 			}
 		}
 	}
-	pid := agent.PID()
-	return &stdoutSource{
-		read: func(ctx context.Context, n int64) (int64, error) {
-			var got int64
-			for got < n {
-				cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-				m, err := readOnce(cctx)
-				cancel()
-				if err != nil {
-					return got, fmt.Errorf("ReadStdout: %w", err)
-				}
-				if m == 0 {
-					break
-				}
-				got += int64(m)
-			}
-			read += got
-			return got, nil
-		},
-		close: closeAll,
-		cpu:   func() (time.Duration, bool) { return processCPU(pid) },
-	}, nil
+	return readOnce, closeConn, nil
+}
+
+// readStdoutUpTo calls readOnce until it has about n bytes or EOF, each call
+// bounded by rpcTimeout, and returns how many bytes it read.
+func readStdoutUpTo(ctx context.Context, readOnce readOnceFunc, n int64) (int64, error) {
+	var got int64
+	for got < n {
+		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		m, err := readOnce(cctx)
+		cancel()
+		if err != nil {
+			return got, fmt.Errorf("ReadStdout: %w", err)
+		}
+		if m == 0 {
+			break
+		}
+		got += int64(m)
+	}
+	return got, nil
 }
 
 // rawStdoutSource starts the copy helper and reads its socket with a

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -165,6 +166,21 @@ func Run(ctx context.Context, s Settings, log *slog.Logger) (*Report, error) {
 func failed(fig *Figure, subject string, err error) *Figure {
 	fig.Skip(subject, err)
 	return fig
+}
+
+// undoStack holds what undoes each step of a set-up: what a figure started
+// and must stop when it is done, or when a later step fails.
+type undoStack []func() error
+
+func (u *undoStack) push(undo func() error) { *u = append(*u, undo) }
+
+// run undoes every step, the last one first, and joins their errors.
+func (u *undoStack) run() error {
+	var errs []error
+	for i := len(*u) - 1; i >= 0; i-- {
+		errs = append(errs, (*u)[i]())
+	}
+	return errors.Join(errs...)
 }
 
 // envString prints an environment list for the method text.

@@ -192,26 +192,8 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		Debug:     cfg.Debug,
 		GuestCID:  cfg.GuestCID,
 	}}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	if old, err := Attach(cfg.Dir); err == nil {
-		if old.Running() {
-			return nil, fmt.Errorf("a VM already runs in %s (wrenctl vm down --dir %s)", cfg.Dir, cfg.Dir)
-		}
-		// QEMU is gone (the guest powered off): end what it left running.
-		if err := old.Stop(); err != nil {
-			return nil, fmt.Errorf("clean up the previous VM in %s: %w", cfg.Dir, err)
-		}
-	}
-	for _, f := range []string{vhostSockFile, hvsockFile, virtiofsSock, qmpSockFile, stateFile} {
-		os.Remove(filepath.Join(cfg.Dir, f))
-	}
-	if _, err := os.Stat(cfg.SharedDir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(cfg.SharedDir, 0o755); err != nil {
-			return nil, fmt.Errorf("shared dir: %w", err)
-		}
-		v.OwnsShared = true
+	if err := v.prepareStateDir(&cfg); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -225,6 +207,51 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	}
 	v.Accel = accel
 
+	if err := v.startBackends(ctx, &cfg); err != nil {
+		return nil, err
+	}
+	if err := v.startQEMU(&cfg, accel); err != nil {
+		return nil, err
+	}
+	if err := v.startLogCollector(ctx, &cfg); err != nil {
+		return nil, err
+	}
+	if err := v.waitBoot(ctx, &cfg); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// prepareStateDir creates the state directory, ends what a previous VM in it
+// left running and removes its sockets, and creates the shared directory when
+// it is missing (the VM then owns it).
+func (v *VM) prepareStateDir(cfg *Config) error {
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if old, err := Attach(cfg.Dir); err == nil {
+		if old.Running() {
+			return fmt.Errorf("a VM already runs in %s (wrenctl vm down --dir %s)", cfg.Dir, cfg.Dir)
+		}
+		// QEMU is gone (the guest powered off): end what it left running.
+		if err := old.Stop(); err != nil {
+			return fmt.Errorf("clean up the previous VM in %s: %w", cfg.Dir, err)
+		}
+	}
+	for _, f := range []string{vhostSockFile, hvsockFile, virtiofsSock, qmpSockFile, stateFile} {
+		os.Remove(filepath.Join(cfg.Dir, f))
+	}
+	if _, err := os.Stat(cfg.SharedDir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(cfg.SharedDir, 0o755); err != nil {
+			return fmt.Errorf("shared dir: %w", err)
+		}
+		v.OwnsShared = true
+	}
+	return nil
+}
+
+// startBackends starts wren-vsockd and virtiofsd and waits until both listen.
+func (v *VM) startBackends(ctx context.Context, cfg *Config) error {
 	cfg.progress("vm: starting wren-vsockd (guest CID %d)", cfg.GuestCID)
 	vsockd, err := startProc("wren-vsockd", cfg.Vsockd, []string{
 		"--socket", filepath.Join(cfg.Dir, vhostSockFile),
@@ -232,11 +259,11 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		"--guest-cid", strconv.FormatUint(uint64(cfg.GuestCID), 10),
 	}, filepath.Join(cfg.Dir, vsockdLogFile), cfg.Detach)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	v.Procs = append(v.Procs, vsockd)
 	if err := v.save(); err != nil {
-		return nil, err
+		return err
 	}
 
 	cfg.progress("vm: starting virtiofsd sharing %s as %s", cfg.SharedDir, SharedTag)
@@ -251,64 +278,78 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		"-o", "xattr",
 	}, filepath.Join(cfg.Dir, virtiofsLogFil), cfg.Detach)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	v.Procs = append(v.Procs, vfs)
 	if err := v.save(); err != nil {
-		return nil, err
+		return err
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Both backends are connected to once by QEMU, which never retries.
 	if err := waitListening(waitCtx, vsockd, filepath.Join(cfg.Dir, vhostSockFile)); err != nil {
-		return nil, withLog(err, filepath.Join(cfg.Dir, vsockdLogFile))
+		return withLog(err, filepath.Join(cfg.Dir, vsockdLogFile))
 	}
 	if err := waitListening(waitCtx, vfs, filepath.Join(cfg.Dir, virtiofsSock)); err != nil {
-		return nil, withLog(err, filepath.Join(cfg.Dir, virtiofsLogFil))
+		return withLog(err, filepath.Join(cfg.Dir, virtiofsLogFil))
 	}
+	return nil
+}
 
+// startQEMU boots the guest; the boot time counts from here.
+func (v *VM) startQEMU(cfg *Config, accel string) error {
 	cfg.progress("vm: starting QEMU (%s, %d MiB, %d vCPU)", accel, cfg.MemoryMiB, cfg.CPUs)
 	os.Remove(v.Console)
 	os.Remove(filepath.Join(cfg.Dir, agentLogFile))
 	v.Started = time.Now()
-	qemu, err := startProc("qemu", cfg.QEMU, qemuArgs(&cfg, accel), filepath.Join(cfg.Dir, qemuLogFile), cfg.Detach)
+	qemu, err := startProc("qemu", cfg.QEMU, qemuArgs(cfg, accel), filepath.Join(cfg.Dir, qemuLogFile), cfg.Detach)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	v.Procs = append(v.Procs, qemu)
 	if err := v.save(); err != nil {
-		return nil, err
+		return err
 	}
+	return nil
+}
 
+// startLogCollector copies the agent's log stream into STATE/agent.log when
+// the agent logs to vsock: from a detached process for a detached VM (so the
+// log outlives this one), else from a goroutine.
+func (v *VM) startLogCollector(ctx context.Context, cfg *Config) error {
 	if cfg.logPort() {
 		v.AgentLog = filepath.Join(cfg.Dir, agentLogFile)
 		if cfg.Detach {
 			p, err := startProc("log", cfg.LogCollector[0], cfg.LogCollector[1:], filepath.Join(cfg.Dir, "log-collector.log"), true)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			v.Procs = append(v.Procs, p)
 			if err := v.save(); err != nil {
-				return nil, err
+				return err
 			}
 		} else {
 			v.collectLog(ctx)
 		}
 	}
+	return nil
+}
 
+// waitBoot waits for the agent's first answer and records the boot time.
+func (v *VM) waitBoot(ctx context.Context, cfg *Config) error {
 	cfg.progress("vm: waiting for the agent at %s", v.Addr())
 	bootCtx, cancelBoot := context.WithTimeout(ctx, cfg.BootTimeout)
 	defer cancelBoot()
 	if err := v.waitAgent(bootCtx); err != nil {
-		return nil, fmt.Errorf("%w\n%s", err, v.diagnostics())
+		return fmt.Errorf("%w\n%s", err, v.diagnostics())
 	}
 	v.Booted = time.Since(v.Started)
 	v.BootMS = float64(v.Booted.Microseconds()) / 1000
 	if err := v.save(); err != nil {
-		return nil, err
+		return err
 	}
 	cfg.progress("vm: agent answered after %v", v.Booted.Round(time.Millisecond))
-	return v, nil
+	return nil
 }
 
 func (c *Config) fill() error {

@@ -131,23 +131,55 @@ func progress(w io.Writer, format string, args ...any) {
 
 // Archive returns the uncompressed archive Build would write.
 func Archive(opts Options) (*cpio.Archive, error) {
-	if opts.Init == "" {
-		return nil, errors.New("initramfs: no init binary given")
-	}
-	if err := checkStaticELF(opts.Init); err != nil {
-		return nil, fmt.Errorf("initramfs: init %s: %w", opts.Init, err)
-	}
-	if opts.Profile != ProfileDefault && opts.Profile != ProfileDebug {
-		return nil, fmt.Errorf("initramfs: unknown profile %q (want %q or %q)", opts.Profile, ProfileDefault, ProfileDebug)
+	if err := checkOptions(opts); err != nil {
+		return nil, err
 	}
 	a := cpio.NewArchive()
 	a.MTime = opts.MTime
-	add := func(err error) error {
-		if err != nil {
-			return fmt.Errorf("initramfs: %w", err)
-		}
-		return nil
+	if err := addSkeleton(a, opts.Init); err != nil {
+		return nil, err
 	}
+	if err := addModules(a, opts); err != nil {
+		return nil, err
+	}
+	if err := addExtraFiles(a, opts.Files); err != nil {
+		return nil, err
+	}
+	if opts.Profile == ProfileDebug {
+		if err := addBusybox(a, opts); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// checkOptions refuses options Archive cannot build from before it adds
+// anything.
+func checkOptions(opts Options) error {
+	if opts.Init == "" {
+		return errors.New("initramfs: no init binary given")
+	}
+	if err := checkStaticELF(opts.Init); err != nil {
+		return fmt.Errorf("initramfs: init %s: %w", opts.Init, err)
+	}
+	if opts.Profile != ProfileDefault && opts.Profile != ProfileDebug {
+		return fmt.Errorf("initramfs: unknown profile %q (want %q or %q)", opts.Profile, ProfileDefault, ProfileDebug)
+	}
+	return nil
+}
+
+// add gives the failure to add an entry, if any, the package's prefix.
+func add(err error) error {
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	return nil
+}
+
+// addSkeleton adds the directories every guest has, the device nodes /init
+// starts with, init itself as /init (and /sbin/init) and an empty
+// /etc/resolv.conf.
+func addSkeleton(a *cpio.Archive, initPath string) error {
 	for _, d := range []struct {
 		p    string
 		perm uint32
@@ -158,100 +190,115 @@ func Archive(opts Options) (*cpio.Archive, error) {
 		{"/var", 0o755},
 	} {
 		if err := add(a.Dir(d.p, d.perm)); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	// The console and null nodes let the kernel give /init its stdio
 	// before devtmpfs is mounted.
 	if err := add(a.CharDev("/dev/console", 0o600, 5, 1)); err != nil {
-		return nil, err
+		return err
 	}
 	if err := add(a.CharDev("/dev/null", 0o666, 1, 3)); err != nil {
-		return nil, err
+		return err
 	}
-	if err := add(a.HostFile("/init", 0o755, opts.Init)); err != nil {
-		return nil, err
+	if err := add(a.HostFile("/init", 0o755, initPath)); err != nil {
+		return err
 	}
 	if err := add(a.Symlink("/sbin/init", "../init")); err != nil {
-		return nil, err
+		return err
 	}
 	// The agent bind-mounts the sandbox's resolv.conf over this file.
 	if err := add(a.File("/etc/resolv.conf", 0o644, nil)); err != nil {
-		return nil, err
+		return err
 	}
+	return nil
+}
 
+// addModules adds the requested kernel modules with their dependencies and
+// the load list naming them in load order (a list with no modules when there
+// is no modules directory).
+func addModules(a *cpio.Archive, opts Options) error {
 	var list strings.Builder
 	list.WriteString("# Kernel modules in load order, written by rootfs-builder.\n")
 	if opts.ModulesDir != "" {
-		names := opts.Modules
-		if names == nil {
-			names = DefaultModules
+		if err := addModuleFiles(a, opts, &list); err != nil {
+			return err
 		}
-		progress(opts.Progress, "initramfs: resolving %d modules in %s", len(names), opts.ModulesDir)
-		ix, err := kmod.Scan(opts.ModulesDir)
-		if err != nil {
-			return nil, fmt.Errorf("initramfs: %w", err)
-		}
-		mods, err := ix.Resolve(names)
-		if err != nil {
-			return nil, fmt.Errorf("initramfs: %w", err)
-		}
-		if err := refuseForbidden(ix, mods); err != nil {
-			return nil, err
-		}
-		base := "/lib/modules/" + filepath.Base(filepath.Clean(opts.ModulesDir))
-		for _, m := range mods {
-			data, err := m.Contents()
-			if err != nil {
-				return nil, fmt.Errorf("initramfs: %w", err)
-			}
-			guest := path.Join(base, filepath.ToSlash(m.InstallPath()))
-			if err := add(a.File(guest, 0o644, data)); err != nil {
-				return nil, err
-			}
-			list.WriteString(guest + "\n")
-		}
-		// modules.builtin lets the guest tell a built-in module from a
-		// missing one when loading by name (kmodload.LoadByName).
-		if b := filepath.Join(opts.ModulesDir, "modules.builtin"); fileExists(b) {
-			if err := add(a.HostFile(path.Join(base, "modules.builtin"), 0o644, b)); err != nil {
-				return nil, err
-			}
-		}
-		progress(opts.Progress, "initramfs: %d modules (with dependencies)", len(mods))
 	} else if len(opts.Modules) > 0 {
-		return nil, errors.New("initramfs: modules requested but no kernel modules directory given")
+		return errors.New("initramfs: modules requested but no kernel modules directory given")
 	}
 	if err := add(a.File(kmod.ListPath, 0o644, []byte(list.String()))); err != nil {
-		return nil, err
+		return err
 	}
+	return nil
+}
 
-	guests := make([]string, 0, len(opts.Files))
-	for g := range opts.Files {
+// addModuleFiles resolves the requested modules in opts.ModulesDir, adds
+// each with its dependencies, and writes their guest paths to list in load
+// order.
+func addModuleFiles(a *cpio.Archive, opts Options, list *strings.Builder) error {
+	names := opts.Modules
+	if names == nil {
+		names = DefaultModules
+	}
+	progress(opts.Progress, "initramfs: resolving %d modules in %s", len(names), opts.ModulesDir)
+	ix, err := kmod.Scan(opts.ModulesDir)
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	mods, err := ix.Resolve(names)
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	if err := refuseForbidden(ix, mods); err != nil {
+		return err
+	}
+	base := "/lib/modules/" + filepath.Base(filepath.Clean(opts.ModulesDir))
+	for _, m := range mods {
+		data, err := m.Contents()
+		if err != nil {
+			return fmt.Errorf("initramfs: %w", err)
+		}
+		guest := path.Join(base, filepath.ToSlash(m.InstallPath()))
+		if err := add(a.File(guest, 0o644, data)); err != nil {
+			return err
+		}
+		list.WriteString(guest + "\n")
+	}
+	// modules.builtin lets the guest tell a built-in module from a
+	// missing one when loading by name (kmodload.LoadByName).
+	if b := filepath.Join(opts.ModulesDir, "modules.builtin"); fileExists(b) {
+		if err := add(a.HostFile(path.Join(base, "modules.builtin"), 0o644, b)); err != nil {
+			return err
+		}
+	}
+	progress(opts.Progress, "initramfs: %d modules (with dependencies)", len(mods))
+	return nil
+}
+
+// addExtraFiles copies in Options.Files, sorted by guest path so the archive
+// does not depend on map order.
+func addExtraFiles(a *cpio.Archive, files map[string]string) error {
+	guests := make([]string, 0, len(files))
+	for g := range files {
 		guests = append(guests, g)
 	}
 	sort.Strings(guests)
 	for _, g := range guests {
-		host := opts.Files[g]
+		host := files[g]
 		st, err := os.Stat(host)
 		if err != nil {
-			return nil, fmt.Errorf("initramfs: extra file for %s: %w", g, err)
+			return fmt.Errorf("initramfs: extra file for %s: %w", g, err)
 		}
 		perm := uint32(0o644)
 		if st.Mode()&0o111 != 0 {
 			perm = 0o755
 		}
 		if err := add(a.HostFile(g, perm, host)); err != nil {
-			return nil, err
+			return err
 		}
 	}
-
-	if opts.Profile == ProfileDebug {
-		if err := addBusybox(a, opts); err != nil {
-			return nil, err
-		}
-	}
-	return a, nil
+	return nil
 }
 
 // addBusybox installs busybox as /bin/busybox and links every applet it

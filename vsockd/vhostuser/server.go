@@ -206,23 +206,14 @@ func (ss *session) features() uint64 {
 
 const protocolFeatures = ProtocolFeatureConfig | ProtocolFeatureReplyAck
 
+// dispatch answers one request: the session-wide ones here, the per-vring
+// ones in dispatchVring.
 func (ss *session) dispatch(m *message, reply *[]byte) error {
 	switch m.request {
 	case reqGetFeatures:
 		*reply = u64Bytes(ss.features())
 	case reqSetFeatures:
-		f, err := m.u64()
-		if err != nil {
-			return err
-		}
-		if f&^ss.features() != 0 {
-			return fmt.Errorf("SET_FEATURES %#x: bits %#x were not offered", f, f&^ss.features())
-		}
-		ss.s.Dev.Lock()
-		ss.acked = f
-		ss.startReady()
-		ss.s.Dev.Unlock()
-		ss.log.Info("features acked", "features", fmt.Sprintf("%#x", f), "event_idx", f&FeatureEventIdx != 0)
+		return ss.setFeatures(m)
 	case reqGetProtocolFeatures:
 		*reply = u64Bytes(protocolFeatures)
 	case reqSetProtocolFeatures:
@@ -235,93 +226,12 @@ func (ss *session) dispatch(m *message, reply *[]byte) error {
 		*reply = u64Bytes(uint64(len(ss.rings)))
 	case reqSetOwner:
 	case reqResetOwner:
-		ss.s.Dev.Lock()
-		for i := range ss.rings {
-			ss.stopRing(i)
-			ss.rings[i].q = nil
-		}
-		ss.acked = 0
-		ss.s.Dev.Unlock()
+		ss.resetOwner()
 	case reqSetMemTable:
 		return ss.setMemTable(m)
-	case reqSetVringNum:
-		idx, num, err := m.vringState()
-		if err != nil {
-			return err
-		}
-		r, err := ss.ring(idx)
-		if err != nil {
-			return err
-		}
-		if num == 0 || num > MaxQueueSize || num&(num-1) != 0 {
-			return fmt.Errorf("vring %d: bad size %d", idx, num)
-		}
-		ss.s.Dev.Lock()
-		defer ss.s.Dev.Unlock()
-		if r.q != nil {
-			return fmt.Errorf("vring %d: SET_VRING_NUM while started", idx)
-		}
-		r.num = uint16(num)
-	case reqSetVringAddr:
-		return ss.setVringAddr(m)
-	case reqSetVringBase:
-		idx, num, err := m.vringState()
-		if err != nil {
-			return err
-		}
-		r, err := ss.ring(idx)
-		if err != nil {
-			return err
-		}
-		ss.s.Dev.Lock()
-		defer ss.s.Dev.Unlock()
-		if r.q != nil {
-			return fmt.Errorf("vring %d: SET_VRING_BASE while started", idx)
-		}
-		r.base = uint16(num)
-	case reqGetVringBase:
-		idx, _, err := m.vringState()
-		if err != nil {
-			// QEMU waits for this reply whatever happens.
-			*reply = make([]byte, 8)
-			return err
-		}
-		ss.s.Dev.Lock()
-		var base uint16
-		if r, err := ss.ring(idx); err == nil {
-			ss.stopRing(int(idx))
-			if r.q != nil {
-				r.base = r.q.LastAvail()
-				r.q = nil
-			}
-			base = r.base
-			// A stopped ring drops its eventfds; a restart sends new ones.
-			ss.setKick(int(idx), nil)
-			r.call.set(nil)
-		}
-		ss.s.Dev.Unlock()
-		b := make([]byte, 8)
-		binary.LittleEndian.PutUint32(b[0:], idx)
-		binary.LittleEndian.PutUint32(b[4:], uint32(base))
-		*reply = b
-	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
-		return ss.setVringFD(m)
-	case reqSetVringEnable:
-		idx, num, err := m.vringState()
-		if err != nil {
-			return err
-		}
-		r, err := ss.ring(idx)
-		if err != nil {
-			return err
-		}
-		ss.s.Dev.Lock()
-		defer ss.s.Dev.Unlock()
-		r.enabled = num == 1
-		if !r.enabled {
-			ss.stopRing(int(idx))
-		}
-		ss.startReady()
+	case reqSetVringNum, reqSetVringAddr, reqSetVringBase, reqGetVringBase,
+		reqSetVringKick, reqSetVringCall, reqSetVringErr, reqSetVringEnable:
+		return ss.dispatchVring(m, reply)
 	case reqGetConfig:
 		return ss.getConfig(m, reply)
 	case reqSetConfig:
@@ -331,6 +241,141 @@ func (ss *session) dispatch(m *message, reply *[]byte) error {
 	default:
 		return fmt.Errorf("unknown request %d", m.request)
 	}
+	return nil
+}
+
+// dispatchVring answers the requests that set up, start and stop one vring.
+func (ss *session) dispatchVring(m *message, reply *[]byte) error {
+	switch m.request {
+	case reqSetVringNum:
+		return ss.setVringNum(m)
+	case reqSetVringAddr:
+		return ss.setVringAddr(m)
+	case reqSetVringBase:
+		return ss.setVringBase(m)
+	case reqGetVringBase:
+		return ss.getVringBase(m, reply)
+	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
+		return ss.setVringFD(m)
+	case reqSetVringEnable:
+		return ss.setVringEnable(m)
+	}
+	return fmt.Errorf("request %d: not a vring request", m.request)
+}
+
+func (ss *session) setFeatures(m *message) error {
+	f, err := m.u64()
+	if err != nil {
+		return err
+	}
+	if f&^ss.features() != 0 {
+		return fmt.Errorf("SET_FEATURES %#x: bits %#x were not offered", f, f&^ss.features())
+	}
+	ss.s.Dev.Lock()
+	ss.acked = f
+	ss.startReady()
+	ss.s.Dev.Unlock()
+	ss.log.Info("features acked", "features", fmt.Sprintf("%#x", f), "event_idx", f&FeatureEventIdx != 0)
+	return nil
+}
+
+// resetOwner takes every ring from the device and forgets the acked
+// features, as if the frontend had just connected.
+func (ss *session) resetOwner() {
+	ss.s.Dev.Lock()
+	for i := range ss.rings {
+		ss.stopRing(i)
+		ss.rings[i].q = nil
+	}
+	ss.acked = 0
+	ss.s.Dev.Unlock()
+}
+
+func (ss *session) setVringNum(m *message) error {
+	idx, num, err := m.vringState()
+	if err != nil {
+		return err
+	}
+	r, err := ss.ring(idx)
+	if err != nil {
+		return err
+	}
+	if num == 0 || num > MaxQueueSize || num&(num-1) != 0 {
+		return fmt.Errorf("vring %d: bad size %d", idx, num)
+	}
+	ss.s.Dev.Lock()
+	defer ss.s.Dev.Unlock()
+	if r.q != nil {
+		return fmt.Errorf("vring %d: SET_VRING_NUM while started", idx)
+	}
+	r.num = uint16(num)
+	return nil
+}
+
+func (ss *session) setVringBase(m *message) error {
+	idx, num, err := m.vringState()
+	if err != nil {
+		return err
+	}
+	r, err := ss.ring(idx)
+	if err != nil {
+		return err
+	}
+	ss.s.Dev.Lock()
+	defer ss.s.Dev.Unlock()
+	if r.q != nil {
+		return fmt.Errorf("vring %d: SET_VRING_BASE while started", idx)
+	}
+	r.base = uint16(num)
+	return nil
+}
+
+// getVringBase stops the vring and replies with the index it stopped at, so
+// that a later SET_VRING_BASE resumes there.
+func (ss *session) getVringBase(m *message, reply *[]byte) error {
+	idx, _, err := m.vringState()
+	if err != nil {
+		// QEMU waits for this reply whatever happens.
+		*reply = make([]byte, 8)
+		return err
+	}
+	ss.s.Dev.Lock()
+	var base uint16
+	if r, err := ss.ring(idx); err == nil {
+		ss.stopRing(int(idx))
+		if r.q != nil {
+			r.base = r.q.LastAvail()
+			r.q = nil
+		}
+		base = r.base
+		// A stopped ring drops its eventfds; a restart sends new ones.
+		ss.setKick(int(idx), nil)
+		r.call.set(nil)
+	}
+	ss.s.Dev.Unlock()
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint32(b[0:], idx)
+	binary.LittleEndian.PutUint32(b[4:], uint32(base))
+	*reply = b
+	return nil
+}
+
+func (ss *session) setVringEnable(m *message) error {
+	idx, num, err := m.vringState()
+	if err != nil {
+		return err
+	}
+	r, err := ss.ring(idx)
+	if err != nil {
+		return err
+	}
+	ss.s.Dev.Lock()
+	defer ss.s.Dev.Unlock()
+	r.enabled = num == 1
+	if !r.enabled {
+		ss.stopRing(int(idx))
+	}
+	ss.startReady()
 	return nil
 }
 
