@@ -334,7 +334,8 @@ func (n *Network) describe(l netlink.Link) (Interface, error) {
 	return out, nil
 }
 
-// ListInterfaces describes every interface but loopback.
+// ListInterfaces describes every interface, loopback included, as Kata's
+// agent lists them.
 func (n *Network) ListInterfaces(ctx context.Context) ([]Interface, error) {
 	links, err := retryDump(n.h.LinkList)
 	if err != nil {
@@ -342,9 +343,6 @@ func (n *Network) ListInterfaces(ctx context.Context) ([]Interface, error) {
 	}
 	var out []Interface
 	for _, l := range links {
-		if l.Attrs().Flags&net.FlagLoopback != 0 {
-			continue
-		}
 		ifc, err := n.describe(l)
 		if err != nil {
 			return nil, err
@@ -354,8 +352,8 @@ func (n *Network) ListInterfaces(ctx context.Context) ([]Interface, error) {
 	return out, nil
 }
 
-// ListRoutes returns the main table's unicast routes, without the kernel's
-// IPv6 link-local ones.
+// ListRoutes returns the main table's unicast routes, the kernel's own
+// (IPv6 link-local, ::1 on lo) included, as Kata's agent lists them.
 func (n *Network) ListRoutes(ctx context.Context) ([]Route, error) {
 	routes, err := n.mainRoutes()
 	if err != nil {
@@ -364,9 +362,6 @@ func (n *Network) ListRoutes(ctx context.Context) ([]Route, error) {
 	names := map[int]string{}
 	var out []Route
 	for _, r := range routes {
-		if isKernelLinkLocal(r) {
-			continue
-		}
 		name, ok := names[r.LinkIndex]
 		if !ok && r.LinkIndex > 0 {
 			if l, err := n.h.LinkByIndex(r.LinkIndex); err == nil {

@@ -7,7 +7,9 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -117,7 +119,8 @@ func TestUpdateInterfaceByMAC(t *testing.T) {
 	}
 
 	checkUpdateInterfaceRejects(t, n, mac)
-	if names := interfaceNames(t, n); !slices.Equal(names, []string{"eth0", "veth1"}) {
+	// Loopback too, as Kata's agent lists it.
+	if names := interfaceNames(t, n); !slices.Equal(names, []string{"eth0", "lo", "veth1"}) {
 		t.Fatalf("ListInterfaces names %v", names)
 	}
 	if !slices.Equal(hostBefore, hostLinks(t)) {
@@ -334,7 +337,7 @@ func TestUpdateRoutesRefusesDefaultViaLoopback(t *testing.T) {
 		if _, err := n.UpdateRoutes(ctx, rs); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
-		if after, _ := n.ListRoutes(ctx); !slices.Equal(before, after) {
+		if after, _ := n.ListRoutes(ctx); !slices.Equal(withoutKernelLinkLocal(before), withoutKernelLinkLocal(after)) {
 			t.Errorf("%s changed the table:\nbefore %+v\nafter  %+v", name, before, after)
 			if _, err := n.UpdateRoutes(ctx, table); err != nil {
 				t.Fatal(err)
@@ -344,5 +347,53 @@ func TestUpdateRoutesRefusesDefaultViaLoopback(t *testing.T) {
 	// Routes to a prefix through lo are the caller's business.
 	if _, err := n.UpdateRoutes(ctx, []Route{{Dest: "192.0.2.0/24", Device: "lo"}}); err != nil {
 		t.Errorf("prefix route via lo: %v", err)
+	}
+}
+
+// withoutKernelLinkLocal drops the fe80::/64 routes the kernel adds on its
+// own, when an interface's link-local address comes up: a comparison of
+// two listings taken moments apart must not depend on when that happens.
+func withoutKernelLinkLocal(rs []Route) []Route {
+	return slices.DeleteFunc(slices.Clone(rs), func(r Route) bool { return r.Dest == "fe80::/64" })
+}
+
+// TestListRoutesKeepsTheKernelsRoutes: ListRoutes lists the main table as
+// Kata's agent does, the routes the kernel made itself included: here the
+// fe80::/64 of an interface that is up.
+func TestListRoutesKeepsTheKernelsRoutes(t *testing.T) {
+	h, _ := testNetns(t)
+	n, _ := New(h, nil)
+	veth0, err := h.LinkByName("veth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(veth0); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel adds the link-local route once the link-local address is
+	// configured, which it does on its own after the link comes up.
+	var kernelHas bool
+	for deadline := time.Now().Add(10 * time.Second); !kernelHas && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		rs, err := h.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kernelHas = slices.ContainsFunc(rs, func(r netlink.Route) bool { return r.Dst != nil && r.Dst.String() == "fe80::/64" })
+	}
+	if !kernelHas {
+		t.Fatal("the kernel made no fe80::/64 route for the test's veth")
+	}
+	routes, err := n.ListRoutes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v6 []string
+	for _, r := range routes {
+		if r.Family == V6 {
+			v6 = append(v6, r.Dest+" dev "+r.Device)
+		}
+	}
+	if !slices.ContainsFunc(v6, func(s string) bool { return strings.HasPrefix(s, "fe80::/64 dev veth") }) {
+		t.Errorf("IPv6 routes %q lack the kernel's fe80::/64", v6)
 	}
 }
