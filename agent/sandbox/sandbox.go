@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -26,9 +25,11 @@ import (
 	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
+	"github.com/wren-vm/wren/agent/kmodload"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/lib/fsremove"
+	"github.com/wren-vm/wren/lib/kmod"
 )
 
 // Defaults match the Kata agent's guest paths.
@@ -80,6 +81,9 @@ type Options struct {
 	// pids.max of CgroupParent (see pids.go); 0 derives it from the
 	// guest's limits (DerivePidsMax).
 	PidsMax int64
+	// ModulesDir is the kernel module tree CreateSandbox's kernel_modules
+	// load from; "" is the running kernel's /lib/modules/<release>.
+	ModulesDir string
 	// NoPivotRoot forces no_pivot_root; it is also used when / is an
 	// initramfs.
 	NoPivotRoot bool
@@ -284,8 +288,8 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) 
 		}
 	}
 	for _, m := range cfg.KernelModules {
-		if err := s.loadModule(ctx, m); err != nil {
-			return fmt.Errorf("load kernel module %s: %v", m.Name, err)
+		if err := s.loadModule(m); err != nil {
+			return fmt.Errorf("load kernel module %s: %w", m.Name, err)
 		}
 	}
 	if len(cfg.Storages) > 0 {
@@ -310,18 +314,18 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) 
 	return nil
 }
 
-func (s *Sandbox) loadModule(ctx context.Context, m KernelModule) error {
-	if m.Name == "" || strings.HasPrefix(m.Name, "-") {
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid kernel module name %q", m.Name)
+// loadModule loads a CreateSandbox kernel module, with its dependencies,
+// from the guest's module tree through the agent's own loader: the guest
+// has no modprobe. A name that is not a module there is NotFound.
+func (s *Sandbox) loadModule(m KernelModule) error {
+	err := kmodload.LoadByName(s.opts.ModulesDir, m.Name, m.Parameters)
+	switch {
+	case errors.Is(err, kmodload.ErrInvalidName):
+		return errdefs.Mark(errdefs.ErrInvalidArgument, err)
+	case errors.Is(err, kmod.ErrNotFound):
+		return errdefs.Mark(errdefs.ErrNotFound, err)
 	}
-	args := append([]string{"-v", "--", m.Name}, m.Parameters...)
-	return s.opts.Reaper.Hold(func() error {
-		out, err := exec.CommandContext(ctx, "modprobe", args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("modprobe: %w: %s", err, strings.TrimSpace(string(out)))
-		}
-		return nil
-	})
+	return err
 }
 
 // DestroySandbox kills every container, unmounts everything the sandbox

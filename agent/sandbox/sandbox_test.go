@@ -794,3 +794,39 @@ func TestCleanupBundleReportsWhatStaysMounted(t *testing.T) {
 		t.Errorf("no record of the mount left in the bundle:\n%s", logs.String())
 	}
 }
+
+// TestKernelModuleThatIsNotThereLeavesNoSandbox: CreateSandbox's
+// kernel_modules load through the agent's own loader from the module tree
+// (the guest has no modprobe); a module the tree lacks is NotFound, and the
+// sandbox stays uncreated with nothing left of the attempt.
+func TestKernelModuleThatIsNotThereLeavesNoSandbox(t *testing.T) {
+	e := newEnv(t)
+	// A module tree holding one (never loaded) module file: enough for the
+	// loader to index it and find that the name asked for is not there.
+	tree := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(tree, "kernel", "fs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "kernel", "fs", "present.ko"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.sb.opts.ModulesDir = tree
+	err := e.sb.CreateSandbox(bg, Config{Hostname: "mods", KernelModules: []KernelModule{{Name: "wren_no_such_module", Parameters: []string{"x=1"}}}})
+	wantKind(t, "a kernel module the guest lacks", err, errdefs.ErrNotFound)
+	if err == nil || !strings.Contains(err.Error(), "wren_no_such_module") {
+		t.Errorf("the error does not name the module: %v", err)
+	}
+	if e.sb.Created() {
+		t.Fatal("the sandbox counts as created")
+	}
+	for _, p := range []string{filepath.Join(e.state, "sandbox"), e.sb.opts.NamespaceDir} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left by the failed CreateSandbox: %v", p, err)
+		}
+	}
+	wantKind(t, "an invalid module name", e.sb.CreateSandbox(bg, Config{KernelModules: []KernelModule{{Name: "a/b"}}}), errdefs.ErrInvalidArgument)
+	// The next CreateSandbox starts from a clean slate.
+	if err := e.sb.CreateSandbox(bg, Config{Hostname: "mods"}); err != nil {
+		t.Fatal(err)
+	}
+}
