@@ -4,6 +4,7 @@ import (
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/storage"
+	"github.com/wren-vm/wren/agent/userdb"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
 )
@@ -44,4 +45,12 @@ func devicesFromPB(ds []*agentpb.Device) ([]device.Device, error) {
 		out = append(out, device.Device{ID: d.Id, Type: d.Type, VMPath: d.VmPath, ContainerPath: d.ContainerPath, Options: d.Options})
 	}
 	return out, nil
+}
+
+// userFromPB converts a string_user; an absent or empty one is nil.
+func userFromPB(u *agentpb.StringUser) *userdb.Spec {
+	if u == nil || (u.Uid == "" && u.Gid == "" && len(u.AdditionalGids) == 0) {
+		return nil
+	}
+	return &userdb.Spec{User: u.Uid, Group: u.Gid, Additional: u.AdditionalGids}
 }

@@ -44,3 +44,16 @@ func TestDevicesFromPB(t *testing.T) {
 		t.Errorf("nil device: %v", err)
 	}
 }
+
+func TestUserFromPB(t *testing.T) {
+	if u := userFromPB(nil); u != nil {
+		t.Errorf("nil string_user: %+v", u)
+	}
+	if u := userFromPB(&agentpb.StringUser{}); u != nil {
+		t.Errorf("empty string_user: %+v", u)
+	}
+	u := userFromPB(&agentpb.StringUser{Uid: "app", Gid: "www-data", AdditionalGids: []string{"audio", "29"}})
+	if u == nil || u.User != "app" || u.Group != "www-data" || !reflect.DeepEqual(u.Additional, []string{"audio", "29"}) {
+		t.Errorf("string_user: %+v", u)
+	}
+}

@@ -15,7 +15,7 @@ func (a *Agent) ExecProcess(ctx context.Context, req *agentpb.ExecProcessRequest
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.ExecProcess(ctx, req.GetContainerId(), req.GetExecId(), ocispec.ToProcess(req.GetProcess())))
+	return empty(sb.ExecProcess(ctx, req.GetContainerId(), req.GetExecId(), ocispec.ToProcess(req.GetProcess()), userFromPB(req.GetStringUser())))
 }
 
 // SignalProcess implements grpc.AgentService.

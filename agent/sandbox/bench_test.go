@@ -43,7 +43,7 @@ func BenchmarkExec(b *testing.B) {
 	for b.Loop() {
 		n++
 		execID := "e" + newID()
-		if err := e.sb.ExecProcess(bg, id, execID, ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/", User: &pb.User{}})); err != nil {
+		if err := e.sb.ExecProcess(bg, id, execID, ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/", User: &pb.User{}}), nil); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := e.sb.WaitProcess(bg, id, execID); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/storage"
+	"github.com/wren-vm/wren/agent/userdb"
 	"github.com/wren-vm/wren/lib/fsremove"
 )
 
@@ -56,6 +57,9 @@ type ContainerConfig struct {
 	Devices []device.Device
 	// SandboxPidns asks for the sandbox's pid namespace.
 	SandboxPidns bool
+	// User, when set, names the init's user, resolved in the container's
+	// /etc/passwd and /etc/group (Kata's string_user).
+	User *userdb.Spec
 }
 
 // CreateContainer creates a container whose init waits for StartContainer.
@@ -96,6 +100,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (ret
 		if err := s.opts.Devices.Apply(ctx, cfg.Devices, spec); err != nil {
 			return fmt.Errorf("devices of %s: %w", id, err)
 		}
+	}
+	if err := resolveUser(spec.Process, spec.Root.Path, cfg.User); err != nil {
+		return fmt.Errorf("user of %s: %w", id, err)
 	}
 	s.shapeSpec(spec, id, cfg.SandboxPidns, pod)
 	if err := s.prepareBundle(e, spec); err != nil {
@@ -443,8 +450,9 @@ func (s *Sandbox) removeContainer(ctx context.Context, id string) error {
 	return errors.Join(errs...)
 }
 
-// ExecProcess starts process p as execID in a running container.
-func (s *Sandbox) ExecProcess(ctx context.Context, containerID, execID string, p *specs.Process) error {
+// ExecProcess starts process p as execID in a running container; user,
+// when set, names p's user as CreateContainer's does.
+func (s *Sandbox) ExecProcess(ctx context.Context, containerID, execID string, p *specs.Process, user *userdb.Spec) error {
 	if err := validateID("exec", execID); err != nil {
 		return err
 	}
@@ -454,6 +462,9 @@ func (s *Sandbox) ExecProcess(ctx context.Context, containerID, execID string, p
 	}
 	if p == nil {
 		return errdefs.New(errdefs.ErrInvalidArgument, "process is missing")
+	}
+	if err := resolveUser(p, s.rootfsOf(containerID), user); err != nil {
+		return fmt.Errorf("user of exec %s: %w", execID, err)
 	}
 	_, err = c.Exec(ctx, execID, p)
 	return err
@@ -592,4 +603,33 @@ func (s *Sandbox) detachAll(path string) error {
 		}
 	}
 	return fmt.Errorf("unmount %s: more than %d mounts stacked", path, maxStacked)
+}
+
+// resolveUser sets p's user from the container's own user database: from
+// user when the request names one (string_user), else from the spec's
+// username when it has one; a spec with numeric ids only is left alone.
+func resolveUser(p *specs.Process, rootfs string, user *userdb.Spec) error {
+	if user == nil && p.User.Username != "" {
+		user = &userdb.Spec{User: p.User.Username}
+	}
+	if user == nil {
+		return nil
+	}
+	ids, err := userdb.Resolve(rootfs, *user)
+	if err != nil {
+		return err
+	}
+	p.User.UID, p.User.GID, p.User.AdditionalGids = ids.UID, ids.GID, ids.AdditionalGIDs
+	return nil
+}
+
+// rootfsOf is the root filesystem of a created container, as its bundle
+// holds it.
+func (s *Sandbox) rootfsOf(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.containers[id]; ok && e.spec != nil && e.spec.Root != nil {
+		return e.spec.Root.Path
+	}
+	return ""
 }

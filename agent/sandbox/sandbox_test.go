@@ -22,6 +22,7 @@ import (
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/storage"
+	"github.com/wren-vm/wren/agent/userdb"
 	"github.com/wren-vm/wren/internal/leakcheck"
 	"github.com/wren-vm/wren/internal/testbundle"
 	"github.com/wren-vm/wren/lib/fsremove"
@@ -278,7 +279,7 @@ func TestExecStdinAndTTY(t *testing.T) {
 		return &pb.Process{Terminal: tty, Args: args, Env: []string{"PATH=/bin"}, Cwd: "/", User: &pb.User{}}
 	}
 	// Plain exec with a stdin round trip.
-	if err := e.sb.ExecProcess(bg, id, "cat", ocispec.ToProcess(proc(false, "/bin/sh", "-c", "tr a-z A-Z"))); err != nil {
+	if err := e.sb.ExecProcess(bg, id, "cat", ocispec.ToProcess(proc(false, "/bin/sh", "-c", "tr a-z A-Z")), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat", Data: []byte("stdin round trip\n")}); err != nil {
@@ -298,7 +299,7 @@ func TestExecStdinAndTTY(t *testing.T) {
 		t.Errorf("exec status %d", got)
 	}
 	// With a tty.
-	if err := e.sb.ExecProcess(bg, id, "tty", ocispec.ToProcess(proc(true, "/bin/sh", "-c", "read l; echo got:$l; stty size; exit 5"))); err != nil {
+	if err := e.sb.ExecProcess(bg, id, "tty", ocispec.ToProcess(proc(true, "/bin/sh", "-c", "read l; echo got:$l; stty size; exit 5")), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.sb.TtyWinResize(bg, &pb.TtyWinResizeRequest{ContainerId: id, ExecId: "tty", Row: 40, Column: 120}); err != nil {
@@ -384,7 +385,7 @@ func TestKillAllAndRemoveWithProcessesRunning(t *testing.T) {
 		t.Fatalf("up: %v %v", resp, err)
 	}
 	id2 := e.run("/bin/sh", "-c", "sleep 1000 & exec sleep 1000")
-	if err := e.sb.ExecProcess(bg, id2, "x", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/", User: &pb.User{}})); err != nil {
+	if err := e.sb.ExecProcess(bg, id2, "x", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/", User: &pb.User{}}), nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Log("kill-all on", id)
@@ -412,7 +413,7 @@ func (e *env) missingBinary(t *testing.T) []string {
 		e.remove(nobin)
 	}
 	live = e.run("/bin/sleep", "1000")
-	if err := e.sb.ExecProcess(bg, live, "nobin", ocispec.ToProcess(&pb.Process{Args: []string{"/no/such/binary"}, Cwd: "/"})); err == nil {
+	if err := e.sb.ExecProcess(bg, live, "nobin", ocispec.ToProcess(&pb.Process{Args: []string{"/no/such/binary"}, Cwd: "/"}), nil); err == nil {
 		t.Error("exec of a missing binary succeeded")
 	}
 	e.remove(live)
@@ -446,8 +447,8 @@ func TestBadInputsLeaveNothingBehind(t *testing.T) {
 	wantKind(t, "duplicate", e.sb.CreateContainer(bg, ContainerConfig{ID: id, Spec: ocispec.ToSpec(e.spec("/bin/true"))}), errdefs.ErrAlreadyExists)
 	wantKind(t, "start twice", e.sb.StartContainer(bg, id), errdefs.ErrFailedPrecondition)
 	e.wait(id, "")
-	wantKind(t, "exec into stopped", e.sb.ExecProcess(bg, id, "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"})), errdefs.ErrFailedPrecondition)
-	wantKind(t, "exec into unknown", e.sb.ExecProcess(bg, "unknown", "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"})), errdefs.ErrNotFound)
+	wantKind(t, "exec into stopped", e.sb.ExecProcess(bg, id, "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}), nil), errdefs.ErrFailedPrecondition)
+	wantKind(t, "exec into unknown", e.sb.ExecProcess(bg, "unknown", "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}), nil), errdefs.ErrNotFound)
 	wantKind(t, "start unknown", e.sb.StartContainer(bg, "unknown"), errdefs.ErrNotFound)
 	wantKind(t, "remove unknown", e.sb.RemoveContainer(bg, "unknown", 0), errdefs.ErrNotFound)
 	_, err := e.sb.WaitProcess(bg, id, "nope")
@@ -829,4 +830,52 @@ func TestKernelModuleThatIsNotThereLeavesNoSandbox(t *testing.T) {
 	if err := e.sb.CreateSandbox(bg, Config{Hostname: "mods"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestStringUserResolvedInTheContainer: a user named by the request
+// (string_user) is looked up in the container's own /etc/passwd and
+// /etc/group, for the init and for an exec; a name the container does not
+// know is refused and leaves nothing.
+func TestStringUserResolvedInTheContainer(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	f, err := os.OpenFile(filepath.Join(e.rootfs, "etc", "group"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("audio:x:29:nobody\n")
+	f.Close()
+
+	id := newID()
+	err = e.sb.CreateContainer(bg, ContainerConfig{ID: id, Spec: ocispec.ToSpec(e.spec("/bin/sh", "-c", "id -u; id -g; id -G; exec sleep 1000")), User: &userdb.Spec{User: "nobody"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sb.StartContainer(bg, id); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	for strings.Count(out, "\n") < 3 {
+		resp, err := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: id, Len: 4096})
+		if err != nil || len(resp.Data) == 0 {
+			t.Fatalf("read: %v (so far %q)", err, out)
+		}
+		out += string(resp.Data)
+	}
+	if out != "65534\n65534\n65534 29\n" {
+		t.Errorf("init as nobody printed %q, want uid, gid 65534 and groups 65534 29", out)
+	}
+	proc := ocispec.ToProcess(&pb.Process{Args: []string{"/bin/sh", "-c", "id -u"}, Env: []string{"PATH=/bin"}, Cwd: "/", User: &pb.User{}})
+	if err := e.sb.ExecProcess(bg, id, "asroot", proc, &userdb.Spec{User: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.readAll(id, "asroot", false); got != "0\n" {
+		t.Errorf("exec as root printed %q", got)
+	}
+	bad := newID()
+	wantKind(t, "an unknown user", e.sb.CreateContainer(bg, ContainerConfig{ID: bad, Spec: ocispec.ToSpec(e.spec("/bin/true")), User: &userdb.Spec{User: "mallory"}}), errdefs.ErrInvalidArgument)
+	if _, err := os.Stat(filepath.Join(e.state, bad)); !os.IsNotExist(err) {
+		t.Errorf("the refused container left its bundle: %v", err)
+	}
+	wantKind(t, "an exec as an unknown user", e.sb.ExecProcess(bg, id, "x", proc, &userdb.Spec{User: "mallory"}), errdefs.ErrInvalidArgument)
 }

@@ -99,6 +99,7 @@ func TestPodVM(t *testing.T) {
 	t.Run("Exec", p.testExec)
 	t.Run("ExecTTY", p.testExecTTY)
 	t.Run("KataShapedPIDNamespace", p.testKataPIDNamespace)
+	t.Run("StringUser", p.testStringUser)
 	t.Run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
 	t.Run("OOM", p.testOOM)
 	t.Run("BlockHotplug", p.testBlockHotplug)
@@ -205,6 +206,8 @@ type container struct {
 	spec *specs.Spec
 	// sandboxPidns is what a Kata shim sends for the spec's pid namespace.
 	sandboxPidns bool
+	// stringUser, when set, names the init's user (Kata's string_user).
+	stringUser *agentpb.StringUser
 }
 
 // newContainer lays out a busybox rootfs in SHARED/<id>/rootfs and a spec
@@ -224,6 +227,7 @@ func (p *pod) newContainer(t *testing.T, id string, args ...string) *container {
 func (c *container) request(storages ...*agentpb.Storage) *agentpb.CreateContainerRequest {
 	return &agentpb.CreateContainerRequest{
 		ContainerId: c.id, ExecId: c.id, OCI: ocispec.FromSpec(c.spec), Storages: storages, SandboxPidns: c.sandboxPidns,
+		StringUser: c.stringUser,
 	}
 }
 
