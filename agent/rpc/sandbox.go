@@ -53,7 +53,7 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *agentpb.CreateSandboxReq
 	}
 	return empty(sb.CreateSandbox(ctx, sandbox.Config{
 		ID: req.GetSandboxId(), Hostname: req.GetHostname(), DNS: req.GetDns(),
-		KernelModules: mods, Storages: storages,
+		KernelModules: mods, Storages: storages, GuestHookPath: req.GetGuestHookPath(),
 	}))
 }
 

@@ -163,6 +163,7 @@ type podState struct {
 	pidns     string // the sandbox pid namespace, "" before its first container
 	oom       chan string
 	pidsLimit int64
+	hooks     *specs.Hooks // the guest hooks
 }
 
 // reserve claims id, so concurrent creates of the same id fail fast, and
@@ -178,7 +179,7 @@ func (s *Sandbox) reserve(id string) (*entry, podState, error) {
 	}
 	e := &entry{bundle: filepath.Join(s.opts.StateRoot, id)}
 	s.containers[id] = e
-	return e, podState{ns: s.ns, dnsFile: s.dnsFile, pidns: s.pidnsPath, oom: s.oom, pidsLimit: s.containerPids}, nil
+	return e, podState{ns: s.ns, dnsFile: s.dnsFile, pidns: s.pidnsPath, oom: s.oom, pidsLimit: s.containerPids, hooks: s.guestHooks}, nil
 }
 
 // mountStorages mounts the container's storages, owned by its id.
@@ -198,9 +199,10 @@ func (s *Sandbox) rollbackStorages(id string) {
 }
 
 // shapeSpec makes the spec the sandbox's: its uts and ipc namespaces, a
-// pid namespace (see setPIDNamespace), its DNS, a cgroup below the cgroup
-// parent and a pids limit.
+// pid namespace (see setPIDNamespace), its DNS, its guest hooks, a cgroup
+// below the cgroup parent and a pids limit.
 func (s *Sandbox) shapeSpec(spec *specs.Spec, id string, sandboxPidns bool, pod podState) {
+	addGuestHooks(spec, pod.hooks)
 	joinSandboxNamespaces(spec, pod.ns)
 	setPIDNamespace(spec, pidnsIf(sandboxPidns, pod.pidns))
 	addDNS(spec, pod.dnsFile)

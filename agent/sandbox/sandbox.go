@@ -109,7 +109,8 @@ type Sandbox struct {
 	ns         *namespaces
 	dnsFile    string
 	containers map[string]*entry
-	pidnsPath  string // the sandbox PID namespace: the first container's
+	guestHooks *specs.Hooks // from guest_hook_path, added to every container
+	pidnsPath  string       // the sandbox PID namespace: the first container's
 	pidnsOwner string
 	// containerPids is the pids limit of containers whose spec sets none.
 	containerPids int64
@@ -212,6 +213,10 @@ type Config struct {
 	DNS           []string
 	KernelModules []KernelModule
 	Storages      []storage.Volume
+	// GuestHookPath, when set, is a guest directory whose prestart,
+	// poststart and poststop subdirectories hold OCI hooks for every
+	// container.
+	GuestHookPath string
 }
 
 // KernelModule is a module to load when the sandbox is created.
@@ -299,12 +304,23 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) 
 		undo = append(undo, func() { _ = s.opts.Storage.Rollback(context.Background(), "") })
 	}
 
+	// After the storages: a hook directory may live on one of them. A path
+	// that holds no hooks is logged, as Kata's agent does, not refused.
+	var hooks *specs.Hooks
+	if cfg.GuestHookPath != "" {
+		var err error
+		if hooks, err = findGuestHooks(cfg.GuestHookPath); err != nil {
+			s.log.Warn("no guest hooks", "guest_hook_path", cfg.GuestHookPath, "err", err)
+		}
+	}
+
 	s.mu.Lock()
 	s.created = true
 	s.id = cfg.ID
 	s.hostname = cfg.Hostname
 	s.ns = ns
 	s.dnsFile = dnsFile
+	s.guestHooks = hooks
 	s.containerPids = containerPidsMax(ceiling)
 	s.oom = make(chan string, oomQueue)
 	s.destroyed = make(chan struct{})
@@ -392,6 +408,7 @@ func (s *Sandbox) DestroySandbox(ctx context.Context) error {
 	s.created = false
 	s.ns = nil
 	s.dnsFile = ""
+	s.guestHooks = nil
 	s.pidnsPath, s.pidnsOwner = "", ""
 	close(s.destroyed)
 	s.mu.Unlock()

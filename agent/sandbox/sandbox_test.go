@@ -879,3 +879,75 @@ func TestStringUserResolvedInTheContainer(t *testing.T) {
 	}
 	wantKind(t, "an exec as an unknown user", e.sb.ExecProcess(bg, id, "x", proc, &userdb.Spec{User: "mallory"}), errdefs.ErrInvalidArgument)
 }
+
+// TestGuestHooksRunForEveryContainer: the executable files below
+// guest_hook_path's prestart, poststart and poststop directories run as
+// OCI hooks for every container, with their name and kind as arguments; a
+// failing prestart hook fails the create and leaves nothing.
+func TestGuestHooksRunForEveryContainer(t *testing.T) {
+	e := newEnv(t)
+	hooks, marks := t.TempDir(), t.TempDir()
+	write := func(rel, script string, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(hooks, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(script), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each hook records its arguments and the container id from the state
+	// on its stdin.
+	mark := "#!/bin/sh\nid=$(sed -n 's/.*\"id\": *\"\\([^\"]*\\)\".*/\\1/p')\necho \"$0 $*\" >> " + marks + "/$id\n"
+	for _, kind := range []string{"prestart", "poststart", "poststop"} {
+		write(kind+"/10-mark", mark, 0o755)
+	}
+	write("prestart/README", "not a hook: not executable", 0o644)
+	err := e.sb.CreateSandbox(bg, Config{Hostname: "hooks", GuestHookPath: hooks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := e.run("/bin/true")
+	e.wait(id, "")
+	e.remove(id)
+	b, _ := os.ReadFile(filepath.Join(marks, id))
+	want := hooks + "/prestart/10-mark prestart\n" + hooks + "/poststart/10-mark poststart\n" + hooks + "/poststop/10-mark poststop\n"
+	if string(b) != want {
+		t.Errorf("hooks ran as\n%s\nwant\n%s", b, want)
+	}
+
+	write("prestart/20-fail", "#!/bin/sh\nexit 3\n", 0o755)
+	// Hooks are read at CreateSandbox: a new sandbox sees the failing one.
+	if err := e.sb.DestroySandbox(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sb.CreateSandbox(bg, Config{Hostname: "hooks", GuestHookPath: hooks}); err != nil {
+		t.Fatal(err)
+	}
+	failed := newID()
+	if err := e.sb.CreateContainer(bg, ContainerConfig{ID: failed, Spec: ocispec.ToSpec(e.spec("/bin/true"))}); err == nil {
+		t.Fatal("a failing prestart hook did not fail the create")
+	}
+	if _, err := os.Stat(filepath.Join(e.state, failed)); !os.IsNotExist(err) {
+		t.Errorf("the failed create left its bundle: %v", err)
+	}
+	for _, d := range cgroupDirs(failed) {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("the failed create left cgroup %s", d)
+		}
+	}
+	// A hook path that does not exist is logged, as Kata's agent does, and
+	// the sandbox runs its containers without hooks.
+	if err := e.sb.DestroySandbox(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sb.CreateSandbox(bg, Config{GuestHookPath: filepath.Join(hooks, "nope")}); err != nil {
+		t.Fatalf("CreateSandbox with a guest hook path that does not exist: %v", err)
+	}
+	nohooks := e.run("/bin/true")
+	e.wait(nohooks, "")
+	if _, err := os.Stat(filepath.Join(marks, nohooks)); !os.IsNotExist(err) {
+		t.Errorf("hooks ran for a sandbox without any: %v", err)
+	}
+}

@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/wren-vm/wren/harness/kata"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -47,5 +52,52 @@ func (p *pod) testStringUser(t *testing.T) {
 	out := p.run(t, c, nil)
 	if out.stdout != "65534\n65534\n" {
 		t.Errorf("a container as string_user nobody printed %q (stderr %q), want 65534 twice", out.stdout, out.stderr)
+	}
+}
+
+// hooksDir is guest_hook_path's directory in the share.
+const hooksDir = "hooks"
+
+// installGuestHooks builds markhook into the share as the prestart,
+// poststart and poststop hook and returns guest_hook_path as the guest
+// sees it.
+func (p *pod) installGuestHooks(t *testing.T) string {
+	t.Helper()
+	for _, kind := range []string{"prestart", "poststart", "poststop"} {
+		bin := filepath.Join(p.vm.SharedDir, hooksDir, kind, "10-mark")
+		build := exec.Command("go", "build", "-o", bin, "./testdata/markhook")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build the hook: %v\n%s", err, b)
+		}
+	}
+	return path.Join(kata.GuestSharedDir, hooksDir)
+}
+
+// testGuestHooks: the hooks below guest_hook_path run for every container
+// with their name and kind as arguments (as Kata's agent runs them), and a
+// prestart hook that fails fails the create, leaving the id free.
+func (p *pod) testGuestHooks(t *testing.T) {
+	c := p.newContainer(t, "hooked", "/bin/true")
+	if out := p.run(t, c, nil); out.code != 0 {
+		t.Fatalf("hooked container: %+v", out)
+	}
+	b, err := os.ReadFile(filepath.Join(p.vm.SharedDir, hooksDir, "marks", c.id))
+	if want := "10-mark prestart\n10-mark poststart\n10-mark poststop\n"; err != nil || string(b) != want {
+		t.Errorf("hooks ran as %q (%v), want %q", b, err, want)
+	}
+	failing := p.newContainer(t, "hookfail1", "/bin/true")
+	ctx, cancel := p.ctx()
+	defer cancel()
+	for try := 0; try < 2; try++ {
+		// The second try gets the hook's failure again, not AlreadyExists:
+		// the failed create left nothing behind.
+		_, err := p.c.Agent.CreateContainer(ctx, failing.request())
+		if err == nil {
+			t.Fatal("a failing prestart hook did not fail CreateContainer")
+		}
+		if status.Code(unwrap(err)) == codes.AlreadyExists {
+			t.Fatalf("try %d: %v: the failed create left the container behind", try, err)
+		}
 	}
 }

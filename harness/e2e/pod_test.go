@@ -100,6 +100,7 @@ func TestPodVM(t *testing.T) {
 	t.Run("ExecTTY", p.testExecTTY)
 	t.Run("KataShapedPIDNamespace", p.testKataPIDNamespace)
 	t.Run("StringUser", p.testStringUser)
+	t.Run("GuestHooks", p.testGuestHooks)
 	t.Run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
 	t.Run("OOM", p.testOOM)
 	t.Run("BlockHotplug", p.testBlockHotplug)
@@ -188,6 +189,8 @@ func (p *pod) testCreateSandbox(t *testing.T) {
 		// Loaded from the guest's module tree by the agent itself (the
 		// guest has no modprobe); already loaded at boot is no error.
 		KernelModules: []*agentpb.KernelModule{{Name: "virtio_blk"}},
+		// OCI hooks for every container, from the share (GuestHooks).
+		GuestHookPath: p.installGuestHooks(t),
 	})
 	if err != nil {
 		t.Fatal(err)
