@@ -215,14 +215,15 @@ type container struct {
 
 // newContainer lays out a busybox rootfs in SHARED/<id>/rootfs and a spec
 // whose root is that directory as the guest sees it through virtio-fs,
-// shaped as a Kata shim sends it (no pid namespace in the spec).
+// shaped as a Kata shim sends it (kata.ShapeSpec: no pid, network or
+// cgroup namespace in the spec).
 func (p *pod) newContainer(t *testing.T, id string, args ...string) *container {
 	t.Helper()
 	testbundle.Rootfs(t, kata.HostRootfs(p.vm.SharedDir, id))
 	spec := testbundle.Spec(kata.GuestRootfs(id), args...)
 	spec.Hostname = ""
 	spec.Linux.CgroupsPath = "/e2e/" + id
-	shared := kata.StripPIDNamespace(spec)
+	shared := kata.ShapeSpec(spec)
 	return &container{id: id, spec: spec, sandboxPidns: shared}
 }
 
@@ -378,7 +379,14 @@ func firstDiff(a, b string) int {
 // startIdle starts a container that waits for exec'd processes.
 func (p *pod) startIdle(t *testing.T, id string) {
 	t.Helper()
-	c := p.newContainer(t, id, "/bin/sleep", "3600")
+	p.startContainer(t, p.newContainer(t, id, "/bin/sleep", "3600"))
+}
+
+// startContainer creates and starts c, and kills and removes it when the
+// test ends.
+func (p *pod) startContainer(t *testing.T, c *container) {
+	t.Helper()
+	id := c.id
 	ctx, cancel := p.ctx()
 	defer cancel()
 	if _, err := p.c.Agent.CreateContainer(ctx, c.request()); err != nil {

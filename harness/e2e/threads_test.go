@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -90,31 +91,30 @@ func TestAgentThreadsInPodVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	console := bufio.NewScanner(conn)
+	// No echo and no prompt, then one empty command to drain what the
+	// shell printed before: from here on every line is a command's output.
+	fmt.Fprintf(conn, "stty -echo; PS1=''\n")
+	consoleRun(t, conn, console, "true")
 	// One line per distinct namespace: "<threads> <namespace>", then the
 	// shell's own namespace, which it took from the agent when started.
-	fmt.Fprintf(conn, "stty -echo; for t in /proc/1/task/*; do readlink $t/ns/mnt; done | sort | uniq -c | sed 's/^ */NS /'; echo SELF $(readlink /proc/self/ns/mnt); echo DONE\n")
+	out := consoleRun(t, conn, console, "for t in /proc/1/task/*; do readlink $t/ns/mnt; done | sort | uniq -c | sed 's/^ */NS /'; echo SELF $(readlink /proc/self/ns/mnt)")
 	var per []string
 	var self string
-	sc := bufio.NewScanner(conn)
-	for sc.Scan() {
-		line := strings.TrimSpace(strings.ReplaceAll(sc.Text(), "\r", ""))
+	for _, line := range out {
 		switch {
 		case strings.HasPrefix(line, "NS "):
 			per = append(per, strings.TrimPrefix(line, "NS "))
 		case strings.HasPrefix(line, "SELF "):
 			self = strings.TrimPrefix(line, "SELF ")
-		case line == "DONE":
-			goto read
 		}
 	}
-	t.Fatalf("debug console ended before the answer: %v", sc.Err())
-read:
 	t.Logf("agent threads per mount namespace %q; the debug shell's %s", per, self)
 	if len(per) != 1 || !strings.HasSuffix(per[0], " "+self) {
 		t.Errorf("after %d containers the agent's threads are in %d mount namespaces %q; the agent's is %s", n, len(per), per, self)
 	}
 	record(t, "confinement", fmt.Sprintf("pod VM: mount namespaces of the agent's threads after %d containers", n), len(per))
+	t.Run("Namespaces", func(t *testing.T) { p.checkNamespacesAgainstTheAgent(t, conn, console) })
 	p.checkAgentAnswers(t)
 }
 
@@ -145,4 +145,82 @@ func (p *pod) cycle(ctx context.Context, c *container) error {
 		return fmt.Errorf("remove %s: %w", c.id, err)
 	}
 	return nil
+}
+
+// consoleRun runs cmd in the debug console's shell and returns the lines
+// it printed.
+func consoleRun(t *testing.T, conn net.Conn, sc *bufio.Scanner, cmd string) []string {
+	t.Helper()
+	const done = "__WREN_DONE__"
+	fmt.Fprintf(conn, "%s; echo %s\n", cmd, done)
+	var lines []string
+	for sc.Scan() {
+		line := strings.TrimSpace(strings.ReplaceAll(sc.Text(), "\r", ""))
+		if line == done {
+			return lines
+		}
+		lines = append(lines, line)
+	}
+	t.Fatalf("debug console ended before %q answered: %v", cmd, sc.Err())
+	return nil
+}
+
+// nsKinds are the namespaces compared between containers and the agent.
+var nsKinds = []string{"pid", "ipc", "uts", "net", "mnt"}
+
+// checkNamespacesAgainstTheAgent starts three Kata-shaped containers, the
+// first (the infra container), one asking for the sandbox's pid namespace
+// and one not, and compares their namespaces with each other and with the
+// agent's (PID 1, read through the debug console) as Kata's agent sets
+// them: pid the infra container's for the sharer and a new one otherwise,
+// ipc and uts the sandbox's (not the agent's), the network the pod VM's,
+// and a mount namespace of its own each.
+func (p *pod) checkNamespacesAgainstTheAgent(t *testing.T, conn net.Conn, sc *bufio.Scanner) {
+	agent := map[string]string{}
+	for i, line := range consoleRun(t, conn, sc, "for n in "+strings.Join(nsKinds, " ")+"; do readlink /proc/1/ns/$n; done") {
+		if i < len(nsKinds) {
+			agent[nsKinds[i]] = line
+		}
+	}
+	ns := map[string]map[string]string{}
+	for _, c := range []struct {
+		id     string
+		shared bool
+	}{{"ns-infra", false}, {"ns-sharer", true}, {"ns-own", false}} {
+		ct := p.newContainer(t, c.id, "/bin/sleep", "3600")
+		if c.shared {
+			// As a shim sends a container that shares the pod's pid
+			// namespace: a path in the spec, turned into sandbox_pidns.
+			ct.spec.Linux.Namespaces = append(ct.spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/1/ns/pid"})
+			ct.sandboxPidns = kata.ShapeSpec(ct.spec)
+		}
+		p.startContainer(t, ct)
+		out := p.exec(t, c.id, "ns", false, nil, "/bin/sh", "-c", "for n in "+strings.Join(nsKinds, " ")+"; do readlink /proc/self/ns/$n; done")
+		lines := strings.Fields(out.stdout)
+		if len(lines) != len(nsKinds) {
+			t.Fatalf("%s: namespaces %q", c.id, out.stdout)
+		}
+		ns[c.id] = map[string]string{}
+		for i, k := range nsKinds {
+			ns[c.id][k] = lines[i]
+		}
+	}
+	infra, sharer, own := ns["ns-infra"], ns["ns-sharer"], ns["ns-own"]
+	t.Logf("namespaces: agent %v\ninfra %v\nsharer %v\nown %v", agent, infra, sharer, own)
+	check := func(what string, ok bool) {
+		t.Helper()
+		if !ok {
+			t.Errorf("%s: agent %v, infra %v, sharer %v, own %v", what, agent, infra, sharer, own)
+		}
+	}
+	check("sandbox_pidns shares the infra container's pid namespace", sharer["pid"] == infra["pid"])
+	check("without sandbox_pidns a container gets a pid namespace of its own", own["pid"] != infra["pid"])
+	check("no container is in the agent's pid namespace", infra["pid"] != agent["pid"] && own["pid"] != agent["pid"])
+	for _, k := range []string{"ipc", "uts"} {
+		check(k+" is the sandbox's, shared by every container", infra[k] == sharer[k] && infra[k] == own[k])
+		check(k+" is not the agent's", infra[k] != agent[k])
+	}
+	check("the network is the pod VM's", infra["net"] == agent["net"] && own["net"] == agent["net"])
+	check("each container has a mount namespace of its own", infra["mnt"] != agent["mnt"] && infra["mnt"] != own["mnt"] && sharer["mnt"] != own["mnt"])
+	record(t, "confinement", "pod VM: Kata-shaped containers' namespaces as Kata's agent sets them (pid, ipc, uts, net, mnt)", !t.Failed())
 }

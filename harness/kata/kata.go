@@ -109,3 +109,26 @@ func StripPIDNamespace(spec *specs.Spec) (sandboxPidns bool) {
 	}
 	return false
 }
+
+// ShapeSpec shapes a spec as the Kata runtime does before CreateContainer
+// and returns the sandbox_pidns it sends with it: the pid namespace goes
+// (StripPIDNamespace, handlePidNamespace in virtcontainers), then the
+// network and cgroup namespaces (the containers share the pod VM's
+// network) and every other namespace's path (constrainGRPCSpec).
+func ShapeSpec(spec *specs.Spec) (sandboxPidns bool) {
+	sandboxPidns = StripPIDNamespace(spec)
+	if spec.Linux == nil {
+		return sandboxPidns
+	}
+	var kept []specs.LinuxNamespace
+	for _, ns := range spec.Linux.Namespaces {
+		switch ns.Type {
+		case specs.NetworkNamespace, specs.CgroupNamespace:
+		default:
+			ns.Path = ""
+			kept = append(kept, ns)
+		}
+	}
+	spec.Linux.Namespaces = kept
+	return sandboxPidns
+}

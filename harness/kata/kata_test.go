@@ -104,3 +104,17 @@ func TestStripPIDNamespace(t *testing.T) {
 		}
 	}
 }
+
+func TestShapeSpec(t *testing.T) {
+	s := &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace, Path: "/proc/9/ns/pid"}, {Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"},
+		{Type: specs.CgroupNamespace}, {Type: specs.IPCNamespace, Path: "/proc/9/ns/ipc"}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace},
+	}}}
+	if !ShapeSpec(s) {
+		t.Error("a pid namespace with a path is sandbox_pidns")
+	}
+	want := []specs.LinuxNamespace{{Type: specs.IPCNamespace}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace}}
+	if !slices.Equal(s.Linux.Namespaces, want) {
+		t.Errorf("namespaces %v, want %v", s.Linux.Namespaces, want)
+	}
+}
