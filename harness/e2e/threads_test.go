@@ -90,7 +90,9 @@ func TestAgentThreadsInPodVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	if err := conn.SetDeadline(time.Now().Add(2 * time.Minute)); err != nil {
+		t.Fatal(err)
+	}
 	// One line per distinct namespace: "<threads> <namespace>", then the
 	// shell's own namespace, which it took from the agent when started.
 	fmt.Fprintf(conn, "stty -echo; for t in /proc/1/task/*; do readlink $t/ns/mnt; done | sort | uniq -c | sed 's/^ */NS /'; echo SELF $(readlink /proc/self/ns/mnt); echo DONE\n")
