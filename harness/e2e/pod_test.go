@@ -380,7 +380,8 @@ func (p *pod) startIdle(t *testing.T, id string) {
 	t.Cleanup(func() {
 		ctx, cancel := p.ctx()
 		defer cancel()
-		p.c.Agent.SignalProcess(ctx, &agentpb.SignalProcessRequest{ContainerId: id, ExecId: id, Signal: 9})
+		// The process may have exited already.
+		_, _ = p.c.Agent.SignalProcess(ctx, &agentpb.SignalProcessRequest{ContainerId: id, ExecId: id, Signal: 9})
 		if _, err := p.c.Agent.RemoveContainer(ctx, &agentpb.RemoveContainerRequest{ContainerId: id, Timeout: 30}); err != nil {
 			t.Errorf("RemoveContainer %s: %v", id, err)
 		}

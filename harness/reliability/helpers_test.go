@@ -68,7 +68,7 @@ func newPodOpts(t *testing.T, opts testagent.Options, beforeSandbox func(*testag
 	t.Cleanup(func() {
 		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		p.c.Agent.DestroySandbox(c, &agentpb.DestroySandboxRequest{})
+		_, _ = p.c.Agent.DestroySandbox(c, &agentpb.DestroySandboxRequest{})
 	})
 	return p
 }
