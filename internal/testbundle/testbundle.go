@@ -110,7 +110,7 @@ func RemoveCgroupParent(parent string) {
 	}
 	for _, root := range roots {
 		var dirs []string
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				dirs = append(dirs, p)
 			}
