@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/uevent"
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 func TestParsePCIPath(t *testing.T) {
@@ -66,9 +67,7 @@ func TestPCIDevicePathFollowsBridges(t *testing.T) {
 
 func listen(t *testing.T, timeout time.Duration) *uevent.Watcher {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testroot.Require(t)
 	w, err := uevent.Listen(context.Background(), slog.Default(), uevent.Options{HotplugTimeout: timeout})
 	if err != nil {
 		t.Fatal(err)

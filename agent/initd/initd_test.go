@@ -21,6 +21,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 const childEnv = "WREN_INITD_TEST_CHILD"
@@ -34,9 +36,7 @@ func inNamespaces(t *testing.T, flags uintptr) bool {
 	if os.Getenv(childEnv) == t.Name() {
 		return true
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for namespaces and mounts")
-	}
+	testroot.Require(t, "namespaces and mounts")
 	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"="+t.Name())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: flags}

@@ -24,6 +24,7 @@ import (
 	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/hotplug"
 	"github.com/wren-vm/wren/agent/storage"
+	"github.com/wren-vm/wren/internal/testroot"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
 )
@@ -127,9 +128,7 @@ func contains(list []string, s string) bool {
 }
 
 func TestReseedAndClockValidation(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testroot.Require(t)
 	a, _, _ := guestAgent(t, nil)
 	c := serve(t, a)
 	seed := make([]byte, 512)

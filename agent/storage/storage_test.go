@@ -15,16 +15,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/wren-vm/wren/internal/testroot"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-}
 
 // mountTable returns this process's mount table without the fields that
 // change on their own, for before/after comparisons.
@@ -117,7 +111,7 @@ func TestParseOptions(t *testing.T) {
 // exists (remount, move) or, for drivers whose source is a tag or a pseudo
 // name, turn the source into a guest path (bind).
 func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	run := m.StateRoot()
 	// A tmpfs the agent did not mount, where storages may go.
@@ -162,7 +156,7 @@ func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 }
 
 func TestEphemeralTmpfsCreatesAndRemovesMountPoint(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/ephemeral/cache")
@@ -194,7 +188,7 @@ func TestEphemeralTmpfsCreatesAndRemovesMountPoint(t *testing.T) {
 }
 
 func TestHugetlbfsReservesPages(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	nr := "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
 	orig, err := os.ReadFile(nr)
 	if err != nil {
@@ -237,7 +231,7 @@ func TestHugetlbfsReservesPages(t *testing.T) {
 }
 
 func TestOverlayWritable(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	lower := filepath.Join(root, "lower")
@@ -301,7 +295,7 @@ func loopDevice(t *testing.T, size string) (dev, image string) {
 }
 
 func TestBlkDevPathOnLoopDevice(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	dev, _ := loopDevice(t, "32M")
 	m, root := newManager(t)
 	before := mountTable(t)
@@ -359,7 +353,7 @@ func TestBlkDevPathOnLoopDevice(t *testing.T) {
 }
 
 func TestRefcountAcrossTwoContainers(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/shm")
@@ -397,7 +391,7 @@ func TestRefcountAcrossTwoContainers(t *testing.T) {
 }
 
 func TestSharedLivesUntilReleaseAll(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/ephemeral/shared")
@@ -420,7 +414,7 @@ func TestSharedLivesUntilReleaseAll(t *testing.T) {
 // that request mounted them; shared volumes another request mounted, or
 // that outlived the container that mounted them, stay until ReleaseAll.
 func TestRollbackUndoesSharedVolumesOfTheFailedRequest(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	vol := func(name string) Volume {
@@ -473,7 +467,7 @@ func TestRollbackUndoesSharedVolumesOfTheFailedRequest(t *testing.T) {
 }
 
 func TestFSGroup(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	mp := filepath.Join(root, "run/sandbox/local/vol")
 	// A local volume (a plain directory) that already holds files, as a
@@ -536,7 +530,7 @@ func TestFSGroup(t *testing.T) {
 }
 
 func TestLocalVolumeModeAndCleanup(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	mp := filepath.Join(root, "run/shared/containers/sb/rootfs/local/scratch")
 	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverLocal, MountPoint: mp, Options: []string{"mode=0770", "fsgid=4000"}}}); err != nil {
@@ -559,7 +553,7 @@ func TestLocalVolumeModeAndCleanup(t *testing.T) {
 }
 
 func TestFailuresLeaveNothing(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	good := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/good")}
@@ -613,7 +607,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 }
 
 func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	shared := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/shm")}
 	if err := m.MountVolumes(context.Background(), "a", []Volume{shared}); err != nil {
@@ -636,7 +630,7 @@ func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
 }
 
 func TestMountProtoStorages(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/shm")
@@ -668,7 +662,7 @@ func TestMountProtoStorages(t *testing.T) {
 }
 
 func TestConcurrentMountsOfOneMountPoint(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/shm")
@@ -708,7 +702,7 @@ func TestConcurrentMountsOfOneMountPoint(t *testing.T) {
 // second, remount call to take effect. The block drivers are the ones
 // that bind (a raw block volume's device node, a file).
 func TestReadOnlyFileBind(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	dev, _ := loopDevice(t, "8M")
 	m, root := newManager(t)
 	before := mountTable(t)
