@@ -53,10 +53,15 @@ proto-check: proto
 	@git diff --exit-code --stat -- protocols/ || { echo "generated code is stale: run 'make proto' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- protocols/)" || { git status --porcelain -- protocols/; echo "make proto wrote untracked files"; exit 1; }
 
+# golangci-lint (pinned, built into bin/tools on first use) runs the
+# linters of .golangci.yml: errcheck, govet, staticcheck, ineffassign,
+# unused, and the length and complexity thresholds.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	CGO_ENABLED=1 $(GO) vet -tags '$(TAGS)' ./...
+	@GO=$(GO) scripts/install-golangci-lint.sh $(TOOLBIN)
+	CGO_ENABLED=1 $(TOOLBIN)/golangci-lint run ./...
 
 test: lint proto-check build
 	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
