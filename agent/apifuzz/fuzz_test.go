@@ -325,7 +325,7 @@ type state struct {
 
 func (e *env) snapshot() state {
 	s := state{at: bootTicks()}
-	filepath.WalkDir(e.dir, func(p string, d os.DirEntry, err error) error {
+	_ = filepath.WalkDir(e.dir, func(p string, d os.DirEntry, err error) error {
 		// libcontainer's state directory is shared by all containers and
 		// removed with the sandbox; its content is per container.
 		if err == nil && p != filepath.Join(e.state, ".libcontainer") {
@@ -372,7 +372,9 @@ const clkTck = 100
 
 func bootTicks() uint64 {
 	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		panic(err)
+	}
 	return uint64(ts.Sec)*clkTck + uint64(ts.Nsec)/(1e9/clkTck)
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // confinedEnv marks the re-executed test process.
@@ -26,10 +27,7 @@ var (
 
 func TestMain(m *testing.M) {
 	container.InitHook()
-	if os.Geteuid() != 0 {
-		fmt.Println("skipping: the agent API fuzz needs root")
-		os.Exit(0)
-	}
+	testroot.Main("the agent API fuzz")
 	if os.Getenv(confinedEnv) == "" {
 		os.Exit(reexecConfined())
 	}

@@ -64,7 +64,11 @@ func BenchmarkExec(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Destroy(ctx)
+	defer func() {
+		if err := c.Destroy(ctx); err != nil {
+			b.Error(err)
+		}
+	}()
 	if err := c.Start(ctx); err != nil {
 		b.Fatal(err)
 	}

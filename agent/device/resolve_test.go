@@ -14,6 +14,7 @@ import (
 
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/uevent"
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 func TestParsePCIPath(t *testing.T) {
@@ -65,9 +66,7 @@ func TestPCIDevicePathFollowsBridges(t *testing.T) {
 
 func listen(t *testing.T, timeout time.Duration) *uevent.Watcher {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testroot.Require(t)
 	w, err := uevent.Listen(context.Background(), slog.Default(), uevent.Options{HotplugTimeout: timeout})
 	if err != nil {
 		t.Fatal(err)

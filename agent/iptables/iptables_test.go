@@ -2,44 +2,18 @@ package iptables
 
 import (
 	"context"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/wren-vm/wren/agent/errdefs"
+	"github.com/wren-vm/wren/internal/testnetns"
 )
-
-// inNetns runs f on a thread moved into a fresh network namespace: the
-// tools it starts inherit that namespace, so the host's rules are never
-// read or changed. The thread is discarded afterwards.
-func inNetns(t *testing.T, f func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		ns, err := netns.New()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer ns.Close()
-		f()
-	}()
-	<-done
-}
 
 func TestRestoreThenSaveInNetns(t *testing.T) {
 	if _, err := Save(context.Background(), false); errdefs.KindOf(err) == errdefs.ErrFailedPrecondition {
 		t.Skip("iptables not installed")
 	}
-	inNetns(t, func() {
+	testnetns.Run(t, func() {
 		rules := "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -s 10.9.8.7/32 -j DROP\nCOMMIT\n"
 		if _, err := Restore(context.Background(), false, []byte(rules)); err != nil {
 			t.Error(err)

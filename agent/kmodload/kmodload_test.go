@@ -40,8 +40,12 @@ func TestLoadByNameErrors(t *testing.T) {
 		t.Errorf("path-like name: %v", err)
 	}
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "junk.ko"), []byte("x"), 0o644)
-	os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/fs/ext4/ext4.ko\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "junk.ko"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/fs/ext4/ext4.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := LoadByName(dir, "ext4", nil); err != nil {
 		t.Errorf("builtin module: %v", err)
 	}

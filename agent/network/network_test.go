@@ -4,18 +4,17 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/errdefs"
+
+	"github.com/wren-vm/wren/internal/testnetns"
 )
 
 // testNetns creates a network namespace holding a veth pair and returns a
@@ -23,31 +22,7 @@ import (
 // namespace disappears with the last handle.
 func testNetns(t *testing.T) (*netlink.Handle, net.HardwareAddr) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	ns, err := netns.New()
-	if serr := netns.Set(orig); serr != nil {
-		// The thread is stuck in the test namespace: never reuse it.
-		t.Fatalf("returning to the original netns: %v", serr)
-	}
-	orig.Close()
-	runtime.UnlockOSThread()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close(); ns.Close() })
+	h := testnetns.Handle(t)
 	mac := net.HardwareAddr{0x02, 0x42, 0xac, 0x11, 0x00, 0x02}
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0", HardwareAddr: mac}, PeerName: "veth1"}
 	if err := h.LinkAdd(veth); err != nil {

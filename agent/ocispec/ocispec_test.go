@@ -72,7 +72,7 @@ func TestToSpec(t *testing.T) {
 				Poststop:        []*pb.Hook{{Path: "/f", Timeout: 1}},
 			}},
 			want: &specs.Spec{Hooks: &specs.Hooks{
-				Prestart:        []specs.Hook{{Path: "/a", Args: []string{"a"}, Env: []string{"E=1"}, Timeout: p(5)}},
+				Prestart:        []specs.Hook{{Path: "/a", Args: []string{"a"}, Env: []string{"E=1"}, Timeout: p(5)}}, //nolint:staticcheck // still part of the wire API
 				CreateRuntime:   []specs.Hook{{Path: "/b"}},
 				CreateContainer: []specs.Hook{{Path: "/c"}},
 				StartContainer:  []specs.Hook{{Path: "/d"}},
@@ -165,7 +165,7 @@ func TestToResources(t *testing.T) {
 			},
 			want: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}, {Allow: true, Type: "c", Major: p(int64(1)), Minor: p(int64(3)), Access: "rw"}},
-				Memory: &specs.LinuxMemory{Limit: p(int64(100)), Reservation: p(int64(50)), Swap: p(int64(200)), Kernel: p(int64(7)),
+				Memory: &specs.LinuxMemory{Limit: p(int64(100)), Reservation: p(int64(50)), Swap: p(int64(200)), Kernel: p(int64(7)), //nolint:staticcheck // still part of the wire API
 					KernelTCP: p(int64(8)), Swappiness: p(uint64(60)), DisableOOMKiller: p(true)},
 				CPU: &specs.LinuxCPU{Shares: p(uint64(1024)), Quota: p(int64(50000)), Period: p(uint64(100000)),
 					RealtimeRuntime: p(int64(9)), RealtimePeriod: p(uint64(10)), Cpus: "0-1", Mems: "0"},

@@ -16,7 +16,6 @@ import (
 
 	"github.com/containerd/ttrpc"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -28,6 +27,8 @@ import (
 	"github.com/wren-vm/wren/agent/metrics"
 	"github.com/wren-vm/wren/agent/network"
 	"github.com/wren-vm/wren/agent/storage"
+	"github.com/wren-vm/wren/internal/testnetns"
+	"github.com/wren-vm/wren/internal/testroot"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
 )
@@ -140,9 +141,7 @@ func contains(list []string, s string) bool {
 }
 
 func TestReseedAndClockValidation(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testroot.Require(t)
 	a, _, _ := guestAgent(t, nil)
 	c := serve(t, a)
 	seed := make([]byte, 512)
@@ -273,32 +272,8 @@ func TestUnconfiguredAgent(t *testing.T) {
 	}
 }
 
-func testNetns(t *testing.T) *netlink.Handle {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	runtime.LockOSThread()
-	orig, _ := netns.Get()
-	ns, err := netns.New()
-	if serr := netns.Set(orig); serr != nil {
-		t.Fatalf("back to the original netns: %v", serr)
-	}
-	orig.Close()
-	runtime.UnlockOSThread()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close(); ns.Close() })
-	return h
-}
-
 func TestNetworkRPCsInNetns(t *testing.T) {
-	h := testNetns(t)
+	h := testnetns.Handle(t)
 	mac, _ := net.ParseMAC("02:42:ac:11:00:07")
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "tap0_kata", HardwareAddr: mac}, PeerName: "peer0"}); err != nil {
 		t.Fatal(err)
@@ -354,7 +329,7 @@ func TestNetworkRPCsInNetns(t *testing.T) {
 // TestUpdateRoutesDefaultViaLoopback: the network package's refusal of a
 // default route through lo reaches the client as InvalidArgument.
 func TestUpdateRoutesDefaultViaLoopback(t *testing.T) {
-	h := testNetns(t)
+	h := testnetns.Handle(t)
 	lo, err := h.LinkByName("lo")
 	if err != nil {
 		t.Fatal(err)

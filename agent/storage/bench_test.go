@@ -2,17 +2,16 @@ package storage
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // BenchmarkMountReleaseTmpfs is one ephemeral volume's mount and unmount,
 // mount point creation and removal included.
 func BenchmarkMountReleaseTmpfs(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testroot.Require(b)
 	root := b.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run")})
 	vol := []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/v")}}

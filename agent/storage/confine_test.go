@@ -10,6 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/errdefs"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // attrs is what a request may change on a path and must give back.
@@ -76,7 +78,7 @@ func mkdirs(t *testing.T, mode os.FileMode, dirs ...string) {
 // root are in the test's temporary directory, so that an agent that gets
 // this wrong changes nothing of the machine.
 func TestMountPointsOutsideKataDirsRefused(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	sr := m.StateRoot()
 	etc := filepath.Join(root, "etc")
@@ -139,7 +141,7 @@ func TestMountPointsOutsideKataDirsRefused(t *testing.T) {
 // The mount points Kata's runtime sends are accepted (tmpfs stands in for
 // the block devices and the shared filesystem).
 func TestMountPointsKataUsesAccepted(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	sr := m.StateRoot()
 	before := mountTable(t)
@@ -172,7 +174,7 @@ func TestMountPointsKataUsesAccepted(t *testing.T) {
 // chmod of a local volume) out of the state root, whether it is on the
 // way or the mount point itself.
 func TestMountPointSymlinkOutRefused(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	sr := m.StateRoot()
 	outside := filepath.Join(root, "outside")
@@ -227,7 +229,7 @@ func existingVolumeDir(t *testing.T, sr string) (dir, file string, kept map[stri
 // A failed request gives back the mode, group and fs_group changes it made
 // to a directory that was there before it.
 func TestExistingDirRestoredOnRollback(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, _ := newManager(t)
 	sr := m.StateRoot()
 	dir, file, kept := existingVolumeDir(t, sr)
@@ -252,7 +254,7 @@ func TestExistingDirRestoredOnRollback(t *testing.T) {
 // A local volume on a directory that was there before gives it back as it
 // was when its last user goes.
 func TestExistingDirRestoredOnRelease(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, _ := newManager(t)
 	dir, file, kept := existingVolumeDir(t, m.StateRoot())
 	vol := Volume{Driver: DriverLocal, MountPoint: dir, Options: []string{"mode=0777", "fsgid=4321"}, FSGroup: &FSGroup{GID: 4321}}
@@ -280,7 +282,7 @@ func TestExistingDirRestoredOnRelease(t *testing.T) {
 // mounts nor remove a tree elsewhere. It fails instead, and keeps the
 // volume, until the path is sound again.
 func TestTeardownResolvesBeneathAgain(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	shared := SharedDir(m.StateRoot())
 	// Another mount of the guest and a tree of the guest, outside the

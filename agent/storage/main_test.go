@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // TestMain runs the package's tests in a private mount namespace of their
@@ -12,7 +14,7 @@ import (
 // on the machine mount things too) and a crashed test leaves nothing on the
 // host. Loop devices are global and are released by each test.
 func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 && os.Getenv("WREN_TEST_MNTNS") == "" {
+	if testroot.Is() && os.Getenv("WREN_TEST_MNTNS") == "" {
 		if path, err := exec.LookPath("unshare"); err == nil {
 			args := append([]string{"--mount", "--propagation", "private", os.Args[0]}, os.Args[1:]...)
 			cmd := exec.Command(path, args...)

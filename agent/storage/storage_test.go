@@ -14,14 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/errdefs"
+	"github.com/wren-vm/wren/internal/testroot"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-}
 
 // mountTable returns this process's mount table without the fields that
 // change on their own, for before/after comparisons.
@@ -114,7 +108,7 @@ func TestParseOptions(t *testing.T) {
 // exists (remount, move) or, for drivers whose source is a tag or a pseudo
 // name, turn the source into a guest path (bind).
 func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	run := m.StateRoot()
 	// A tmpfs the agent did not mount, where storages may go.
@@ -159,7 +153,7 @@ func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 }
 
 func TestEphemeralTmpfsCreatesAndRemovesMountPoint(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/ephemeral/cache")
@@ -191,7 +185,7 @@ func TestEphemeralTmpfsCreatesAndRemovesMountPoint(t *testing.T) {
 }
 
 func TestHugetlbfsReservesPages(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	nr := "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
 	orig, err := os.ReadFile(nr)
 	if err != nil {
@@ -234,7 +228,7 @@ func TestHugetlbfsReservesPages(t *testing.T) {
 }
 
 func TestOverlayWritable(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	lower := filepath.Join(root, "lower")
@@ -298,7 +292,7 @@ func loopDevice(t *testing.T, size string) (dev, image string) {
 }
 
 func TestBlkDevPathOnLoopDevice(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	dev, _ := loopDevice(t, "32M")
 	m, root := newManager(t)
 	before := mountTable(t)
@@ -356,7 +350,7 @@ func TestBlkDevPathOnLoopDevice(t *testing.T) {
 }
 
 func TestRefcountAcrossTwoContainers(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/shm")
@@ -394,7 +388,7 @@ func TestRefcountAcrossTwoContainers(t *testing.T) {
 }
 
 func TestSharedLivesUntilReleaseAll(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/ephemeral/shared")
@@ -417,7 +411,7 @@ func TestSharedLivesUntilReleaseAll(t *testing.T) {
 // that request mounted them; shared volumes another request mounted, or
 // that outlived the container that mounted them, stay until ReleaseAll.
 func TestRollbackUndoesSharedVolumesOfTheFailedRequest(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	vol := func(name string) Volume {
@@ -470,7 +464,7 @@ func TestRollbackUndoesSharedVolumesOfTheFailedRequest(t *testing.T) {
 }
 
 func TestFSGroup(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	mp := filepath.Join(root, "run/sandbox/local/vol")
 	// A local volume (a plain directory) that already holds files, as a
@@ -533,7 +527,7 @@ func TestFSGroup(t *testing.T) {
 }
 
 func TestLocalVolumeModeAndCleanup(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	mp := filepath.Join(root, "run/shared/containers/sb/rootfs/local/scratch")
 	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverLocal, MountPoint: mp, Options: []string{"mode=0770", "fsgid=4000"}}}); err != nil {
@@ -556,7 +550,7 @@ func TestLocalVolumeModeAndCleanup(t *testing.T) {
 }
 
 func TestFailuresLeaveNothing(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	good := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/good")}
@@ -613,7 +607,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 }
 
 func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	shared := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/shm")}
 	if err := m.MountVolumes(context.Background(), "a", []Volume{shared}); err != nil {
@@ -639,7 +633,7 @@ func TestFailedRequestKeepsOtherOwnersMounts(t *testing.T) {
 // CreateSandbox sends the sandbox's shm): the group is applied, and the
 // volume outlives its owner's release.
 func TestSharedVolumeWithFSGroup(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/shm")
@@ -668,7 +662,7 @@ func TestSharedVolumeWithFSGroup(t *testing.T) {
 }
 
 func TestConcurrentMountsOfOneMountPoint(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	before := mountTable(t)
 	mp := filepath.Join(root, "run/sandbox/shm")
@@ -708,7 +702,7 @@ func TestConcurrentMountsOfOneMountPoint(t *testing.T) {
 // second, remount call to take effect. The block drivers are the ones
 // that bind (a raw block volume's device node, a file).
 func TestReadOnlyFileBind(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	dev, _ := loopDevice(t, "8M")
 	m, root := newManager(t)
 	before := mountTable(t)

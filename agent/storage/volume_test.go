@@ -14,10 +14,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/errdefs"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 func TestVolumeStatsOnTmpfs(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	mp := filepath.Join(root, "run/sandbox/storage/vol")
 	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp, Options: []string{"size=4m", "nr_inodes=100"}}}); err != nil {
@@ -60,7 +62,7 @@ func hasCapSysResource() bool {
 }
 
 func TestResizeVolumeErrors(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	tmp := filepath.Join(root, "run/sandbox/ephemeral/tmp")
 	if err := m.MountVolumes(context.Background(), "c", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: tmp}}); err != nil {
@@ -78,7 +80,7 @@ func TestResizeVolumeErrors(t *testing.T) {
 }
 
 func TestResizeVolumeGrowsExt4Online(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	if _, err := exec.LookPath("resize2fs"); err != nil {
 		t.Skip("resize2fs missing")
 	}
@@ -121,7 +123,7 @@ func swapoff(path string) error {
 }
 
 func TestSwaponFile(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	if _, err := exec.LookPath("mkswap"); err != nil {
 		t.Skip("mkswap missing")
 	}
@@ -159,7 +161,7 @@ func TestSwaponFile(t *testing.T) {
 }
 
 func TestUpdateEphemeralRemountsWithNewSize(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	mp := filepath.Join(root, "run/sandbox/ephemeral/cache")
 	v := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp, Options: []string{"size=1m"}}
@@ -198,7 +200,7 @@ func TestUpdateEphemeralRemountsWithNewSize(t *testing.T) {
 // storages the manager mounted may be remounted, never another tmpfs of
 // the guest (/run, /dev/shm, ...) or a storage of another driver.
 func TestUpdateEphemeralLeavesOtherMountsAlone(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, root := newManager(t)
 	foreign := filepath.Join(root, "foreign")
 	os.MkdirAll(foreign, 0o755)
@@ -256,7 +258,7 @@ func TestUpdateEphemeralLeavesOtherMountsAlone(t *testing.T) {
 }
 
 func TestTouchSharedMounts(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	m, _ := newManager(t)
 	mp := filepath.Join(SharedDir(m.StateRoot()), "c1", "rootfs")
 	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: mp}}); err != nil {

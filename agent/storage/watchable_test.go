@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/wren-vm/wren/agent/errdefs"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	root := t.TempDir()
 	// A long interval: the test drives refreshes itself instead of sleeping.
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
@@ -84,7 +86,7 @@ func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
 }
 
 func TestWatchableBindSourceConfinedToSharedDir(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
 	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
@@ -177,7 +179,7 @@ func guestSecret(t *testing.T, root string) string {
 // A directory of the source swapped for a symlink after the refresh checked
 // the source: the copy must not follow it.
 func TestWatchableCopyDoesNotFollowSymlinkSwappedAfterCheck(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
 	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
@@ -219,7 +221,7 @@ func TestWatchableCopyDoesNotFollowSymlinkSwappedAfterCheck(t *testing.T) {
 // for a symlink after the check, it must not bring the symlink's target
 // into the container.
 func TestWatchableBindFallbackDoesNotFollowSourceSwappedAfterCheck(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
 	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
@@ -258,7 +260,7 @@ func TestWatchableBindFallbackDoesNotFollowSourceSwappedAfterCheck(t *testing.T)
 // A source that is a single file is copied as a file, through the
 // descriptor the check opened.
 func TestWatchableFileSource(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
 	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
@@ -290,7 +292,7 @@ func TestWatchableFileSource(t *testing.T) {
 // replace a directory of its copy with a symlink (through a writable
 // mount), the next refresh must not write through it.
 func TestWatchableCopyDoesNotWriteThroughSymlinkInTheCopy(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
 	t.Cleanup(func() { m.ReleaseAll(context.Background()) })

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/agent/errdefs"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // Captured on this machine's kernel (6.18) with a NETLINK_KOBJECT_UEVENT
@@ -80,13 +82,6 @@ func TestParseUeventFile(t *testing.T) {
 	}
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-}
-
 func listen(t *testing.T, timeout time.Duration) *Watcher {
 	t.Helper()
 	w, err := Listen(context.Background(), slog.Default(), Options{HotplugTimeout: timeout})
@@ -133,7 +128,7 @@ func addLoopDevice(t *testing.T) string {
 }
 
 func TestListenSeesRealLoopAdd(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	w := listen(t, 10*time.Second)
 	name := addLoopDevice(t)
 	ev, err := w.Wait(context.Background(), name, func(ev Event) bool {
@@ -153,7 +148,7 @@ func TestListenSeesRealLoopAdd(t *testing.T) {
 }
 
 func TestColdplugRecordsExistingDevices(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	name := addLoopDevice(t) // exists before Listen
 	w := listen(t, time.Second)
 	ev, err := w.Wait(cancelled(), name, func(ev Event) bool { return ev.DevName == name })
@@ -166,7 +161,7 @@ func TestColdplugRecordsExistingDevices(t *testing.T) {
 }
 
 func TestWaitTimesOut(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	w := listen(t, 50*time.Millisecond)
 	_, err := w.Wait(context.Background(), "pci 0000:ff:1f.7", func(ev Event) bool { return ev.DevPath == "/nonexistent" })
 	if errdefs.KindOf(err) != errdefs.ErrDeadlineExceeded || !strings.Contains(err.Error(), "pci 0000:ff:1f.7") {
@@ -181,7 +176,7 @@ func TestWaitTimesOut(t *testing.T) {
 }
 
 func TestWaitAfterClose(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	w := listen(t, time.Second)
 	w.Close()
 	if _, err := w.Wait(context.Background(), "x", func(Event) bool { return false }); errdefs.KindOf(err) != errdefs.ErrUnavailable {
@@ -218,7 +213,7 @@ func TestMemoryAddIsOnlined(t *testing.T) {
 }
 
 func TestColdplugRecordsPCIDevices(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	entries, _ := os.ReadDir("/sys/bus/pci/devices")
 	if len(entries) == 0 {
 		t.Skip("no PCI devices")
@@ -241,7 +236,7 @@ func TestColdplugRecordsPCIDevices(t *testing.T) {
 // Any process with CAP_NET_ADMIN can multicast on the uevent group; only
 // the kernel's messages may count as devices.
 func TestForgedUserspaceUeventIgnored(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	w := listen(t, 300*time.Millisecond)
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {

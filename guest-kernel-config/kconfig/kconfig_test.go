@@ -112,15 +112,25 @@ func TestDebianConfigReport(t *testing.T) {
 
 func TestLoadFragmentsErrors(t *testing.T) {
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "common"), 0o755)
-	os.MkdirAll(filepath.Join(dir, "x86_64"), 0o755)
-	os.WriteFile(filepath.Join(dir, "common", "a.conf"), []byte("CONFIG_FOO=y\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "x86_64", "b.conf"), []byte("# comment\n\n# CONFIG_FOO is not set\n"), 0o644)
+	if err := os.MkdirAll(filepath.Join(dir, "common"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "x86_64"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "common", "a.conf"), []byte("CONFIG_FOO=y\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "x86_64", "b.conf"), []byte("# comment\n\n# CONFIG_FOO is not set\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	_, err := LoadFragments(dir, "x86_64")
 	if err == nil || !strings.Contains(err.Error(), "common/a.conf:1") || !strings.Contains(err.Error(), "x86_64/b.conf:3") {
 		t.Errorf("conflict: %v", err)
 	}
-	os.WriteFile(filepath.Join(dir, "x86_64", "b.conf"), []byte("CONFIG_FOO=y\nFOO=y\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "x86_64", "b.conf"), []byte("CONFIG_FOO=y\nFOO=y\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := LoadFragments(dir, "x86_64"); err == nil || !strings.Contains(err.Error(), "b.conf:2") {
 		t.Errorf("garbage line: %v", err)
 	}

@@ -71,7 +71,9 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	return &rawConn{t: t, conn: conn}
 }
 
@@ -158,7 +160,9 @@ func TestAgentSurvivesHalfFrame(t *testing.T) {
 	binary.BigEndian.PutUint32(hdr[0:], 1000)
 	binary.BigEndian.PutUint32(hdr[4:], 1)
 	hdr[8] = frameRequest
-	r.conn.Write(append(hdr[:], "only part of the body"...))
+	if _, err := r.conn.Write(append(hdr[:], "only part of the body"...)); err != nil {
+		t.Fatal(err)
+	}
 	r.conn.Close()
 	c := a.Dial(t)
 	if _, err := c.Health.Check(context.Background(), &agentpb.CheckRequest{}); err != nil {

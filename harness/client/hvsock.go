@@ -52,7 +52,7 @@ func hybridVsockAttempt(ctx context.Context, udsPath string, port uint32) (net.C
 		deadline = time.Now().Add(DefaultHandshakeTimeout)
 	}
 	// Closing the connection when ctx ends unblocks the read below.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
 	if err := conn.SetDeadline(deadline); err != nil {
 		conn.Close()
@@ -110,7 +110,7 @@ func readLine(r io.Reader) (string, error) {
 			return string(buf[:n]), nil
 		}
 		if n == len(buf) {
-			return "", fmt.Errorf("handshake reply longer than %d bytes: %q...", maxHandshakeLine, buf[:16])
+			return "", fmt.Errorf("handshake reply longer than %d bytes, beginning %q", maxHandshakeLine, buf[:16])
 		}
 		buf[n] = one[0]
 		n++

@@ -38,13 +38,13 @@ func hybridServer(t *testing.T, path string, answer func(line string) string) ne
 				}
 				reply := answer(strings.TrimSuffix(line, "\n"))
 				if reply == "" {
-					io.Copy(io.Discard, r) // never answer
+					_, _ = io.Copy(io.Discard, r) // never answer
 					return
 				}
 				if _, err := io.WriteString(conn, reply); err != nil || !strings.HasPrefix(reply, "OK ") {
 					return
 				}
-				io.Copy(conn, r)
+				_, _ = io.Copy(conn, r)
 			}()
 		}
 	}()
@@ -147,14 +147,14 @@ func TestHybridVsockRetriesWhileGuestPortDown(t *testing.T) {
 			if err != nil {
 				return
 			}
-			bufio.NewReader(conn).ReadString('\n')
+			_, _ = bufio.NewReader(conn).ReadString('\n')
 			if n < 3 {
 				conn.Close()
 				continue
 			}
-			io.WriteString(conn, "OK 9\n")
+			_, _ = io.WriteString(conn, "OK 9\n")
 			attempts <- n
-			io.Copy(io.Discard, conn)
+			_, _ = io.Copy(io.Discard, conn)
 			conn.Close()
 		}
 	}()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"github.com/wren-vm/wren/harness/client"
 	"github.com/wren-vm/wren/harness/testagent"
 	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/internal/testroot"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -32,9 +32,7 @@ import (
 // test does.
 func startContainer(t *testing.T, c *client.Client, id string, args ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("running containers needs root")
-	}
+	testroot.Require(t, "running containers")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: "pod"})

@@ -156,20 +156,21 @@ func (c *Sync) roundTrip(ctx context.Context, b []byte, rbuf *replyBuffer) (payl
 	// Interrupt the blocking write and read when ctx ends.
 	deadline, hasDeadline := ctx.Deadline()
 	if hasDeadline {
-		c.conn.SetDeadline(deadline)
-		defer c.conn.SetDeadline(time.Time{})
+		// A failure shows in the write or the read that follows.
+		_ = c.conn.SetDeadline(deadline)
+		defer func() { _ = c.conn.SetDeadline(time.Time{}) }()
 	}
 	if ctx.Done() != nil {
 		// Cancellation before the deadline (or without one) moves the
 		// deadline into the past.
 		fired := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)); close(fired) })
+		stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)); close(fired) })
 		defer func() {
 			if !stop() {
 				// It ran (or is running) even though the call may have
 				// finished first: undo it once it is done.
 				<-fired
-				c.conn.SetDeadline(time.Time{})
+				_ = c.conn.SetDeadline(time.Time{})
 			}
 		}()
 	}

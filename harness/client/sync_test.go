@@ -89,7 +89,7 @@ func serveService(t *testing.T, stock bool, service string, methods map[string]t
 			t.Fatal(err)
 		}
 		s.Register(service, methods)
-		go func() { defer wg.Done(); s.Serve(ctx, ln) }()
+		go func() { defer wg.Done(); _ = s.Serve(ctx, ln) }()
 		t.Cleanup(func() { s.Close() })
 	} else {
 		s, err := server.New(slog.New(slog.DiscardHandler))
@@ -97,7 +97,7 @@ func serveService(t *testing.T, stock bool, service string, methods map[string]t
 			t.Fatal(err)
 		}
 		s.TTRPC().Register(service, methods)
-		go func() { defer wg.Done(); s.Serve(ctx, ln) }()
+		go func() { defer wg.Done(); _ = s.Serve(ctx, ln) }()
 	}
 	return "unix://" + sock
 }

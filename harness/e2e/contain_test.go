@@ -82,8 +82,8 @@ func (p *pod) testContainerCannotReachAgent(t *testing.T) {
 				if _, err := conn.Read(buf); err != nil {
 					return
 				}
-				conn.Write([]byte("host here\n"))
-				io.Copy(io.Discard, conn)
+				_, _ = conn.Write([]byte("host here\n"))
+				_, _ = io.Copy(io.Discard, conn)
 			}()
 		}
 	}()

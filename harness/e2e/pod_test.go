@@ -395,7 +395,8 @@ func (p *pod) startContainer(t *testing.T, c *container) {
 	t.Cleanup(func() {
 		ctx, cancel := p.ctx()
 		defer cancel()
-		p.c.Agent.SignalProcess(ctx, &agentpb.SignalProcessRequest{ContainerId: id, ExecId: id, Signal: 9})
+		// The process may have exited already.
+		_, _ = p.c.Agent.SignalProcess(ctx, &agentpb.SignalProcessRequest{ContainerId: id, ExecId: id, Signal: 9})
 		if _, err := p.c.Agent.RemoveContainer(ctx, &agentpb.RemoveContainerRequest{ContainerId: id, Timeout: 30}); err != nil {
 			t.Errorf("RemoveContainer %s: %v", id, err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wren-vm/wren/harness/testagent"
 	"github.com/wren-vm/wren/harness/vm"
+	"github.com/wren-vm/wren/internal/testroot"
 	"github.com/wren-vm/wren/rootfs-builder/cpio"
 	"github.com/wren-vm/wren/rootfs-builder/image"
 )
@@ -18,9 +19,7 @@ import (
 // requireVM skips when this machine cannot boot the pod VM at all.
 func requireVM(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the pod VM tests need root (virtiofsd, QEMU memfd backends)")
-	}
+	testroot.Require(t, "the pod VM: virtiofsd, QEMU memfd backends")
 	if _, err := exec.LookPath(vm.DefaultQEMU); err != nil {
 		t.Skip("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
 	}

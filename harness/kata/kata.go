@@ -86,7 +86,7 @@ func ShareRootfs(sharedDir, cid, rootfs string) (guestPath string, remove func()
 	name := filepath.Base(dir)
 	out, err := exec.Command("cp", "-a", "--reflink=auto", rootfs, HostRootfs(sharedDir, name)).CombinedOutput()
 	if err != nil {
-		remove()
+		_ = remove() // the copy's error is the one to report
 		return "", nil, fmt.Errorf("copy rootfs into the share: %v: %s", err, out)
 	}
 	return GuestRootfs(name), remove, nil

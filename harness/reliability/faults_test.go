@@ -131,7 +131,7 @@ func TestFaultForkBombSparesExecAndCreate(t *testing.T) {
 	if err := p.create("bomb", bomb); err != nil {
 		t.Fatalf("CreateContainer bomb: %v", err)
 	}
-	t.Cleanup(func() { p.remove("bomb") })
+	t.Cleanup(func() { _ = p.remove("bomb") })
 	inBackstop(t, outerDir, "/"+parent+"/bomb")
 	if _, err := p.c.Agent.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: "bomb"}); err != nil {
 		t.Fatalf("StartContainer bomb: %v", err)
@@ -273,7 +273,7 @@ func pidsHierarchy(t *testing.T) string {
 func killCgroup(t *testing.T, dir string) {
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		var pids []int
-		filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 			if err == nil && d.Name() == "cgroup.procs" {
 				b, _ := os.ReadFile(path)
 				for _, f := range strings.Fields(string(b)) {
@@ -292,7 +292,7 @@ func killCgroup(t *testing.T, dir string) {
 			return
 		}
 		for _, pid := range pids {
-			unix.Kill(pid, unix.SIGKILL)
+			_ = unix.Kill(pid, unix.SIGKILL) // it may be gone already
 		}
 	}
 }
@@ -344,7 +344,9 @@ func TestFaultDisconnectMidRead(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // the read is pending in the agent
 	c1.Close()
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		t.Logf("the cancelled read: %v", err)
+	}
 	c2 := p.a.Dial(t)
 	var got string
 	for !strings.Contains(got, "second") {
@@ -373,7 +375,7 @@ func TestFaultFullStateRoot(t *testing.T) {
 		}
 		// Registered before newPod's DestroySandbox cleanup, so it runs
 		// after it.
-		t.Cleanup(func() { unix.Unmount(a.StateRoot, unix.MNT_DETACH) })
+		t.Cleanup(func() { _ = unix.Unmount(a.StateRoot, unix.MNT_DETACH) })
 	})
 	fill := filepath.Join(p.a.StateRoot, "fill")
 	f, err := os.Create(fill)

@@ -12,10 +12,12 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/harness/client"
 	"github.com/wren-vm/wren/harness/testagent"
 	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/internal/testroot"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -50,9 +52,7 @@ func newPodWith(t *testing.T, beforeSandbox func(*testagent.Agent)) *pod {
 // newPodOpts starts the agent with opts (see testagent.Options.Shield).
 func newPodOpts(t *testing.T, opts testagent.Options, beforeSandbox func(*testagent.Agent)) *pod {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the agent's containers need root")
-	}
+	testroot.Require(t, "the agent's containers")
 	p := &pod{t: t, rootfs: testbundle.Rootfs(t, filepath.Join(t.TempDir(), "rootfs"))}
 	// The agent nests every container's cgroup below its parent, and
 	// removes the parent when it stops.
@@ -68,7 +68,7 @@ func newPodOpts(t *testing.T, opts testagent.Options, beforeSandbox func(*testag
 	t.Cleanup(func() {
 		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		p.c.Agent.DestroySandbox(c, &agentpb.DestroySandboxRequest{})
+		_, _ = p.c.Agent.DestroySandbox(c, &agentpb.DestroySandboxRequest{})
 	})
 	return p
 }

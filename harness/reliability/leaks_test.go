@@ -110,9 +110,11 @@ func TestIdleConnectionsAndBadFrames(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Write(b)
-		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		c.Read(make([]byte, 64))
+		// The agent may drop the connection at any point: only its
+		// answer to the Check below counts.
+		_, _ = c.Write(b)
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, _ = c.Read(make([]byte, 64))
 		c.Close()
 		if _, err := p.c.Health.Check(ctx(t), &agentpb.CheckRequest{}); err != nil {
 			t.Fatalf("Check after %s: %v", name, err)

@@ -204,7 +204,9 @@ func TestBadInputMatrix(t *testing.T) {
 			_, err := p.c.Agent.UpdateRoutes(ctx(t), &agentpb.UpdateRoutesRequest{Routes: &agentpb.Routes{Routes: rs}})
 			if got := defaultRoutes(t, agentNet); len(got) > 0 {
 				t.Errorf("the agent's table holds default routes %v after %v", got, rs)
-				agentNet.RouteDel(&got[0])
+				if err := agentNet.RouteDel(&got[0]); err != nil {
+					t.Errorf("removing %v: %v", got[0], err)
+				}
 			}
 			return err
 		}
@@ -328,7 +330,7 @@ func TestBadInputMatrix(t *testing.T) {
 			// Accepted (huge env, or a storage row the agent got wrong): it
 			// must also go away cleanly, and not block the rows after it.
 			for _, id := range []string{"hugeenv", "st"} {
-				p.remove(id)
+				_ = p.remove(id) // one of the two may not exist
 			}
 		}
 		p.checkBaseline(c.name, base)

@@ -1,5 +1,6 @@
 // Package testagent runs the real wren-agent binary on a host unix socket
-// for tests, and finds or builds the project's binaries.
+// for tests (through harness/agentproc, stopped when the test ends), and
+// finds or builds the project's binaries.
 package testagent
 
 import (
@@ -12,13 +13,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/wren-vm/wren/harness/agentproc"
 	"github.com/wren-vm/wren/harness/client"
-	"github.com/wren-vm/wren/internal/testbundle"
-	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
 // repoRoot is the module root, found from this file's location.
@@ -64,17 +64,10 @@ func Binary(t testing.TB, name string) string {
 	return p
 }
 
-// Agent is a wren-agent process serving on a unix socket.
+// Agent is a wren-agent process serving on a unix socket (see
+// agentproc.Proc for its address, state root, cgroup parent and process).
 type Agent struct {
-	// Addr is the agent's address (unix:///...).
-	Addr string
-	// StateRoot is the agent's state directory.
-	StateRoot string
-	// CgroupParent holds the cgroups of the agent's containers (the last
-	// --cgroup-parent of the arguments, if any).
-	CgroupParent string
-	// Cmd is the running process.
-	Cmd *exec.Cmd
+	*agentproc.Proc
 	log *lockedBuffer
 }
 
@@ -106,86 +99,51 @@ func Start(t testing.TB, extraArgs ...string) *Agent {
 	return StartWith(t, Options{Args: extraArgs})
 }
 
+// cgroupSeq numbers the agents of this test process.
+var cgroupSeq atomic.Int64
+
 // StartWith is Start with options.
 func StartWith(t testing.TB, o Options) *Agent {
 	t.Helper()
-	extraArgs := o.Args
-	bin := Binary(t, "wren-agent")
 	dir := t.TempDir()
-	a := &Agent{
-		Addr:      "unix://" + filepath.Join(dir, "agent.sock"),
-		StateRoot: filepath.Join(dir, "state"),
-		log:       &lockedBuffer{},
+	a := &Agent{log: &lockedBuffer{}}
+	opts := agentproc.Options{
+		Bin: Binary(t, "wren-agent"),
+		Dir: dir,
+		// Each agent gets its own cgroup parent: test packages (and the
+		// test runs of other checkouts) run in parallel and reuse
+		// container ids.
+		CgroupParent: fmt.Sprintf("wren-test-%d-%d", os.Getpid(), cgroupSeq.Add(1)),
+		LogLevel:     "debug",
+		Args:         o.Args,
+		Stderr:       a.log,
+		NewNetNS:     o.NewNetNS,
 	}
-	// Each agent gets its own cgroup parent: test packages run in
-	// parallel and reuse container ids.
-	a.CgroupParent = "wren-test-" + filepath.Base(dir)
-	for i, arg := range extraArgs {
-		switch {
-		case (arg == "--cgroup-parent" || arg == "-cgroup-parent") && i+1 < len(extraArgs):
-			a.CgroupParent = extraArgs[i+1]
-		case strings.HasPrefix(arg, "--cgroup-parent="):
-			a.CgroupParent = strings.TrimPrefix(arg, "--cgroup-parent=")
-		}
-	}
-	args := append([]string{"--server-addr", a.Addr, "--state-root", a.StateRoot, "--cgroup-parent", a.CgroupParent, "--log-level", "debug"}, extraArgs...)
-	a.Cmd = exec.Command(bin, args...)
 	if len(o.Shield) > 0 {
-		a.Cmd = shielded(t, filepath.Join(dir, "shield"), o.Shield, append([]string{bin}, args...))
+		opts.Wrapper = shielded(t, filepath.Join(dir, "shield"), o.Shield)
 	}
-	a.Cmd.Stderr = a.log
-	a.Cmd.Env = append(os.Environ(), "WREN_AGENT_SERVER_ADDR=", "WREN_AGENT_LOG_LEVEL=")
-	if o.NewNetNS {
-		// The socket is a path: reachable from every network namespace.
-		a.Cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	p, err := agentproc.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, a.Log())
 	}
-	if err := a.Cmd.Start(); err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { a.Cmd.Wait(); close(exited) }()
+	a.Proc = p
 	t.Cleanup(func() {
-		a.Cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			a.Cmd.Process.Kill()
-			<-exited
+		if err := p.Stop(); err != nil {
+			t.Log(err)
 		}
-		testbundle.RemoveCgroupParent(a.CgroupParent)
 		if t.Failed() {
 			t.Logf("agent log:\n%s", a.Log())
 		}
 	})
-
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("agent exited before serving: %v\n%s", a.Cmd.ProcessState, a.Log())
-		default:
-		}
-		if c, err := client.Dial(ctx, a.Addr); err == nil {
-			_, err = c.Health.Check(ctx, &agentpb.CheckRequest{})
-			c.Close()
-			if err == nil {
-				return a
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("agent did not answer Check: %v\n%s", ctx.Err(), a.Log())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return a
 }
 
-// shielded returns a command that runs argv in a private mount namespace
-// in which each of dirs is covered by an overlay whose upper layer lives on
-// a tmpfs mounted at work. The shell exits before argv runs when any step
-// fails (set -e), so the agent never starts unshielded; exec keeps its pid.
-func shielded(t testing.TB, work string, dirs, argv []string) *exec.Cmd {
+// shielded returns a command line that runs the command line appended to
+// it in a private mount namespace in which each of dirs is covered by an
+// overlay whose upper layer lives on a tmpfs mounted at work. The shell
+// exits before that command runs when any step fails (set -e), so the
+// agent never starts unshielded; exec keeps its pid.
+func shielded(t testing.TB, work string, dirs []string) []string {
 	t.Helper()
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
@@ -204,8 +162,7 @@ func shielded(t testing.TB, work string, dirs, argv []string) *exec.Cmd {
 			shellQuote("lowerdir="+d+",upperdir="+up+",workdir="+wk), shellQuote(d))
 	}
 	script += "exec \"$@\"\n"
-	args := append([]string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "wren-shield"}, argv...)
-	return exec.Command(unshare, args...)
+	return []string{unshare, "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "wren-shield"}
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

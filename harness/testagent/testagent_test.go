@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // A shielded directory is an overlay in the agent's mount namespace: what
@@ -16,9 +18,7 @@ import (
 // directory here is the test's own, so that even a broken shield harms
 // nothing.
 func TestShieldKeepsChangesOffTheHost(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mount namespaces need root")
-	}
+	testroot.Require(t, "mount namespaces")
 	dir := filepath.Join(t.TempDir(), "guarded")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)

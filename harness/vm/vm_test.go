@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wren-vm/wren/internal/testroot"
 	"github.com/wren-vm/wren/rootfs-builder/kernelpkg"
 )
 
@@ -248,8 +249,9 @@ func leftovers(dir string) []string {
 // with the console tail and leave nothing running or behind.
 func TestBootFailureReportsConsole(t *testing.T) {
 	qemuOrSkip(t)
-	if os.Geteuid() != 0 || testing.Short() {
-		t.Skip("needs root and a TCG boot")
+	testroot.Require(t, "a TCG boot")
+	if testing.Short() {
+		t.Skip("needs a TCG boot")
 	}
 	if _, err := os.Stat(DefaultVirtiofsd); err != nil {
 		t.Skip("virtiofsd not installed")

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // recorder catches the cleanup's errors instead of failing this test.
@@ -21,9 +23,7 @@ func (r *recorder) Helper()                           {}
 // A test that forgets a bind mount of a precious directory in its temp
 // dir: the cleanup reports it, and the bind source survives.
 func TestCleanupSurvivesLeftoverBind(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root")
-	}
+	testroot.Require(t, "mounting")
 	precious := t.TempDir()
 	if err := os.WriteFile(filepath.Join(precious, "null"), []byte("device"), 0o644); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // Busybox is where Debian's busybox-static installs the binary.
@@ -110,7 +111,7 @@ func RemoveCgroupParent(parent string) {
 	}
 	for _, root := range roots {
 		var dirs []string
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				dirs = append(dirs, p)
 			}
@@ -135,10 +136,7 @@ func dirExists(p string) bool {
 // the tests run.
 func ContainerMain(m *testing.M, initHook func(), prefix string, shared func(r *reaper.Reaper, cgroupParent string)) {
 	initHook()
-	if os.Geteuid() != 0 {
-		fmt.Printf("skipping: %s tests need root\n", prefix)
-		os.Exit(0)
-	}
+	testroot.Main(prefix + " tests")
 	r, err := reaper.New(nil)
 	if err != nil {
 		panic(err)

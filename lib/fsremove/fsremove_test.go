@@ -10,14 +10,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root")
-	}
-}
+	"github.com/wren-vm/wren/internal/testroot"
+)
 
 // mount mounts and unmounts (detached) when the test ends, before the
 // test's TempDir is removed.
@@ -26,7 +21,7 @@ func mount(t *testing.T, src, dst, fstype string, flags uintptr) {
 	if err := unix.Mount(src, dst, fstype, flags, ""); err != nil {
 		t.Fatalf("mount %s on %s: %v", src, dst, err)
 	}
-	t.Cleanup(func() { unix.Unmount(dst, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(dst, unix.MNT_DETACH) }) // a test may have unmounted it
 }
 
 func write(t *testing.T, path, content string) {
@@ -48,7 +43,7 @@ func exists(path string) bool {
 // refuses, removes nothing, and the bind source keeps its content. This is
 // the host-/dev wipe made impossible.
 func TestAllRefusesTreeWithBindMount(t *testing.T) {
-	needRoot(t)
+	testroot.Require(t, "mounting")
 	dir := t.TempDir()
 	victim := filepath.Join(dir, "victim")
 	write(t, filepath.Join(victim, "null"), "precious")
@@ -89,7 +84,7 @@ func TestAllRefusesTreeWithBindMount(t *testing.T) {
 }
 
 func TestAllRefusesMountPointItself(t *testing.T) {
-	needRoot(t)
+	testroot.Require(t, "mounting")
 	dir := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -108,7 +103,7 @@ func TestAllRefusesMountPointItself(t *testing.T) {
 // appears after the check (here: one the check is skipped for) is never
 // entered, and neither is a file bind mount unlinked through.
 func TestWalkStopsAtMounts(t *testing.T) {
-	needRoot(t)
+	testroot.Require(t, "mounting")
 	dir := t.TempDir()
 	victim := filepath.Join(dir, "victim")
 	write(t, filepath.Join(victim, "keep"), "x")

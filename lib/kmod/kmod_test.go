@@ -131,7 +131,9 @@ func TestCompressedModules(t *testing.T) {
 			t.Fatal(err)
 		}
 		dst := filepath.Join(dir, rel+suffix)
-		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		cmd := exec.Command(compress[0], compress[1:]...)
 		cmd.Stdin = bytes.NewReader(plain)
 		out, err := cmd.Output()
@@ -167,7 +169,9 @@ func TestCompressedModules(t *testing.T) {
 	if err != nil || !bytes.Equal(got, fusePlain) {
 		t.Errorf("decompressed fuse differs (%d vs %d bytes): %v", len(got), len(fusePlain), err)
 	}
-	os.WriteFile(filepath.Join(dir, "kernel/x.ko.zst"), []byte("whatever"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "kernel/x.ko.zst"), []byte("whatever"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ix, _ = Scan(dir)
 	if _, err := ix.Module("x"); err == nil || !strings.Contains(err.Error(), "zstd") {
 		t.Errorf("zst module: %v", err)

@@ -369,8 +369,7 @@ func fieldSig(fd protoreflect.FieldDescriptor) string {
 func collect(files []protoreflect.FileDescriptor) (map[string]protoreflect.MessageDescriptor, map[string]protoreflect.EnumDescriptor) {
 	msgs := map[string]protoreflect.MessageDescriptor{}
 	enums := map[string]protoreflect.EnumDescriptor{}
-	var walkEnums func(protoreflect.EnumDescriptors)
-	walkEnums = func(eds protoreflect.EnumDescriptors) {
+	walkEnums := func(eds protoreflect.EnumDescriptors) {
 		for i := 0; i < eds.Len(); i++ {
 			enums[string(eds.Get(i).FullName())] = eds.Get(i)
 		}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 func sampleArchive(t *testing.T) *Archive {
@@ -127,9 +129,7 @@ func TestExtractWithGNUCpio(t *testing.T) {
 	if !strings.Contains(string(out), "dev/console\n") || !strings.Contains(string(out), "usr/bin/suid\n") {
 		t.Fatalf("cpio -t listing:\n%s", out)
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("extracting device nodes and owners needs root")
-	}
+	testroot.Require(t, "extracting device nodes and owners")
 	dir := t.TempDir()
 	ex := exec.Command("cpio", "-i", "--quiet", "-d", "-m", "--no-absolute-filenames")
 	ex.Dir = dir

@@ -156,7 +156,9 @@ func TestBuildErrors(t *testing.T) {
 		t.Error("bad alignment accepted")
 	}
 	a := cpio.NewArchive()
-	a.HostFile("/missing", 0o644, "/nonexistent/file")
+	if err := a.HostFile("/missing", 0o644, "/nonexistent/file"); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	err := Build(context.Background(), Options{Tree: a, Out: filepath.Join(dir, "x.img")})
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/file") {

@@ -268,13 +268,14 @@ func lock(ctx context.Context, path string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel cache lock: %w", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
+	var flockErr error
+	done := make(chan struct{})
+	go func() { flockErr = syscall.Flock(int(f.Fd()), syscall.LOCK_EX); close(done) }()
 	select {
-	case err := <-done:
-		if err != nil {
+	case <-done:
+		if flockErr != nil {
 			f.Close()
-			return nil, fmt.Errorf("kernel cache lock %s: %w", path, err)
+			return nil, fmt.Errorf("kernel cache lock %s: %w", path, flockErr)
 		}
 		return func() { f.Close() }, nil
 	case <-ctx.Done():

@@ -195,8 +195,12 @@ func TestExtractGzipPayload(t *testing.T) {
 	elfBytes := append([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1}, make([]byte, 100)...)
 	var gz bytes.Buffer
 	zw := newGzip(&gz)
-	zw.Write(elfBytes)
-	zw.Close()
+	if _, err := zw.Write(elfBytes); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	img := make([]byte, 5*512)
 	img[offSetupSects] = 4
 	copy(img[offHeaderMagic:], "HdrS")
@@ -222,11 +226,17 @@ func TestExtractGzipPayload(t *testing.T) {
 	copy(elfBytes, "junk")
 	gz.Reset()
 	zw = newGzip(&gz)
-	zw.Write(elfBytes)
-	zw.Close()
+	if _, err := zw.Write(elfBytes); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	img = append(img[:5*512+16], gz.Bytes()...)
 	binary.LittleEndian.PutUint32(img[offPayloadLength:], uint32(gz.Len()))
-	os.WriteFile(in, img, 0o644)
+	if err := os.WriteFile(in, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	os.Remove(out)
 	if err := ExtractVmlinuxFile(context.Background(), in, out); err == nil || !strings.Contains(err.Error(), "ELF") {
 		t.Errorf("junk payload: %v", err)

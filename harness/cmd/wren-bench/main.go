@@ -72,7 +72,7 @@ func run(args []string) error {
 	fs.StringVar(&s.Crun, "crun", "", "crun binary (default: crun on PATH)")
 	fs.StringVar(&s.HostCgroupMode, "host-cgroup-mode", os.Getenv("WREN_BENCH_HOST_CGROUP_MODE"), "the host's cgroup mode, when running in a private mount namespace")
 	fs.BoolVar(&s.PrivateMountNS, "private-mount-ns", os.Getenv("WREN_BENCH_PRIVATE_MOUNT_NS") == "1", "the run is in a private mount namespace without the cgroup2 mount")
-	fs.Parse(args)
+	_ = fs.Parse(args) // ExitOnError: a bad flag exits
 	s = s.Scale(*quick)
 	if *only != "" {
 		s.Only = strings.Split(*only, ",")

@@ -14,6 +14,7 @@ import (
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/harness/testagent"
 	"github.com/wren-vm/wren/internal/testbundle"
+	"github.com/wren-vm/wren/internal/testroot"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -21,9 +22,7 @@ import (
 // rootfs directory and a config.json naming it relatively.
 func writeBundle(t *testing.T, args ...string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("running containers needs root")
-	}
+	testroot.Require(t, "running containers")
 	dir := t.TempDir()
 	testbundle.Rootfs(t, filepath.Join(dir, "rootfs"))
 	spec := testbundle.Spec("rootfs", args...)

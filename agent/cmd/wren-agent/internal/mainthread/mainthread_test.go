@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wren-vm/wren/internal/testroot"
 )
 
 // TestNamespaceChangesNeverReachTheMainThread does what libcontainer does
@@ -17,9 +19,7 @@ import (
 // still in the namespace it started in. The test binary's main goroutine
 // runs this package's initializer like the agent's does.
 func TestNamespaceChangesNeverReachTheMainThread(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("unshare(CLONE_NEWUTS) needs root")
-	}
+	testroot.Require(t, "unshare(CLONE_NEWUTS)")
 	mainUTS := fmt.Sprintf("/proc/%d/task/%d/ns/uts", os.Getpid(), os.Getpid())
 	want, err := os.Readlink(mainUTS)
 	if err != nil {
