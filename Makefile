@@ -1,5 +1,7 @@
-# Wren build entry points. Every target is safe to run on a fresh checkout;
-# targets that need more than Go (protoc, QEMU, a kernel) say what is missing.
+# Wren build entry points. Every target is safe to run on a fresh checkout:
+# the ones that need more than Go (protoc, QEMU, a kernel's build tools)
+# install the missing Debian packages first (scripts/install-deps.sh, which
+# is quick and silent when everything is present; as root).
 
 GO        ?= go
 BIN       := $(CURDIR)/bin
@@ -15,22 +17,28 @@ LDFLAGS_VERSION := -X github.com/wren-vm/wren/agent/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 40m
 TESTFLAGS ?=
 
-.PHONY: all build agent wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
+.PHONY: all deps deps-kernel build agent wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
 
 all: build
 
+# The Debian packages of the targets below (base), and of `make kernel`.
+deps:
+	@scripts/install-deps.sh base
+deps-kernel:
+	@scripts/install-deps.sh base kernel
+
 build: agent wrenctl tools
 
-agent:
+agent: deps
 	@mkdir -p $(BIN)
 	CGO_ENABLED=1 $(GO) build $(GOFLAGS_STATIC) -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent ./agent/cmd/wren-agent
 
-wrenctl:
+wrenctl: deps
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS_VERSION)' -o $(BIN)/wrenctl ./harness/cmd/wrenctl
 
 # Further host-side binaries register themselves here as they land.
-tools:
+tools: deps
 	@mkdir -p $(BIN)
 	@for d in vsockd/cmd/wren-vsockd rootfs-builder/cmd/rootfs-builder; do \
 		if [ -d $$d ]; then echo "go build $$d"; CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$(basename $$d) ./$$d || exit 1; fi; \
@@ -43,8 +51,7 @@ $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-ttrpc: go.mod go.sum
 
 # Regenerates protocols/*/*.pb.go from protocols/protos (protoc from Debian's
 # protobuf-compiler; the Go plugins are pinned by the tool lines of go.mod).
-proto: $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-ttrpc
-	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler"; exit 1; }
+proto: deps $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-ttrpc
 	PATH=$(TOOLBIN):$$PATH ./protocols/generate.sh
 
 # Fails when the committed generated code differs from what `make proto` writes.
@@ -57,22 +64,22 @@ lint:
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	CGO_ENABLED=1 $(GO) vet -tags '$(TAGS)' ./...
 
-test: lint proto-check build
+test: deps lint proto-check build
 	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
 
-bench: build
+bench: deps build
 	@if [ -x scripts/bench.sh ]; then scripts/bench.sh; else echo "not yet available: scripts/bench.sh (issues 4/8, 6/8, 7/8)"; fi
 
 bench-compare:
 	@if [ -x scripts/bench-compare.sh ]; then scripts/bench-compare.sh "$(OLD)" "$(NEW)"; else echo "not yet available: scripts/bench-compare.sh (issue 7/8)"; fi
 
-run:
+run: deps
 	@if [ -x scripts/run.sh ]; then scripts/run.sh; else echo "not yet available: scripts/run.sh (the pod VM, issue 6/8)"; fi
 
-image:
+image: deps
 	@if [ -x scripts/image.sh ]; then scripts/image.sh; else echo "not yet available: scripts/image.sh (issue 5/8)"; fi
 
-kernel:
+kernel: deps-kernel
 	@if [ -x guest-kernel-config/build.sh ]; then guest-kernel-config/build.sh; else echo "not yet available: guest-kernel-config/build.sh (issue 5/8)"; fi
 
 kernel-config-check:
@@ -80,11 +87,11 @@ kernel-config-check:
 
 # Runs the reliability tests and regenerates docs/reliability.md from
 # their output (fuzz figures come from `make fuzz`).
-reliability: build
+reliability: deps build
 	WREN_BIN=$(BIN) scripts/reliability-report.sh
 
 FUZZTIME ?= 30s
-fuzz:
+fuzz: deps
 	@if [ -x scripts/fuzz.sh ]; then FUZZTIME=$(FUZZTIME) scripts/fuzz.sh; else echo "not yet available: scripts/fuzz.sh (issue 8/8)"; fi
 
 clean:
