@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -83,17 +82,19 @@ func callCommand(g globals, name string, args []string, stdin io.Reader, stdout,
 		return usageError(stderr, "no agent address: use --addr or set WREN_ADDR")
 	}
 
+	if err := checkAddr(g.addr); err != nil {
+		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
 	ctx, cancel := g.rpcContext()
 	defer cancel()
 	c, err := client.DialSync(ctx, g.addr)
 	if err != nil {
-		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
-		return exitError
+		return dialFailed(stderr, g.addr, err)
 	}
 	defer c.Close()
 	if err := c.Call(ctx, string(m.Parent().FullName()), string(m.Name()), req, resp); err != nil {
-		st, _ := status.FromError(unwrapStatus(err))
-		fmt.Fprintf(stderr, "wrenctl: %s: %s: %s\n", name, st.Code(), st.Message())
+		fmt.Fprintf(stderr, "wrenctl: %s: %s\n", name, rpcMessage(err))
 		return exitError
 	}
 	out, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(resp)
@@ -103,21 +104,6 @@ func callCommand(g globals, name string, args []string, stdin io.Reader, stdout,
 	}
 	fmt.Fprintln(stdout, string(out))
 	return exitOK
-}
-
-// unwrapStatus finds the ttrpc status under the client's wrapping.
-func unwrapStatus(err error) error {
-	for e := err; e != nil; {
-		if _, ok := status.FromError(e); ok {
-			return e
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			break
-		}
-		e = u.Unwrap()
-	}
-	return err
 }
 
 func newMessage(d protoreflect.MessageDescriptor) (proto.Message, error) {

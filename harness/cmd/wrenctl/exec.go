@@ -35,6 +35,10 @@ func execCommand(g globals, args []string) int {
 	if g.addr == "" {
 		return usageError(os.Stderr, "no agent address: use --addr or set WREN_ADDR")
 	}
+	if err := checkAddr(g.addr); err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
 	id, argv := fs.Arg(0), fs.Args()[1:]
 	if len(env) == 0 {
 		env = multiFlag{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -49,8 +53,7 @@ func execCommand(g globals, args []string) int {
 	defer cancel()
 	c, err := client.Dial(dctx, g.addr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
-		return exitError
+		return dialFailed(os.Stderr, g.addr, err)
 	}
 	defer c.Close()
 	out, err := dialOutput(g, *tty)

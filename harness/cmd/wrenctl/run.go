@@ -10,7 +10,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/harness/client"
@@ -42,6 +41,15 @@ func runCommand(g globals, args []string) int {
 	if g.addr == "" {
 		return usageError(os.Stderr, "no agent address: use --addr or set WREN_ADDR")
 	}
+	if *sharedDir == "" && inVM(g.addr) {
+		return usageError(os.Stderr, "run: the agent at %s is in a VM and cannot see this host's files: the bundle's rootfs must be in the VM's share.\n"+
+			"  Add --shared-dir DIR, DIR being the shared_dir= line `wrenctl vm up` printed (wrenctl vm status prints it too);\n"+
+			"  wrenctl then copies the rootfs there and has the agent mount the share, as a Kata shim does", g.addr)
+	}
+	if err := checkAddr(g.addr); err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
 	spec, err := loadBundle(*bundle)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
@@ -68,8 +76,7 @@ func runCommand(g globals, args []string) int {
 	defer cancel()
 	c, err := client.Dial(dctx, g.addr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
-		return exitError
+		return dialFailed(os.Stderr, g.addr, err)
 	}
 	defer c.Close()
 	var out *outputConns
@@ -83,7 +90,7 @@ func runCommand(g globals, args []string) int {
 
 	if err := call(g, func(ctx context.Context) error {
 		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id, Storages: storages})
-		if status.Code(unwrapStatus(err)) == codes.AlreadyExists {
+		if err != nil && codeOf(err) == codes.AlreadyExists {
 			return nil
 		}
 		return err
@@ -142,7 +149,7 @@ func waitProcess(ctx context.Context, c *client.Client, cid, execID string, drai
 		return 0, err
 	}
 	if err := drained(); err != nil {
-		fmt.Fprintf(os.Stderr, "wrenctl: output: %v\n", unwrapStatus(err))
+		fmt.Fprintf(os.Stderr, "wrenctl: output: %s\n", rpcMessage(err))
 	}
 	return int(resp.Status), nil
 }

@@ -53,4 +53,12 @@ func TestWrenctlRunSharedDirErrors(t *testing.T) {
 	if ents, _ := os.ReadDir(shared); len(ents) > 0 {
 		t.Errorf("the share holds %d entries after a refused run", len(ents))
 	}
+	// An agent in a VM (hvsock, vsock) and no --shared-dir: the host's
+	// rootfs path means nothing there; say how to share it instead.
+	for _, addr := range []string{"hvsock://" + filepath.Join(t.TempDir(), "vsock.sock") + ":1024", "vsock://3:1024"} {
+		_, errOut, code = wrenctl(t, "", "--addr", addr, "run", "--bundle", bundle, "c1")
+		if code != exitUsage || !strings.Contains(errOut, "is in a VM") || !strings.Contains(errOut, "--shared-dir") || !strings.Contains(errOut, "shared_dir=") {
+			t.Errorf("run against %s without --shared-dir: %d %q", addr, code, errOut)
+		}
+	}
 }

@@ -65,11 +65,31 @@ func TestWrenctlRequestFromFile(t *testing.T) {
 	}
 }
 
+// A failed RPC prints its code and the agent's message once each, not the
+// client's wrappings ("grpc.AgentService/X: rpc error: code = ... desc").
 func TestWrenctlRPCError(t *testing.T) {
 	a := testagent.Start(t)
 	_, errOut, code := wrenctl(t, "", "--addr", a.Addr, "SetPolicy", `{"policy":"p"}`)
-	if code != 1 || !strings.Contains(errOut, "Unimplemented") {
+	if code != 1 || !strings.HasPrefix(errOut, "wrenctl: SetPolicy: Unimplemented: ") {
 		t.Fatalf("SetPolicy: exit %d, stderr %q; want 1 and the status code", code, errOut)
+	}
+	if _, errOut, code := wrenctl(t, "", "--addr", a.Addr, "CreateSandbox", `{"hostname":"pod"}`); code != 0 {
+		t.Fatalf("CreateSandbox: exit %d: %s", code, errOut)
+	}
+	_, errOut, code = wrenctl(t, "", "--addr", a.Addr, "CreateSandbox", `{"hostname":"pod"}`)
+	if code != 1 || !strings.HasPrefix(errOut, "wrenctl: CreateSandbox: AlreadyExists: ") {
+		t.Errorf("second CreateSandbox: exit %d, stderr %q", code, errOut)
+	}
+	for _, twice := range []string{"AlreadyExists", "CreateSandbox"} {
+		if n := strings.Count(errOut, twice); n != 1 {
+			t.Errorf("%q appears %d times in %q", twice, n, errOut)
+		}
+	}
+	if strings.Contains(errOut, "rpc error") || strings.Contains(errOut, "grpc.AgentService/") {
+		t.Errorf("client wrapping in %q", errOut)
+	}
+	if _, errOut, code := wrenctl(t, "", "--addr", a.Addr, "DestroySandbox"); code != 0 {
+		t.Errorf("DestroySandbox: exit %d: %s", code, errOut)
 	}
 }
 
@@ -97,10 +117,26 @@ func TestWrenctlUsageErrors(t *testing.T) {
 	}
 }
 
+// Nothing listening at the address: the error says so, names the address
+// once and says what to do.
 func TestWrenctlUnreachableAgent(t *testing.T) {
-	_, errOut, code := wrenctl(t, "", "--addr", "unix://"+filepath.Join(t.TempDir(), "none.sock"), "--timeout", "1s", "Check")
-	if code != 1 || !strings.Contains(errOut, "none.sock") {
-		t.Fatalf("exit %d, stderr %q; want 1 naming the socket", code, errOut)
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, args := range [][]string{{"Check"}, {"exec", "c1", "true"}} {
+		_, errOut, code := wrenctl(t, "", append([]string{"--addr", "unix://" + sock, "--timeout", "1s"}, args...)...)
+		if code != 1 || strings.Count(errOut, sock) != 1 {
+			t.Errorf("%v: exit %d, stderr %q; want 1 naming the socket once", args, code, errOut)
+		}
+		for _, want := range []string{"no agent at unix://" + sock, "not running or not listening", "--addr"} {
+			if !strings.Contains(errOut, want) {
+				t.Errorf("%v: stderr %q lacks %q", args, errOut, want)
+			}
+		}
+	}
+	// A hybrid vsock socket that does not exist: no VM runs there, said at
+	// once rather than after --timeout of retries.
+	_, errOut, code := wrenctl(t, "", "--addr", "hvsock://"+sock+":1024", "Check")
+	if code != 1 || !strings.Contains(errOut, "no VM at") || !strings.Contains(errOut, "wrenctl vm up") {
+		t.Errorf("hvsock without a VM: exit %d, stderr %q", code, errOut)
 	}
 }
 
