@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -164,6 +165,11 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(sigCtx, o.timeout+time.Minute)
 	defer cancel()
+	// Before anything is built: a running VM makes all of it wasted.
+	if old, err := vm.Attach(*dir); err == nil && old.Running() {
+		fmt.Fprintf(stderr, "wrenctl vm up: a VM already runs in %s (addr=%s); stop it first: wrenctl vm down --dir %s\n", old.Dir, old.Addr(), old.Dir)
+		return exitError
+	}
 	k, ird, err := bootFiles(ctx, o.kernel, o.initrd, *dir, o.debug, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl vm up: %v\n", err)
@@ -270,6 +276,12 @@ func vmDown(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	v, err := vm.Attach(*dir)
+	if errors.Is(err, os.ErrNotExist) {
+		// Like stopping a stopped service: the state asked for holds.
+		abs, _ := filepath.Abs(*dir)
+		fmt.Fprintf(stderr, "vm: no VM running in %s\n", abs)
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl vm down: %v\n", err)
 		return exitError
