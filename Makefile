@@ -31,17 +31,17 @@ build: agent wrenctl tools
 
 agent: deps
 	@mkdir -p $(BIN)
-	CGO_ENABLED=1 $(GO) build $(GOFLAGS_STATIC) -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent ./agent/cmd/wren-agent
+	CGO_ENABLED=1 GO=$(GO) scripts/gobuild.sh wren-agent $(GOFLAGS_STATIC) -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent ./agent/cmd/wren-agent
 
 wrenctl: deps
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS_VERSION)' -o $(BIN)/wrenctl ./harness/cmd/wrenctl
+	CGO_ENABLED=0 GO=$(GO) scripts/gobuild.sh wrenctl -trimpath -ldflags '-s -w $(LDFLAGS_VERSION)' -o $(BIN)/wrenctl ./harness/cmd/wrenctl
 
 # Further host-side binaries register themselves here as they land.
 tools: deps
 	@mkdir -p $(BIN)
 	@for d in vsockd/cmd/wren-vsockd rootfs-builder/cmd/rootfs-builder; do \
-		if [ -d $$d ]; then echo "go build $$d"; CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$(basename $$d) ./$$d || exit 1; fi; \
+		if [ -d $$d ]; then echo "go build $$d"; CGO_ENABLED=0 GO=$(GO) scripts/gobuild.sh $$(basename $$d) -trimpath -ldflags '-s -w' -o $(BIN)/$$(basename $$d) ./$$d || exit 1; fi; \
 	done
 
 $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-ttrpc: go.mod go.sum
@@ -64,8 +64,11 @@ lint:
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	CGO_ENABLED=1 $(GO) vet -tags '$(TAGS)' ./...
 
+# scripts/testprogress prints a line per package as it finishes (in the
+# order they finish), a failed package's whole output, and what still runs
+# when nothing finished for 30 s.
 test: deps lint proto-check build
-	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) run ./scripts/testprogress -- $(GO) test -json -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
 
 bench: deps build
 	@if [ -x scripts/bench.sh ]; then scripts/bench.sh; else echo "not yet available: scripts/bench.sh (issues 4/8, 6/8, 7/8)"; fi
