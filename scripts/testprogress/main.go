@@ -83,9 +83,24 @@ type event struct {
 
 // pkgState is what is known of a package still running.
 type pkgState struct {
+	// output is what a failure prints: the package's own lines and those
+	// of its failed tests, as go test without -v would show them.
 	output  strings.Builder
-	running map[string]time.Time // top-level tests and when they started
+	tests   map[string]*strings.Builder // output of tests not yet ended
+	running map[string]time.Time        // top-level tests and when they started
 	started time.Time
+}
+
+// chatter are the lines go test -json adds for every test (it runs the
+// binary with -test.v); go test's own text output shows none of them for
+// passing tests.
+func chatter(line string) bool {
+	for _, p := range []string{"=== RUN", "=== PAUSE", "=== CONT", "=== NAME", "--- PASS", "--- SKIP"} {
+		if strings.HasPrefix(strings.TrimLeft(line, " "), p) {
+			return true
+		}
+	}
+	return false
 }
 
 // reporter turns events into lines. Its methods are safe for the
@@ -128,7 +143,7 @@ func (r *reporter) printf(format string, a ...any) {
 func (r *reporter) state(pkg string) *pkgState {
 	s := r.pkgs[pkg]
 	if s == nil {
-		s = &pkgState{running: map[string]time.Time{}, started: r.now()}
+		s = &pkgState{tests: map[string]*strings.Builder{}, running: map[string]time.Time{}, started: r.now()}
 		r.pkgs[pkg] = s
 	}
 	return s
@@ -148,16 +163,30 @@ func (r *reporter) handle(e event) {
 		return
 	}
 	s := r.state(e.Package)
-	if e.Output != "" {
-		s.output.WriteString(e.Output)
+	if e.Output != "" && !chatter(e.Output) {
+		if e.Test == "" {
+			s.output.WriteString(e.Output)
+		} else {
+			if s.tests[e.Test] == nil {
+				s.tests[e.Test] = &strings.Builder{}
+			}
+			s.tests[e.Test].WriteString(e.Output)
+		}
+	}
+	ended := e.Action == "pass" || e.Action == "fail" || e.Action == "skip"
+	if e.Test != "" && ended {
+		if out := s.tests[e.Test]; out != nil && e.Action == "fail" {
+			s.output.WriteString(out.String())
+		}
+		delete(s.tests, e.Test)
 	}
 	topLevel := e.Test != "" && !strings.Contains(e.Test, "/")
 	switch {
 	case topLevel && e.Action == "run":
 		s.running[e.Test] = r.now()
-	case topLevel && (e.Action == "pass" || e.Action == "fail" || e.Action == "skip"):
+	case topLevel && ended:
 		delete(s.running, e.Test)
-	case e.Test == "" && (e.Action == "pass" || e.Action == "fail" || e.Action == "skip"):
+	case e.Test == "" && ended:
 		r.finish(e, s)
 	}
 }
@@ -169,6 +198,11 @@ func (r *reporter) finish(e event, s *pkgState) {
 	case e.Action == "fail":
 		r.failed++
 		r.failedNames = append(r.failedNames, e.Package)
+		// Tests still running when the package failed (a timeout's
+		// panic, a crash) have their output shown too.
+		for _, out := range s.tests {
+			r.printf("%s", out.String())
+		}
 		r.printf("%s", s.output.String())
 		if !strings.Contains(s.output.String(), "FAIL\t"+e.Package) {
 			r.printf("FAIL\t%s\t%.1fs\n", e.Package, e.Elapsed)

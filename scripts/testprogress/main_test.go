@@ -62,6 +62,9 @@ func TestReportsPackagesAsTheyFinish(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
 	}
+	if strings.Contains(got, "=== RUN") || strings.Contains(got, "TestFast") {
+		t.Errorf("passing tests' chatter in the output:\n%s", got)
+	}
 	if strings.Contains(got, `"Action"`) {
 		t.Errorf("raw JSON in the output:\n%s", got)
 	}
