@@ -21,11 +21,12 @@ TESTFLAGS ?=
 
 all: build
 
-# The Debian packages of the targets below (base), and of `make kernel`.
+# The Debian packages of the targets below (base), and of `make kernel`
+# (kernel: a compiler and Kbuild's tools; no QEMU or protoc).
 deps:
 	@scripts/install-deps.sh base
 deps-kernel:
-	@scripts/install-deps.sh base kernel
+	@scripts/install-deps.sh kernel
 
 build: agent wrenctl tools
 

@@ -6,7 +6,7 @@
 #   scripts/install-deps.sh [--check] [GROUP...]
 #
 # Groups: base (the default: build, test, run, image, bench) and kernel
-# (what `make kernel` needs on top). --check installs nothing: it lists the
+# (what `make kernel` needs). --check installs nothing: it lists the
 # missing packages, one a line, and exits 1 if there are any.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
