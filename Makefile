@@ -1,5 +1,7 @@
-# Wren build entry points. Every target is safe to run on a fresh checkout;
-# targets that need more than Go (protoc, QEMU, a kernel) say what is missing.
+# Wren build entry points. Every target is safe to run on a fresh checkout:
+# the ones that need more than Go (protoc, QEMU, a kernel's build tools)
+# install the missing Debian packages first (scripts/install-deps.sh, which
+# is quick and silent when everything is present; as root).
 
 GO        ?= go
 BIN       := $(CURDIR)/bin
@@ -15,26 +17,33 @@ LDFLAGS_VERSION := -X github.com/wren-vm/wren/agent/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 40m
 TESTFLAGS ?=
 
-.PHONY: all build agent wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
+.PHONY: all deps deps-kernel build agent wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
 
 all: build
 
+# The Debian packages of the targets below (base), and of `make kernel`
+# (kernel: a compiler and Kbuild's tools; no QEMU or protoc).
+deps:
+	@scripts/install-deps.sh base
+deps-kernel:
+	@scripts/install-deps.sh kernel
+
 build: agent wrenctl tools
 
-agent:
+agent: deps
 	@mkdir -p $(BIN)
-	CGO_ENABLED=1 $(GO) build $(GOFLAGS_STATIC) -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent ./agent/cmd/wren-agent
+	CGO_ENABLED=1 GO=$(GO) scripts/gobuild.sh wren-agent $(GOFLAGS_STATIC) -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent ./agent/cmd/wren-agent
 
-wrenctl:
+wrenctl: deps
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS_VERSION)' -o $(BIN)/wrenctl ./harness/cmd/wrenctl
+	CGO_ENABLED=0 GO=$(GO) scripts/gobuild.sh wrenctl -trimpath -ldflags '-s -w $(LDFLAGS_VERSION)' -o $(BIN)/wrenctl ./harness/cmd/wrenctl
 
 # The host-side binaries besides wrenctl.
 HOST_TOOLS := vsockd/cmd/wren-vsockd rootfs-builder/cmd/rootfs-builder
-tools:
+tools: deps
 	@mkdir -p $(BIN)
 	@for d in $(HOST_TOOLS); do \
-		echo "go build $$d"; CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$(basename $$d) ./$$d || exit 1; \
+		CGO_ENABLED=0 GO=$(GO) scripts/gobuild.sh $$(basename $$d) -trimpath -ldflags '-s -w' -o $(BIN)/$$(basename $$d) ./$$d || exit 1; \
 	done
 
 $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-ttrpc: go.mod go.sum
@@ -44,8 +53,7 @@ $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-ttrpc: go.mod go.sum
 
 # Regenerates protocols/*/*.pb.go from protocols/protos (protoc from Debian's
 # protobuf-compiler; the Go plugins are pinned by the tool lines of go.mod).
-proto: $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-ttrpc
-	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler"; exit 1; }
+proto: deps $(TOOLBIN)/protoc-gen-go $(TOOLBIN)/protoc-gen-go-ttrpc
 	PATH=$(TOOLBIN):$$PATH ./protocols/generate.sh
 
 # Fails when the committed generated code differs from what `make proto` writes.
@@ -63,22 +71,25 @@ lint:
 	@GO=$(GO) scripts/install-golangci-lint.sh $(TOOLBIN)
 	CGO_ENABLED=1 $(TOOLBIN)/golangci-lint run ./...
 
-test: lint proto-check build
-	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+# scripts/testprogress prints a line per package as it finishes (in the
+# order they finish), a failed package's whole output, and what still runs
+# when nothing finished for 30 s.
+test: deps lint proto-check build
+	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) run ./scripts/testprogress -- $(GO) test -json -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
 
-bench: build
+bench: deps build
 	scripts/bench.sh
 
 bench-compare:
 	scripts/bench-compare.sh "$(OLD)" "$(NEW)"
 
-run:
+run: deps
 	scripts/run.sh
 
-image:
+image: deps
 	scripts/image.sh
 
-kernel:
+kernel: deps-kernel
 	guest-kernel-config/build.sh
 
 kernel-config-check:
@@ -86,11 +97,11 @@ kernel-config-check:
 
 # Runs the reliability tests and regenerates docs/reliability.md from
 # their output (fuzz figures come from `make fuzz`).
-reliability: build
+reliability: deps build
 	WREN_BIN=$(BIN) scripts/reliability-report.sh
 
 FUZZTIME ?= 30s
-fuzz:
+fuzz: deps
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 clean:

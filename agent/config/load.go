@@ -34,6 +34,28 @@ type Loaded struct {
 	IgnoredCmdline []string
 }
 
+// flagValues are the flags' values; empty means not given.
+type flagValues struct {
+	serverAddr, logLevel, configFile, stateRoot, cgroupParent, pidsMax string
+	readCmdline                                                        bool
+}
+
+// newFlagSet defines the agent's flags; Usage lists the same set.
+func newFlagSet(out *Loaded) (*flag.FlagSet, *flagValues) {
+	f := &flagValues{}
+	fs := flag.NewFlagSet("wren-agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&f.serverAddr, "server-addr", "", "ttrpc listen `ADDR`: vsock://CID:PORT (CID -1 for any), unix:///path, unix://@name (default "+DefaultServerAddr+")")
+	fs.StringVar(&f.logLevel, "log-level", "", "log `LEVEL`: trace, debug, info, warn, error (default info)")
+	fs.StringVar(&f.configFile, "config", "", "TOML configuration `FILE` (its keys are the file: names below)")
+	fs.StringVar(&f.stateRoot, "state-root", "", "`DIR` for sandbox state: bundles, shared mounts, namespaces (default "+DefaultStateRoot+")")
+	fs.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup (a relative `PATH`) that holds every container's cgroup (default "+DefaultCgroupParent+")")
+	fs.StringVar(&f.pidsMax, "sandbox-pids-max", "", fmt.Sprintf("pids.max (`N`) of the cgroup parent: 0 derives it from the guest's limits, else at least %d (default 0)", MinSandboxPidsMax))
+	fs.BoolVar(&f.readCmdline, "kernel-cmdline", false, "read agent.* keys from the kernel command line (always on as PID 1)")
+	fs.BoolVar(&out.ShowVersion, "version", false, "print the version and exit")
+	return fs, f
+}
+
 // ErrHelp is returned when the flags asked for usage.
 var ErrHelp = flag.ErrHelp
 
@@ -50,16 +72,7 @@ func Load(in Input) (Loaded, error) {
 	}
 
 	var out Loaded
-	fs := flag.NewFlagSet("wren-agent", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	serverAddr := fs.String("server-addr", "", "ttrpc listen address (vsock://CID:PORT, unix:///path, unix://@name)")
-	logLevel := fs.String("log-level", "", "log level: trace, debug, info, warn, error")
-	configFile := fs.String("config", "", "TOML configuration file")
-	stateRoot := fs.String("state-root", "", "directory for sandbox state (default "+DefaultStateRoot+")")
-	cgroupParent := fs.String("cgroup-parent", "", "cgroup that holds every container's cgroup (default "+DefaultCgroupParent+")")
-	pidsMax := fs.String("sandbox-pids-max", "", fmt.Sprintf("pids.max of the cgroup parent: 0 derives it from the guest's limits, else at least %d (default 0)", MinSandboxPidsMax))
-	readCmdline := fs.Bool("kernel-cmdline", false, "read agent.* keys from the kernel command line (always on as PID 1)")
-	fs.BoolVar(&out.ShowVersion, "version", false, "print the version and exit")
+	fs, f := newFlagSet(&out)
 	if err := fs.Parse(in.Args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return out, ErrHelp
@@ -72,7 +85,7 @@ func Load(in Input) (Loaded, error) {
 
 	c := Default()
 	fileName := ""
-	if in.PID1 || *readCmdline {
+	if in.PID1 || f.readCmdline {
 		data, err := in.ReadFile(in.CmdlinePath)
 		if err != nil {
 			return out, fmt.Errorf("read kernel command line: %w", err)
@@ -84,8 +97,8 @@ func Load(in Input) (Loaded, error) {
 		out.IgnoredCmdline = res.ignored
 		fileName = res.configFile
 	}
-	if *configFile != "" {
-		fileName = *configFile
+	if f.configFile != "" {
+		fileName = f.configFile
 	}
 	if fileName != "" {
 		data, err := in.ReadFile(fileName)
@@ -109,26 +122,26 @@ func Load(in Input) (Loaded, error) {
 		c.LogLevel = lvl
 	}
 
-	if *serverAddr != "" {
-		c.ServerAddr = *serverAddr
+	if f.serverAddr != "" {
+		c.ServerAddr = f.serverAddr
 	}
-	if *logLevel != "" {
-		lvl, err := ParseLevel(*logLevel)
+	if f.logLevel != "" {
+		lvl, err := ParseLevel(f.logLevel)
 		if err != nil {
-			return out, invalidValue("flags", "--log-level", *logLevel, err)
+			return out, invalidValue("flags", "--log-level", f.logLevel, err)
 		}
 		c.LogLevel = lvl
 	}
-	if *stateRoot != "" {
-		c.StateRoot = *stateRoot
+	if f.stateRoot != "" {
+		c.StateRoot = f.stateRoot
 	}
-	if *cgroupParent != "" {
-		c.CgroupParent = *cgroupParent
+	if f.cgroupParent != "" {
+		c.CgroupParent = f.cgroupParent
 	}
-	if *pidsMax != "" {
-		n, err := parsePidsMax(*pidsMax)
+	if f.pidsMax != "" {
+		n, err := parsePidsMax(f.pidsMax)
 		if err != nil {
-			return out, invalidValue("flags", "--sandbox-pids-max", *pidsMax, err)
+			return out, invalidValue("flags", "--sandbox-pids-max", f.pidsMax, err)
 		}
 		c.SandboxPidsMax = n
 	}
@@ -166,9 +179,4 @@ func checkCgroupParent(p string) error {
 		}
 	}
 	return nil
-}
-
-// Usage writes the flag summary.
-func Usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: wren-agent [--server-addr ADDR] [--log-level LEVEL] [--config FILE] [--state-root DIR] [--cgroup-parent PATH] [--sandbox-pids-max N] [--kernel-cmdline] [--version]")
 }

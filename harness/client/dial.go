@@ -26,7 +26,7 @@ func DialConn(ctx context.Context, addr string) (net.Conn, error) {
 		}
 		conn, err := dialVsock(ctx, uint32(a.CID), a.Port)
 		if err != nil {
-			return nil, fmt.Errorf("dial %s: %w", addr, err)
+			return nil, fmt.Errorf("dial %s: %w", addr, withoutOp(err))
 		}
 		return conn, nil
 	case address.HybridVsock:
@@ -35,11 +35,31 @@ func DialConn(ctx context.Context, addr string) (net.Conn, error) {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "unix", a.UnixName())
 		if err != nil {
-			return nil, fmt.Errorf("dial %s: %w", addr, err)
+			return nil, fmt.Errorf("dial %s: %w", addr, withoutOp(err))
 		}
 		return conn, nil
 	}
 	return nil, fmt.Errorf("dial %s: unsupported scheme %s", addr, a.Scheme)
+}
+
+// withoutOp drops a *net.OpError's "dial unix PATH" prefix: the callers
+// name the address themselves, and it read twice in one line. The cause
+// (an *os.SyscallError) stays in the chain for errors.Is.
+func withoutOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+// NotListening reports whether a dial failed because nothing listens at
+// the address: no socket file, a refused connection, or (hybrid vsock) a
+// guest port that never answered while the context lasted.
+func NotListening(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, errClosedBeforeOK) ||
+		errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.EHOSTUNREACH)
 }
 
 // dialVsock connects with AF_VSOCK; the connect itself cannot be cancelled,

@@ -36,7 +36,7 @@ func DialHybridVsock(ctx context.Context, udsPath string, port uint32) (net.Conn
 			return nil, fmt.Errorf("hybrid vsock %s port %d: %w", udsPath, port, err)
 		}
 		if werr := b.wait(ctx); werr != nil {
-			return nil, fmt.Errorf("hybrid vsock %s port %d: %w (last attempt: %v)", udsPath, port, werr, err)
+			return nil, fmt.Errorf("hybrid vsock %s port %d: %w (last attempt: %w)", udsPath, port, werr, err)
 		}
 	}
 }
@@ -45,7 +45,7 @@ func hybridVsockAttempt(ctx context.Context, udsPath string, port uint32) (net.C
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", udsPath)
 	if err != nil {
-		return nil, err
+		return nil, withoutOp(err)
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {

@@ -64,6 +64,12 @@ func ShareRootfs(sharedDir, cid, rootfs string) (guestPath string, remove func()
 	if !validID.MatchString(cid) {
 		return "", nil, fmt.Errorf("container id %q: want letters, digits, '_', '.', '-'", cid)
 	}
+	// A rootfs that is a symlink works for an agent on this host, which
+	// follows it; cp -a would copy the link itself, dangling in the guest.
+	rootfs, err = filepath.EvalSymlinks(rootfs)
+	if err != nil {
+		return "", nil, fmt.Errorf("rootfs: %w", err)
+	}
 	if st, err := os.Stat(rootfs); err != nil {
 		return "", nil, fmt.Errorf("rootfs: %w", err)
 	} else if !st.IsDir() {

@@ -58,6 +58,32 @@ func TestShareRootfs(t *testing.T) {
 	}
 }
 
+// A rootfs given as a symlink (rootfs -> /srv/images/busybox) is copied
+// as the directory it names: the link would dangle in the guest.
+func TestShareRootfsFollowsASymlinkedRootfs(t *testing.T) {
+	shared, src := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "rootfs")
+	if err := os.Symlink(src, link); err != nil {
+		t.Fatal(err)
+	}
+	guest, remove, err := ShareRootfs(shared, "c1", link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	name := strings.TrimSuffix(strings.TrimPrefix(guest, GuestSharedDir+"/"), "/rootfs")
+	copied := HostRootfs(shared, name)
+	if st, err := os.Lstat(copied); err != nil || !st.IsDir() {
+		t.Fatalf("the share holds %v (%v), want a directory", st.Mode(), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(copied, "hello")); err != nil || string(b) != "hi\n" {
+		t.Errorf("copied file: %q %v", b, err)
+	}
+}
+
 func TestShareRootfsBadInput(t *testing.T) {
 	shared := t.TempDir()
 	for _, id := range []string{"", "../x", "a/b", ".hidden"} {

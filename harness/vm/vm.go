@@ -668,9 +668,31 @@ func (v *VM) Wait(ctx context.Context) error {
 	}
 }
 
+// VirtiofsdPidDir is where QEMU's virtiofsd (the C one of Debian
+// bookworm's qemu-system-common) keeps a pid file per socket, named after
+// the socket's path with '/' as '.'. It never removes the file: one per VM
+// directory ever booted piled up there.
+var VirtiofsdPidDir = "/run/virtiofsd"
+
+// VirtiofsdPidFile is the pid file virtiofsd writes for socket path sock.
+func VirtiofsdPidFile(sock string) string {
+	return filepath.Join(VirtiofsdPidDir, strings.ReplaceAll(sock, "/", ".")+".pid")
+}
+
+// removeVirtiofsdPidFile removes the pid file of the stopped virtiofsd pid
+// on sock, unless another virtiofsd has taken the socket path since.
+func removeVirtiofsdPidFile(sock string, pid int) {
+	f := VirtiofsdPidFile(sock)
+	b, err := os.ReadFile(f)
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
+		return
+	}
+	os.Remove(f)
+}
+
 // Stop ends QEMU, virtiofsd and wren-vsockd (in that order) and removes
-// their sockets and the state file; logs are kept. It is safe to call more
-// than once.
+// their sockets, virtiofsd's pid file and the state file; logs are kept.
+// It is safe to call more than once.
 func (v *VM) Stop() error {
 	v.mu.Lock()
 	if v.stopped {
@@ -684,6 +706,8 @@ func (v *VM) Stop() error {
 		if p := v.proc(name); p != nil {
 			if err := p.Stop(5 * time.Second); err != nil {
 				errs = append(errs, err)
+			} else if name == "virtiofsd" {
+				removeVirtiofsdPidFile(filepath.Join(v.Dir, virtiofsSock), p.PID)
 			}
 		}
 	}

@@ -167,6 +167,41 @@ func TestProcStopAndIdentity(t *testing.T) {
 	}
 }
 
+// virtiofsd never removes its pid file (/run/virtiofsd/<socket path>.pid);
+// Stop does, once the virtiofsd it started has exited.
+func TestStopRemovesVirtiofsdPidFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("virtiofsd needs root")
+	}
+	if _, err := os.Stat(DefaultVirtiofsd); err != nil {
+		t.Skip("virtiofsd not installed (apt-get install qemu-system-common)")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, virtiofsSock)
+	p, err := startProc("virtiofsd", DefaultVirtiofsd, []string{"--socket-path=" + sock, "-o", "source=" + t.TempDir(), "-o", "sandbox=chroot"},
+		filepath.Join(dir, virtiofsLogFil), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &VM{State: State{Dir: dir, Procs: []*Proc{p}}}
+	defer v.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitListening(ctx, p, sock); err != nil {
+		t.Fatalf("%v\n%s", err, Tail(filepath.Join(dir, virtiofsLogFil), 10))
+	}
+	pidFile := VirtiofsdPidFile(sock)
+	if b, err := os.ReadFile(pidFile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(p.PID) {
+		t.Fatalf("virtiofsd's pid file %s: %q %v (has virtiofsd moved it?)", pidFile, b, err)
+	}
+	if err := v.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left after Stop: %v", pidFile, err)
+	}
+}
+
 // qemuOrSkip skips when QEMU is not installed.
 func qemuOrSkip(t *testing.T) string {
 	t.Helper()
@@ -294,6 +329,9 @@ func TestBootFailureReportsConsole(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind: %v", f, err)
 		}
+	}
+	if _, err := os.Stat(VirtiofsdPidFile(filepath.Join(dir, virtiofsSock))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("virtiofsd's pid file left behind: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, consoleFile)); err != nil {
 		t.Errorf("console log not kept: %v", err)

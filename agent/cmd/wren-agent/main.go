@@ -92,6 +92,7 @@ func run(pid1 bool) exit {
 		defer sink.Close()
 		log = slog.New(sink.Handler(cfg.LogLevel))
 	}
+	container.RouteLogrus(log) // libcontainer's logrus lines join the JSON log
 	for _, w := range loaded.IgnoredCmdline {
 		log.Warn("ignoring unknown kernel command line key", "word", w)
 	}

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -33,29 +32,43 @@ func findMethod(name string) (protoreflect.MethodDescriptor, bool) {
 	return nil, false
 }
 
+// listCommand is `wrenctl list`: every RPC, sorted, with its service and a
+// one-line description.
 func listCommand(_ globals, args []string) int {
+	if len(args) == 1 && isHelpFlag(args[0]) {
+		commandUsage(os.Stdout, findCommand("list"))
+		return exitOK
+	}
 	if len(args) > 0 {
 		return usageError(os.Stderr, "list takes no arguments")
 	}
-	var names []string
+	var lines []string
 	for _, svc := range services {
 		for i := 0; i < svc.Methods().Len(); i++ {
 			m := svc.Methods().Get(i)
-			names = append(names, fmt.Sprintf("%-32s %s", m.Name(), svc.FullName()))
+			lines = append(lines, fmt.Sprintf("%-31s %-13s %s", m.Name(), svc.Name(), rpcSummaries[string(m.Name())]))
 		}
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Println(n)
+	sort.Strings(lines)
+	for _, l := range lines {
+		fmt.Println(l)
 	}
 	return exitOK
+}
+
+func isHelpFlag(s string) bool {
+	return s == "-h" || s == "-help" || s == "--help"
 }
 
 // callCommand sends one RPC with a protojson request and prints the reply.
 func callCommand(g globals, name string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	m, ok := findMethod(name)
 	if !ok {
-		return usageError(stderr, "unknown RPC or command %q (see 'wrenctl list')", name)
+		return usageError(stderr, "unknown RPC or command %q (commands: 'wrenctl help'; RPCs: 'wrenctl list')", name)
+	}
+	if len(args) == 1 && isHelpFlag(args[0]) {
+		describe(stdout, m, false)
+		return exitOK
 	}
 	if len(args) > 1 {
 		return usageError(stderr, "%s takes at most one REQUEST argument", name)
@@ -83,17 +96,19 @@ func callCommand(g globals, name string, args []string, stdin io.Reader, stdout,
 		return usageError(stderr, "no agent address: use --addr or set WREN_ADDR")
 	}
 
+	if err := checkAddr(g.addr); err != nil {
+		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
 	ctx, cancel := g.rpcContext()
 	defer cancel()
 	c, err := client.DialSync(ctx, g.addr)
 	if err != nil {
-		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
-		return exitError
+		return dialFailed(stderr, g.addr, err)
 	}
 	defer c.Close()
 	if err := c.Call(ctx, string(m.Parent().FullName()), string(m.Name()), req, resp); err != nil {
-		st, _ := status.FromError(unwrapStatus(err))
-		fmt.Fprintf(stderr, "wrenctl: %s: %s: %s\n", name, st.Code(), st.Message())
+		fmt.Fprintf(stderr, "wrenctl: %s: %s\n", name, rpcMessage(err))
 		return exitError
 	}
 	out, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(resp)
@@ -103,21 +118,6 @@ func callCommand(g globals, name string, args []string, stdin io.Reader, stdout,
 	}
 	fmt.Fprintln(stdout, string(out))
 	return exitOK
-}
-
-// unwrapStatus finds the ttrpc status under the client's wrapping.
-func unwrapStatus(err error) error {
-	for e := err; e != nil; {
-		if _, ok := status.FromError(e); ok {
-			return e
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			break
-		}
-		e = u.Unwrap()
-	}
-	return err
 }
 
 func newMessage(d protoreflect.MessageDescriptor) (proto.Message, error) {

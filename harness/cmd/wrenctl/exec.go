@@ -12,33 +12,48 @@ import (
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
+// execOptions are exec's flags.
+type execOptions struct {
+	tty bool
+	cwd string
+	env multiFlag
+}
+
+func (o *execOptions) define(fs *flag.FlagSet) {
+	fs.BoolVar(&o.tty, "tty", false, "give the process a terminal")
+	fs.StringVar(&o.cwd, "cwd", "/", "working directory in the container")
+	fs.Var(&o.env, "env", "environment variable NAME=VALUE (repeatable; default PATH only)")
+}
+
+func execFlags(fs *flag.FlagSet) { new(execOptions).define(fs) }
+
 // execCommand is `wrenctl exec [--tty] ID CMD [ARG...]`: the `runc exec`
 // experience. It runs CMD in the running container ID with this process's
 // stdio and exits with CMD's status.
 func execCommand(g globals, args []string) int {
+	cmd := findCommand("exec")
 	fs := flag.NewFlagSet("wrenctl exec", flag.ContinueOnError)
-	tty := fs.Bool("tty", false, "give the process a terminal")
-	cwd := fs.String("cwd", "/", "working directory in the container")
-	var env multiFlag
-	fs.Var(&env, "env", "environment variable NAME=VALUE (repeatable; default PATH only)")
-	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: wrenctl exec [--tty] [--cwd DIR] [--env K=V]... ID CMD [ARG...]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	var o execOptions
+	o.define(fs)
+	if code, ok := parseCommandFlags(cmd, fs, args); !ok {
+		return code
 	}
 	if fs.NArg() < 2 {
-		fs.Usage()
+		commandUsage(os.Stderr, cmd)
 		return exitUsage
 	}
+	env := o.env
 	if g.addr == "" {
 		return usageError(os.Stderr, "no agent address: use --addr or set WREN_ADDR")
+	}
+	if err := checkAddr(g.addr); err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
 	}
 	id, argv := fs.Arg(0), fs.Args()[1:]
 	if len(env) == 0 {
 		env = multiFlag{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-		if *tty {
+		if o.tty {
 			env = append(env, "TERM=xterm")
 		}
 	}
@@ -49,28 +64,27 @@ func execCommand(g globals, args []string) int {
 	defer cancel()
 	c, err := client.Dial(dctx, g.addr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
-		return exitError
+		return dialFailed(os.Stderr, g.addr, err)
 	}
 	defer c.Close()
-	out, err := dialOutput(g, *tty)
+	out, err := dialOutput(g, o.tty)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
 		return exitError
 	}
 	defer out.Close()
 
-	proc := &agentpb.Process{Terminal: *tty, Args: argv, Env: env, Cwd: *cwd, User: &agentpb.User{}}
+	proc := &agentpb.Process{Terminal: o.tty, Args: argv, Env: env, Cwd: o.cwd, User: &agentpb.User{}}
 	if err := call(g, func(ctx context.Context) error {
 		_, err := c.Agent.ExecProcess(ctx, &agentpb.ExecProcessRequest{ContainerId: id, ExecId: execID, Process: proc})
 		return err
 	}); err != nil {
 		return rpcFailed("ExecProcess", err)
 	}
-	if *tty {
+	if o.tty {
 		defer rawTerminal()()
 	}
-	wait := attach(ctx, c, out, id, execID, *tty, os.Stdin, os.Stdout, os.Stderr)
+	wait := attach(ctx, c, out, id, execID, o.tty, os.Stdin, os.Stdout, os.Stderr)
 	code, err := waitProcess(ctx, c, id, execID, wait)
 	if err != nil {
 		return rpcFailed("WaitProcess", err)

@@ -10,47 +10,65 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/harness/client"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
+// runOptions are run's flags.
+type runOptions struct {
+	bundle, sharedDir string
+	tty, detach       bool
+}
+
+func (o *runOptions) define(fs *flag.FlagSet) {
+	fs.StringVar(&o.bundle, "bundle", ".", "OCI bundle directory (config.json and the rootfs it names)")
+	fs.BoolVar(&o.tty, "tty", false, "give the container a terminal")
+	fs.BoolVar(&o.detach, "detach", false, "start the container and return without waiting")
+	fs.StringVar(&o.sharedDir, "shared-dir", "", "for an agent in a pod VM: the host side of its virtio-fs share, the shared_dir= that 'wrenctl vm up' prints; the rootfs is copied there and mounted in the guest as a Kata shim does")
+}
+
+func runFlags(fs *flag.FlagSet) { new(runOptions).define(fs) }
+
 // runCommand is `wrenctl run [--bundle DIR] [--tty] [--detach] ID`: the
 // `runc run` experience over the agent API. It creates the sandbox if there
 // is none, creates and starts the container from the bundle's config.json,
 // attaches stdio, waits, removes the container and exits with its status.
 func runCommand(g globals, args []string) int {
+	cmd := findCommand("run")
 	fs := flag.NewFlagSet("wrenctl run", flag.ContinueOnError)
-	bundle := fs.String("bundle", ".", "OCI bundle directory (config.json and the rootfs it names)")
-	tty := fs.Bool("tty", false, "give the container a terminal")
-	detach := fs.Bool("detach", false, "start the container and return without waiting")
-	sharedDir := fs.String("shared-dir", "", "host side of the pod VM's virtio-fs share (wrenctl vm up prints it): the rootfs is copied there and mounted in the guest as a Kata shim does")
-	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: wrenctl run [--bundle DIR] [--shared-dir DIR] [--tty] [--detach] ID")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	var o runOptions
+	o.define(fs)
+	if code, ok := parseCommandFlags(cmd, fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
-		fs.Usage()
+		commandUsage(os.Stderr, cmd)
 		return exitUsage
 	}
 	id := fs.Arg(0)
 	if g.addr == "" {
 		return usageError(os.Stderr, "no agent address: use --addr or set WREN_ADDR")
 	}
-	spec, err := loadBundle(*bundle)
+	if o.sharedDir == "" && inVM(g.addr) {
+		return usageError(os.Stderr, "run: the agent at %s is in a VM and cannot see this host's files: the bundle's rootfs must be in the VM's share.\n"+
+			"  Add --shared-dir DIR, DIR being the shared_dir= line `wrenctl vm up` printed (wrenctl vm status prints it too);\n"+
+			"  wrenctl then copies the rootfs there and has the agent mount the share, as a Kata shim does", g.addr)
+	}
+	if err := checkAddr(g.addr); err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return exitError
+	}
+	spec, err := loadBundle(o.bundle)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
 		return exitError
 	}
-	if *tty {
+	if o.tty {
 		spec.Process.Terminal = true
 	}
-	storages, unshare, err := shareBundle(*sharedDir, id, spec)
+	storages, unshare, err := shareBundle(o.sharedDir, id, spec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
 		return exitError
@@ -68,12 +86,11 @@ func runCommand(g globals, args []string) int {
 	defer cancel()
 	c, err := client.Dial(dctx, g.addr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
-		return exitError
+		return dialFailed(os.Stderr, g.addr, err)
 	}
 	defer c.Close()
 	var out *outputConns
-	if !*detach {
+	if !o.detach {
 		if out, err = dialOutput(g, spec.Process.Terminal); err != nil {
 			fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
 			return exitError
@@ -83,7 +100,7 @@ func runCommand(g globals, args []string) int {
 
 	if err := call(g, func(ctx context.Context) error {
 		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id, Storages: storages})
-		if status.Code(unwrapStatus(err)) == codes.AlreadyExists {
+		if err != nil && codeOf(err) == codes.AlreadyExists {
 			return nil
 		}
 		return err
@@ -104,7 +121,7 @@ func runCommand(g globals, args []string) int {
 			rpcFailed("RemoveContainer", err)
 		}
 	}
-	if *detach {
+	if o.detach {
 		if err := call(g, func(ctx context.Context) error {
 			_, err := c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id})
 			return err
@@ -142,7 +159,7 @@ func waitProcess(ctx context.Context, c *client.Client, cid, execID string, drai
 		return 0, err
 	}
 	if err := drained(); err != nil {
-		fmt.Fprintf(os.Stderr, "wrenctl: output: %v\n", unwrapStatus(err))
+		fmt.Fprintf(os.Stderr, "wrenctl: output: %s\n", rpcMessage(err))
 	}
 	return int(resp.Status), nil
 }

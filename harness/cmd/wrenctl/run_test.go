@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,6 +61,35 @@ func TestWrenctlRunEndToEnd(t *testing.T) {
 	sum := fmt.Sprintf("%x", sha256.Sum256([]byte(out)))
 	if len(out) != 16<<20 || !strings.HasPrefix(errOut, sum) {
 		t.Errorf("16 MiB run: got %d bytes, sha256 %s; container says %q", len(out), sum, errOut)
+	}
+}
+
+// The agent's log is one JSON stream, libcontainer's lines included: the
+// init of a container with the spec Debian's `runc spec` writes (the
+// README's scripts/busybox-bundle.sh) warns through logrus, on every
+// start, that it cannot raise the ambient capabilities the spec lists.
+// (The cgroup parent is this process's own: testagent's default, named
+// after the temp dir's "001", is shared by every test process here.)
+func TestAgentLogIsJSON(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running containers needs root")
+	}
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	if out, err := exec.Command("../../../scripts/busybox-bundle.sh", bundle, "echo hi").CombinedOutput(); err != nil {
+		t.Fatalf("busybox-bundle.sh: %v\n%s", err, out)
+	}
+	a := testagent.Start(t, "--cgroup-parent", fmt.Sprintf("wren-test-json-%d", os.Getpid()))
+	if out, errOut, code := wrenctl(t, "", "--addr", a.Addr, "run", "--bundle", bundle, "c1"); code != 0 || out != "hi\n" {
+		t.Fatalf("run: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(a.Log()), "\n")
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("agent log line is not JSON: %q", l)
+		}
+	}
+	if !strings.Contains(a.Log(), `"source":"libcontainer"`) {
+		t.Errorf("no line from libcontainer in the log (did its init stop warning?):\n%s", a.Log())
 	}
 }
 

@@ -153,9 +153,3 @@ func rawTerminal() (restore func()) {
 	}
 	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }
 }
-
-// rpcFailed prints an RPC error with its status code.
-func rpcFailed(what string, err error) int {
-	fmt.Fprintf(os.Stderr, "wrenctl: %s: %v\n", what, unwrapStatus(err))
-	return exitError
-}

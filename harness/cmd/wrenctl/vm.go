@@ -16,8 +16,6 @@ import (
 	"github.com/wren-vm/wren/harness/vm"
 )
 
-func init() { subcommands["vm"] = vmCommand }
-
 // defaultVMDir is where `wrenctl vm` keeps a VM's state unless --dir or
 // $WREN_VM_DIR says otherwise.
 func defaultVMDir() string {
@@ -32,7 +30,33 @@ const vmUsage = `usage: wrenctl vm up [--dir STATE] [--memory MiB] [--cpus N] [-
                      [--cid N] [--kernel-params WORDS] [--timeout DURATION]
        wrenctl vm status [--dir STATE]
        wrenctl vm down [--dir STATE]
-       wrenctl vm console [--dir STATE]     (a VM started with --debug; leave with Ctrl-])`
+       wrenctl vm console [--dir STATE]     (a VM started with --debug; leave with Ctrl-])
+
+A pod VM as a Kata shim runs one: QEMU, wren-vsockd (hybrid vsock), virtiofsd
+sharing a host directory, the Wren agent as the guest's init. 'vm up' prints
+addr= (for --addr) and shared_dir= (for run --shared-dir). STATE defaults to
+$WREN_VM_DIR, else /run/wren/vm. 'wrenctl vm VERB --help' lists a verb's flags.`
+
+// vmVerb is one of the vm subcommands.
+type vmVerb struct {
+	name, summary string
+	flags         func(fs *flag.FlagSet) // beyond --dir; nil for none
+	run           func(args []string, stdin io.Reader, stdout, stderr io.Writer) int
+}
+
+var vmVerbs []*vmVerb
+
+func init() {
+	vmVerbs = []*vmVerb{
+		{name: "up", summary: "boot a pod VM in STATE and wait until its agent answers; prints addr=, shared_dir= and boot_ms=", flags: vmUpFlags,
+			run: func(args []string, _ io.Reader, stdout, stderr io.Writer) int { return vmUp(args, stdout, stderr) }},
+		{name: "status", summary: "print the VM's state, addresses and helper processes; exit 0 when its agent serves",
+			run: func(args []string, _ io.Reader, stdout, stderr io.Writer) int { return vmStatus(args, stdout, stderr) }},
+		{name: "down", summary: "stop the VM in STATE (QEMU, virtiofsd, wren-vsockd) and remove its sockets; logs are kept",
+			run: func(args []string, _ io.Reader, stdout, stderr io.Writer) int { return vmDown(args, stdout, stderr) }},
+		{name: "console", summary: "attach to the guest's debug shell (a VM started with --debug; leave with Ctrl-])", run: vmConsole},
+	}
+}
 
 func vmCommand(g globals, args []string) int {
 	if len(args) == 0 {
@@ -40,65 +64,113 @@ func vmCommand(g globals, args []string) int {
 		return exitUsage
 	}
 	switch args[0] {
-	case "up":
-		return vmUp(args[1:], os.Stdout, os.Stderr)
-	case "status":
-		return vmStatus(args[1:], os.Stdout, os.Stderr)
-	case "down":
-		return vmDown(args[1:], os.Stdout, os.Stderr)
-	case "console":
-		return vmConsole(args[1:], os.Stdin, os.Stdout, os.Stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(os.Stdout, vmUsage)
+		return exitOK
 	case "_log":
 		return vmLogPump(args[1:])
+	}
+	for _, v := range vmVerbs {
+		if v.name == args[0] {
+			return v.run(args[1:], os.Stdin, os.Stdout, os.Stderr)
+		}
 	}
 	fmt.Fprintln(os.Stderr, vmUsage)
 	return usageError(os.Stderr, "unknown vm command %q", args[0])
 }
 
-func vmFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet("wrenctl vm "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", defaultVMDir(), "VM state directory (default $WREN_VM_DIR or /run/wren/vm)")
-	return fs, dir
+func findVMVerb(name string) *vmVerb {
+	for _, v := range vmVerbs {
+		if v.name == name {
+			return v
+		}
+	}
+	return nil
 }
 
-func parseVMFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
+// vmDirFlag defines --dir, which every verb takes.
+func vmDirFlag(fs *flag.FlagSet) *string {
+	return fs.String("dir", defaultVMDir(), "VM state directory (default $WREN_VM_DIR or /run/wren/vm)")
+}
+
+// vmVerbUsage prints one verb's usage and flags.
+func vmVerbUsage(w io.Writer, name string) {
+	fmt.Fprintf(w, "usage: wrenctl vm %s [flags]\n", name)
+	fs := flag.NewFlagSet("wrenctl vm "+name, flag.ContinueOnError)
+	vmDirFlag(fs)
+	if v := findVMVerb(name); v != nil {
+		fmt.Fprintf(w, "\n%s.\n", upperFirst(v.summary))
+		if v.flags != nil {
+			v.flags(fs)
 		}
-		return exitUsage, false
+	}
+	fmt.Fprintln(w, "\nFlags:")
+	printFlags(w, fs)
+}
+
+func vmFlags(name string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("wrenctl vm "+name, flag.ContinueOnError)
+	return fs, vmDirFlag(fs)
+}
+
+// parseVMFlags parses a verb's flags: --help prints its usage on stdout
+// and exits 0; no positional arguments are taken.
+func parseVMFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int, bool) {
+	name := strings.TrimPrefix(fs.Name(), "wrenctl vm ")
+	if code, ok := parseFlags(fs, args, func(w io.Writer) { vmVerbUsage(w, name) }, stdout, stderr); !ok {
+		return code, false
 	}
 	if fs.NArg() > 0 {
-		return usageError(stderr, "unexpected argument %q", fs.Arg(0)), false
+		return usageError(stderr, "vm %s: unexpected argument %q", name, fs.Arg(0)), false
 	}
 	return 0, true
 }
 
+// vmUpOptions are vm up's flags beyond --dir.
+type vmUpOptions struct {
+	mem, cpus                                              int
+	debug                                                  bool
+	shared, kernel, initrd, image, accel, firmware, params string
+	cid                                                    uint
+	timeout                                                time.Duration
+}
+
+func (o *vmUpOptions) define(fs *flag.FlagSet) {
+	fs.IntVar(&o.mem, "memory", vm.DefaultMemoryMiB, "guest memory in MiB")
+	fs.IntVar(&o.cpus, "cpus", vm.DefaultCPUs, "guest vCPUs")
+	fs.BoolVar(&o.debug, "debug", false, "debug console on vsock 1026 (wrenctl vm console) and debug logging")
+	fs.StringVar(&o.shared, "shared-dir", "", "host directory shared as virtio-fs tag kataShared (default STATE/shared)")
+	fs.StringVar(&o.kernel, "kernel", "", "guest kernel (default out/vmlinux, else Debian's, fetched)")
+	fs.StringVar(&o.initrd, "initrd", "", "Wren initramfs (default out/wren-initramfs[-debug].cpio.gz, else built from wren-agent)")
+	fs.StringVar(&o.image, "image", "", "DAX image attached as an nvdimm (optional)")
+	fs.StringVar(&o.accel, "accel", os.Getenv("WREN_ACCEL"), "tcg, kvm or auto (probe KVM); default $WREN_ACCEL, else tcg")
+	fs.UintVar(&o.cid, "cid", vm.DefaultGuestCID, "guest vsock context ID (3 or above)")
+	fs.StringVar(&o.firmware, "firmware", os.Getenv("WREN_FIRMWARE"), "QEMU -bios: a path or seabios (default $WREN_FIRMWARE, else qboot when installed)")
+	fs.StringVar(&o.params, "kernel-params", "", "extra kernel command line words (e.g. agent.hotplug_timeout=10s)")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for the agent")
+}
+
+func vmUpFlags(fs *flag.FlagSet) { new(vmUpOptions).define(fs) }
+
 func vmUp(args []string, stdout, stderr io.Writer) int {
-	fs, dir := vmFlags("up", stderr)
-	mem := fs.Int("memory", vm.DefaultMemoryMiB, "guest memory in MiB")
-	cpus := fs.Int("cpus", vm.DefaultCPUs, "guest vCPUs")
-	debug := fs.Bool("debug", false, "debug console on vsock 1026 (wrenctl vm console) and debug logging")
-	shared := fs.String("shared-dir", "", "host directory shared as virtio-fs tag kataShared (default STATE/shared)")
-	kernel := fs.String("kernel", "", "guest kernel (default out/vmlinux, else Debian's, fetched)")
-	initrd := fs.String("initrd", "", "Wren initramfs (default out/wren-initramfs[-debug].cpio.gz, else built from wren-agent)")
-	image := fs.String("image", "", "DAX image attached as an nvdimm (optional)")
-	accel := fs.String("accel", os.Getenv("WREN_ACCEL"), "tcg, kvm or auto (probe KVM); default tcg")
-	cid := fs.Uint("cid", vm.DefaultGuestCID, "guest vsock context ID (3 or above)")
-	firmware := fs.String("firmware", os.Getenv("WREN_FIRMWARE"), "QEMU -bios: a path or seabios (default qboot when installed)")
-	params := fs.String("kernel-params", "", "extra kernel command line words (e.g. agent.hotplug_timeout=10s)")
-	timeout := fs.Duration("timeout", 3*time.Minute, "how long to wait for the agent")
-	if code, ok := parseVMFlags(fs, args, stderr); !ok {
+	fs, dir := vmFlags("up")
+	var o vmUpOptions
+	o.define(fs)
+	if code, ok := parseVMFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	// Ctrl-C during the boot fails Start, which stops what it started (the
 	// helpers run in their own sessions and do not see the signal).
 	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(sigCtx, *timeout+time.Minute)
+	ctx, cancel := context.WithTimeout(sigCtx, o.timeout+time.Minute)
 	defer cancel()
-	k, ird, err := bootFiles(ctx, *kernel, *initrd, *dir, *debug, stderr)
+	// Before anything is built: a running VM makes all of it wasted.
+	if old, err := vm.Attach(*dir); err == nil && old.Running() {
+		fmt.Fprintf(stderr, "wrenctl vm up: a VM already runs in %s (addr=%s); stop it first: wrenctl vm down --dir %s\n", old.Dir, old.Addr(), old.Dir)
+		return exitError
+	}
+	k, ird, err := bootFiles(ctx, o.kernel, o.initrd, *dir, o.debug, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl vm up: %v\n", err)
 		return exitError
@@ -110,12 +182,12 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	v, err := vm.Start(ctx, vm.Config{
-		Dir: *dir, Kernel: k, Initrd: ird, SharedDir: *shared, Image: *image,
-		MemoryMiB: *mem, CPUs: *cpus, GuestCID: uint32(*cid), Debug: *debug, Accel: *accel,
-		KernelParams: strings.Fields(*params), Firmware: *firmware,
+		Dir: *dir, Kernel: k, Initrd: ird, SharedDir: o.shared, Image: o.image,
+		MemoryMiB: o.mem, CPUs: o.cpus, GuestCID: uint32(o.cid), Debug: o.debug, Accel: o.accel,
+		KernelParams: strings.Fields(o.params), Firmware: o.firmware,
 		Detach:       true,
 		LogCollector: []string{exe, "vm", "_log", "--dir", abs},
-		BootTimeout:  *timeout,
+		BootTimeout:  o.timeout,
 		Progress:     stderr,
 	})
 	if err != nil {
@@ -167,8 +239,8 @@ func bootFiles(ctx context.Context, kernel, initrd, dir string, debug bool, prog
 }
 
 func vmStatus(args []string, stdout, stderr io.Writer) int {
-	fs, dir := vmFlags("status", stderr)
-	if code, ok := parseVMFlags(fs, args, stderr); !ok {
+	fs, dir := vmFlags("status")
+	if code, ok := parseVMFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	v, err := vm.Attach(*dir)
@@ -199,11 +271,17 @@ func vmStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 func vmDown(args []string, stdout, stderr io.Writer) int {
-	fs, dir := vmFlags("down", stderr)
-	if code, ok := parseVMFlags(fs, args, stderr); !ok {
+	fs, dir := vmFlags("down")
+	if code, ok := parseVMFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	v, err := vm.Attach(*dir)
+	if errors.Is(err, os.ErrNotExist) {
+		// Like stopping a stopped service: the state asked for holds.
+		abs, _ := filepath.Abs(*dir)
+		fmt.Fprintf(stderr, "vm: no VM running in %s\n", abs)
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl vm down: %v\n", err)
 		return exitError
@@ -219,8 +297,8 @@ func vmDown(args []string, stdout, stderr io.Writer) int {
 // vmLogPump is the detached helper `vm up` leaves behind to copy the
 // agent's log stream into STATE/agent.log.
 func vmLogPump(args []string) int {
-	fs, dir := vmFlags("_log", os.Stderr)
-	if code, ok := parseVMFlags(fs, args, os.Stderr); !ok {
+	fs, dir := vmFlags("_log")
+	if code, ok := parseVMFlags(fs, args, os.Stdout, os.Stderr); !ok {
 		return code
 	}
 	if err := vm.PumpLog(context.Background(), *dir); err != nil {

@@ -1,10 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/wren-vm/wren/harness/testagent"
+	"github.com/wren-vm/wren/harness/vm"
 )
 
 // The vm verbs without a VM: usage errors and a directory holding none.
@@ -23,7 +32,8 @@ func TestWrenctlVMWithoutVM(t *testing.T) {
 	if out, _, code := wrenctl(t, "", "vm", "status", "--dir", dir); code != exitError || !strings.Contains(out, "state=down") {
 		t.Errorf("vm status of an empty dir: %d %q", code, out)
 	}
-	if _, errOut, code := wrenctl(t, "", "vm", "down", "--dir", dir); code != exitError || !strings.Contains(errOut, "no VM in") {
+	// Nothing to stop is what down asks for: exit 0, saying so.
+	if _, errOut, code := wrenctl(t, "", "vm", "down", "--dir", dir); code != exitOK || errOut != "vm: no VM running in "+dir+"\n" {
 		t.Errorf("vm down of an empty dir: %d %q", code, errOut)
 	}
 	if _, errOut, code := wrenctl(t, "", "vm", "console", "--dir", dir); code != exitError || !strings.Contains(errOut, "no VM in") {
@@ -36,6 +46,56 @@ func TestWrenctlVMWithoutVM(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
 		t.Errorf("a failed vm up left %d entries in the state dir", len(ents))
+	}
+}
+
+// A second vm up in a directory whose VM runs refuses before building or
+// fetching anything, and vm down stops what the directory records. The
+// "VM" is a sleep recorded as its QEMU, as vm.json would record it.
+func TestWrenctlVMUpWhileOneRuns(t *testing.T) {
+	dir := t.TempDir()
+	sleep := exec.Command("sleep", "600")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { sleep.Wait(); close(exited) }()
+	defer func() { sleep.Process.Kill(); <-exited }()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sleep.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	start, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, _ := json.Marshal(vm.State{Dir: dir, Addr: "hvsock://" + dir + "/vsock.sock:1024", Procs: []*vm.Proc{{Name: "qemu", PID: sleep.Process.Pid, Start: start}}})
+	if err := os.WriteFile(filepath.Join(dir, "vm.json"), state, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// No --kernel or --initrd: without the check, up would build them.
+	cmd := exec.Command(testagent.Binary(t, "wrenctl"), "vm", "up", "--dir", dir)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != exitError || !strings.Contains(string(out), "a VM already runs in "+dir) || strings.Contains(string(out), "building") {
+		t.Errorf("second vm up: exit %d (%v), output %q", code, err, out)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("the refused vm up changed the state dir: %d entries", len(ents))
+	}
+
+	if _, errOut, code := wrenctl(t, "", "vm", "down", "--dir", dir); code != exitOK || !strings.Contains(errOut, "vm: stopped") {
+		t.Errorf("vm down: %d %q", code, errOut)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Error("vm down left the recorded QEMU running")
+	}
+	if _, errOut, code := wrenctl(t, "", "vm", "down", "--dir", dir); code != exitOK || !strings.Contains(errOut, "no VM running in "+dir) {
+		t.Errorf("second vm down: %d %q", code, errOut)
 	}
 }
 
@@ -52,5 +112,13 @@ func TestWrenctlRunSharedDirErrors(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(shared); len(ents) > 0 {
 		t.Errorf("the share holds %d entries after a refused run", len(ents))
+	}
+	// An agent in a VM (hvsock, vsock) and no --shared-dir: the host's
+	// rootfs path means nothing there; say how to share it instead.
+	for _, addr := range []string{"hvsock://" + filepath.Join(t.TempDir(), "vsock.sock") + ":1024", "vsock://3:1024"} {
+		_, errOut, code = wrenctl(t, "", "--addr", addr, "run", "--bundle", bundle, "c1")
+		if code != exitUsage || !strings.Contains(errOut, "is in a VM") || !strings.Contains(errOut, "--shared-dir") || !strings.Contains(errOut, "shared_dir=") {
+			t.Errorf("run against %s without --shared-dir: %d %q", addr, code, errOut)
+		}
 	}
 }

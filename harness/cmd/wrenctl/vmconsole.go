@@ -23,8 +23,8 @@ const consoleDrain = 2 * time.Second
 // vmConsole attaches the terminal to the guest's debug shell (vsock
 // DebugConsolePort; the agent serves a shell on a pty per connection).
 func vmConsole(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs, dir := vmFlags("console", stderr)
-	if code, ok := parseVMFlags(fs, args, stderr); !ok {
+	fs, dir := vmFlags("console")
+	if code, ok := parseVMFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	v, err := vm.Attach(*dir)
