@@ -1,8 +1,11 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -98,5 +101,20 @@ func limitPids(spec *specs.Spec, limit int64) {
 	}
 	if r.Pids.Limit == nil || *r.Pids.Limit <= 0 {
 		r.Pids.Limit = &limit
+	}
+}
+
+// removeCgroupParent removes the cgroup parent CreateSandbox made, in every
+// hierarchy, once its containers are gone: a stopped agent leaves no
+// cgroup behind. rmdir removes only an empty cgroup, so a parent that
+// other agents share, or that still holds a container that did not go,
+// stays; that is logged, not an error.
+func (s *Sandbox) removeCgroupParent() {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", s.opts.CgroupParent))
+	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", s.opts.CgroupParent))
+	for _, d := range dirs {
+		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Debug("cgroup parent stays", "dir", d, "err", err)
+		}
 	}
 }

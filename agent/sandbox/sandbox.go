@@ -391,6 +391,10 @@ func (s *Sandbox) DestroySandbox(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := removeIfEmpty(s.opts.NamespaceDir); err != nil {
+		errs = append(errs, err)
+	}
+	s.removeCgroupParent()
 	// Only once nothing of the storage layer may still be mounted below
 	// it: RemoveAll would descend into a live mount.
 	if !storageErr {

@@ -951,3 +951,35 @@ func TestGuestHooksRunForEveryContainer(t *testing.T) {
 		t.Errorf("hooks ran for a sandbox without any: %v", err)
 	}
 }
+
+// TestDestroySandboxLeavesNothing: after DestroySandbox the agent's state
+// holds nothing of the sandbox: no namespace directory, no cgroup parent.
+// The sandbox gets a cgroup parent of its own: the package's shared one
+// also holds cgroups other tests make by hand.
+func TestDestroySandboxLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	parent := cgroupParent + "-own"
+	defer testbundle.RemoveCgroupParent(parent)
+	sb, err := New(Options{
+		StateRoot: filepath.Join(dir, "state"), NamespaceDir: filepath.Join(dir, "ns"),
+		CgroupParent: parent, Reaper: testReaper,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, sb: sb, state: filepath.Join(dir, "state"), rootfs: testbundle.Rootfs(t, filepath.Join(dir, "rootfs"))}
+	e.createSandbox()
+	id := e.run("/bin/true")
+	e.wait(id, "")
+	if err := e.sb.DestroySandbox(bg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(e.sb.opts.NamespaceDir); !os.IsNotExist(err) {
+		t.Errorf("namespace directory %s left: %v", e.sb.opts.NamespaceDir, err)
+	}
+	for _, d := range testbundle.CgroupDirs(parent, "") {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup parent %s left", d)
+		}
+	}
+}
