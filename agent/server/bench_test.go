@@ -51,7 +51,7 @@ func benchRoundTrip(b *testing.B, service string, reply []byte) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.TTRPC().Register(service, map[string]ttrpc.Method{
+	s.Register(service, map[string]ttrpc.Method{
 		"Check": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			var req emptypb.Empty
 			if err := unmarshal(&req); err != nil {

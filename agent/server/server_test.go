@@ -56,7 +56,7 @@ func startServer(t *testing.T, services map[string]map[string]ttrpc.Method) (c *
 		t.Fatal(err)
 	}
 	for name, methods := range services {
-		s.TTRPC().Register(name, methods)
+		s.Register(name, methods)
 	}
 	addr := "unix://" + filepath.Join(t.TempDir(), "s.sock")
 	ln, err := Listen(addr, nil)

@@ -244,7 +244,7 @@ func benchPipeReply(b *testing.B, pipeSize, readLen int, splice bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.TTRPC().Register("test.Svc", map[string]ttrpc.Method{
+	s.Register("test.Svc", map[string]ttrpc.Method{
 		"Read": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			if splice {
 				replysplice.Accept(ctx, 1)

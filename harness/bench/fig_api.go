@@ -241,7 +241,8 @@ func inProcessAllocs(ctx context.Context, dir string, n int, stock bool, cc chec
 	if err != nil {
 		return 0, err
 	}
-	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: config.Default()}))
+	srv.RegisterService(agentpb.AgentServiceServiceName, agentpb.AgentServiceServiceDesc(rpc.New(rpc.Options{Log: log, Config: config.Default()})))
+	srv.RegisterService(agentpb.HealthServiceName, agentpb.HealthServiceDesc(rpc.Health{}))
 	d, err := os.MkdirTemp(dir, "inproc-")
 	if err != nil {
 		return 0, err

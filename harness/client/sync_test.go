@@ -96,7 +96,7 @@ func serveService(t *testing.T, stock bool, service string, methods map[string]t
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.TTRPC().Register(service, methods)
+		s.Register(service, methods)
 		go func() { defer wg.Done(); s.Serve(ctx, ln) }()
 	}
 	return "unix://" + sock

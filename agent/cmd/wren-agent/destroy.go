@@ -5,10 +5,10 @@ import (
 	"errors"
 	"time"
 
-	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/wren-vm/wren/agent/rpc"
+	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -31,13 +31,13 @@ func (a podAgent) DestroySandbox(ctx context.Context, req *agentpb.DestroySandbo
 	return resp, err
 }
 
-// register registers the agent's services; with destroyed set (PID 1),
-// DestroySandbox also ends the agent.
-func register(srv *ttrpc.Server, agent *rpc.Agent, destroyed context.CancelCauseFunc) {
-	if destroyed == nil {
-		rpc.Register(srv, agent)
-		return
+// register registers the agent's services on srv; with destroyed set (PID
+// 1), DestroySandbox also ends the agent.
+func register(srv *server.Server, agent *rpc.Agent, destroyed context.CancelCauseFunc) {
+	var svc agentpb.AgentServiceService = agent
+	if destroyed != nil {
+		svc = podAgent{Agent: agent, destroyed: destroyed}
 	}
-	agentpb.RegisterAgentServiceService(srv, podAgent{Agent: agent, destroyed: destroyed})
-	agentpb.RegisterHealthService(srv, rpc.Health{})
+	srv.RegisterService(agentpb.AgentServiceServiceName, agentpb.AgentServiceServiceDesc(svc))
+	srv.RegisterService(agentpb.HealthServiceName, agentpb.HealthServiceDesc(rpc.Health{}))
 }

@@ -178,7 +178,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 	}
 	guest.TerminationLog = sb.TerminationLog
 	guest.CPUsOnlined = sb.ReapplyCPUSets
-	register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb}), destroyed)
+	register(srv, rpc.New(rpc.Options{Log: log, Config: cfg, Guest: guest, Sandbox: sb}), destroyed)
 	ln, err := server.Listen(cfg.ServerAddr, log)
 	if err != nil {
 		return err
