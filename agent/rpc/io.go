@@ -3,8 +3,11 @@ package rpc
 import (
 	"context"
 
+	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/wren-vm/wren/agent/replysplice"
+	"github.com/wren-vm/wren/agent/stdio"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -33,6 +36,38 @@ func (a *Agent) ReadStderr(ctx context.Context, req *agentpb.ReadStreamRequest) 
 		return nil, err
 	}
 	return sb.ReadStderr(ctx, req)
+}
+
+// SpliceReads replaces ReadStdout and ReadStderr in desc, grpc.AgentService's
+// description (agentpb.AgentServiceServiceDesc), by methods whose reply may
+// leave large output in the process's pipe: a *replysplice.Reply, which
+// agent/server sends from the pipe to its socket. Only agent/server knows
+// that type, so only a description registered there may have them.
+func (a *Agent) SpliceReads(desc *ttrpc.ServiceDesc) {
+	desc.Methods["ReadStdout"] = a.splicedRead("ReadStdout", stdio.Stdout)
+	desc.Methods["ReadStderr"] = a.splicedRead("ReadStderr", stdio.Stderr)
+}
+
+// splicedRead is ReadStdout or ReadStderr, for SpliceReads.
+func (a *Agent) splicedRead(method string, which stdio.Stream) ttrpc.Method {
+	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
+		var req agentpb.ReadStreamRequest
+		if err := unmarshal(&req); err != nil {
+			return nil, err
+		}
+		sb, err := a.pod(method)
+		if err != nil {
+			return nil, err
+		}
+		data, pipe, err := sb.ReadOutput(ctx, &req, which)
+		switch {
+		case err != nil:
+			return nil, err
+		case pipe != nil:
+			return &replysplice.Reply{Message: &agentpb.ReadStreamResponse{}, Field: "data", Data: pipe}, nil
+		}
+		return &agentpb.ReadStreamResponse{Data: data}, nil
+	}
 }
 
 // CloseStdin implements grpc.AgentService.

@@ -29,6 +29,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/replysplice"
 )
 
 // ShutdownGrace is how long in-flight calls may run after shutdown begins
@@ -265,9 +267,20 @@ func (s *Server) serveStock(ctx context.Context, ln net.Listener) error {
 }
 
 // intercept is the stock server's interceptor: the same recovery and
-// logging as invoke.
+// logging as invoke. The stock server sends only messages, so a reply
+// whose data waits in a pipe (replysplice) has it read in here.
 func (s *Server) intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, fn ttrpc.Method) (any, error) {
 	s.callStarted()
 	defer s.callDone()
-	return s.invoke(ctx, &method{full: info.FullMethod, fn: fn}, unmarshal)
+	resp, err := s.invoke(ctx, &method{full: info.FullMethod, fn: fn}, unmarshal)
+	if r, ok := resp.(*replysplice.Reply); ok && r != nil {
+		defer r.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp, err = r.ReadIn(); err != nil {
+			return nil, status.Errorf(codes.Internal, "ttrpc: %v", err)
+		}
+	}
+	return resp, err
 }

@@ -31,13 +31,16 @@ func (a podAgent) DestroySandbox(ctx context.Context, req *agentpb.DestroySandbo
 	return resp, err
 }
 
-// register registers the agent's services on srv; with destroyed set (PID
-// 1), DestroySandbox also ends the agent.
+// register registers the agent's services on srv, with ReadStdout and
+// ReadStderr sending large output from its pipe (rpc.Agent.SpliceReads);
+// with destroyed set (PID 1), DestroySandbox also ends the agent.
 func register(srv *server.Server, agent *rpc.Agent, destroyed context.CancelCauseFunc) {
 	var svc agentpb.AgentServiceService = agent
 	if destroyed != nil {
 		svc = podAgent{Agent: agent, destroyed: destroyed}
 	}
-	srv.RegisterService(agentpb.AgentServiceServiceName, agentpb.AgentServiceServiceDesc(svc))
+	desc := agentpb.AgentServiceServiceDesc(svc)
+	agent.SpliceReads(desc)
+	srv.RegisterService(agentpb.AgentServiceServiceName, desc)
 	srv.RegisterService(agentpb.HealthServiceName, agentpb.HealthServiceDesc(rpc.Health{}))
 }
