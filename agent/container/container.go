@@ -26,6 +26,7 @@ import (
 
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/agent/replysplice"
 	"github.com/wren-vm/wren/agent/stdio"
 )
 
@@ -456,25 +457,45 @@ func (c *Container) releaseWhenAbandoned(p *Process, after time.Duration) {
 
 // Read reads the process's stdout or stderr (io.EOF at the end).
 func (c *Container) Read(ctx context.Context, execID string, which stdio.Stream, n int) ([]byte, error) {
+	b, _, err := c.read(ctx, execID, which, n, false)
+	return b, err
+}
+
+// ReadSpliceable is Read that may leave large output in its pipe, as
+// stdio.Streams.ReadSpliceable does: the caller sends it from there and
+// closes pipe after.
+func (c *Container) ReadSpliceable(ctx context.Context, execID string, which stdio.Stream, n int) (data []byte, pipe *replysplice.Pipe, err error) {
+	return c.read(ctx, execID, which, n, true)
+}
+
+func (c *Container) read(ctx context.Context, execID string, which stdio.Stream, n int, spliceable bool) ([]byte, *replysplice.Pipe, error) {
 	p, err := c.Process(execID)
 	if err != nil {
 		c.mu.Lock()
 		drained := execID != "" && c.drainedLocked(execID)
 		c.mu.Unlock()
 		if drained {
-			return nil, errEOF
+			return nil, nil, errEOF
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	p.touchRead()
-	b, err := p.Streams.Read(ctx, which, n)
+	var (
+		b    []byte
+		pipe *replysplice.Pipe
+	)
+	if spliceable {
+		b, pipe, err = p.Streams.ReadSpliceable(ctx, which, n)
+	} else {
+		b, err = p.Streams.Read(ctx, which, n)
+	}
 	p.touchRead()
 	if err != nil && errors.Is(err, errEOF) {
 		if p.markEOF(which) {
 			c.forget(p)
 		}
 	}
-	return b, err
+	return b, pipe, err
 }
 
 // Signal signals one process, or with all set every process of the

@@ -9,134 +9,149 @@
 // to the field's tag and length and then splice(2)s the bytes from the pipe
 // to the socket.
 //
-// Three parties take part, each knowing only its own part:
-//   - a server that can splice to its connection wraps a call's context with
-//     With, sends the reply with the Tail it gets back, and calls Tail.Done
-//     once the reply is written (or has failed);
-//   - the handler that builds the reply message names the bytes field the
-//     tail fills with Accept (the field must be left empty in the message);
-//   - the code that owns the pipe hands over n bytes it holds with Offer.
-//
-// Under a server that does not splice (containerd/ttrpc's own, or a
-// connection that is not a socket) Offer reports false and the data is read
-// as before.
+// The reply says so itself. The code that owns the pipe hands over bytes it
+// holds as a Pipe (Hold), and the handler returns a *Reply: its message
+// without the field, the field's name and the Pipe, in place of the
+// message. agent/server recognises the type: it checks the field, sends the
+// message and then the bytes from the pipe (spliced, or copied where the
+// connection cannot splice), and closes the Pipe after; in its stock mode
+// it reads the bytes into the message first (ReadIn). Other servers only
+// send messages, so only handlers registered on agent/server return one.
 package replysplice
 
 import (
-	"context"
+	"errors"
+	"fmt"
 	"sync"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-type key struct{}
-
-// Tail is one call's spliced reply field, owned by the server.
-type Tail struct {
-	mu      sync.Mutex
-	field   protowire.Number // 0 until Accept
-	fd      int              // the offered pipe (a dup owned here), or -1
+// Pipe is n bytes that a pipe holds, handed over to be sent from there.
+type Pipe struct {
+	fd      int // a duplicate of the pipe's descriptor, owned here
 	n       int
 	release func()
-	done    bool
+	close   sync.Once
 }
 
-// With returns a context on which a handler can offer a reply tail, and
-// the Tail the server sends the reply with.
-func With(ctx context.Context) (context.Context, *Tail) {
-	t := &Tail{fd: -1}
-	return context.WithValue(ctx, key{}, t), t
-}
-
-func from(ctx context.Context) *Tail {
-	t, _ := ctx.Value(key{}).(*Tail)
-	return t
-}
-
-// Accept declares that the reply message of the call on ctx leaves its
-// bytes field number field empty, for an offered tail to fill. A later
-// Accept replaces an earlier one; without a splicing server it does nothing.
-func Accept(ctx context.Context, field protowire.Number) {
-	if t := from(ctx); t != nil {
-		t.mu.Lock()
-		if !t.done && t.fd < 0 {
-			t.field = field
-		}
-		t.mu.Unlock()
-	}
-}
-
-// Wanted reports whether an Offer on ctx could be taken: the server splices
-// and the handler accepted a field. Pipe owners check it before they give up
-// on reading the data themselves.
-func Wanted(ctx context.Context) bool {
-	t := from(ctx)
-	if t == nil {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return !t.done && t.field != 0 && t.fd < 0
-}
-
-// Offer hands the server n bytes that the pipe pipeFd holds now, to be sent
-// as the accepted field. The caller must keep every other reader off the
-// pipe until release runs, so the bytes are still there when the reply is
-// written; release runs exactly once, after the reply is written or has
-// failed (in which case the bytes may still be in the pipe). Offer takes a
-// duplicate of pipeFd, so the caller may close its own descriptor meanwhile.
-// It reports false, and never runs release, when there is no tail to fill
-// (no splicing server, no Accept, one offer already made, or the reply gone)
-// or the duplicate cannot be made; the caller then reads the data itself.
-func Offer(ctx context.Context, pipeFd, n int, release func()) bool {
-	t := from(ctx)
-	if t == nil || n <= 0 {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.done || t.field == 0 || t.fd >= 0 {
-		return false
+// Hold hands over n bytes that the pipe pipeFd holds now. The caller must
+// keep every other reader off the pipe until release runs: Close runs it,
+// once, after the reply is written or has failed (the bytes may then still
+// be in the pipe). Hold takes a duplicate of pipeFd, so the caller may close
+// its own descriptor meanwhile. On an error (n is not positive, or the
+// duplicate cannot be made) release never runs, and the caller reads the
+// data itself.
+func Hold(pipeFd, n int, release func()) (*Pipe, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("hold %d bytes of a pipe", n)
 	}
 	fd, err := unix.FcntlInt(uintptr(pipeFd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return false
+		return nil, fmt.Errorf("duplicate pipe descriptor: %w", err)
 	}
-	t.fd, t.n, t.release = fd, n, release
-	return true
+	return &Pipe{fd: fd, n: n, release: release}, nil
 }
 
-// Take returns what the handler offered: the field, a descriptor to splice
-// from (valid until Done) and the byte count. ok is false when nothing was
-// offered (or t is nil: the server does not splice). After Take no further
-// offer is accepted.
-func (t *Tail) Take() (field protowire.Number, fd, n int, ok bool) {
-	if t == nil {
-		return 0, -1, 0, false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.done = true
-	if t.fd < 0 {
-		return 0, -1, 0, false
-	}
-	return t.field, t.fd, t.n, true
+// Len is the number of bytes held.
+func (p *Pipe) Len() int { return p.n }
+
+// Fd is the pipe's descriptor to read or splice the bytes from; it is
+// valid until Close.
+func (p *Pipe) Fd() int { return p.fd }
+
+// Close closes the descriptor and runs the release given to Hold. Later
+// calls do nothing.
+func (p *Pipe) Close() {
+	p.close.Do(func() {
+		unix.Close(p.fd)
+		if p.release != nil {
+			p.release()
+		}
+	})
 }
 
-// Done ends the call's tail: it closes the duplicate descriptor and runs
-// the offer's release. The server calls it once the reply has been
-// written or has failed, whether or not it used the tail.
-func (t *Tail) Done() {
-	t.mu.Lock()
-	t.done = true
-	fd, release := t.fd, t.release
-	t.fd, t.release = -1, nil
-	t.mu.Unlock()
-	if fd >= 0 {
-		unix.Close(fd)
+// readAll reads the held bytes into memory. Hold's contract (the pipe holds
+// them, and no one else reads it) means they are there to read at once.
+func (p *Pipe) readAll() ([]byte, error) {
+	b := make([]byte, p.n)
+	for got := 0; got < len(b); {
+		m, err := unix.Read(p.fd, b[got:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("read held bytes: %w", err)
+		case m == 0:
+			return nil, fmt.Errorf("pipe ran dry after %d of %d held bytes", got, len(b))
+		}
+		got += m
 	}
-	if release != nil {
-		release()
+	return b, nil
+}
+
+// Reply is a reply whose last field is sent from a pipe: Message, which
+// leaves its bytes field named Field unset, followed by that field holding
+// Data's bytes.
+type Reply struct {
+	Message proto.Message
+	Field   protoreflect.Name
+	Data    *Pipe
+}
+
+var errIncomplete = errors.New("spliced reply without a message or data")
+
+// field returns the descriptor of the field the data fills, after checking
+// that it is a singular bytes field that Message leaves unset.
+func (r *Reply) field() (protoreflect.FieldDescriptor, error) {
+	if r.Data == nil || r.Message == nil {
+		return nil, errIncomplete
+	}
+	m := r.Message.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName(r.Field)
+	switch {
+	case fd == nil:
+		return nil, fmt.Errorf("%s has no field %q to splice", m.Descriptor().FullName(), r.Field)
+	case fd.Kind() != protoreflect.BytesKind || fd.Cardinality() == protoreflect.Repeated:
+		return nil, fmt.Errorf("%s is not a singular bytes field", fd.FullName())
+	case m.Has(fd):
+		return nil, fmt.Errorf("%s is set in a reply that splices it", fd.FullName())
+	}
+	return fd, nil
+}
+
+// Number returns the wire number of the field the data fills, or an error
+// when the reply is not one a server can send (see Reply).
+func (r *Reply) Number() (protowire.Number, error) {
+	fd, err := r.field()
+	if err != nil {
+		return 0, err
+	}
+	return fd.Number(), nil
+}
+
+// ReadIn reads Data's bytes into the field and returns Message, for a
+// server that sends whole messages. The caller still closes the reply.
+func (r *Reply) ReadIn() (proto.Message, error) {
+	fd, err := r.field()
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.Data.readAll()
+	if err != nil {
+		return nil, err
+	}
+	r.Message.ProtoReflect().Set(fd, protoreflect.ValueOfBytes(b))
+	return r.Message, nil
+}
+
+// Close closes Data. The server calls it once the reply has been written or
+// has failed, whether or not it sent the data.
+func (r *Reply) Close() {
+	if r.Data != nil {
+		r.Data.Close()
 	}
 }

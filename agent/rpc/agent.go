@@ -76,8 +76,18 @@ func New(opts Options) *Agent {
 	return a
 }
 
-// Register registers grpc.AgentService and grpc.Health on srv.
-func Register(srv *ttrpc.Server, a *Agent) {
-	agentpb.RegisterAgentServiceService(srv, a)
-	agentpb.RegisterHealthService(srv, Health{})
+// Register registers grpc.AgentService, with ReadStdout and ReadStderr
+// sending large output straight from its pipe (SpliceReads), and
+// grpc.Health on srv.
+func Register(srv Registrar, a *Agent) {
+	desc := agentpb.AgentServiceServiceDesc(a)
+	a.SpliceReads(desc)
+	srv.RegisterService(agentpb.AgentServiceServiceName, desc)
+	srv.RegisterService(agentpb.HealthServiceName, agentpb.HealthServiceDesc(Health{}))
+}
+
+// Registrar is what services register on: agent/server's Server, or
+// ttrpc's own.
+type Registrar interface {
+	RegisterService(name string, desc *ttrpc.ServiceDesc)
 }

@@ -28,14 +28,6 @@ func empty(err error) (*emptypb.Empty, error) {
 	return &emptypb.Empty{}, nil
 }
 
-// reply passes a domain call's result on, its error as a status.
-func reply[T any](v T, err error) (T, error) {
-	if err != nil {
-		var zero T
-		return zero, toStatus(err)
-	}
-	return v, nil
-}
 
 // CreateSandbox implements grpc.AgentService.
 func (a *Agent) CreateSandbox(ctx context.Context, req *agentpb.CreateSandboxRequest) (*emptypb.Empty, error) {

@@ -8,70 +8,65 @@ import (
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/replysplice"
 	"github.com/wren-vm/wren/agent/stdio"
-	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
 
-// ReadStdout blocks until the process wrote something; empty data is EOF.
-func (s *Sandbox) ReadStdout(ctx context.Context, req *pb.ReadStreamRequest) (*pb.ReadStreamResponse, error) {
-	return s.read(ctx, req, stdio.Stdout)
-}
-
-// ReadStderr is ReadStdout for stderr.
-func (s *Sandbox) ReadStderr(ctx context.Context, req *pb.ReadStreamRequest) (*pb.ReadStreamResponse, error) {
-	return s.read(ctx, req, stdio.Stderr)
-}
-
-// readStreamDataField is ReadStreamResponse.data's field number (checked
-// against the descriptor by a test). A constant: reading it from the
-// descriptor at package initialisation built agent.proto's lazy descriptors,
-// 125 KB and 0.8 ms in every process start, init re-execs included.
-const readStreamDataField = 1
-
-func (s *Sandbox) read(ctx context.Context, req *pb.ReadStreamRequest, which stdio.Stream) (*pb.ReadStreamResponse, error) {
-	c, err := s.container(req.GetContainerId())
+// Read blocks until process execID of container id wrote something to
+// which, and returns at most max bytes of it; no data and a nil error is
+// EOF.
+func (s *Sandbox) Read(ctx context.Context, id, execID string, which stdio.Stream, max int) ([]byte, error) {
+	c, err := s.container(id)
 	if err != nil {
 		return nil, err
 	}
-	// The data may go from the pipe to the connection without a copy here:
-	// the reply below leaves the field empty for the server to fill.
-	replysplice.Accept(ctx, readStreamDataField)
-	b, err := c.Read(ctx, req.GetExecId(), which, int(req.GetLen()))
+	b, err := c.Read(ctx, execID, which, max)
 	if errors.Is(err, io.EOF) {
-		return &pb.ReadStreamResponse{}, nil
+		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	return &pb.ReadStreamResponse{Data: b}, nil
+	return b, err
 }
 
-// WriteStdin writes to the process's stdin; empty data closes it.
-func (s *Sandbox) WriteStdin(ctx context.Context, req *pb.WriteStreamRequest) (*pb.WriteStreamResponse, error) {
-	c, err := s.container(req.GetContainerId())
+// ReadOutput is Read for a caller that can send output from its pipe
+// (replysplice): large output is left in the process's pipe and comes back
+// as pipe, which the caller closes once it is sent; the stream stays locked
+// to other readers until then. Other output comes back as data; neither,
+// and a nil error, is EOF.
+func (s *Sandbox) ReadOutput(ctx context.Context, id, execID string, which stdio.Stream, max int) (data []byte, pipe *replysplice.Pipe, err error) {
+	c, err := s.container(id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	p, err := c.Process(req.GetExecId())
+	data, pipe, err = c.ReadSpliceable(ctx, execID, which, max)
+	if errors.Is(err, io.EOF) {
+		return nil, nil, nil
+	}
+	return data, pipe, err
+}
+
+// WriteStdin writes data to the process's stdin and returns how much it
+// took.
+func (s *Sandbox) WriteStdin(ctx context.Context, id, execID string, data []byte) (int, error) {
+	c, err := s.container(id)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	n, err := p.Streams.Write(ctx, req.GetData())
+	p, err := c.Process(execID)
+	if err != nil {
+		return 0, err
+	}
+	n, err := p.Streams.Write(ctx, data)
 	if errors.Is(err, stdio.ErrStdinClosed) {
-		return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "stdin of %s/%s is closed", req.GetContainerId(), req.GetExecId())
+		return 0, errdefs.Errorf(errdefs.ErrFailedPrecondition, "stdin of %s/%s is closed", id, execID)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return &pb.WriteStreamResponse{Len: uint32(n)}, nil
+	return n, err
 }
 
 // CloseStdin closes the process's stdin.
-func (s *Sandbox) CloseStdin(ctx context.Context, req *pb.CloseStdinRequest) error {
-	c, err := s.container(req.GetContainerId())
+func (s *Sandbox) CloseStdin(ctx context.Context, id, execID string) error {
+	c, err := s.container(id)
 	if err != nil {
 		return err
 	}
-	p, err := c.Process(req.GetExecId())
+	p, err := c.Process(execID)
 	if err != nil {
 		return err
 	}
@@ -79,21 +74,21 @@ func (s *Sandbox) CloseStdin(ctx context.Context, req *pb.CloseStdinRequest) err
 }
 
 // TtyWinResize sets the terminal size; FailedPrecondition without a tty.
-func (s *Sandbox) TtyWinResize(ctx context.Context, req *pb.TtyWinResizeRequest) error {
-	c, err := s.container(req.GetContainerId())
+func (s *Sandbox) TtyWinResize(ctx context.Context, id, execID string, rows, cols uint32) error {
+	c, err := s.container(id)
 	if err != nil {
 		return err
 	}
-	p, err := c.Process(req.GetExecId())
+	p, err := c.Process(execID)
 	if err != nil {
 		return err
 	}
-	if req.GetRow() > 0xffff || req.GetColumn() > 0xffff {
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "window size %dx%d out of range", req.GetRow(), req.GetColumn())
+	if rows > 0xffff || cols > 0xffff {
+		return errdefs.Errorf(errdefs.ErrInvalidArgument, "window size %dx%d out of range", rows, cols)
 	}
-	err = p.Streams.Resize(uint16(req.GetRow()), uint16(req.GetColumn()))
+	err = p.Streams.Resize(uint16(rows), uint16(cols))
 	if errors.Is(err, stdio.ErrNoTerminal) {
-		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "process %s/%s has no terminal", req.GetContainerId(), req.GetExecId())
+		return errdefs.Errorf(errdefs.ErrFailedPrecondition, "process %s/%s has no terminal", id, execID)
 	}
 	return err
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/agent/reaper"
+	"github.com/wren-vm/wren/agent/stdio"
 	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/agent/userdb"
 	"github.com/wren-vm/wren/internal/leakcheck"
@@ -129,19 +130,18 @@ func (e *env) readAll(id, execID string, stderr bool) string {
 	e.t.Helper()
 	var out []byte
 	for {
-		req := &pb.ReadStreamRequest{ContainerId: id, ExecId: execID, Len: 32 << 10}
-		read := e.sb.ReadStdout
+		which := stdio.Stdout
 		if stderr {
-			read = e.sb.ReadStderr
+			which = stdio.Stderr
 		}
-		resp, err := read(bg, req)
+		data, err := e.sb.Read(bg, id, execID, which, 32<<10)
 		if err != nil {
 			e.t.Fatalf("read: %v", err)
 		}
-		if len(resp.Data) == 0 {
+		if len(data) == 0 {
 			return string(out)
 		}
-		out = append(out, resp.Data...)
+		out = append(out, data...)
 	}
 }
 
@@ -241,11 +241,11 @@ func TestSandboxNamespacesAndDNS(t *testing.T) {
 	}
 	var out string
 	for !strings.Contains(out, "search example.test") {
-		resp, err := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: first, Len: 4096})
-		if err != nil || len(resp.Data) == 0 {
+		data, err := e.sb.Read(bg, first, "", stdio.Stdout, 4096)
+		if err != nil || len(data) == 0 {
 			t.Fatalf("read: %v (so far %q)", err, out)
 		}
-		out += string(resp.Data)
+		out += string(data)
 	}
 	want := fmt.Sprintf("ipc:[%d]\nwren-pod\nnameserver 192.0.2.53\nsearch example.test\n", ipcStat.Ino)
 	if out != want {
@@ -282,14 +282,14 @@ func TestExecStdinAndTTY(t *testing.T) {
 	if err := e.sb.ExecProcess(bg, id, "cat", ocispec.ToProcess(proc(false, "/bin/sh", "-c", "tr a-z A-Z")), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat", Data: []byte("stdin round trip\n")}); err != nil {
+	if _, err := e.sb.WriteStdin(bg, id, "cat", []byte("stdin round trip\n")); err != nil {
 		t.Fatal(err)
 	}
-	wantKind(t, "TtyWinResize without tty", e.sb.TtyWinResize(bg, &pb.TtyWinResizeRequest{ContainerId: id, ExecId: "cat", Row: 10, Column: 10}), errdefs.ErrFailedPrecondition)
-	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat"}); err != nil { // EOF
+	wantKind(t, "TtyWinResize without tty", e.sb.TtyWinResize(bg, id, "cat", 10, 10), errdefs.ErrFailedPrecondition)
+	if _, err := e.sb.WriteStdin(bg, id, "cat", nil); err != nil { // EOF
 		t.Fatal(err)
 	}
-	_, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "cat", Data: []byte("late")})
+	_, err := e.sb.WriteStdin(bg, id, "cat", []byte("late"))
 	wantKind(t, "write after close", err, errdefs.ErrFailedPrecondition)
 	if got := e.readAll(id, "cat", false); got != "STDIN ROUND TRIP\n" {
 		t.Errorf("stdout %q", got)
@@ -302,10 +302,10 @@ func TestExecStdinAndTTY(t *testing.T) {
 	if err := e.sb.ExecProcess(bg, id, "tty", ocispec.ToProcess(proc(true, "/bin/sh", "-c", "read l; echo got:$l; stty size; exit 5")), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.sb.TtyWinResize(bg, &pb.TtyWinResizeRequest{ContainerId: id, ExecId: "tty", Row: 40, Column: 120}); err != nil {
+	if err := e.sb.TtyWinResize(bg, id, "tty", 40, 120); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.sb.WriteStdin(bg, &pb.WriteStreamRequest{ContainerId: id, ExecId: "tty", Data: []byte("hi\n")}); err != nil {
+	if _, err := e.sb.WriteStdin(bg, id, "tty", []byte("hi\n")); err != nil {
 		t.Fatal(err)
 	}
 	out := e.readAll(id, "tty", false)
@@ -321,8 +321,8 @@ func TestPauseResumeUpdateStatsOOM(t *testing.T) {
 	e := newEnv(t)
 	e.createSandbox()
 	id := e.run("/bin/sh", "-c", "head -c 8388608 /dev/zero > /tmp/f; echo ready; exec sleep 1000")
-	if got, _ := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: id, Len: 6}); string(got.GetData()) != "ready\n" {
-		t.Fatalf("ready: %q", got.GetData())
+	if got, _ := e.sb.Read(bg, id, "", stdio.Stdout, 6); string(got) != "ready\n" {
+		t.Fatalf("ready: %q", got)
 	}
 	if err := e.sb.PauseContainer(bg, id); err != nil {
 		t.Fatal(err)
@@ -381,8 +381,8 @@ func TestKillAllAndRemoveWithProcessesRunning(t *testing.T) {
 	e.createSandbox()
 	snap := leakcheck.Take(t)
 	id := e.run("/bin/sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000 & echo up; wait")
-	if resp, err := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: id, Len: 3}); err != nil || string(resp.Data) != "up\n" {
-		t.Fatalf("up: %v %v", resp, err)
+	if got, err := e.sb.Read(bg, id, "", stdio.Stdout, 3); err != nil || string(got) != "up\n" {
+		t.Fatalf("up: %q %v", got, err)
 	}
 	id2 := e.run("/bin/sh", "-c", "sleep 1000 & exec sleep 1000")
 	if err := e.sb.ExecProcess(bg, id2, "x", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/", User: &pb.User{}}), nil); err != nil {
@@ -675,7 +675,7 @@ func TestConcurrency(t *testing.T) {
 		blocked <- err
 	}()
 	go func() {
-		_, err := e.sb.ReadStdout(ctx, &pb.ReadStreamRequest{ContainerId: a, Len: 10})
+		_, err := e.sb.Read(ctx, a, "", stdio.Stdout, 10)
 		blocked <- err
 	}()
 	b := e.run("/bin/sh", "-c", "echo b-ran")
@@ -758,13 +758,6 @@ func TestCleanupBundleDetachesStackedMounts(t *testing.T) {
 	}
 	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
 		t.Errorf("bundle still there: %v", err)
-	}
-}
-
-func TestReadStreamDataFieldMatchesTheProto(t *testing.T) {
-	f := (&pb.ReadStreamResponse{}).ProtoReflect().Descriptor().Fields().ByName("data")
-	if f == nil || f.Number() != readStreamDataField || f.Kind().String() != "bytes" {
-		t.Fatalf("ReadStreamResponse.data is %v, want bytes field %d", f, readStreamDataField)
 	}
 }
 
@@ -856,11 +849,11 @@ func TestStringUserResolvedInTheContainer(t *testing.T) {
 	}
 	var out string
 	for strings.Count(out, "\n") < 3 {
-		resp, err := e.sb.ReadStdout(bg, &pb.ReadStreamRequest{ContainerId: id, Len: 4096})
-		if err != nil || len(resp.Data) == 0 {
+		data, err := e.sb.Read(bg, id, "", stdio.Stdout, 4096)
+		if err != nil || len(data) == 0 {
 			t.Fatalf("read: %v (so far %q)", err, out)
 		}
-		out += string(resp.Data)
+		out += string(data)
 	}
 	if out != "65534\n65534\n65534 29\n" {
 		t.Errorf("init as nobody printed %q, want uid, gid 65534 and groups 65534 29", out)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -47,11 +48,11 @@ func BenchmarkLargeReply(b *testing.B) {
 // benchRoundTrip calls service/Check, which replies with an Int32, or
 // with reply as a BytesValue when it is not nil.
 func benchRoundTrip(b *testing.B, service string, reply []byte) {
-	s, err := New(slog.New(slog.DiscardHandler))
+	s, err := New(Options{Log: slog.New(slog.DiscardHandler), Implementation: os.Getenv(ImplementationEnv)})
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.TTRPC().Register(service, map[string]ttrpc.Method{
+	s.Register(service, map[string]ttrpc.Method{
 		"Check": func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			var req emptypb.Empty
 			if err := unmarshal(&req); err != nil {

@@ -55,7 +55,7 @@ type conn struct {
 	// wmu keeps each reply frame whole on the wire.
 	wmu sync.Mutex
 	// raw is the socket beneath nc when replies can be spliced into it
-	// (replysplice); nil otherwise.
+	// (replysplice); nil otherwise, and spliced replies are copied.
 	raw syscall.RawConn
 
 	// inlinePayload is the request body of the inline call running on
@@ -187,7 +187,7 @@ func (c *conn) request(id uint32, frame []byte, req *wire.Request) {
 		if cancel != nil {
 			cancel()
 		}
-		c.reply(id, resp, err, nil)
+		c.reply(id, resp, err)
 		c.s.callDone()
 		return
 	}
@@ -210,18 +210,9 @@ func (c *conn) spawn(ctx context.Context, id uint32, m *method, timeout time.Dur
 		// Handlers may hand out pooled buffers (ReadStdout's data) that
 		// are free again only once the reply is on the wire.
 		ctx, replied := replyhook.With(ctx)
-		// ReadStdout's data can go from the pipe to the socket without
-		// passing through a buffer here (replysplice).
-		var tail *replysplice.Tail
-		if c.raw != nil {
-			ctx, tail = replysplice.With(ctx)
-		}
 		resp, err := c.s.invoke(ctx, m, func(obj any) error { return unmarshalPayload(payload, obj) })
 		cancel()
-		c.reply(id, resp, err, tail)
-		if tail != nil {
-			tail.Done()
-		}
+		c.reply(id, resp, err)
 		replied()
 	}()
 }
@@ -238,10 +229,17 @@ func unmarshalPayload(p []byte, obj any) error {
 	return nil
 }
 
-// reply sends a handler's result: the marshalled response (followed by
-// the tail the handler offered, if any), or its error as a status.
-func (c *conn) reply(id uint32, resp any, err error, tail *replysplice.Tail) {
-	if err == nil {
+// reply sends a handler's result: the marshalled response, a reply whose
+// data follows from a pipe (replysplice), or the error as a status.
+func (c *conn) reply(id uint32, resp any, err error) {
+	if r, ok := resp.(*replysplice.Reply); ok && r != nil {
+		if err == nil {
+			err = c.sendSpliced(id, r)
+		}
+		// Released once its bytes are on the wire, or (before an error
+		// goes out) not to be sent.
+		r.Close()
+	} else if err == nil {
 		m, ok := resp.(proto.Message)
 		switch {
 		case resp == nil || ok && !m.ProtoReflect().IsValid():
@@ -249,15 +247,11 @@ func (c *conn) reply(id uint32, resp any, err error, tail *replysplice.Tail) {
 		case !ok:
 			err = status.Errorf(codes.Internal, "ttrpc: error unsupported response type: %T", resp)
 		default:
-			if field, fd, n, ok := tail.Take(); ok {
-				err = c.sendSpliced(id, m, field, fd, n)
-			} else {
-				err = c.sendMessage(id, m)
-			}
+			err = c.sendMessage(id, m)
 		}
-		if err == nil {
-			return
-		}
+	}
+	if err == nil {
+		return
 	}
 	st, ok := status.FromError(err)
 	if !ok {

@@ -335,17 +335,19 @@ func TestConnectionsLeaveNothingBehind(t *testing.T) {
 	})
 }
 
-func TestMethodTableReadsRegistry(t *testing.T) {
-	s, err := New(slog.New(slog.DiscardHandler))
+// The dispatch table holds what was registered, inline methods marked; a
+// second registration of a service name is refused, as ttrpc refuses it.
+func TestMethodTableFromRegisteredServices(t *testing.T) {
+	s, err := New(Options{Log: slog.New(slog.DiscardHandler), Implementation: os.Getenv(ImplementationEnv)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fn := func(ctx context.Context, unmarshal func(any) error) (any, error) { return &emptypb.Empty{}, nil }
-	s.TTRPC().Register("grpc.Health", map[string]ttrpc.Method{"Check": fn, "Version": fn})
-	s.TTRPC().Register("grpc.AgentService", map[string]ttrpc.Method{"WaitProcess": fn})
-	tbl, err := buildMethods(s.TTRPC(), inlineMethods)
+	s.Register("grpc.Health", map[string]ttrpc.Method{"Check": fn, "Version": fn})
+	s.RegisterService("grpc.AgentService", &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{"WaitProcess": fn}})
+	tbl, err := buildMethods(s.registered(), inlineMethods)
 	if err != nil {
-		t.Fatalf("this ttrpc version's registry is not readable: %v", err)
+		t.Fatal(err)
 	}
 	for full, inline := range map[string]bool{"/grpc.Health/Check": true, "/grpc.Health/Version": true, "/grpc.AgentService/WaitProcess": false} {
 		svc, name, _ := strings.Cut(full[1:], "/")
@@ -357,4 +359,10 @@ func TestMethodTableReadsRegistry(t *testing.T) {
 	if _, known, _ := tbl.lookup([]byte("nope"), []byte("X")); known {
 		t.Error("unregistered service found")
 	}
+	defer func() {
+		if recover() == nil {
+			t.Error("a second grpc.Health was registered")
+		}
+	}()
+	s.Register("grpc.Health", map[string]ttrpc.Method{"Check": fn})
 }

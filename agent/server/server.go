@@ -3,8 +3,9 @@
 // recovery and request logging on every call, and shuts down gracefully
 // when its context ends.
 //
-// Services register through the generated code on TTRPC(), a stock
-// *ttrpc.Server used only as the registry. Serving is the package's own
+// Services register with RegisterService, as on a *ttrpc.Server; the
+// descriptions come from the generated code (agentpb's <Service>ServiceDesc,
+// protocols/cmd/protoc-gen-go-ttrpcdesc). Serving is the package's own
 // (conn.go): one goroutine per connection reads frames, answers cheap
 // methods inline and runs every other call on a goroutine of its own that
 // writes its reply directly, so a call costs one scheduler hop or none
@@ -17,8 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
-	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/wren-vm/wren/agent/replysplice"
 )
 
 // ShutdownGrace is how long in-flight calls may run after shutdown begins
@@ -48,10 +51,11 @@ var inlineMethods = []string{"/grpc.Health/Check", "/grpc.Health/Version"}
 // Server is a ttrpc server with the agent's panic recovery and logging.
 type Server struct {
 	log *slog.Logger
-	reg *ttrpc.Server
 	// stock serves with containerd/ttrpc's server and spawn runs every
 	// call on its own goroutine (ImplementationEnv).
 	stock, spawn bool
+	// tracePath receives an execution trace while serving ("": none).
+	tracePath string
 
 	// active counts running calls; draining is set when shutdown begins,
 	// after which the call that brings active to zero signals drained.
@@ -59,32 +63,66 @@ type Server struct {
 	draining atomic.Bool
 	drained  chan struct{}
 
-	mu    sync.Mutex
-	conns map[*conn]struct{}
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	services map[string]*ttrpc.ServiceDesc
 }
 
-// New makes a server; register services on TTRPC() before Serve.
-func New(log *slog.Logger) (*Server, error) {
-	s := &Server{
-		log: log, stock: os.Getenv(ImplementationEnv) == "stock", spawn: os.Getenv(ImplementationEnv) == "spawn",
+// Options configure a Server.
+type Options struct {
+	Log *slog.Logger
+	// Implementation selects the serving code, for same-binary
+	// comparisons (the agent takes it from ImplementationEnv): "stock",
+	// "spawn", or "" for the package's own as it ships.
+	Implementation string
+	// TracePath, when set, is where a Go execution trace of the serving
+	// life goes (the agent takes it from TraceEnv).
+	TracePath string
+}
+
+// New makes a server; register services before Serve.
+func New(o Options) (*Server, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		log: log, stock: o.Implementation == "stock", spawn: o.Implementation == "spawn", tracePath: o.TracePath,
 		drained: make(chan struct{}, 1), conns: make(map[*conn]struct{}),
-	}
-	reg, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(s.intercept))
-	if err != nil {
-		return nil, fmt.Errorf("new ttrpc server: %w", err)
-	}
-	s.reg = reg
-	return s, nil
+		services: make(map[string]*ttrpc.ServiceDesc),
+	}, nil
 }
 
-// TTRPC is the service registry: pass it to the generated Register*
-// functions. Only the stock serving mode serves from it directly.
-func (s *Server) TTRPC() *ttrpc.Server { return s.reg }
+// RegisterService registers a service under its full name (what ttrpc
+// routes on), as *ttrpc.Server.RegisterService does; the generated
+// <Service>ServiceDesc functions describe the agent's. Services registered
+// after Serve has begun are not served. A name registered twice panics, as
+// with ttrpc: it is a programming error.
+func (s *Server) RegisterService(name string, desc *ttrpc.ServiceDesc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.services[name]; ok {
+		panic(fmt.Sprintf("duplicate service %s registered", name))
+	}
+	s.services[name] = desc
+}
+
+// Register registers a service of unary methods, as *ttrpc.Server.Register.
+func (s *Server) Register(name string, methods map[string]ttrpc.Method) {
+	s.RegisterService(name, &ttrpc.ServiceDesc{Methods: methods})
+}
+
+// registered returns the registered services.
+func (s *Server) registered() map[string]*ttrpc.ServiceDesc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.services)
+}
 
 // Serve serves ln until ctx ends, then stops accepting, lets in-flight
 // calls finish for up to ShutdownGrace and closes the remaining connections.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	defer startTrace(s.log)()
+	defer startTrace(s.log, s.tracePath)()
 	if s.stock {
 		return s.serveStock(ctx, ln)
 	}
@@ -92,7 +130,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.spawn {
 		inline = nil
 	}
-	methods, err := buildMethods(s.reg, inline)
+	methods, err := buildMethods(s.registered(), inline)
 	if err != nil {
 		s.log.Warn("serving with the stock ttrpc server", "reason", err)
 		return s.serveStock(ctx, ln)
@@ -211,12 +249,20 @@ func (s *Server) recovered(method string, r any) error {
 	return status.Errorf(codes.Internal, "%s: internal error: panic: %v", method, r)
 }
 
-// serveStock serves with containerd/ttrpc's own server.
+// serveStock serves with containerd/ttrpc's own server, given the
+// registered services.
 func (s *Server) serveStock(ctx context.Context, ln net.Listener) error {
+	reg, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(s.intercept))
+	if err != nil {
+		return fmt.Errorf("new ttrpc server: %w", err)
+	}
+	for name, desc := range s.registered() {
+		reg.RegisterService(name, desc)
+	}
 	errc := make(chan error, 1)
 	// ttrpc drops every connection when its Serve context ends, so serve
 	// on a context of our own and end it through Shutdown instead.
-	go func() { errc <- s.reg.Serve(context.WithoutCancel(ctx), ln) }()
+	go func() { errc <- reg.Serve(context.WithoutCancel(ctx), ln) }()
 	select {
 	case err := <-errc:
 		if errors.Is(err, ttrpc.ErrServerClosed) {
@@ -229,18 +275,29 @@ func (s *Server) serveStock(ctx context.Context, ln net.Listener) error {
 	s.drain()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if err := s.reg.Shutdown(shutdownCtx); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := reg.Shutdown(shutdownCtx); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Warn("graceful shutdown incomplete; closing connections", "err", err)
 	}
-	err := s.reg.Close()
+	err = reg.Close()
 	<-errc
 	return err
 }
 
 // intercept is the stock server's interceptor: the same recovery and
-// logging as invoke.
+// logging as invoke. The stock server sends only messages, so a reply
+// whose data waits in a pipe (replysplice) has it read in here.
 func (s *Server) intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, fn ttrpc.Method) (any, error) {
 	s.callStarted()
 	defer s.callDone()
-	return s.invoke(ctx, &method{full: info.FullMethod, fn: fn}, unmarshal)
+	resp, err := s.invoke(ctx, &method{full: info.FullMethod, fn: fn}, unmarshal)
+	if r, ok := resp.(*replysplice.Reply); ok && r != nil {
+		defer r.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp, err = r.ReadIn(); err != nil {
+			return nil, status.Errorf(codes.Internal, "ttrpc: %v", err)
+		}
+	}
+	return resp, err
 }

@@ -51,12 +51,12 @@ func startTestServer(t *testing.T, methods map[string]ttrpc.Method) (c *ttrpc.Cl
 func startServer(t *testing.T, services map[string]map[string]ttrpc.Method) (c *ttrpc.Client, sock string, logs *syncBuffer, stop func() error) {
 	t.Helper()
 	logs = &syncBuffer{}
-	s, err := New(slog.New(slog.NewJSONHandler(logs, nil)))
+	s, err := New(Options{Log: slog.New(slog.NewJSONHandler(logs, nil)), Implementation: os.Getenv(ImplementationEnv)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, methods := range services {
-		s.TTRPC().Register(name, methods)
+		s.Register(name, methods)
 	}
 	addr := "unix://" + filepath.Join(t.TempDir(), "s.sock")
 	ln, err := Listen(addr, nil)

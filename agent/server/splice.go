@@ -7,8 +7,11 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/wren-vm/wren/agent/replysplice"
 )
 
 // sendBuffer is the send buffer asked for on every connection: one
@@ -32,13 +35,18 @@ func raiseSendBuffer(raw syscall.RawConn) {
 	})
 }
 
-// sendSpliced sends m followed by field number field holding the n bytes
-// that the pipe src holds (replysplice): the frame up to the field's
-// length is marshalled as usual, the bytes go from the pipe to the socket
-// with splice(2).
-func (c *conn) sendSpliced(id uint32, m proto.Message, field protowire.Number, src, n int) error {
+// sendSpliced sends r: its message, then its field holding the bytes of
+// its pipe. The frame up to the field's length is marshalled as usual; the
+// bytes go from the pipe to the socket with splice(2), or are copied where
+// the connection is not a socket that can take them.
+func (c *conn) sendSpliced(id uint32, r *replysplice.Reply) error {
+	field, err := r.Number()
+	if err != nil {
+		return status.Errorf(codes.Internal, "ttrpc: %v", err)
+	}
+	src, n := r.Data.Fd(), r.Data.Len()
 	head := protowire.SizeTag(field) + protowire.SizeVarint(uint64(n))
-	bp, err := marshalReply(id, m, head+n)
+	bp, err := marshalReply(id, r.Message, head+n)
 	if err != nil {
 		return err
 	}
@@ -53,10 +61,15 @@ func (c *conn) sendSpliced(id uint32, m proto.Message, field protowire.Number, s
 		c.writeFailed(err)
 		return nil
 	}
-	moved, err := c.splice(src, n)
+	moved := 0
+	err = unix.EINVAL
+	if c.raw != nil {
+		moved, err = c.splice(src, n)
+	}
 	if errors.Is(err, unix.EINVAL) && moved == 0 {
-		// This pair of files cannot splice (a kernel without splice to
-		// this socket family): copy instead.
+		// This pair of files cannot splice (no socket beneath the
+		// connection, or a kernel without splice to this socket family):
+		// copy instead.
 		err = c.copyFrom(src, n)
 	}
 	if err != nil {
@@ -68,7 +81,7 @@ func (c *conn) sendSpliced(id uint32, m proto.Message, field protowire.Number, s
 
 // splice moves n bytes from the pipe src into the connection's socket,
 // waiting in the poller while the socket is full. It is called with wmu
-// held, and the offer guarantees that src holds at least n bytes.
+// held, and the Pipe's contract guarantees that src holds at least n bytes.
 func (c *conn) splice(src, n int) (moved int, err error) {
 	var opErr error
 	err = c.raw.Write(func(sock uintptr) bool {
@@ -78,10 +91,11 @@ func (c *conn) splice(src, n int) (moved int, err error) {
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
-				// Either the socket is full or, against the offer, the
-				// pipe is empty; only the first is worth waiting for.
+				// Either the socket is full or, against the Pipe's
+				// contract, the pipe is empty; only the first is worth
+				// waiting for.
 				if avail, ierr := unix.IoctlGetInt(src, unix.TIOCINQ); ierr != nil || avail == 0 {
-					opErr = fmt.Errorf("pipe ran dry after %d of %d offered bytes", moved, n)
+					opErr = fmt.Errorf("pipe ran dry after %d of %d held bytes", moved, n)
 					return true
 				}
 				return false
@@ -114,7 +128,7 @@ func (c *conn) copyFrom(src, n int) error {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return fmt.Errorf("read offered bytes: %w", err)
+			return fmt.Errorf("read held bytes: %w", err)
 		case m == 0:
 			return io.ErrUnexpectedEOF
 		}

@@ -12,9 +12,9 @@ import (
 // which goroutine held the agent's one P while a call waited.
 const TraceEnv = "WREN_AGENT_TRACE"
 
-// startTrace starts the trace TraceEnv asks for and returns what stops it.
-func startTrace(log *slog.Logger) (stop func()) {
-	path := os.Getenv(TraceEnv)
+// startTrace starts a trace into path ("": none) and returns what stops
+// it.
+func startTrace(log *slog.Logger, path string) (stop func()) {
 	if path == "" {
 		return func() {}
 	}

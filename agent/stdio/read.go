@@ -24,20 +24,27 @@ const defaultRead = 32 << 10
 // for 1 MiB gets what the pipe holds in one reply instead of one read(2)
 // per RPC, and it never waits for more once it has some. io.EOF means the
 // stream is finished (or Close was called).
-//
-// When ctx comes from a server that splices replies and the caller accepted
-// a reply field for them (replysplice), a pipe holding at least minSplice
-// bytes is not read here: the bytes are offered to the server, which sends
-// them from the pipe to its socket, and Read returns an empty, non-nil
-// slice and a nil error. The stream stays locked until the reply is sent.
 func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error) {
+	b, _, err := s.read(ctx, which, n, false)
+	return b, err
+}
+
+// ReadSpliceable is Read for a caller that can send output from the pipe
+// itself (replysplice): a pipe holding at least minSplice bytes is not read
+// here, and up to n of its bytes come back as pipe instead of data. The
+// stream stays locked to other readers until pipe is closed.
+func (s *Streams) ReadSpliceable(ctx context.Context, which Stream, n int) (data []byte, pipe *replysplice.Pipe, err error) {
+	return s.read(ctx, which, n, true)
+}
+
+func (s *Streams) read(ctx context.Context, which Stream, n int, spliceable bool) ([]byte, *replysplice.Pipe, error) {
 	f, rc, capacity, fixed, mu := s.stdout, s.outRC, &s.outCap, &s.outFixed, s.outMu
 	if which == Stderr {
 		f, rc, capacity, fixed, mu = s.stderr, s.errRC, &s.errCap, &s.errFixed, s.errMu
 	}
 	if f == nil {
 		// A terminal merges stderr into stdout.
-		return nil, io.EOF
+		return nil, nil, io.EOF
 	}
 	switch {
 	case n <= 0:
@@ -46,7 +53,7 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 		n = MaxRead
 	}
 	if err := mu.lock(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	locked := true
 	defer func() {
@@ -55,32 +62,36 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 		}
 	}()
 
-	b, got, spliced, err := s.readAvailable(ctx, f, rc, n, *capacity, mu)
+	b, pipe, err := s.readAvailable(ctx, f, rc, n, *capacity, mu, spliceable)
+	got := len(b)
+	if pipe != nil {
+		got = pipe.Len()
+	}
 	if !*fixed && *capacity > 0 && got >= *capacity && n > *capacity {
 		growPipe(rc, n, capacity, fixed)
 	}
-	if spliced {
-		// The server sends the bytes from the pipe and unlocks mu after.
+	if pipe != nil {
+		// Closing pipe, once its bytes are sent, unlocks mu.
 		locked = false
-		return []byte{}, nil
+		return nil, pipe, nil
 	}
 	if len(b) > 0 {
 		// An error after some bytes is seen again by the next read.
-		return b, nil
+		return b, nil, nil
 	}
 	switch {
 	case err == nil:
-		return nil, io.EOF
+		return nil, nil, io.EOF
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, ctxErr
+			return nil, nil, ctxErr
 		}
-		return nil, io.EOF // drain window passed without data
+		return nil, nil, io.EOF // drain window passed without data
 	case s.closed.Load(), errors.Is(err, os.ErrClosed), errors.Is(err, unix.EIO):
 		// EIO: a pty master whose slave side is gone.
-		return nil, io.EOF
+		return nil, nil, io.EOF
 	default:
-		return nil, err
+		return nil, nil, err
 	}
 }
 
@@ -88,14 +99,15 @@ func (s *Streams) Read(ctx context.Context, which Stream, n int) ([]byte, error)
 // process has exited) until f is readable, then reads what is available up
 // to n bytes. The reply buffer is sized from FIONREAD, so a large n on a
 // nearly empty (or large) pipe does not allocate n bytes. Empty data with
-// a nil error is EOF.
+// a nil error is EOF. With spliceable set, a pipe holding at least
+// minSplice bytes is held (up to n of them) rather than read.
 //
 // Every RPC has its own ctx, cancelled when the RPC returns: the deadline
 // setters are disarmed under a lock before readAvailable returns, so a
 // late one can never cut a later read short.
-func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int, mu readerLock) (_ []byte, got int, spliced bool, _ error) {
+func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawConn, n, capacity int, mu readerLock, spliceable bool) ([]byte, *replysplice.Pipe, error) {
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
-		return nil, 0, false, err
+		return nil, nil, err
 	}
 	g := &deadlineGuard{set: f.SetReadDeadline}
 	if s.exited.Err() != nil {
@@ -110,15 +122,15 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 
 	var (
 		buf  []byte
+		pipe *replysplice.Pipe
 		rerr error
 		eof  bool
 	)
 	err := rc.Read(func(fd uintptr) bool {
 		// TIOCINQ is FIONREAD: the bytes a read would return now.
 		avail, aerr := unix.IoctlGetInt(int(fd), unix.TIOCINQ)
-		if capacity > 0 && aerr == nil {
-			if got = offerToServer(ctx, int(fd), n, avail, mu); got > 0 {
-				spliced = true
+		if spliceable && capacity > 0 && aerr == nil {
+			if pipe = hold(int(fd), n, avail, mu); pipe != nil {
 				return true
 			}
 		}
@@ -126,13 +138,13 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 		// Wait for readability only while nothing was read.
 		return len(buf) > 0 || eof || rerr != nil
 	})
-	if spliced {
-		return nil, got, true, nil
+	if pipe != nil {
+		return nil, pipe, nil
 	}
 	if err == nil {
 		err = rerr
 	}
-	return buf, len(buf), false, err
+	return buf, nil, err
 }
 
 // minSplice is the least a pipe must hold for its bytes to be spliced
@@ -141,18 +153,18 @@ func (s *Streams) readAvailable(ctx context.Context, f *os.File, rc syscall.RawC
 // from 32 KiB up BenchmarkPipeReply measures the splice as fast or faster.
 const minSplice = 16 << 10
 
-// offerToServer offers up to n of the avail bytes the pipe fd holds to the
-// server of the call on ctx (replysplice) when there are at least
-// minSplice, and returns how many it offered; the stream's lock mu is
-// released once the reply has been sent.
-func offerToServer(ctx context.Context, fd, n, avail int, mu readerLock) int {
-	if n < minSplice || avail < minSplice || !replysplice.Wanted(ctx) {
-		return 0
+// hold hands over up to n of the avail bytes the pipe fd holds, when there
+// are at least minSplice (replysplice); closing the Pipe releases the
+// stream's lock mu. It returns nil when the bytes are to be read instead.
+func hold(fd, n, avail int, mu readerLock) *replysplice.Pipe {
+	if n < minSplice || avail < minSplice {
+		return nil
 	}
-	if !replysplice.Offer(ctx, fd, min(n, avail), mu.unlock) {
-		return 0
+	p, err := replysplice.Hold(fd, min(n, avail), mu.unlock)
+	if err != nil {
+		return nil // out of descriptors: read the bytes instead
 	}
-	return min(n, avail)
+	return p
 }
 
 // growPipe raises the capacity of a pipe that was found full by a read

@@ -294,11 +294,12 @@ func inProcessAllocs(ctx context.Context, dir string, n int, stock bool, cc chec
 		os.Setenv(server.ImplementationEnv, "stock")
 		defer os.Unsetenv(server.ImplementationEnv)
 	}
-	srv, err := server.New(log)
+	srv, err := server.New(server.Options{Log: log, Implementation: os.Getenv(server.ImplementationEnv), TracePath: os.Getenv(server.TraceEnv)})
 	if err != nil {
 		return 0, err
 	}
-	rpc.Register(srv.TTRPC(), rpc.New(rpc.Options{Log: log, Config: config.Default()}))
+	srv.RegisterService(agentpb.AgentServiceServiceName, agentpb.AgentServiceServiceDesc(rpc.New(rpc.Options{Log: log, Config: config.Default()})))
+	srv.RegisterService(agentpb.HealthServiceName, agentpb.HealthServiceDesc(rpc.Health{}))
 	d, err := os.MkdirTemp(dir, "inproc-")
 	if err != nil {
 		return 0, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -92,11 +93,11 @@ func serveService(t *testing.T, stock bool, service string, methods map[string]t
 		go func() { defer wg.Done(); _ = s.Serve(ctx, ln) }()
 		t.Cleanup(func() { s.Close() })
 	} else {
-		s, err := server.New(slog.New(slog.DiscardHandler))
+		s, err := server.New(server.Options{Log: slog.New(slog.DiscardHandler), Implementation: os.Getenv(server.ImplementationEnv)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.TTRPC().Register(service, methods)
+		s.Register(service, methods)
 		go func() { defer wg.Done(); _ = s.Serve(ctx, ln) }()
 	}
 	return "unix://" + sock

@@ -73,7 +73,7 @@ func TestShareRootfsFollowsASymlinkedRootfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer remove()
+	defer func() { _ = remove() }()
 	name := strings.TrimSuffix(strings.TrimPrefix(guest, GuestSharedDir+"/"), "/rootfs")
 	copied := HostRootfs(shared, name)
 	if st, err := os.Lstat(copied); err != nil || !st.IsDir() {

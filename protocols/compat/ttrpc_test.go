@@ -52,16 +52,33 @@ func (healthStub) Version(context.Context, *agentpb.CheckRequest) (*agentpb.Vers
 	return &agentpb.VersionCheckResponse{GrpcVersion: "0.0.1", AgentVersion: "stub"}, nil
 }
 
-// serve starts a ttrpc server with both services on a unix socket and
-// returns a client connected to it.
-func serve(t *testing.T, agent agentpb.AgentServiceService) *ttrpc.Client {
+// registrations are the two ways the generated code registers the
+// services: protoc-gen-go-ttrpc's Register functions, and the descriptions
+// of protoc-gen-go-ttrpcdesc (what agent/server serves) passed to
+// RegisterService.
+var registrations = []struct {
+	name     string
+	register func(*ttrpc.Server, agentpb.AgentServiceService)
+}{
+	{"Register", func(srv *ttrpc.Server, agent agentpb.AgentServiceService) {
+		agentpb.RegisterAgentServiceService(srv, agent)
+		agentpb.RegisterHealthService(srv, healthStub{})
+	}},
+	{"ServiceDesc", func(srv *ttrpc.Server, agent agentpb.AgentServiceService) {
+		srv.RegisterService(agentpb.AgentServiceServiceName, agentpb.AgentServiceServiceDesc(agent))
+		srv.RegisterService(agentpb.HealthServiceName, agentpb.HealthServiceDesc(healthStub{}))
+	}},
+}
+
+// serve starts a ttrpc server with both services, registered by register,
+// on a unix socket and returns a client connected to it.
+func serve(t *testing.T, agent agentpb.AgentServiceService, register func(*ttrpc.Server, agentpb.AgentServiceService)) *ttrpc.Client {
 	t.Helper()
 	srv, err := ttrpc.NewServer()
 	if err != nil {
 		t.Fatalf("new ttrpc server: %v", err)
 	}
-	agentpb.RegisterAgentServiceService(srv, agent)
-	agentpb.RegisterHealthService(srv, healthStub{})
+	register(srv, agent)
 
 	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "agent.sock"))
 	if err != nil {
@@ -86,7 +103,12 @@ func serve(t *testing.T, agent agentpb.AgentServiceService) *ttrpc.Client {
 }
 
 func TestTTRPCGeneratedClients(t *testing.T) {
-	client := serve(t, &agentStub{})
+	for _, r := range registrations {
+		t.Run(r.name, func(t *testing.T) { testGeneratedClients(t, serve(t, &agentStub{}, r.register)) })
+	}
+}
+
+func testGeneratedClients(t *testing.T, client *ttrpc.Client) {
 	ctx := context.Background()
 
 	hc, err := agentpb.NewHealthClient(client).Check(ctx, &agentpb.CheckRequest{})
@@ -109,8 +131,15 @@ func TestTTRPCGeneratedClients(t *testing.T) {
 // TestTTRPCByName calls the server the way a Kata shim does: by the service
 // and method strings alone, with no generated client code involved.
 func TestTTRPCByName(t *testing.T) {
-	stub := &agentStub{}
-	client := serve(t, stub)
+	for _, r := range registrations {
+		t.Run(r.name, func(t *testing.T) {
+			stub := &agentStub{}
+			testByName(t, stub, serve(t, stub, r.register))
+		})
+	}
+}
+
+func testByName(t *testing.T, stub *agentStub, client *ttrpc.Client) {
 	ctx := context.Background()
 
 	req := &agentpb.ExecProcessRequest{

@@ -166,11 +166,11 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 		return err
 	}
 	sb := agent.Sandbox
-	srv, err := server.New(log)
+	srv, err := server.New(server.Options{Log: log, Implementation: os.Getenv(server.ImplementationEnv), TracePath: os.Getenv(server.TraceEnv)})
 	if err != nil {
 		return err
 	}
-	rpc.Register(srv.TTRPC(), agent.API)
+	rpc.Register(srv, agent.API)
 	ln, err := server.Listen(cfg.ServerAddr, log)
 	if err != nil {
 		return err

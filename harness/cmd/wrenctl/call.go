@@ -67,7 +67,7 @@ func callCommand(g globals, name string, args []string, stdin io.Reader, stdout,
 		return usageError(stderr, "unknown RPC or command %q (commands: 'wrenctl help'; RPCs: 'wrenctl list')", name)
 	}
 	if len(args) == 1 && isHelpFlag(args[0]) {
-		describe(stdout, m, false)
+		_ = describe(stdout, m, false) // stdout: a failed write has nowhere to be reported
 		return exitOK
 	}
 	if len(args) > 1 {

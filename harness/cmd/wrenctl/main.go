@@ -215,7 +215,7 @@ func helpCommand(_ globals, args []string) int {
 		return exitOK
 	}
 	if m, ok := findMethod(args[0]); ok {
-		describe(os.Stdout, m, false)
+		_ = describe(os.Stdout, m, false) // stdout: a failed write has nowhere to be reported
 		return exitOK
 	}
 	return usageError(os.Stderr, "help: no command or RPC %q (see 'wrenctl help' and 'wrenctl list')", args[0])

@@ -59,8 +59,8 @@ func TestWrenctlVMUpWhileOneRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
-	go func() { sleep.Wait(); close(exited) }()
-	defer func() { sleep.Process.Kill(); <-exited }()
+	go func() { _ = sleep.Wait(); close(exited) }()
+	defer func() { _ = sleep.Process.Kill(); <-exited }()
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sleep.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
