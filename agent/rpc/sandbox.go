@@ -28,7 +28,6 @@ func empty(err error) (*emptypb.Empty, error) {
 	return &emptypb.Empty{}, nil
 }
 
-
 // CreateSandbox implements grpc.AgentService.
 func (a *Agent) CreateSandbox(ctx context.Context, req *agentpb.CreateSandboxRequest) (*emptypb.Empty, error) {
 	sb, err := a.pod("CreateSandbox")
