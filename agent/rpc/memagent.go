@@ -58,13 +58,14 @@ func (a *Agent) MemAgentCompactSet(ctx context.Context, req *agentpb.MemAgentCom
 	return &emptypb.Empty{}, nil
 }
 
-// memAgent is the running mem-agent, or FailedPrecondition when the guest
-// was not booted with it. Kata's agent answers Internal ("mem-agent is
-// disabled"); the request is sound and the agent healthy, it is the
-// guest's configuration that does not allow it.
+// memAgent is the running mem-agent, or FailedPrecondition when there is
+// none: the guest was not booted with agent.mem_agent_enable, or it
+// could not start (agent/assemble logs why). Kata's agent answers
+// Internal ("mem-agent is disabled"); the request is sound and the agent
+// healthy, it is the guest's configuration that does not allow it.
 func (a *Agent) memAgent() (*memagent.Agent, error) {
 	if a.guest.MemAgent == nil {
-		return nil, status.Error(codes.FailedPrecondition, "the mem-agent is off: the guest was not booted with agent.mem_agent_enable=1")
+		return nil, status.Error(codes.FailedPrecondition, "no mem-agent runs in this guest (agent.mem_agent_enable is off, or the agent's log says why it did not start)")
 	}
 	return a.guest.MemAgent, nil
 }
