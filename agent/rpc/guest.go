@@ -41,7 +41,8 @@ type GuestServices struct {
 	Hotplug  *hotplug.System
 	Metrics  *metrics.Collector
 	// MemAgent is the mem-agent the MemAgent*Set RPCs retune; nil when
-	// the guest runs without one (agent.mem_agent_enable unset).
+	// the guest runs without one (agent.mem_agent_enable unset, or it
+	// could not start).
 	MemAgent *memagent.Agent
 
 	// TerminationLog returns the guest path of a container's Kubernetes
