@@ -7,6 +7,7 @@
 package assemble
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/vishvananda/netlink"
@@ -15,6 +16,7 @@ import (
 	"github.com/wren-vm/wren/agent/copyfile"
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/hotplug"
+	"github.com/wren-vm/wren/agent/memagent"
 	"github.com/wren-vm/wren/agent/metrics"
 	"github.com/wren-vm/wren/agent/network"
 	"github.com/wren-vm/wren/agent/reaper"
@@ -44,6 +46,10 @@ type Options struct {
 	// AfterDestroy runs after a DestroySandbox was answered (see
 	// rpc.Options).
 	AfterDestroy func()
+	// Context bounds the agent's background work: the mem-agent, when
+	// Config turns it on, runs until it ends. nil is the life of the
+	// process.
+	Context context.Context
 }
 
 // Agent is the assembled agent.
@@ -56,7 +62,8 @@ type Agent struct {
 
 // New builds the agent's parts in dependency order: devices, then what
 // uses them (network, storage), the sandbox on storage and devices, the
-// guest services with the sandbox's hooks, and the handlers on all.
+// guest services with the sandbox's hooks (and the mem-agent, when the
+// configuration turns it on), and the handlers on all.
 func New(o Options) (*Agent, error) {
 	cfg := o.Config
 	stateRoot := cfg.StateRoot
@@ -87,6 +94,10 @@ func New(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	var mem *memagent.Agent
+	if cfg.MemAgentEnable {
+		mem = startMemAgent(o)
+	}
 	guest := &rpc.GuestServices{
 		Storage:        store,
 		Devices:        devs,
@@ -94,9 +105,33 @@ func New(o Options) (*Agent, error) {
 		CopyFile:       copyfile.New(storage.SharedDir(stateRoot)),
 		Hotplug:        hotplug.New(o.SysfsRoot),
 		Metrics:        metrics.New(""),
+		MemAgent:       mem,
 		TerminationLog: sb.TerminationLog,
 		CPUsOnlined:    sb.ReapplyCPUSets,
 	}
 	api := rpc.New(rpc.Options{Log: o.Log, Config: cfg, Guest: guest, Sandbox: sb, AfterDestroy: o.AfterDestroy})
 	return &Agent{Guest: guest, Sandbox: sb, API: api}, nil
+}
+
+// startMemAgent builds the mem-agent and runs it until o.Context ends. A
+// guest that cannot run it (no PSI) gets nil and the reason in the log,
+// and the agent serves on without it: as PID 1 it must not stop the pod
+// for a memory-saving helper. Built after every step of New that can
+// fail, so that no failed New leaves its loop running.
+func startMemAgent(o Options) *memagent.Agent {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	mem, err := memagent.New(memagent.Options{Log: log, Memcg: o.Config.MemAgentMemcg, Compact: o.Config.MemAgentCompact})
+	if err != nil {
+		log.Error("mem-agent not started", "err", err)
+		return nil
+	}
+	ctx := o.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	go mem.Run(ctx)
+	return mem
 }

@@ -37,6 +37,50 @@ func TestNewWiresEveryPart(t *testing.T) {
 	if _, err := g.TerminationLog("nope"); err == nil {
 		t.Error("TerminationLog of an unknown container succeeded: not the sandbox's")
 	}
+	if g.MemAgent != nil {
+		t.Error("a mem-agent runs though the configuration did not turn it on")
+	}
+}
+
+// TestMemAgentLivesWithTheContext: turned on by the configuration, the
+// mem-agent starts with its tuning, the API retunes it, and it stops when
+// the agent's context ends. It runs on this machine's /proc with Kata's
+// ten-minute periods, so no job of it runs during the test.
+func TestMemAgentLivesWithTheContext(t *testing.T) {
+	cfg := config.Default()
+	cfg.StateRoot = filepath.Join(t.TempDir(), "state")
+	cfg.MemAgentEnable = true
+	order := uint32(10)
+	cfg.MemAgentCompact.CompactOrder = &order
+	rp, err := reaper.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rp.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := New(Options{Config: cfg, Reaper: rp, NamespaceDir: filepath.Join(t.TempDir(), "ns"), Context: ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := a.Guest.MemAgent
+	if mem == nil {
+		t.Fatal("agent.mem_agent_enable did not start a mem-agent")
+	}
+	swap := true
+	if _, err := a.API.MemAgentMemcgSet(ctx, &agentpb.MemAgentMemcgConfig{Swap: &swap}); err != nil {
+		t.Fatal(err)
+	}
+	if m, c := mem.Config(); !m.Swap || c.CompactOrder != 10 {
+		t.Errorf("tuning %+v %+v: want the configuration's order and the API's swap", m, c)
+	}
+	select {
+	case <-mem.Done():
+		t.Fatal("the mem-agent stopped before its context ended")
+	default:
+	}
+	cancel()
+	<-mem.Done()
 }
 
 // TestAfterDestroyRunsOnceTheSandboxIsGone: AfterDestroy (as PID 1: end

@@ -86,8 +86,19 @@ func applyCmdline(c *Config, cmdline string) (cmdlineResult, error) {
 			if value == "all" {
 				c.UnifiedCgroupHierarchy = true
 			}
+		case "agent.mem_agent_enable":
+			c.MemAgentEnable, err = parseFlag(hasValue, value)
 		default:
-			if strings.HasPrefix(key, "agent.") {
+			name, isAgent := strings.CutPrefix(key, "agent.")
+			if isAgent && memAgentKeys[name] != nil {
+				var v any
+				if hasValue {
+					v = cmdlineText(value)
+				}
+				err = setMemAgentKey(c, name, v)
+				break
+			}
+			if isAgent {
 				res.ignored = append(res.ignored, word)
 			}
 			continue

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/wren-vm/wren/agent/memagent"
 )
 
 // Default values; the ports match Kata's host-side defaults.
@@ -76,6 +78,15 @@ type Config struct {
 	// derives it at CreateSandbox from the guest's own limits
 	// (kernel.pid_max, kernel.threads-max), less a reserve for the agent.
 	SandboxPidsMax int64
+	// MemAgentEnable runs the mem-agent (package memagent), which hands
+	// memory the containers leave unused back to the host; off by
+	// default, as Kata's agent.mem_agent_enable.
+	MemAgentEnable bool
+	// MemAgentMemcg and MemAgentCompact are its starting tuning (Kata's
+	// agent.mem_agent_memcg_* and agent.mem_agent_compact_* keys); what
+	// they leave unset keeps Kata's defaults.
+	MemAgentMemcg   memagent.MemcgUpdate
+	MemAgentCompact memagent.CompactUpdate
 	// ConfigFile is the TOML file the configuration was read from, if any.
 	ConfigFile string
 }

@@ -25,6 +25,9 @@ type fileConfig struct {
 	StateRoot              *string `toml:"state_root"`
 	CgroupParent           *string `toml:"cgroup_parent"`
 	SandboxPidsMax         *int64  `toml:"sandbox_pids_max"`
+	MemAgentEnable         *bool   `toml:"mem_agent_enable"`
+	// The mem-agent's tuning keys (memAgentKeys) are read from the file
+	// as a map, so that their table serves the command line too.
 }
 
 // applyFile applies a TOML configuration file. Unknown keys are errors: a
@@ -35,15 +38,27 @@ func applyFile(c *Config, name string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("config file %s: %w", name, err)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		sort.Strings(keys)
-		return fmt.Errorf("config file %s: unknown keys: %s", name, strings.Join(keys, ", "))
-	}
 	source := "config file " + name
+	var raw map[string]any
+	var unknown []string
+	for _, k := range md.Undecoded() {
+		if len(k) == 1 && memAgentKeys[k[0]] != nil {
+			if raw == nil {
+				if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw); err != nil {
+					return fmt.Errorf("config file %s: %w", name, err)
+				}
+			}
+			if err := setMemAgentKey(c, k[0], raw[k[0]]); err != nil {
+				return invalidValue(source, k[0], fmt.Sprint(raw[k[0]]), err)
+			}
+			continue
+		}
+		unknown = append(unknown, k.String())
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("config file %s: unknown keys: %s", name, strings.Join(unknown, ", "))
+	}
 	if f.ServerAddr != nil {
 		if *f.ServerAddr == "" {
 			return invalidValue(source, "server_addr", "", fmt.Errorf("a value is required"))
@@ -71,6 +86,7 @@ func applyFile(c *Config, name string, data []byte) error {
 	}
 	setIf(&c.DevMode, f.DevMode)
 	setIf(&c.UnifiedCgroupHierarchy, f.UnifiedCgroupHierarchy)
+	setIf(&c.MemAgentEnable, f.MemAgentEnable)
 	setIf(&c.StateRoot, f.StateRoot)
 	setIf(&c.CgroupParent, f.CgroupParent)
 	if f.SandboxPidsMax != nil {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/wren-vm/wren/agent/address"
+	"github.com/wren-vm/wren/agent/memagent"
 )
 
 // Input is everything Load reads from. Zero fields take the process's own.
@@ -38,6 +40,7 @@ type Loaded struct {
 type flagValues struct {
 	serverAddr, logLevel, configFile, stateRoot, cgroupParent, pidsMax string
 	readCmdline                                                        bool
+	memAgent                                                           *bool
 }
 
 // newFlagSet defines the agent's flags; Usage lists the same set.
@@ -51,6 +54,11 @@ func newFlagSet(out *Loaded) (*flag.FlagSet, *flagValues) {
 	fs.StringVar(&f.stateRoot, "state-root", "", "`DIR` for sandbox state: bundles, shared mounts, namespaces (default "+DefaultStateRoot+")")
 	fs.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup (a relative `PATH`) that holds every container's cgroup (default "+DefaultCgroupParent+")")
 	fs.StringVar(&f.pidsMax, "sandbox-pids-max", "", fmt.Sprintf("pids.max (`N`) of the cgroup parent: 0 derives it from the guest's limits, else at least %d (default 0)", MinSandboxPidsMax))
+	fs.BoolFunc("mem-agent-enable", "run the mem-agent, which hands memory the containers leave unused back to the host (default off; its tuning keys are below)", func(s string) error {
+		b, err := strconv.ParseBool(s)
+		f.memAgent = &b
+		return err
+	})
 	fs.BoolVar(&f.readCmdline, "kernel-cmdline", false, "read agent.* keys from the kernel command line (always on as PID 1)")
 	fs.BoolVar(&out.ShowVersion, "version", false, "print the version and exit")
 	return fs, f
@@ -145,6 +153,12 @@ func Load(in Input) (Loaded, error) {
 		}
 		c.SandboxPidsMax = n
 	}
+	if f.memAgent != nil {
+		c.MemAgentEnable = *f.memAgent
+	}
+	if err := checkMemAgent(c); err != nil {
+		return out, err
+	}
 	if err := checkCgroupParent(c.CgroupParent); err != nil {
 		return out, invalidValue("configuration", "cgroup parent", c.CgroupParent, err)
 	}
@@ -153,6 +167,21 @@ func Load(in Input) (Loaded, error) {
 	}
 	out.Config = c
 	return out, nil
+}
+
+// checkMemAgent refuses mem-agent tuning the mem-agent would refuse, so
+// that a bad key stops the agent where it is read rather than leaving it
+// without a mem-agent. Kata reads the tuning keys only when the
+// mem-agent is on; they are checked here either way, as every known key
+// is.
+func checkMemAgent(c Config) error {
+	if _, err := memagent.DefaultMemcg().With(c.MemAgentMemcg); err != nil {
+		return fmt.Errorf("configuration: agent.mem_agent_memcg_*: %w", err)
+	}
+	if _, err := memagent.DefaultCompact().With(c.MemAgentCompact); err != nil {
+		return fmt.Errorf("configuration: agent.mem_agent_compact_*: %w", err)
+	}
+	return nil
 }
 
 // checkServerAddr accepts the address forms the agent can listen on.

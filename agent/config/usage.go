@@ -22,6 +22,7 @@ var flagSources = []source{
 	{flag: "state-root", file: "state_root"},
 	{flag: "cgroup-parent", file: "cgroup_parent"},
 	{flag: "sandbox-pids-max", cmdline: "agent.sandbox_pids_max", file: "sandbox_pids_max"},
+	{flag: "mem-agent-enable", cmdline: "agent.mem_agent_enable", file: "mem_agent_enable"},
 	{flag: "kernel-cmdline"},
 	{flag: "version"},
 }
@@ -38,6 +39,21 @@ var cmdlineOnly = []struct {
 	{"agent.container_pipe_size=BYTES", "container_pipe_size", "size of container stdio pipes; 0 keeps the kernel's (default 262144)"},
 	{"agent.devmode", "dev_mode", "let the agent dump core"},
 	{"systemd.unified_cgroup_hierarchy=1 or cgroup_no_v1=all", "unified_cgroup_hierarchy", "cgroup v2 in the guest"},
+	{"agent.mem_agent_memcg_disable=BOOL", "mem_agent_memcg_disable", "mem-agent: no reclaim of cold cgroup memory (default false)"},
+	{"agent.mem_agent_memcg_swap=BOOL", "mem_agent_memcg_swap", "mem-agent: reclaim anonymous pages too when the guest has swap (default false)"},
+	{"agent.mem_agent_memcg_swappiness_max=N", "mem_agent_memcg_swappiness_max", "mem-agent: cap on the anonymous share of a reclaim, 0 to 200 (default 50)"},
+	{"agent.mem_agent_memcg_period_secs=N", "mem_agent_memcg_period_secs", "mem-agent: seconds between reclaim runs (default 600)"},
+	{"agent.mem_agent_memcg_period_psi_percent_limit=N", "mem_agent_memcg_period_psi_percent_limit", "mem-agent: leave a cgroup stalled more than N% of the period (default 1)"},
+	{"agent.mem_agent_memcg_eviction_psi_percent_limit=N", "mem_agent_memcg_eviction_psi_percent_limit", "mem-agent: stop a reclaim that stalls the cgroup more than N% (default 1)"},
+	{"agent.mem_agent_memcg_eviction_run_aging_count_min=N", "mem_agent_memcg_eviction_run_aging_count_min", "mem-agent: runs that see a cgroup before it is reclaimed from (default 3)"},
+	{"agent.mem_agent_compact_disable=BOOL", "mem_agent_compact_disable", "mem-agent: no periodic compaction (default false)"},
+	{"agent.mem_agent_compact_period_secs=N", "mem_agent_compact_period_secs", "mem-agent: seconds between compaction runs (default 600)"},
+	{"agent.mem_agent_compact_period_psi_percent_limit=N", "mem_agent_compact_period_psi_percent_limit", "mem-agent: no compaction after a period stalled more than N% (default 1)"},
+	{"agent.mem_agent_compact_psi_percent_limit=N", "mem_agent_compact_psi_percent_limit", "mem-agent: stop a compaction that stalls the guest more than N% (default 5)"},
+	{"agent.mem_agent_compact_sec_max=N", "mem_agent_compact_sec_max", "mem-agent: stop a compaction after N seconds (default 1800)"},
+	{"agent.mem_agent_compact_order=N", "mem_agent_compact_order", "mem-agent: the page order compaction gathers free pages for (default 9)"},
+	{"agent.mem_agent_compact_threshold=N", "mem_agent_compact_threshold", "mem-agent: pages of new fragmentation worth a compaction (default 1024)"},
+	{"agent.mem_agent_compact_force_times=N", "mem_agent_compact_force_times", "mem-agent: idle runs that force a compaction (default never)"},
 }
 
 // Usage writes what --help prints: every flag with its description, its

@@ -17,6 +17,7 @@ var flagSamples = map[string]struct{ text, toml string }{
 	"state-root":       {"/sample", `"/sample"`},
 	"cgroup-parent":    {"sample", `"sample"`},
 	"sandbox-pids-max": {"128", "128"},
+	"mem-agent-enable": {"true", "true"},
 }
 
 // --help lists every flag the agent parses, each with its sources.

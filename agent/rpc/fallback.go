@@ -21,18 +21,6 @@ func unimplemented(method string) error {
 	return status.Errorf(codes.Unimplemented, "/grpc.AgentService/%s is not implemented by this agent", method)
 }
 
-// MemAgentMemcgSet configures Kata's mem-agent, a memory reclaim daemon
-// this agent does not run.
-func (fallback) MemAgentMemcgSet(context.Context, *agentpb.MemAgentMemcgConfig) (*emptypb.Empty, error) {
-	return nil, unimplemented("MemAgentMemcgSet")
-}
-
-// MemAgentCompactSet configures the mem-agent's memory compaction; no
-// mem-agent runs here.
-func (fallback) MemAgentCompactSet(context.Context, *agentpb.MemAgentCompactConfig) (*emptypb.Empty, error) {
-	return nil, unimplemented("MemAgentCompactSet")
-}
-
 // SetPolicy loads a Kata agent policy; this agent has no policy engine to
 // load it into.
 func (fallback) SetPolicy(context.Context, *agentpb.SetPolicyRequest) (*emptypb.Empty, error) {

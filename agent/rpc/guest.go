@@ -22,6 +22,7 @@ import (
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/hotplug"
 	"github.com/wren-vm/wren/agent/iptables"
+	"github.com/wren-vm/wren/agent/memagent"
 	"github.com/wren-vm/wren/agent/metrics"
 	"github.com/wren-vm/wren/agent/network"
 	"github.com/wren-vm/wren/agent/storage"
@@ -39,6 +40,10 @@ type GuestServices struct {
 	CopyFile *copyfile.Writer
 	Hotplug  *hotplug.System
 	Metrics  *metrics.Collector
+	// MemAgent is the mem-agent the MemAgent*Set RPCs retune; nil when
+	// the guest runs without one (agent.mem_agent_enable unset, or it
+	// could not start).
+	MemAgent *memagent.Agent
 
 	// TerminationLog returns the guest path of a container's Kubernetes
 	// termination message file (the source of its termination-log

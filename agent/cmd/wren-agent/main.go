@@ -18,6 +18,7 @@ import (
 	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/initd"
+	"github.com/wren-vm/wren/agent/memagent"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/server"
@@ -36,6 +37,9 @@ func main() {
 	// libcontainer re-executes this binary as `wren-agent init` to become a
 	// container's init; that must happen before anything else runs.
 	container.InitHook()
+	// The mem-agent runs each compaction in a child it can kill, this
+	// binary started as `wren-agent memagent-compact FILE`.
+	memagent.CompactHook()
 	pid1 := initd.IsPID1()
 	if !pid1 {
 		os.Exit(run(false).code)
@@ -157,7 +161,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 		return err
 	}
 	defer rp.Close()
-	opts := assemble.Options{Log: log, Config: cfg, Reaper: rp, Watcher: watcher}
+	opts := assemble.Options{Log: log, Config: cfg, Reaper: rp, Watcher: watcher, Context: ctx}
 	if destroyed != nil {
 		opts.AfterDestroy = func() { destroyed(errSandboxDestroyed) }
 	}
