@@ -4,8 +4,8 @@
 // the one place, with agent/ocispec and agent/server, that knows protobuf
 // and status codes. Each handler converts its request into the domain
 // packages' types and their errors into statuses (errors.go, one table).
-// Handlers are split by area into files; the few methods this agent does
-// not implement answer Unimplemented on purpose (fallback.go).
+// Handlers are split by area into files; a method this agent does not
+// implement answers Unimplemented on purpose (fallback.go: SetPolicy).
 package rpc
 
 import (
