@@ -257,16 +257,16 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) 
 	if err := os.MkdirAll(sandboxDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %v", sandboxDir, err)
 	}
-	undo = append(undo, func() { fsremove.All(sandboxDir) })
+	undo = append(undo, func() { s.warnUndo("remove "+sandboxDir, fsremove.All(sandboxDir)) })
 
 	// Runs after ns.release (undo goes in reverse): a failed create
 	// leaves no namespace directory either.
-	undo = append(undo, func() { removeIfEmpty(s.opts.NamespaceDir) })
+	undo = append(undo, func() { s.warnUndo("remove "+s.opts.NamespaceDir, removeIfEmpty(s.opts.NamespaceDir)) })
 	ns, err := newNamespaces(s.opts.NamespaceDir, cfg.Hostname)
 	if err != nil {
 		return fmt.Errorf("sandbox namespaces: %v", err)
 	}
-	undo = append(undo, func() { ns.release() })
+	undo = append(undo, func() { s.warnUndo("release namespaces", ns.release()) })
 
 	dnsFile, err := writeResolvConf(sandboxDir, cfg.DNS)
 	if err != nil {
@@ -294,6 +294,14 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) 
 	}
 	s.markCreated(cfg, ns, dnsFile, hooks, ceiling)
 	return nil
+}
+
+// warnUndo logs a failed step of a failed create's undo: the create's own
+// error is the one returned, and the rest of the undo still runs.
+func (s *Sandbox) warnUndo(step string, err error) {
+	if err != nil {
+		s.log.Warn("undo after failed create", "step", step, "err", err)
+	}
 }
 
 // claimCreate marks a CreateSandbox in progress, refusing a second one or
