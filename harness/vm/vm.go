@@ -196,8 +196,11 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
-			v.Stop()
+		if err == nil {
+			return
+		}
+		if serr := v.Stop(); serr != nil {
+			err = fmt.Errorf("%w (stopping what had started: %v)", err, serr)
 		}
 	}()
 
