@@ -47,16 +47,15 @@ type conn struct {
 	timer   *time.Timer   // connect timeout (host-initiated)
 
 	// guest → host
-	wq            []byte // received from the guest, not yet handed to the writer
-	writing       int    // handed to the writer, not yet written
-	wake          chan struct{}
-	okLine        []byte // "OK <port>\n", written before any data
-	recvCnt       uint32 // bytes received from the guest
-	fwdCnt        uint32 // bytes written to the host socket
-	lastFwdSent   uint32 // fwd_cnt the guest last heard from us
-	peerShut      uint32 // SHUTDOWN flags the guest sent
-	closedWrite   bool   // CloseWrite done on uds
-	rstAfterDrain bool   // guest closed both ways: RST once wq is written
+	wq          []byte // received from the guest, not yet handed to the writer
+	writing     int    // handed to the writer, not yet written
+	wake        chan struct{}
+	okLine      []byte // "OK <port>\n", written before any data
+	recvCnt     uint32 // bytes received from the guest
+	fwdCnt      uint32 // bytes written to the host socket
+	lastFwdSent uint32 // fwd_cnt the guest last heard from us
+	peerShut    uint32 // SHUTDOWN flags the guest sent
+	closedWrite bool   // CloseWrite done on uds
 
 	// host → guest
 	rdata         []byte // read from the host socket, not yet sent to the guest

@@ -307,44 +307,15 @@ func (d *device) handleGuestPacket(h vsockpkt.Header, payload []byte) {
 
 	switch h.Op {
 	case vsockpkt.OpResponse:
-		if c.state != stLocalInit {
-			d.resetConn(c)
-			return
-		}
-		c.state = stEstablished
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-		c.okLine = []byte("OK " + strconv.FormatUint(uint64(c.key.local), 10) + "\n")
-		d.startIO(c)
-		signal(c.wake)
+		d.guestResponse(c)
 	case vsockpkt.OpRW:
-		if c.state != stEstablished || c.peerShut&vsockpkt.ShutdownSend != 0 {
-			d.resetConn(c)
-			return
-		}
-		if c.buffered()+len(payload) > int(d.cfg.BufAlloc) {
-			d.guestWarn("guest overran its credit: resetting", "local", c.key.local, "peer", c.key.peer)
-			d.resetConn(c)
-			return
-		}
-		c.recvCnt += uint32(len(payload))
-		if c.closedWrite {
-			return // the host socket is half-closed; nothing will read it
-		}
-		c.wq = append(c.wq, payload...)
-		signal(c.wake)
+		d.guestData(c, payload)
 	case vsockpkt.OpCreditUpdate:
 		// Credit already applied above.
 	case vsockpkt.OpCreditRequest:
 		d.queueCtl(c, pendCreditUpdate)
 	case vsockpkt.OpShutdown:
-		c.peerShut |= h.Flags & (vsockpkt.ShutdownRcv | vsockpkt.ShutdownSend)
-		if c.peerShut&vsockpkt.ShutdownRcv != 0 && len(c.rdata) > 0 {
-			c.rdata, c.rnext = nil, nil
-			signal(c.consumed)
-		}
-		d.afterWrite(c)
+		d.guestShutdown(c, h.Flags)
 	case vsockpkt.OpRST:
 		d.remove(c)
 	case vsockpkt.OpRequest:
@@ -352,6 +323,53 @@ func (d *device) handleGuestPacket(h vsockpkt.Header, payload []byte) {
 	default:
 		d.resetConn(c)
 	}
+}
+
+// guestResponse handles the guest's RESPONSE to a host-initiated stream:
+// it is established, and the host client gets its OK line. Lock held.
+func (d *device) guestResponse(c *conn) {
+	if c.state != stLocalInit {
+		d.resetConn(c)
+		return
+	}
+	c.state = stEstablished
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.okLine = []byte("OK " + strconv.FormatUint(uint64(c.key.local), 10) + "\n")
+	d.startIO(c)
+	signal(c.wake)
+}
+
+// guestData queues an RW packet's payload for the host socket, within the
+// credit the device gave. payload is only valid during the call. Lock held.
+func (d *device) guestData(c *conn, payload []byte) {
+	if c.state != stEstablished || c.peerShut&vsockpkt.ShutdownSend != 0 {
+		d.resetConn(c)
+		return
+	}
+	if c.buffered()+len(payload) > int(d.cfg.BufAlloc) {
+		d.guestWarn("guest overran its credit: resetting", "local", c.key.local, "peer", c.key.peer)
+		d.resetConn(c)
+		return
+	}
+	c.recvCnt += uint32(len(payload))
+	if c.closedWrite {
+		return // the host socket is half-closed; nothing will read it
+	}
+	c.wq = append(c.wq, payload...)
+	signal(c.wake)
+}
+
+// guestShutdown records the guest's SHUTDOWN flags: a guest that stops
+// receiving drops what was waiting for it. Lock held.
+func (d *device) guestShutdown(c *conn, flags uint32) {
+	c.peerShut |= flags & (vsockpkt.ShutdownRcv | vsockpkt.ShutdownSend)
+	if c.peerShut&vsockpkt.ShutdownRcv != 0 && len(c.rdata) > 0 {
+		c.rdata, c.rnext = nil, nil
+		signal(c.consumed)
+	}
+	d.afterWrite(c)
 }
 
 // afterWrite runs the close steps that wait for guest data to reach the host

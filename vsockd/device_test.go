@@ -363,7 +363,9 @@ func TestGuestConnect(t *testing.T) {
 	if _, err := io.ReadFull(hc, buf); err != nil || string(buf) != "hi host" {
 		t.Fatalf("host got %q %v", buf, err)
 	}
-	hc.Write([]byte("hi guest"))
+	if _, err := hc.Write([]byte("hi guest")); err != nil {
+		t.Fatal(err)
+	}
 	if got := g.readRW(t, 8, 5000); string(got) != "hi guest" {
 		t.Fatalf("guest got %q", got)
 	}
@@ -388,7 +390,8 @@ func TestHostToGuestRespectsCredit(t *testing.T) {
 	client, req := establish(t, g, 1024, 4096)
 	local := req.SrcPort
 	data := bytes.Repeat([]byte("0123456789"), 1000) // 10000 bytes
-	go client.Write(data)
+	// Blocks on credit; the reads below check what arrives.
+	go func() { _, _ = client.Write(data) }()
 
 	got := g.readRW(t, 4096, local)
 	if len(got) != 4096 {
@@ -480,7 +483,9 @@ func TestGuestShutdown(t *testing.T) {
 	if err != nil || string(got) != "last words" {
 		t.Fatalf("host read %q %v", got, err)
 	}
-	client.Write([]byte("reply"))
+	if _, err := client.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
 	if got := g.readRW(t, 5, local); string(got) != "reply" {
 		t.Fatalf("guest got %q", got)
 	}
@@ -502,8 +507,12 @@ func TestGuestShutdown(t *testing.T) {
 func TestHostEOFSendsShutdownAfterData(t *testing.T) {
 	g := newGuest(t, testConfig(t))
 	client, req := establish(t, g, 1024, 256<<10)
-	client.Write([]byte("bye"))
-	client.(*net.UnixConn).CloseWrite()
+	if _, err := client.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.(*net.UnixConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 	if got := g.readRW(t, 3, req.SrcPort); string(got) != "bye" {
 		t.Fatalf("guest got %q", got)
 	}
@@ -607,8 +616,12 @@ func TestManyConnections(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.Write(bytes.Repeat([]byte{byte(i)}, 10000))
-			c.(*net.UnixConn).CloseWrite()
+			if _, err := c.Write(bytes.Repeat([]byte{byte(i)}, 10000)); err != nil {
+				t.Errorf("client %d: %v", i, err)
+			}
+			if err := c.(*net.UnixConn).CloseWrite(); err != nil {
+				t.Errorf("client %d: %v", i, err)
+			}
 		}()
 	}
 	got := map[uint32][]byte{}
@@ -688,7 +701,9 @@ func TestHybridHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad.Write([]byte("HELLO\n"))
+	if _, err := bad.Write([]byte("HELLO\n")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := readLine(t, bad); err != io.EOF {
 		t.Fatalf("bad handshake: %v, want EOF", err)
 	}

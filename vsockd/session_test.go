@@ -158,7 +158,7 @@ func newGuestRAM(t testing.TB, gpa, va uint64) *guestRAM {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Munmap(data); unix.Close(fd) })
+	t.Cleanup(func() { _ = unix.Munmap(data); unix.Close(fd) })
 	return &guestRAM{fd: fd, data: data, gpa: gpa, va: va}
 }
 
@@ -240,7 +240,9 @@ func waitCall(t testing.TB, fd int) {
 		t.Fatalf("no interrupt from the backend (%d, %v)", n, err)
 	}
 	var b [8]byte
-	unix.Read(fd, b[:])
+	if _, err := unix.Read(fd, b[:]); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (vm *vmState) sendPacket(t testing.TB, h vsockpkt.Header, payload []byte) {
@@ -306,7 +308,9 @@ func connectThroughGuest(t testing.TB, vm *vmState, uds string, port uint32) net
 		t.Fatal(r.err)
 	}
 	// Data flows host → guest.
-	r.c.Write([]byte("ping"))
+	if _, err := r.c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
 	h, payload := vm.recvPacket(t)
 	if h.Op != vsockpkt.OpRW || string(payload) != "ping" {
 		t.Fatalf("got %v %q, want RW ping", h.Op, payload)
@@ -475,7 +479,9 @@ func TestVhostUserSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Write([]byte{1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0}) // version 2
+	if _, err := c.Write([]byte{1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0}); err != nil { // version 2
+		t.Fatal(err)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("bad version: %v, want the backend to hang up", err)

@@ -54,51 +54,9 @@ func applyCmdline(c *Config, cmdline string) (cmdlineResult, error) {
 	var res cmdlineResult
 	for _, word := range SplitCmdline(cmdline) {
 		key, value, hasValue := strings.Cut(word, "=")
-		var err error
-		switch key {
-		case "agent.server_addr":
-			err = needValue(hasValue, value)
-			if err == nil {
-				c.ServerAddr = value
-			}
-		case "agent.log":
-			c.LogLevel, err = ParseLevel(value)
-		case "agent.log_vport":
-			c.LogVport, err = parsePort(value)
-		case "agent.debug_console":
-			c.DebugConsole, err = parseFlag(hasValue, value)
-		case "agent.debug_console_vport":
-			c.DebugConsoleVport, err = parsePort(value)
-		case "agent.hotplug_timeout":
-			c.HotplugTimeout, err = parseTimeout(value)
-		case "agent.container_pipe_size":
-			c.ContainerPipeSize, err = parsePipeSize(value)
-		case "agent.sandbox_pids_max":
-			c.SandboxPidsMax, err = parsePidsMax(value)
-		case "agent.config_file":
-			err = needValue(hasValue, value)
-			res.configFile = value
-		case "agent.devmode":
-			c.DevMode, err = parseFlag(hasValue, value)
-		case "systemd.unified_cgroup_hierarchy":
-			c.UnifiedCgroupHierarchy, err = parseFlag(hasValue, value)
-		case "cgroup_no_v1":
-			if value == "all" {
-				c.UnifiedCgroupHierarchy = true
-			}
-		case "agent.mem_agent_enable":
-			c.MemAgentEnable, err = parseFlag(hasValue, value)
-		default:
-			name, isAgent := strings.CutPrefix(key, "agent.")
-			if isAgent && memAgentKeys[name] != nil {
-				var v any
-				if hasValue {
-					v = cmdlineText(value)
-				}
-				err = setMemAgentKey(c, name, v)
-				break
-			}
-			if isAgent {
+		known, err := applyCmdlineKey(c, &res, key, value, hasValue)
+		if !known {
+			if strings.HasPrefix(key, "agent.") {
 				res.ignored = append(res.ignored, word)
 			}
 			continue
@@ -108,6 +66,62 @@ func applyCmdline(c *Config, cmdline string) (cmdlineResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// applyCmdlineKey applies one key of the kernel command line; known is
+// false for a key this agent does not know.
+func applyCmdlineKey(c *Config, res *cmdlineResult, key, value string, hasValue bool) (known bool, err error) {
+	switch key {
+	case "agent.server_addr":
+		err = needValue(hasValue, value)
+		if err == nil {
+			c.ServerAddr = value
+		}
+	case "agent.log":
+		c.LogLevel, err = ParseLevel(value)
+	case "agent.log_vport":
+		c.LogVport, err = parsePort(value)
+	case "agent.debug_console":
+		c.DebugConsole, err = parseFlag(hasValue, value)
+	case "agent.debug_console_vport":
+		c.DebugConsoleVport, err = parsePort(value)
+	case "agent.hotplug_timeout":
+		c.HotplugTimeout, err = parseTimeout(value)
+	case "agent.container_pipe_size":
+		c.ContainerPipeSize, err = parsePipeSize(value)
+	case "agent.sandbox_pids_max":
+		c.SandboxPidsMax, err = parsePidsMax(value)
+	case "agent.config_file":
+		err = needValue(hasValue, value)
+		res.configFile = value
+	case "agent.devmode":
+		c.DevMode, err = parseFlag(hasValue, value)
+	case "systemd.unified_cgroup_hierarchy":
+		c.UnifiedCgroupHierarchy, err = parseFlag(hasValue, value)
+	case "cgroup_no_v1":
+		if value == "all" {
+			c.UnifiedCgroupHierarchy = true
+		}
+	case "agent.mem_agent_enable":
+		c.MemAgentEnable, err = parseFlag(hasValue, value)
+	default:
+		return applyMemAgentCmdlineKey(c, key, value, hasValue)
+	}
+	return true, err
+}
+
+// applyMemAgentCmdlineKey applies an agent.mem_agent_* tuning key; known
+// is false for any other key.
+func applyMemAgentCmdlineKey(c *Config, key, value string, hasValue bool) (known bool, err error) {
+	name, isAgent := strings.CutPrefix(key, "agent.")
+	if !isAgent || memAgentKeys[name] == nil {
+		return false, nil
+	}
+	var v any
+	if hasValue {
+		v = cmdlineText(value)
+	}
+	return true, setMemAgentKey(c, name, v)
 }
 
 func needValue(hasValue bool, value string) error {

@@ -69,16 +69,7 @@ var ErrHelp = flag.ErrHelp
 
 // Load builds the configuration from all sources in precedence order.
 func Load(in Input) (Loaded, error) {
-	if in.Getenv == nil {
-		in.Getenv = os.Getenv
-	}
-	if in.ReadFile == nil {
-		in.ReadFile = os.ReadFile
-	}
-	if in.CmdlinePath == "" {
-		in.CmdlinePath = "/proc/cmdline"
-	}
-
+	in.fill()
 	var out Loaded
 	fs, f := newFlagSet(&out)
 	if err := fs.Parse(in.Args); err != nil {
@@ -92,31 +83,8 @@ func Load(in Input) (Loaded, error) {
 	}
 
 	c := Default()
-	fileName := ""
-	if in.PID1 || f.readCmdline {
-		data, err := in.ReadFile(in.CmdlinePath)
-		if err != nil {
-			return out, fmt.Errorf("read kernel command line: %w", err)
-		}
-		res, err := applyCmdline(&c, string(data))
-		if err != nil {
-			return out, err
-		}
-		out.IgnoredCmdline = res.ignored
-		fileName = res.configFile
-	}
-	if f.configFile != "" {
-		fileName = f.configFile
-	}
-	if fileName != "" {
-		data, err := in.ReadFile(fileName)
-		if err != nil {
-			return out, fmt.Errorf("config file: %w", err)
-		}
-		if err := applyFile(&c, fileName, data); err != nil {
-			return out, err
-		}
-		c.ConfigFile = fileName
+	if err := applyCmdlineAndFile(&c, &out, in, f); err != nil {
+		return out, err
 	}
 
 	if v := in.Getenv("WREN_AGENT_SERVER_ADDR"); v != "" {
@@ -180,6 +148,52 @@ func checkMemAgent(c Config) error {
 	}
 	if _, err := memagent.DefaultCompact().With(c.MemAgentCompact); err != nil {
 		return fmt.Errorf("configuration: agent.mem_agent_compact_*: %w", err)
+	}
+	return nil
+}
+
+// fill gives the zero fields of in the process's own.
+func (in *Input) fill() {
+	if in.Getenv == nil {
+		in.Getenv = os.Getenv
+	}
+	if in.ReadFile == nil {
+		in.ReadFile = os.ReadFile
+	}
+	if in.CmdlinePath == "" {
+		in.CmdlinePath = "/proc/cmdline"
+	}
+}
+
+// applyCmdlineAndFile applies the kernel command line (as PID 1 or with
+// --kernel-cmdline), then the config file it or --config names; it records
+// the command line's ignored words in out.
+func applyCmdlineAndFile(c *Config, out *Loaded, in Input, f *flagValues) error {
+	fileName := ""
+	if in.PID1 || f.readCmdline {
+		data, err := in.ReadFile(in.CmdlinePath)
+		if err != nil {
+			return fmt.Errorf("read kernel command line: %w", err)
+		}
+		res, err := applyCmdline(c, string(data))
+		if err != nil {
+			return err
+		}
+		out.IgnoredCmdline = res.ignored
+		fileName = res.configFile
+	}
+	if f.configFile != "" {
+		fileName = f.configFile
+	}
+	if fileName != "" {
+		data, err := in.ReadFile(fileName)
+		if err != nil {
+			return fmt.Errorf("config file: %w", err)
+		}
+		if err := applyFile(c, fileName, data); err != nil {
+			return err
+		}
+		c.ConfigFile = fileName
 	}
 	return nil
 }

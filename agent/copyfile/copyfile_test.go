@@ -33,12 +33,14 @@ func setup(t *testing.T) (w *Writer, base, outside string) {
 func tree(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	if err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil {
 			out = append(out, strings.TrimPrefix(p, dir))
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	slices.Sort(out)
 	return out
 }
@@ -65,11 +67,15 @@ func TestCopyFileInChunks(t *testing.T) {
 		t.Fatalf("content %q %v", got, err)
 	}
 	var st unix.Stat_t
-	unix.Stat(p, &st)
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
 	if st.Mode&0o7777 != 0o640 || st.Uid != 1000 || st.Gid != 2000 {
 		t.Fatalf("file mode %o uid %d gid %d", st.Mode&0o7777, st.Uid, st.Gid)
 	}
-	unix.Stat(filepath.Dir(p), &st)
+	if err := unix.Stat(filepath.Dir(p), &st); err != nil {
+		t.Fatal(err)
+	}
 	if st.Mode&0o7777 != 0o750 || st.Uid != 1000 {
 		t.Fatalf("parent mode %o uid %d", st.Mode&0o7777, st.Uid)
 	}
@@ -105,13 +111,19 @@ func TestCopyDirectoryAndSymlink(t *testing.T) {
 
 func TestCopyFileEscapesRefused(t *testing.T) {
 	w, base, outside := setup(t)
+	plant := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	// A container's rootfs lives below the shared dir: it can plant these.
-	os.Symlink(outside, filepath.Join(base, "linkdir"))
-	os.MkdirAll(filepath.Join(base, "c1"), 0o755)
-	os.WriteFile(filepath.Join(outside, "victim"), []byte("original"), 0o644)
-	os.Symlink(filepath.Join(outside, "victim"), filepath.Join(base, "c1/.f"+tmpSuffix))
-	os.Symlink(outside, filepath.Join(base, "c1/dirlink"))
-	os.WriteFile(filepath.Join(base, "c1/plain"), nil, 0o644)
+	plant(os.Symlink(outside, filepath.Join(base, "linkdir")))
+	plant(os.MkdirAll(filepath.Join(base, "c1"), 0o755))
+	plant(os.WriteFile(filepath.Join(outside, "victim"), []byte("original"), 0o644))
+	plant(os.Symlink(filepath.Join(outside, "victim"), filepath.Join(base, "c1/.f"+tmpSuffix)))
+	plant(os.Symlink(outside, filepath.Join(base, "c1/dirlink")))
+	plant(os.WriteFile(filepath.Join(base, "c1/plain"), nil, 0o644))
 	baseBefore, outsideBefore := tree(t, base), tree(t, outside)
 
 	file := func(p string) Request {
@@ -160,7 +172,7 @@ func TestCopyFileEscapesRefused(t *testing.T) {
 	}
 
 	// A symlink as the final component is replaced, not followed.
-	os.Symlink(filepath.Join(outside, "victim"), filepath.Join(base, "c1/target"))
+	plant(os.Symlink(filepath.Join(outside, "victim"), filepath.Join(base, "c1/target")))
 	if err := w.Copy(file(base + "/c1/target")); err != nil {
 		t.Fatal(err)
 	}

@@ -59,31 +59,55 @@ type update struct {
 // linux.resources.devices entries to the guest's major/minor. The spec is
 // only modified when every device resolved.
 func (d *Devices) Apply(ctx context.Context, devs []Device, spec *specs.Spec) error {
+	ups, err := d.resolveAll(ctx, devs)
+	if err != nil || len(ups) == 0 {
+		return err
+	}
+	if spec == nil || spec.Linux == nil {
+		return errdefs.New(errdefs.ErrInvalidArgument, "devices given for a spec without a linux section")
+	}
+	nums, err := guestNumbers(ups)
+	if err != nil {
+		return err
+	}
+	devIdx, err := specDeviceIndexes(spec, ups)
+	if err != nil {
+		return err
+	}
+	rewriteSpec(spec, ups, nums, devIdx)
+	return nil
+}
+
+// devNum is a device's type ("b", "c", or in a resource rule also "a" or
+// "") and major/minor numbers.
+type devNum struct {
+	typ          string
+	major, minor int64
+}
+
+// resolveAll waits for each device and returns the updates of those that
+// appear in the spec.
+func (d *Devices) resolveAll(ctx context.Context, devs []Device) ([]update, error) {
 	var ups []update
 	for i, dev := range devs {
 		u, err := d.resolve(ctx, dev)
 		if err != nil {
-			return fmt.Errorf("device %d (%s %s): %w", i, dev.Type, firstNonEmpty(dev.ID, dev.VMPath), err)
+			return nil, fmt.Errorf("device %d (%s %s): %w", i, dev.Type, firstNonEmpty(dev.ID, dev.VMPath), err)
 		}
 		if u.containerPath != "" {
 			ups = append(ups, u)
 		}
 	}
-	if len(ups) == 0 {
-		return nil
-	}
-	if spec == nil || spec.Linux == nil {
-		return errdefs.New(errdefs.ErrInvalidArgument, "devices given for a spec without a linux section")
-	}
-	type devNum struct {
-		typ          string
-		major, minor int64
-	}
+	return ups, nil
+}
+
+// guestNumbers reads the type and numbers of each update's guest node.
+func guestNumbers(ups []update) ([]devNum, error) {
 	nums := make([]devNum, len(ups))
 	for i, u := range ups {
 		var st unix.Stat_t
 		if err := unix.Stat(u.guestPath, &st); err != nil {
-			return errdefs.Errorf(errdefs.ErrNotFound, "device node %s: %v", u.guestPath, err)
+			return nil, errdefs.Errorf(errdefs.ErrNotFound, "device node %s: %v", u.guestPath, err)
 		}
 		typ := "c"
 		switch st.Mode & unix.S_IFMT {
@@ -91,23 +115,15 @@ func (d *Devices) Apply(ctx context.Context, devs []Device, spec *specs.Spec) er
 			typ = "b"
 		case unix.S_IFCHR:
 		default:
-			return errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s is not a device node", u.guestPath)
+			return nil, errdefs.Errorf(errdefs.ErrFailedPrecondition, "%s is not a device node", u.guestPath)
 		}
 		nums[i] = devNum{typ, int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))}
 	}
+	return nums, nil
+}
 
-	// Resource rules are matched on the host numbers as they were before
-	// any rewrite, so two devices whose numbers swap do not collide.
-	res := []specs.LinuxDeviceCgroup(nil)
-	if spec.Linux.Resources != nil {
-		res = spec.Linux.Resources.Devices
-	}
-	origRes := make([]*devNum, len(res))
-	for i, r := range res {
-		if r.Major != nil && r.Minor != nil {
-			origRes[i] = &devNum{r.Type, *r.Major, *r.Minor}
-		}
-	}
+// specDeviceIndexes finds each update's entry in the spec's linux.devices.
+func specDeviceIndexes(spec *specs.Spec, ups []update) ([]int, error) {
 	devIdx := make([]int, len(ups))
 	for i, u := range ups {
 		devIdx[i] = -1
@@ -118,7 +134,26 @@ func (d *Devices) Apply(ctx context.Context, devs []Device, spec *specs.Spec) er
 			}
 		}
 		if devIdx[i] < 0 {
-			return errdefs.Errorf(errdefs.ErrInvalidArgument, "device %s is not in the spec's linux.devices", u.containerPath)
+			return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "device %s is not in the spec's linux.devices", u.containerPath)
+		}
+	}
+	return devIdx, nil
+}
+
+// rewriteSpec gives each update's linux.devices entry (devIdx) the guest
+// numbers (nums) and new path, and the resource rules that matched its
+// host numbers the guest numbers.
+func rewriteSpec(spec *specs.Spec, ups []update, nums []devNum, devIdx []int) {
+	// Resource rules are matched on the host numbers as they were before
+	// any rewrite, so two devices whose numbers swap do not collide.
+	res := []specs.LinuxDeviceCgroup(nil)
+	if spec.Linux.Resources != nil {
+		res = spec.Linux.Resources.Devices
+	}
+	origRes := make([]*devNum, len(res))
+	for i, r := range res {
+		if r.Major != nil && r.Minor != nil {
+			origRes[i] = &devNum{r.Type, *r.Major, *r.Minor}
 		}
 	}
 	for i, u := range ups {
@@ -138,7 +173,6 @@ func (d *Devices) Apply(ctx context.Context, devs []Device, spec *specs.Spec) er
 			origRes[j] = nil
 		}
 	}
-	return nil
 }
 
 func firstNonEmpty(s ...string) string {

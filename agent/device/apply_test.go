@@ -27,7 +27,7 @@ func loopDevice(t *testing.T) (string, int64, int64) {
 		t.Skipf("losetup: %v", err)
 	}
 	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
 	var st unix.Stat_t
 	if err := unix.Stat(dev, &st); err != nil {
 		t.Fatal(err)

@@ -49,8 +49,14 @@ func TestParsePCIPath(t *testing.T) {
 // sysfs to check that each hop reads the bridge's secondary bus.
 func TestPCIDevicePathFollowsBridges(t *testing.T) {
 	sys := t.TempDir()
-	os.MkdirAll(filepath.Join(sys, "devices/pci0000:00/0000:00:02.0/pci_bus/0000:01"), 0o755)
-	os.MkdirAll(filepath.Join(sys, "devices/pci0000:00/0000:00:02.0/0000:01:03.0/pci_bus/0000:05"), 0o755)
+	for _, dir := range []string{
+		"devices/pci0000:00/0000:00:02.0/pci_bus/0000:01",
+		"devices/pci0000:00/0000:00:02.0/0000:01:03.0/pci_bus/0000:05",
+	} {
+		if err := os.MkdirAll(filepath.Join(sys, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d := &Devices{sysfs: sys, devDir: "/dev"}
 	got, err := d.PCIDevicePath("02/03/00.1")
 	if err != nil {
@@ -140,7 +146,7 @@ func TestBlockByNameWaitsForHotplug(t *testing.T) {
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_ADD, uintptr(idx)); errno != 0 {
 		t.Fatalf("LOOP_CTL_ADD: %v", errno)
 	}
-	defer unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
+	defer func() { _, _, _ = unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx)) }()
 	r := <-ch
 	if r.err != nil || r.dev != node {
 		t.Fatalf("got %q %v, want %s", r.dev, r.err, node)

@@ -3,7 +3,6 @@ package hotplug
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -19,8 +18,7 @@ func TestBackgroundRunsOneAtATimeAndMerges(t *testing.T) {
 	const burst = 40
 	for i := 4; i <= burst+1; i++ { // cpu1..cpu(burst+1) offline
 		p := filepath.Join(sys, "devices/system/cpu", fmt.Sprintf("cpu%d", i), "online")
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte("0\n"), 0o644)
+		writeFile(t, p, "0\n", 0o644)
 	}
 	var (
 		mu             sync.Mutex

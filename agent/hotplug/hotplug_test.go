@@ -27,11 +27,7 @@ func TestMemBlockSizeOfThisMachine(t *testing.T) {
 func fakeSystem(t *testing.T) (*System, string) {
 	t.Helper()
 	sys := t.TempDir()
-	write := func(rel, v string) {
-		p := filepath.Join(sys, "devices/system", rel)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte(v), 0o644)
-	}
+	write := func(rel, v string) { writeFile(t, filepath.Join(sys, "devices/system", rel), v, 0o644) }
 	write("cpu/cpu0/online", "1\n")
 	write("cpu/cpu1/online", "0\n")
 	write("cpu/cpu2/online", "0\n")
@@ -40,6 +36,18 @@ func fakeSystem(t *testing.T) (*System, string) {
 	write("memory/memory7/online", "0\n")
 	write("memory/block_size_bytes", "8000000\n")
 	return New(sys), sys
+}
+
+// writeFile writes v to p, creating p's directory; a failure fails the
+// test.
+func writeFile(t *testing.T, p, v string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(v), mode); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func read(t *testing.T, sys, rel string) string {
@@ -75,7 +83,7 @@ func TestProbe(t *testing.T) {
 	if err := s.Probe([]uint64{0x100000000}); errdefs.KindOf(err) != errdefs.ErrFailedPrecondition {
 		t.Fatalf("no probe file: %v", err)
 	}
-	os.WriteFile(filepath.Join(sys, "devices/system/memory/probe"), nil, 0o200)
+	writeFile(t, filepath.Join(sys, "devices/system/memory/probe"), "", 0o200)
 	if err := s.Probe([]uint64{0x100000000}); err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func serve(t *testing.T, a *Agent) agentpb.AgentServiceService {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(context.Background(), ln)
+	go func() { _ = srv.Serve(context.Background(), ln) }() // ends with the test's server
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func guestAgent(t *testing.T, nl *netlink.Handle) (*Agent, *GuestServices, strin
 		Hotplug:  hotplug.New(""),
 		Metrics:  metrics.New(""),
 	}
-	t.Cleanup(func() { gs.Storage.ReleaseAll(context.Background()) })
+	t.Cleanup(func() { _ = gs.Storage.ReleaseAll(context.Background()) })
 	return New(Options{Config: cfg, Guest: gs}), gs, cfg.StateRoot
 }
 
@@ -208,8 +208,12 @@ func TestGetMetricsAndDiagnosticData(t *testing.T) {
 	a, gs, _ := guestAgent(t, nil)
 	dir := t.TempDir()
 	logs := map[string]string{"long": filepath.Join(dir, "long"), "link": filepath.Join(dir, "link"), "gone": filepath.Join(dir, "gone")}
-	os.WriteFile(logs["long"], []byte(strings.Repeat("x", 5000)), 0o644)
-	os.Symlink("/etc/passwd", logs["link"])
+	if err := os.WriteFile(logs["long"], []byte(strings.Repeat("x", 5000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", logs["link"]); err != nil {
+		t.Fatal(err)
+	}
 	gs.TerminationLog = func(id string) (string, error) {
 		p, ok := logs[id]
 		if !ok {
@@ -283,7 +287,9 @@ func TestNetworkRPCsInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer, _ := h.LinkByName("peer0")
-	h.LinkSetUp(peer)
+	if err := h.LinkSetUp(peer); err != nil {
+		t.Fatal(err)
+	}
 	a, _, _ := guestAgent(t, h)
 	c := serve(t, a)
 	ctx := context.Background()
@@ -365,8 +371,12 @@ func TestOnlineCPUMemAndDetailsOnFakeSysfs(t *testing.T) {
 	sys := t.TempDir()
 	for rel, v := range map[string]string{"cpu/cpu1/online": "0", "memory/memory3/online": "0"} {
 		p := filepath.Join(sys, "devices/system", rel)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte(v), 0o644)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	gs.Hotplug = hotplug.New(sys)
 	hooked := 0
@@ -403,8 +413,12 @@ func TestOnlineCPUMemBackgroundIsBounded(t *testing.T) {
 	sys := t.TempDir()
 	for i := 1; i <= burst+1; i++ {
 		p := filepath.Join(sys, "devices/system/cpu", "cpu"+strconv.Itoa(i), "online")
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte("0"), 0o644)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("0"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	gs.Hotplug = hotplug.New(sys)
 	var (

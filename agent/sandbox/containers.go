@@ -108,7 +108,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (ret
 	if err := s.prepareBundle(e, spec); err != nil {
 		return err
 	}
-	undo = append(undo, func() { s.cleanupBundle(e) })
+	undo = append(undo, func() { s.warnUndo("clean up bundle "+e.bundle, s.cleanupBundle(e)) })
 
 	c, err := container.Create(ctx, container.Config{
 		ID:          id,
@@ -332,7 +332,7 @@ func (s *Sandbox) prepareBundle(e *entry, spec *specs.Spec) (retErr error) {
 	}
 	defer func() {
 		if retErr != nil {
-			fsremove.All(e.bundle)
+			s.warnUndo("remove bundle "+e.bundle, fsremove.All(e.bundle))
 		}
 	}()
 	rootfs := filepath.Join(e.bundle, "rootfs")
@@ -346,11 +346,11 @@ func (s *Sandbox) prepareBundle(e *entry, spec *specs.Spec) (retErr error) {
 	spec.Root.Path = rootfs
 	b, err := json.Marshal(spec)
 	if err != nil {
-		s.cleanupBundle(e)
+		s.warnUndo("clean up bundle "+e.bundle, s.cleanupBundle(e))
 		return fmt.Errorf("encode config.json: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(e.bundle, "config.json"), b, 0o600); err != nil {
-		s.cleanupBundle(e)
+		s.warnUndo("clean up bundle "+e.bundle, s.cleanupBundle(e))
 		return fmt.Errorf("write config.json: %w", err)
 	}
 	return nil

@@ -26,7 +26,7 @@ func newNamespaces(dir, hostname string) (_ *namespaces, retErr error) {
 	ns := &namespaces{}
 	defer func() {
 		if retErr != nil {
-			ns.release()
+			_ = ns.release() // best effort: the error being returned is the one to report
 		}
 	}()
 	uts := filepath.Join(dir, "uts")

@@ -227,18 +227,10 @@ type KernelModule struct {
 
 // CreateSandbox sets the sandbox up. A second call gives AlreadyExists.
 func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) {
-	s.mu.Lock()
-	if s.created || s.busy {
-		s.mu.Unlock()
-		return errdefs.New(errdefs.ErrAlreadyExists, "sandbox already created")
+	if err := s.claimCreate(); err != nil {
+		return err
 	}
-	s.busy = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.busy = false
-		s.mu.Unlock()
-	}()
+	defer s.releaseCreate()
 
 	if cfg.ID != "" {
 		if err := validateID("sandbox", cfg.ID); err != nil {
@@ -256,41 +248,29 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) 
 			}
 		}
 	}()
-	ceiling := s.opts.PidsMax
-	if ceiling == 0 {
-		var err error
-		if ceiling, err = guestPidsMax(); err != nil {
-			return fmt.Errorf("sandbox pids ceiling: %v", err)
-		}
-	}
-	// The parent outlives the sandbox, as the cgroups libcontainer makes
-	// above a container do; nothing to undo.
-	if err := setParentPidsMax(s.opts.CgroupParent, ceiling); err != nil {
-		return fmt.Errorf("sandbox pids ceiling %d on cgroup %s: %v", ceiling, s.opts.CgroupParent, err)
+	ceiling, err := s.setPidsCeiling()
+	if err != nil {
+		return err
 	}
 
 	sandboxDir := filepath.Join(s.opts.StateRoot, "sandbox")
 	if err := os.MkdirAll(sandboxDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %v", sandboxDir, err)
 	}
-	undo = append(undo, func() { fsremove.All(sandboxDir) })
+	undo = append(undo, func() { s.warnUndo("remove "+sandboxDir, fsremove.All(sandboxDir)) })
 
 	// Runs after ns.release (undo goes in reverse): a failed create
 	// leaves no namespace directory either.
-	undo = append(undo, func() { removeIfEmpty(s.opts.NamespaceDir) })
+	undo = append(undo, func() { s.warnUndo("remove "+s.opts.NamespaceDir, removeIfEmpty(s.opts.NamespaceDir)) })
 	ns, err := newNamespaces(s.opts.NamespaceDir, cfg.Hostname)
 	if err != nil {
 		return fmt.Errorf("sandbox namespaces: %v", err)
 	}
-	undo = append(undo, func() { ns.release() })
+	undo = append(undo, func() { s.warnUndo("release namespaces", ns.release()) })
 
-	var dnsFile string
-	if len(cfg.DNS) > 0 {
-		dnsFile = filepath.Join(sandboxDir, "resolv.conf")
-		content := strings.Join(cfg.DNS, "\n") + "\n"
-		if err := os.WriteFile(dnsFile, []byte(content), 0o644); err != nil {
-			return fmt.Errorf("write %s: %v", dnsFile, err)
-		}
+	dnsFile, err := writeResolvConf(sandboxDir, cfg.DNS)
+	if err != nil {
+		return err
 	}
 	for _, m := range cfg.KernelModules {
 		if err := s.loadModule(m); err != nil {
@@ -308,12 +288,75 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) 
 	// that holds no hooks is logged, as Kata's agent does, not refused.
 	var hooks *specs.Hooks
 	if cfg.GuestHookPath != "" {
-		var err error
 		if hooks, err = findGuestHooks(cfg.GuestHookPath); err != nil {
 			s.log.Warn("no guest hooks", "guest_hook_path", cfg.GuestHookPath, "err", err)
 		}
 	}
+	s.markCreated(cfg, ns, dnsFile, hooks, ceiling)
+	return nil
+}
 
+// warnUndo logs a failed step of a failed create's undo: the create's own
+// error is the one returned, and the rest of the undo still runs.
+func (s *Sandbox) warnUndo(step string, err error) {
+	if err != nil {
+		s.log.Warn("undo after failed create", "step", step, "err", err)
+	}
+}
+
+// claimCreate marks a CreateSandbox in progress, refusing a second one or
+// one after the sandbox was created; releaseCreate ends it.
+func (s *Sandbox) claimCreate() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.created || s.busy {
+		return errdefs.New(errdefs.ErrAlreadyExists, "sandbox already created")
+	}
+	s.busy = true
+	return nil
+}
+
+func (s *Sandbox) releaseCreate() {
+	s.mu.Lock()
+	s.busy = false
+	s.mu.Unlock()
+}
+
+// setPidsCeiling sets the sandbox's pids ceiling (the configured one or
+// this kernel's) on the cgroup parent and returns it. The parent outlives
+// the sandbox, as the cgroups libcontainer makes above a container do;
+// nothing to undo.
+func (s *Sandbox) setPidsCeiling() (int64, error) {
+	ceiling := s.opts.PidsMax
+	if ceiling == 0 {
+		var err error
+		if ceiling, err = guestPidsMax(); err != nil {
+			return 0, fmt.Errorf("sandbox pids ceiling: %v", err)
+		}
+	}
+	if err := setParentPidsMax(s.opts.CgroupParent, ceiling); err != nil {
+		return 0, fmt.Errorf("sandbox pids ceiling %d on cgroup %s: %v", ceiling, s.opts.CgroupParent, err)
+	}
+	return ceiling, nil
+}
+
+// writeResolvConf writes the sandbox's resolv.conf into sandboxDir and
+// returns its path, or "" when the request has no DNS lines.
+func writeResolvConf(sandboxDir string, dns []string) (string, error) {
+	if len(dns) == 0 {
+		return "", nil
+	}
+	dnsFile := filepath.Join(sandboxDir, "resolv.conf")
+	content := strings.Join(dns, "\n") + "\n"
+	if err := os.WriteFile(dnsFile, []byte(content), 0o644); err != nil {
+		return "", fmt.Errorf("write %s: %v", dnsFile, err)
+	}
+	return dnsFile, nil
+}
+
+// markCreated records what CreateSandbox set up: from now on the sandbox
+// takes containers.
+func (s *Sandbox) markCreated(cfg Config, ns *namespaces, dnsFile string, hooks *specs.Hooks, ceiling int64) {
 	s.mu.Lock()
 	s.created = true
 	s.id = cfg.ID
@@ -327,7 +370,6 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, cfg Config) (retErr error) 
 	s.mu.Unlock()
 	s.log.Info("sandbox created", "id", s.id, "hostname", s.hostname,
 		"cgroup_parent", s.opts.CgroupParent, "pids_max", ceiling, "container_pids_max", s.containerPids)
-	return nil
 }
 
 // loadModule loads a CreateSandbox kernel module, with its dependencies,

@@ -648,7 +648,9 @@ func TestRemoveTimeout(t *testing.T) {
 	thawed := false
 	thaw := func() {
 		if !thawed {
-			os.WriteFile(filepath.Join(parent, "freezer.state"), []byte("THAWED"), 0)
+			if err := os.WriteFile(filepath.Join(parent, "freezer.state"), []byte("THAWED"), 0); err != nil {
+				t.Errorf("thaw: %v", err)
+			}
 			thawed = true
 		}
 	}
@@ -777,7 +779,7 @@ func TestCleanupBundleReportsWhatStaysMounted(t *testing.T) {
 	if err := unix.Mount("tmpfs", other, "tmpfs", 0, ""); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(other, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(other, unix.MNT_DETACH) })
 	if err := sb.cleanupBundle(&entry{bundle: bundle}); !errors.Is(err, fsremove.ErrMounted) {
 		t.Fatalf("cleanupBundle: %v, want ErrMounted", err)
 	}
@@ -836,8 +838,12 @@ func TestStringUserResolvedInTheContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString("audio:x:29:nobody\n")
-	f.Close()
+	if _, err := f.WriteString("audio:x:29:nobody\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	id := newID()
 	err = e.sb.CreateContainer(bg, ContainerConfig{ID: id, Spec: ocispec.ToSpec(e.spec("/bin/sh", "-c", "id -u; id -g; id -G; exec sleep 1000")), User: &userdb.Spec{User: "nobody"}})

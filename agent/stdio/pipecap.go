@@ -17,10 +17,12 @@ func pipeCapacity(f *os.File) int {
 		return 0
 	}
 	size := 0
-	rc.Control(func(fd uintptr) {
+	if err := rc.Control(func(fd uintptr) {
 		if n, err := unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0); err == nil {
 			size = n
 		}
-	})
+	}); err != nil {
+		return 0
+	}
 	return size
 }

@@ -189,7 +189,9 @@ func TestTerminalReads(t *testing.T) {
 		want[i] = byte('a' + i%26)
 	}
 	go func() {
-		slave.Write(want)
+		if _, err := slave.Write(want); err != nil {
+			t.Errorf("write to the pty: %v", err)
+		}
 	}()
 	var got []byte
 	for len(got) < len(want) {

@@ -278,7 +278,7 @@ func (g *deadlineGuard) setDeadline(t time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.disarmed {
-		g.set(t)
+		_ = g.set(t) // a watcher has nobody to tell; a file without deadlines just goes on
 	}
 }
 

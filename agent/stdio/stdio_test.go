@@ -76,7 +76,7 @@ func TestSlowReaderLosesNothing(t *testing.T) {
 		}
 	}
 	cmd := startWith(t, s, "head -c 4194304 /dev/urandom | tee /dev/stderr | sha256sum >&2; head -c 1048576 /dev/zero")
-	go func() { cmd.Wait(); s.MarkExited() }()
+	go func() { _ = cmd.Wait(); s.MarkExited() }()
 	errc := make(chan []byte)
 	go func() { errc <- readAll(t, s, Stderr, 1000) }()
 	var out []byte
@@ -121,7 +121,7 @@ func TestStdinRoundTrip(t *testing.T) {
 	}
 	defer s.Close()
 	cmd := startWith(t, s, "tr a-z A-Z")
-	go func() { cmd.Wait(); s.MarkExited() }()
+	go func() { _ = cmd.Wait(); s.MarkExited() }()
 	if _, err := s.Write(context.Background(), []byte("hello ")); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestDrainWindowEndsWithLingeringWriter(t *testing.T) {
 	if err != nil {
 		t.Fatalf("background pid %q: %v", b, err)
 	}
-	unix.Kill(pid, unix.SIGKILL)
+	_ = unix.Kill(pid, unix.SIGKILL) // best effort clean-up
 }
 
 func TestReadHonoursContext(t *testing.T) {
@@ -173,7 +173,7 @@ func TestReadHonoursContext(t *testing.T) {
 	}
 	defer s.Close()
 	cmd := startWith(t, s, "exec sleep 30")
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := s.Read(ctx, Stdout, 10); !errors.Is(err, context.DeadlineExceeded) {
@@ -204,7 +204,7 @@ func TestEndedContextsDoNotCutLaterReads(t *testing.T) {
 	defer s.Close()
 	const total = 8 << 20
 	cmd := startWith(t, s, "head -c 8388608 /dev/zero")
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	var n int
 	for n < total {
 		ctx, cancel := context.WithCancel(context.Background())

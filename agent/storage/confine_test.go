@@ -295,7 +295,7 @@ func TestTeardownResolvesBeneathAgain(t *testing.T) {
 	if err := unix.Mount("tmpfs", filepath.Join(outside, "rootfs"), "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(filepath.Join(outside, "rootfs"), unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(outside, "rootfs"), unix.MNT_DETACH) })
 	if err := m.MountVolumes(context.Background(), "c1", []Volume{
 		{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(shared, "c1", "rootfs")},
 		{Driver: DriverLocal, MountPoint: filepath.Join(shared, "sb", "rootfs", "local", "x")},
@@ -309,7 +309,7 @@ func TestTeardownResolvesBeneathAgain(t *testing.T) {
 		if err := os.Symlink(outside, dir); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { os.Remove(dir); os.Rename(dir+".moved", dir) })
+		t.Cleanup(func() { os.Remove(dir); _ = os.Rename(dir+".moved", dir) })
 	}
 	swap(filepath.Join(shared, "c1"))
 	swap(filepath.Join(shared, "sb", "rootfs", "local"))

@@ -79,6 +79,15 @@ func mountAt(t *testing.T, path string) (fstype, superOpts string, ok bool) {
 	return
 }
 
+// must fails the test when a set-up step (or a stat an assertion reads)
+// fails.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newManager(t *testing.T) (*Manager, string) {
 	t.Helper()
 	root := t.TempDir()
@@ -127,14 +136,14 @@ func TestMountRefusesOptionsActingOnExistingMounts(t *testing.T) {
 	run := m.StateRoot()
 	// A tmpfs the agent did not mount, where storages may go.
 	foreign := filepath.Join(run, "sandbox/ephemeral/foreign")
-	os.MkdirAll(foreign, 0o755)
+	must(t, os.MkdirAll(foreign, 0o755))
 	if err := unix.Mount("tmpfs", foreign, "tmpfs", unix.MS_NOSUID, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(foreign, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(foreign, unix.MNT_DETACH) })
 	secret := filepath.Join(root, "secret")
-	os.MkdirAll(secret, 0o700)
-	os.WriteFile(filepath.Join(secret, "key"), []byte("k"), 0o600)
+	must(t, os.MkdirAll(secret, 0o700))
+	must(t, os.WriteFile(filepath.Join(secret, "key"), []byte("k"), 0o600))
 	before := mountTable(t)
 	for _, tc := range []struct {
 		name string
@@ -205,7 +214,11 @@ func TestHugetlbfsReservesPages(t *testing.T) {
 	if err != nil {
 		t.Skipf("no 2 MiB hugepages: %v", err)
 	}
-	t.Cleanup(func() { os.WriteFile(nr, orig, 0) })
+	t.Cleanup(func() {
+		if err := os.WriteFile(nr, orig, 0); err != nil {
+			t.Errorf("restore %s: %v", nr, err)
+		}
+	})
 	if err := os.WriteFile(nr, []byte("0"), 0); err != nil {
 		t.Skipf("cannot reset hugepages: %v", err)
 	}
@@ -246,8 +259,8 @@ func TestOverlayWritable(t *testing.T) {
 	m, root := newManager(t)
 	before := mountTable(t)
 	lower := filepath.Join(root, "lower")
-	os.MkdirAll(lower, 0o755)
-	os.WriteFile(filepath.Join(lower, "base"), []byte("from lower"), 0o644)
+	must(t, os.MkdirAll(lower, 0o755))
+	must(t, os.WriteFile(filepath.Join(lower, "base"), []byte("from lower"), 0o644))
 	mp := filepath.Join(root, "run/shared/containers/c1/rootfs")
 	err := m.MountVolumes(context.Background(), "c1", []Volume{{
 		Driver: DriverOverlayFS, Source: "overlay", FSType: "overlay", MountPoint: mp,
@@ -385,7 +398,7 @@ func TestRefcountAcrossTwoContainers(t *testing.T) {
 	if n := strings.Count(strings.Join(mountTable(t), "\n"), " "+mp+" "); n != 1 {
 		t.Fatalf("%d mounts at %s, want 1", n, mp)
 	}
-	os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o644)
+	must(t, os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o644))
 	if err := m.Release(context.Background(), "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -486,11 +499,11 @@ func TestFSGroup(t *testing.T) {
 	if err := m.MountVolumes(context.Background(), "", []Volume{{Driver: DriverLocal, MountPoint: mp, Options: []string{"mode=0750"}}}); err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(mp, "sub"), 0o700)
-	os.WriteFile(filepath.Join(mp, "sub/file"), []byte("x"), 0o600)
-	os.Symlink("/etc/passwd", filepath.Join(mp, "link"))
+	must(t, os.MkdirAll(filepath.Join(mp, "sub"), 0o700))
+	must(t, os.WriteFile(filepath.Join(mp, "sub/file"), []byte("x"), 0o600))
+	must(t, os.Symlink("/etc/passwd", filepath.Join(mp, "link")))
 	var pw unix.Stat_t
-	unix.Stat("/etc/passwd", &pw)
+	must(t, unix.Stat("/etc/passwd", &pw))
 
 	tmpfs := filepath.Join(root, "run/sandbox/ephemeral/tmpfs")
 	err := m.MountVolumes(context.Background(), "c1", []Volume{
@@ -507,26 +520,26 @@ func TestFSGroup(t *testing.T) {
 		filepath.Join(mp, "sub/file"): 0o660, tmpfs: 0o660 | 0o110 | unix.S_ISGID,
 	} {
 		var st unix.Stat_t
-		unix.Stat(path, &st)
+		must(t, unix.Stat(path, &st))
 		if st.Gid != 3000 || st.Mode&wantMode != wantMode {
 			t.Errorf("%s: gid %d mode %o, want gid 3000 and bits %o", path, st.Gid, st.Mode&0o7777, wantMode)
 		}
 	}
 	var after unix.Stat_t
-	unix.Stat("/etc/passwd", &after)
+	must(t, unix.Stat("/etc/passwd", &after))
 	if after.Gid != pw.Gid || after.Mode != pw.Mode {
 		t.Fatal("fs_group followed a symlink out of the volume")
 	}
 
 	// OnRootMismatch: the root already matches, so a new file below is not
 	// touched.
-	os.WriteFile(filepath.Join(mp, "later"), nil, 0o600)
-	os.Chown(filepath.Join(mp, "later"), 0, 0) // the setgid root would hand it 3000
+	must(t, os.WriteFile(filepath.Join(mp, "later"), nil, 0o600))
+	must(t, os.Chown(filepath.Join(mp, "later"), 0, 0)) // the setgid root would hand it 3000
 	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000, OnRootMismatch: true}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
-	unix.Stat(filepath.Join(mp, "later"), &st)
+	must(t, unix.Stat(filepath.Join(mp, "later"), &st))
 	if st.Gid == 3000 {
 		t.Fatal("OnRootMismatch walked a volume whose root already matched")
 	}
@@ -534,7 +547,7 @@ func TestFSGroup(t *testing.T) {
 	if err := applyFSGroup(m.log, m.StateRoot(), mp, FSGroup{GID: 3000}, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	unix.Stat(filepath.Join(mp, "later"), &st)
+	must(t, unix.Stat(filepath.Join(mp, "later"), &st))
 	if st.Gid != 3000 {
 		t.Fatal("Always did not walk")
 	}
@@ -554,7 +567,7 @@ func TestLocalVolumeModeAndCleanup(t *testing.T) {
 	if st.Mode&0o777 != 0o770 || st.Gid != 4000 || st.Mode&unix.S_ISGID == 0 {
 		t.Fatalf("mode %o gid %d", st.Mode&0o7777, st.Gid)
 	}
-	os.WriteFile(filepath.Join(mp, "data"), []byte("x"), 0o644)
+	must(t, os.WriteFile(filepath.Join(mp, "data"), []byte("x"), 0o644))
 	if err := m.Release(context.Background(), "c1"); err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +582,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 	before := mountTable(t)
 	good := Volume{Driver: DriverEphemeral, FSType: "tmpfs", MountPoint: filepath.Join(root, "run/sandbox/ephemeral/good")}
 	notBlock := filepath.Join(root, "plainfile")
-	os.WriteFile(notBlock, nil, 0o644)
+	must(t, os.WriteFile(notBlock, nil, 0o644))
 	cases := []struct {
 		name  string
 		vols  []Volume
@@ -659,7 +672,7 @@ func TestSharedVolumeWithFSGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
-	unix.Stat(mp, &st)
+	must(t, unix.Stat(mp, &st))
 	if st.Gid != 77 {
 		t.Fatalf("fs_group not applied: gid %d", st.Gid)
 	}

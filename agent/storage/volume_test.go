@@ -54,7 +54,9 @@ func hasCapSysResource() bool {
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
 			var caps uint64
-			fmt.Sscanf(strings.TrimSpace(v), "%x", &caps)
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &caps); err != nil {
+				return false
+			}
 			return caps&(1<<unix.CAP_SYS_RESOURCE) != 0
 		}
 	}
@@ -109,7 +111,7 @@ func TestResizeVolumeGrowsExt4Online(t *testing.T) {
 		t.Fatal(err)
 	}
 	after, _, _ := VolumeStats(mp)
-	if !(before.Total < mid.Total && mid.Total < after.Total && after.Total > 80<<20) {
+	if before.Total >= mid.Total || mid.Total >= after.Total || after.Total <= 80<<20 {
 		t.Fatalf("sizes before %d, at 64M %d, grown %d", before.Total, mid.Total, after.Total)
 	}
 }
@@ -151,7 +153,7 @@ func TestSwaponFile(t *testing.T) {
 		t.Fatalf("second swapon: %v", err)
 	}
 	plain := filepath.Join(dir, "plain")
-	os.WriteFile(plain, make([]byte, 1<<20), 0o600)
+	must(t, os.WriteFile(plain, make([]byte, 1<<20), 0o600))
 	if err := Swapon(plain); errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 		t.Fatalf("not a swap area: %v", err)
 	}
@@ -168,7 +170,7 @@ func TestUpdateEphemeralRemountsWithNewSize(t *testing.T) {
 	if err := m.MountVolumes(context.Background(), "c", []Volume{v}); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(mp, "keep"), []byte("x"), 0o644)
+	must(t, os.WriteFile(filepath.Join(mp, "keep"), []byte("x"), 0o644))
 	// What Kata's runtime sends after a memory hotplug.
 	v.Options = []string{"remount", "size=2m", "fsgid=1234"}
 	if err := m.UpdateEphemeral(context.Background(), []Volume{v}); err != nil {
@@ -203,11 +205,11 @@ func TestUpdateEphemeralLeavesOtherMountsAlone(t *testing.T) {
 	testroot.Require(t)
 	m, root := newManager(t)
 	foreign := filepath.Join(root, "foreign")
-	os.MkdirAll(foreign, 0o755)
+	must(t, os.MkdirAll(foreign, 0o755))
 	if err := unix.Mount("tmpfs", foreign, "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(foreign, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(foreign, unix.MNT_DETACH) })
 	ours := filepath.Join(root, "run/sandbox/ephemeral/cache")
 	// A tmpfs stands in for virtio-fs (no virtiofsd here): what matters is
 	// that the manager holds it under another driver.

@@ -145,7 +145,7 @@ func (w *bindWatcher) add(shared, source, target string) error {
 	it := &watchedItem{root: w.root, source: source, target: target, shared: shared, copies: w.dir}
 	if err := it.refresh(); err != nil {
 		_ = it.undo()
-		w.dropTmpfsIfIdle()
+		_ = w.dropTmpfsIfIdle() // best effort: the refresh's error is the one to report
 		return err
 	}
 	w.items[target] = it

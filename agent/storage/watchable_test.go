@@ -19,14 +19,14 @@ func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
 	root := t.TempDir()
 	// A long interval: the test drives refreshes itself instead of sleeping.
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
-	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	t.Cleanup(func() { _ = m.ReleaseAll(context.Background()) })
 	before := mountTable(t)
 
 	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-config")
-	os.MkdirAll(filepath.Join(src, "..2026_data"), 0o755)
-	os.WriteFile(filepath.Join(src, "..2026_data/key"), []byte("v1"), 0o644)
-	os.Symlink("..2026_data", filepath.Join(src, "..data"))
-	os.Symlink("..data/key", filepath.Join(src, "key"))
+	must(t, os.MkdirAll(filepath.Join(src, "..2026_data"), 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "..2026_data/key"), []byte("v1"), 0o644))
+	must(t, os.Symlink("..2026_data", filepath.Join(src, "..data")))
+	must(t, os.Symlink("..data/key", filepath.Join(src, "key")))
 
 	watchDir := filepath.Join(SharedDir(m.StateRoot()), "watchable")
 	mp := filepath.Join(watchDir, "c1-abc-config")
@@ -48,10 +48,10 @@ func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
 	}
 	// The host updates the ConfigMap the way the kubelet does: new data dir,
 	// swap the ..data link.
-	os.MkdirAll(filepath.Join(src, "..2027_data"), 0o755)
-	os.WriteFile(filepath.Join(src, "..2027_data/key"), []byte("v2"), 0o644)
+	must(t, os.MkdirAll(filepath.Join(src, "..2027_data"), 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "..2027_data/key"), []byte("v2"), 0o644))
 	os.Remove(filepath.Join(src, "..data"))
-	os.Symlink("..2027_data", filepath.Join(src, "..data"))
+	must(t, os.Symlink("..2027_data", filepath.Join(src, "..data")))
 	os.RemoveAll(filepath.Join(src, "..2026_data"))
 	m.watch.refreshAll()
 	if got := read(); got != "v2" {
@@ -66,7 +66,7 @@ func TestWatchableBindCopiesRefreshesAndFallsBack(t *testing.T) {
 
 	// Past Kata's 16-entry limit the source is bind-mounted instead.
 	for i := range 20 {
-		os.WriteFile(filepath.Join(src, fmt.Sprintf("extra%d", i)), []byte("x"), 0o644)
+		must(t, os.WriteFile(filepath.Join(src, fmt.Sprintf("extra%d", i)), []byte("x"), 0o644))
 	}
 	m.watch.refreshAll()
 	if _, _, ok := mountAt(t, mp); !ok {
@@ -89,15 +89,15 @@ func TestWatchableBindSourceConfinedToSharedDir(t *testing.T) {
 	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
-	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	t.Cleanup(func() { _ = m.ReleaseAll(context.Background()) })
 	before := mountTable(t)
 	shared := SharedDir(m.StateRoot())
 	watchDir := filepath.Join(shared, "watchable")
 	secret := filepath.Join(root, "guest-secret")
-	os.MkdirAll(secret, 0o700)
-	os.WriteFile(filepath.Join(secret, "key"), []byte("guest only"), 0o600)
-	os.MkdirAll(shared, 0o755)
-	os.Symlink(secret, filepath.Join(shared, "link-out"))
+	must(t, os.MkdirAll(secret, 0o700))
+	must(t, os.WriteFile(filepath.Join(secret, "key"), []byte("guest only"), 0o600))
+	must(t, os.MkdirAll(shared, 0o755))
+	must(t, os.Symlink(secret, filepath.Join(shared, "link-out")))
 
 	cases := []struct {
 		name, source string
@@ -125,14 +125,14 @@ func TestWatchableBindSourceConfinedToSharedDir(t *testing.T) {
 	// Accepted, then swapped for a symlink to a guest path: the refresh
 	// refuses it and the container keeps the last good copy.
 	src := filepath.Join(shared, "c1-config")
-	os.MkdirAll(src, 0o755)
-	os.WriteFile(filepath.Join(src, "key"), []byte("v1"), 0o644)
+	must(t, os.MkdirAll(src, 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "key"), []byte("v1"), 0o644))
 	mp := filepath.Join(watchDir, "c1-config")
 	if err := m.MountVolumes(context.Background(), "c1", []Volume{{Driver: DriverWatchableBind, Source: src, MountPoint: mp}}); err != nil {
 		t.Fatal(err)
 	}
 	os.RemoveAll(src)
-	os.Symlink(secret, src)
+	must(t, os.Symlink(secret, src))
 	m.watch.refreshAll()
 	if b, err := os.ReadFile(filepath.Join(mp, "key")); err != nil || string(b) != "v1" {
 		t.Fatalf("after the swap the copy reads %q, %v; want the last good copy v1", b, err)
@@ -182,7 +182,7 @@ func TestWatchableCopyDoesNotFollowSymlinkSwappedAfterCheck(t *testing.T) {
 	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
-	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	t.Cleanup(func() { _ = m.ReleaseAll(context.Background()) })
 	secret := guestSecret(t, root)
 	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-config")
 	if err := os.MkdirAll(filepath.Join(src, "sub"), 0o755); err != nil {
@@ -224,7 +224,7 @@ func TestWatchableBindFallbackDoesNotFollowSourceSwappedAfterCheck(t *testing.T)
 	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
-	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	t.Cleanup(func() { _ = m.ReleaseAll(context.Background()) })
 	before := mountTable(t)
 	secret := guestSecret(t, root)
 	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-secrets")
@@ -263,7 +263,7 @@ func TestWatchableFileSource(t *testing.T) {
 	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
-	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	t.Cleanup(func() { _ = m.ReleaseAll(context.Background()) })
 	src := filepath.Join(SharedDir(m.StateRoot()), "c1-abc-hosts")
 	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
 		t.Fatal(err)
@@ -295,7 +295,7 @@ func TestWatchableCopyDoesNotWriteThroughSymlinkInTheCopy(t *testing.T) {
 	testroot.Require(t)
 	root := t.TempDir()
 	m := New(Options{StateRoot: filepath.Join(root, "run"), WatchInterval: time.Hour})
-	t.Cleanup(func() { m.ReleaseAll(context.Background()) })
+	t.Cleanup(func() { _ = m.ReleaseAll(context.Background()) })
 	outside := filepath.Join(root, "outside")
 	if err := os.MkdirAll(outside, 0o755); err != nil {
 		t.Fatal(err)

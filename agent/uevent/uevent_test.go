@@ -119,7 +119,7 @@ func addLoopDevice(t *testing.T) string {
 			t.Fatalf("LOOP_CTL_ADD %d: %v", idx, errno)
 		}
 		t.Cleanup(func() {
-			unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
+			_, _, _ = unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
 		})
 		return name
 	}
@@ -255,7 +255,9 @@ func TestForgedUserspaceUeventIgnored(t *testing.T) {
 	if err := unix.Bind(rx, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
 		t.Fatal(err)
 	}
-	unix.SetsockoptTimeval(rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
+	if err := unix.SetsockoptTimeval(rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2}); err != nil {
+		t.Fatal(err)
+	}
 	msg := []byte("add@/devices/wren-forged/block/vdz\x00ACTION=add\x00DEVPATH=/devices/wren-forged/block/vdz\x00SUBSYSTEM=block\x00DEVNAME=vdz\x00SEQNUM=1\x00")
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
 		t.Skipf("cannot multicast on the uevent group here: %v", err)

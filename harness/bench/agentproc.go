@@ -55,7 +55,7 @@ func StartAgent(ctx context.Context, bin, dir string, env []string, args ...stri
 	if err := a.Cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	go func() { a.Cmd.Wait(); close(a.exited) }()
+	go func() { _ = a.Cmd.Wait(); close(a.exited) }() // Stop tells how it ended; its status is no news
 	deadline, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	for {
@@ -73,7 +73,7 @@ func StartAgent(ctx context.Context, bin, dir string, env []string, args ...stri
 		}
 		select {
 		case <-deadline.Done():
-			a.Stop()
+			_ = a.Stop() // the Check timeout is the error to report
 			return nil, fmt.Errorf("agent did not answer Check: %w", deadline.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -117,11 +117,11 @@ func (a *AgentProc) Stop() error {
 		return nil
 	default:
 	}
-	a.Cmd.Process.Signal(syscall.SIGTERM)
+	_ = a.Cmd.Process.Signal(syscall.SIGTERM) // fails only once it exited, which a.exited shows
 	select {
 	case <-a.exited:
 	case <-time.After(10 * time.Second):
-		a.Cmd.Process.Kill()
+		_ = a.Cmd.Process.Kill() // as above
 		<-a.exited
 		return errors.New("agent ignored SIGTERM for 10 s; killed")
 	}

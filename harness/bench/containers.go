@@ -53,7 +53,7 @@ func (p *pod) start(ctx context.Context, id string, spec *specs.Spec) error {
 		return fmt.Errorf("CreateContainer: %w", err)
 	}
 	if _, err := p.c.Agent.StartContainer(cctx, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
-		p.remove(ctx, id)
+		_ = p.remove(ctx, id) // best effort: the StartContainer error is the one to report
 		return fmt.Errorf("StartContainer: %w", err)
 	}
 	return nil
@@ -87,7 +87,7 @@ func (p *pod) runTrue(ctx context.Context) (time.Duration, error) {
 	}
 	code, err := p.wait(ctx, id, id)
 	if err != nil {
-		p.remove(ctx, id)
+		_ = p.remove(ctx, id) // best effort: the wait's error is the one to report
 		return 0, err
 	}
 	if err := p.remove(ctx, id); err != nil {

@@ -55,7 +55,7 @@ func checkLoop(ctx context.Context, h agentpb.HealthService, n int, out []time.D
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
 		if _, err := h.Check(ctx, req); err != nil {
-			return out, fmt.Errorf("Check: %w", err)
+			return out, fmt.Errorf("calling Check: %w", err)
 		}
 		out = append(out, time.Since(t0))
 	}
@@ -126,7 +126,7 @@ func figCheck(ctx context.Context, r *Runner) *Figure {
 		Anchor: "ttrpc Go ≈ 32 µs/call, 35 allocs (xibz/GRPCvsTTRPC, 2019, 8 CPUs)",
 	}
 	var open undoStack
-	defer open.run()
+	defer func() { r.logCleanup("stop the Check subjects", open.run()) }()
 	subjects, name, err := startCheckSubjects(ctx, r, &open)
 	if err != nil {
 		return failed(fig, name, err)
@@ -313,7 +313,7 @@ func inProcessAllocs(ctx context.Context, dir string, n int, stock bool, cc chec
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); srv.Serve(sctx, ln) }()
+	go func() { defer wg.Done(); _ = srv.Serve(sctx, ln) }() // ends when sctx does, as it should
 	defer func() { stop(); wg.Wait() }()
 	h, closer, err := cc.dial(ctx, addr)
 	if err != nil {

@@ -50,7 +50,7 @@ func measureChurn(ctx context.Context, r *Runner, fig *Figure, a *AgentProc, p *
 	var ids []string
 	defer func() {
 		for _, id := range ids {
-			p.stop(context.WithoutCancel(ctx), id)
+			r.logCleanup("stop "+id, p.stop(context.WithoutCancel(ctx), id))
 		}
 	}()
 	t0 := time.Now()
@@ -80,7 +80,7 @@ func measureChurn(ctx context.Context, r *Runner, fig *Figure, a *AgentProc, p *
 		return err
 	}
 	if prober.err != nil && ctx.Err() == nil && len(prober.probes) == 0 {
-		return fmt.Errorf("Check during churn: %w", prober.err)
+		return fmt.Errorf("calling Check during churn: %w", prober.err)
 	}
 	if run.done < ne {
 		fig.Note("only %d of %d exec cycles fit in this run's exec budget (%s) on this machine", run.done, ne, budget.Round(time.Second))

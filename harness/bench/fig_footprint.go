@@ -41,7 +41,7 @@ func (r *Runner) sampleOnce(ctx context.Context, bin string, env []string, warm 
 	if err != nil {
 		return ProcSample{}, err
 	}
-	defer agent.Stop()
+	defer func() { r.logCleanup("stop the agent", agent.Stop()) }()
 	if warm != nil {
 		c, err := agent.Dial(ctx)
 		if err != nil {

@@ -19,7 +19,7 @@ func (r *Runner) withAgentPod(ctx context.Context, bin string, env []string, arg
 	if err != nil {
 		return err
 	}
-	defer agent.Stop()
+	defer func() { r.logCleanup("stop the agent", agent.Stop()) }()
 	c, err := agent.Dial(ctx)
 	if err != nil {
 		return err
@@ -154,7 +154,7 @@ func figExec(ctx context.Context, r *Runner) *Figure {
 			if err != nil {
 				return fmt.Errorf("%s: %w", sp.subject, err)
 			}
-			defer sp.pod.stop(ctx, id)
+			defer func() { r.logCleanup("stop "+id, sp.pod.stop(ctx, id)) }()
 			ids[j] = id
 		}
 		samples, err := interleave(ctx, 5, n, pods, running,

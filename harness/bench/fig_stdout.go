@@ -274,7 +274,7 @@ func wrenStdoutSource(ctx context.Context, r *Runner, bin string, args []string,
 	cleanup.push(agent.Stop)
 	defer func() {
 		if err != nil {
-			cleanup.run()
+			_ = cleanup.run() // best effort: err is the one to report
 		}
 	}()
 	c, err := agent.Dial(ctx)

@@ -102,7 +102,7 @@ func (r *Runner) tuneOne(ctx context.Context, fig *Figure, name string, env []st
 	if err != nil {
 		return res, err
 	}
-	defer agent.Stop()
+	defer func() { r.logCleanup("stop the agent", agent.Stop()) }()
 	time.Sleep(settle)
 	if res.fresh, err = agent.Sample(); err != nil {
 		return res, err

@@ -42,7 +42,7 @@ func measurePerUnit(ctx context.Context, fig *Figure, a *AgentProc, p *pod, per 
 	var ids []string
 	defer func() {
 		for _, id := range ids {
-			p.stop(context.WithoutCancel(ctx), id)
+			_ = p.stop(context.WithoutCancel(ctx), id) // best effort: the agent's stop after the figure takes what is left
 		}
 	}()
 	if err := growPerUnit(fig, "wren per container", per, sample, func() error {

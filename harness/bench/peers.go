@@ -91,7 +91,7 @@ func (p *Peer) Cleanup() {
 	entries, _ := os.ReadDir(p.root)
 	for _, e := range entries {
 		if e.IsDir() {
-			p.Delete(e.Name())
+			_ = p.Delete(e.Name()) // best effort, as the RemoveAll below
 		}
 	}
 	os.RemoveAll(p.root)

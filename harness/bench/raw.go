@@ -105,8 +105,8 @@ func StartHelper(dir string, args ...string) (*Helper, error) {
 
 // Stop kills the helper.
 func (h *Helper) Stop() {
-	h.cmd.Process.Kill()
-	h.cmd.Wait()
+	_ = h.cmd.Process.Kill() // it may have exited already
+	_ = h.cmd.Wait()         // killed: its status is no news
 }
 
 // HelperArgs builds the arguments of a copy helper.

@@ -162,6 +162,14 @@ func Run(ctx context.Context, s Settings, log *slog.Logger) (*Report, error) {
 	return rep, ctx.Err()
 }
 
+// logCleanup logs a clean-up step that failed: the figure stands, and the
+// failure (an agent that ignored SIGTERM, a container left) is worth a look.
+func (r *Runner) logCleanup(step string, err error) {
+	if err != nil && r.Log != nil {
+		r.Log.Warn("clean-up failed", "step", step, "err", err)
+	}
+}
+
 // failed makes a figure that records why it could not be measured.
 func failed(fig *Figure, subject string, err error) *Figure {
 	fig.Skip(subject, err)

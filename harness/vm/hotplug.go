@@ -49,7 +49,7 @@ func (v *VM) HotplugBlock(ctx context.Context, q *QMP, id, file string, readOnly
 		"bus":    fmt.Sprintf("hp%d", port),
 	}, nil)
 	if err != nil {
-		q.Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
+		_ = q.Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil) // best effort: err is the one to report
 		release()
 		return "", fmt.Errorf("hotplug %s: %w", id, err)
 	}

@@ -34,10 +34,13 @@ func DialQMP(ctx context.Context, path string) (*QMP, error) {
 		return nil, fmt.Errorf("qmp: %w", err)
 	}
 	q := &QMP{conn: conn, rd: bufio.NewReader(conn)}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	} else {
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(10 * time.Second)
+	}
+	if err := conn.SetDeadline(dl); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("qmp: %w", err)
 	}
 	var greeting struct {
 		QMP *json.RawMessage `json:"QMP"`
@@ -46,7 +49,10 @@ func DialQMP(ctx context.Context, path string) (*QMP, error) {
 		conn.Close()
 		return nil, fmt.Errorf("qmp: no greeting: %v", err)
 	}
-	conn.SetDeadline(time.Time{})
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("qmp: %w", err)
+	}
 	if err := q.Execute(ctx, "qmp_capabilities", nil, nil); err != nil {
 		conn.Close()
 		return nil, err
@@ -75,12 +81,15 @@ func (q *QMP) Execute(ctx context.Context, command string, args, result any) err
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { q.conn.SetDeadline(time.Now()) })
+	// A connection that takes no deadline fails the read below anyway.
+	stop := context.AfterFunc(ctx, func() { _ = q.conn.SetDeadline(time.Now()) })
 	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		q.conn.SetDeadline(dl)
-	} else {
-		q.conn.SetDeadline(time.Time{})
+	var dl time.Time // none
+	if d, ok := ctx.Deadline(); ok {
+		dl = d
+	}
+	if err := q.conn.SetDeadline(dl); err != nil {
+		return fmt.Errorf("qmp %s: %w", command, err)
 	}
 	if _, err := q.conn.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("qmp %s: %w", command, err)

@@ -196,8 +196,11 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
-			v.Stop()
+		if err == nil {
+			return
+		}
+		if serr := v.Stop(); serr != nil {
+			err = fmt.Errorf("%w (stopping what had started: %v)", err, serr)
 		}
 	}()
 
@@ -352,7 +355,25 @@ func (v *VM) waitBoot(ctx context.Context, cfg *Config) error {
 	return nil
 }
 
+// fill completes the configuration with its defaults and checks that the
+// files and programs it names exist.
 func (c *Config) fill() error {
+	if err := c.fillDirs(); err != nil {
+		return err
+	}
+	if err := c.fillMachine(); err != nil {
+		return err
+	}
+	c.fillFirmware()
+	if err := c.checkImages(); err != nil {
+		return err
+	}
+	return c.findBinaries()
+}
+
+// fillDirs makes the state and shared directories absolute, the shared
+// one by default in the state directory.
+func (c *Config) fillDirs() error {
 	if c.Dir == "" {
 		return errors.New("vm: no state directory")
 	}
@@ -367,6 +388,12 @@ func (c *Config) fill() error {
 	if c.SharedDir, err = filepath.Abs(c.SharedDir); err != nil {
 		return err
 	}
+	return nil
+}
+
+// fillMachine defaults memory, CPUs, guest CID, boot timeout and
+// accelerator.
+func (c *Config) fillMachine() error {
 	if c.MemoryMiB == 0 {
 		c.MemoryMiB = DefaultMemoryMiB
 	}
@@ -385,6 +412,12 @@ func (c *Config) fill() error {
 	if c.Accel == "" {
 		c.Accel = os.Getenv("WREN_ACCEL")
 	}
+	return nil
+}
+
+// fillFirmware picks the firmware: the configured one, $WREN_FIRMWARE,
+// else DefaultFirmware when it exists; "seabios" means QEMU's own.
+func (c *Config) fillFirmware() {
 	if c.Firmware == "" {
 		c.Firmware = os.Getenv("WREN_FIRMWARE")
 	}
@@ -396,6 +429,11 @@ func (c *Config) fill() error {
 	if c.Firmware == "seabios" {
 		c.Firmware = ""
 	}
+}
+
+// checkImages checks that the kernel, the initramfs and the DAX image, if
+// any, exist.
+func (c *Config) checkImages() error {
 	for _, f := range []struct{ what, path string }{{"kernel", c.Kernel}, {"initramfs", c.Initrd}} {
 		if f.path == "" {
 			return fmt.Errorf("vm: no %s given (make image builds out/vmlinux and out/wren-initramfs.cpio.gz)", f.what)
@@ -409,6 +447,11 @@ func (c *Config) fill() error {
 			return fmt.Errorf("vm: DAX image: %w", err)
 		}
 	}
+	return nil
+}
+
+// findBinaries resolves QEMU, wren-vsockd and virtiofsd (FindBinary).
+func (c *Config) findBinaries() error {
 	bins := []struct {
 		p                 *string
 		name, def, pkgMsg string

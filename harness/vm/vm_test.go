@@ -89,7 +89,9 @@ func TestQEMUArgs(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	k := filepath.Join(dir, "k")
-	os.WriteFile(k, nil, 0o644)
+	if err := os.WriteFile(k, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for name, c := range map[string]Config{
 		"no dir":       {Kernel: k, Initrd: k},
 		"no kernel":    {Dir: dir, Initrd: k},
@@ -184,7 +186,7 @@ func TestStopRemovesVirtiofsdPidFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := &VM{State: State{Dir: dir, Procs: []*Proc{p}}}
-	defer v.Stop()
+	defer func() { _ = v.Stop() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := waitListening(ctx, p, sock); err != nil {
@@ -220,7 +222,7 @@ func TestQMP(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var c *QMP
@@ -368,7 +370,7 @@ func TestHelpersDieWithCaller(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if rec.Running() {
-		rec.signal(syscall.SIGKILL)
+		_ = rec.signal(syscall.SIGKILL) // clean up; the failure is below
 		t.Fatalf("helper process %d outlived its caller", pid)
 	}
 }

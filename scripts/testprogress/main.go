@@ -163,6 +163,27 @@ func (r *reporter) handle(e event) {
 		return
 	}
 	s := r.state(e.Package)
+	s.record(e)
+	ended := e.ended()
+	topLevel := e.Test != "" && !strings.Contains(e.Test, "/")
+	switch {
+	case topLevel && e.Action == "run":
+		s.running[e.Test] = r.now()
+	case topLevel && ended:
+		delete(s.running, e.Test)
+	case e.Test == "" && ended:
+		r.finish(e, s)
+	}
+}
+
+// ended tells whether the event ends a test or package.
+func (e event) ended() bool {
+	return e.Action == "pass" || e.Action == "fail" || e.Action == "skip"
+}
+
+// record keeps an event's output: a test's until the test ends (a failed
+// test's then joins the package's), the package's own as it comes.
+func (s *pkgState) record(e event) {
 	if e.Output != "" && !chatter(e.Output) {
 		if e.Test == "" {
 			s.output.WriteString(e.Output)
@@ -173,21 +194,11 @@ func (r *reporter) handle(e event) {
 			s.tests[e.Test].WriteString(e.Output)
 		}
 	}
-	ended := e.Action == "pass" || e.Action == "fail" || e.Action == "skip"
-	if e.Test != "" && ended {
+	if e.Test != "" && e.ended() {
 		if out := s.tests[e.Test]; out != nil && e.Action == "fail" {
 			s.output.WriteString(out.String())
 		}
 		delete(s.tests, e.Test)
-	}
-	topLevel := e.Test != "" && !strings.Contains(e.Test, "/")
-	switch {
-	case topLevel && e.Action == "run":
-		s.running[e.Test] = r.now()
-	case topLevel && ended:
-		delete(s.running, e.Test)
-	case e.Test == "" && ended:
-		r.finish(e, s)
 	}
 }
 

@@ -86,7 +86,7 @@ func startSequence() []byte {
 // tears it down.
 func runMessages(t *testing.T, data []byte) *stubDevice {
 	a, b := socketPair(t)
-	go io.Copy(io.Discard, a)
+	go func() { _, _ = io.Copy(io.Discard, a) }() // drains the replies until the teardown
 	dev := &stubDevice{started: map[int]bool{}}
 	s := &Server{Dev: dev, NumQueues: 2, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ss := &session{s: s, conn: b, log: s.Log, rings: make([]vring, 2)}

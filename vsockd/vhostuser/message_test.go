@@ -50,7 +50,9 @@ func TestReadMessageWithFDs(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(10 * time.Millisecond)
-		a.Write(u64Bytes(1))
+		if _, err := a.Write(u64Bytes(1)); err != nil {
+			t.Errorf("payload write: %v", err)
+		}
 	}()
 	m, err := readMessage(b)
 	if err != nil {
@@ -72,7 +74,9 @@ func TestReadMessageWithFDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var flags int
-	rc.Control(func(fd uintptr) { flags, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+	if err := rc.Control(func(fd uintptr) { flags, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil {
+		t.Fatal(err)
+	}
 	if flags&unix.O_NONBLOCK == 0 {
 		t.Fatal("received fd is blocking")
 	}
@@ -81,7 +85,9 @@ func TestReadMessageWithFDs(t *testing.T) {
 func TestReadMessageRejects(t *testing.T) {
 	t.Run("version", func(t *testing.T) {
 		a, b := socketPair(t)
-		a.Write(header(reqGetFeatures, 2, 0))
+		if _, err := a.Write(header(reqGetFeatures, 2, 0)); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := readMessage(b); err == nil {
 			t.Fatal("version 2 accepted")
 		}
@@ -90,7 +96,9 @@ func TestReadMessageRejects(t *testing.T) {
 		a, b := socketPair(t)
 		efd, _ := unix.Eventfd(0, unix.EFD_CLOEXEC)
 		defer unix.Close(efd)
-		a.WriteMsgUnix(header(reqSetMemTable, 1, maxPayload+1), unix.UnixRights(efd), nil)
+		if _, _, err := a.WriteMsgUnix(header(reqSetMemTable, 1, maxPayload+1), unix.UnixRights(efd), nil); err != nil {
+			t.Fatal(err)
+		}
 		before := countFDs(t)
 		if _, err := readMessage(b); err == nil {
 			t.Fatal("oversized payload accepted")
@@ -101,8 +109,12 @@ func TestReadMessageRejects(t *testing.T) {
 	})
 	t.Run("truncated", func(t *testing.T) {
 		a, b := socketPair(t)
-		a.Write(header(reqSetFeatures, 1, 8)[:12])
-		a.Write([]byte{1, 2, 3})
+		if _, err := a.Write(header(reqSetFeatures, 1, 8)[:12]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Write([]byte{1, 2, 3}); err != nil {
+			t.Fatal(err)
+		}
 		a.Close()
 		if _, err := readMessage(b); err == nil {
 			t.Fatal("truncated payload accepted")

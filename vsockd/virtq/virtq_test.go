@@ -234,7 +234,9 @@ func TestStartsFromUsedIdx(t *testing.T) {
 	q := d.Queue()
 	for i := 0; i < 3; i++ {
 		h, _ := d.Post(virtqtest.Seg{Data: []byte("x")})
-		q.Pop()
+		if _, ok, err := q.Pop(); !ok || err != nil {
+			t.Fatalf("pop %d: %v %v", i, ok, err)
+		}
 		q.Push(h, 0)
 	}
 	d.Collect()
@@ -306,7 +308,9 @@ func TestEventIdxEnableKicks(t *testing.T) {
 	q.EventIdx = true
 	for i := 0; i < 3; i++ {
 		h, _ := d.Post(virtqtest.Seg{Data: []byte("x")})
-		q.Pop()
+		if _, ok, err := q.Pop(); !ok || err != nil {
+			t.Fatalf("pop %d: %v %v", i, ok, err)
+		}
 		q.Push(h, 0)
 	}
 	if q.EnableKicks() {

@@ -19,7 +19,7 @@ import (
 // vsock speed. scripts/bench-vsock.sh runs it.
 func BenchmarkVsock(b *testing.B) {
 	be := startBackend(b, b.TempDir())
-	b.Cleanup(func() { be.stop() })
+	b.Cleanup(func() { _ = be.stop() })
 	bootGuest(b, be)
 	const chunk = 1 << 20
 

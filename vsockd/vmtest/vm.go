@@ -47,7 +47,11 @@ func Build(ctx context.Context, dir string) (*Artifacts, error) {
 	}
 	initBin := filepath.Join(dir, "guestinit")
 	_, self, _, _ := runtime.Caller(0)
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test puts the go command that runs it first in PATH.
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		return nil, fmt.Errorf("build guestinit: %w", err)
+	}
 	cmd := exec.CommandContext(ctx, gobin, "build", "-trimpath", "-ldflags=-s -w", "-o", initBin, ".")
 	cmd.Dir = filepath.Join(filepath.Dir(self), "guestinit")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")

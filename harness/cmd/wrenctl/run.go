@@ -36,29 +36,9 @@ func runFlags(fs *flag.FlagSet) { new(runOptions).define(fs) }
 // is none, creates and starts the container from the bundle's config.json,
 // attaches stdio, waits, removes the container and exits with its status.
 func runCommand(g globals, args []string) int {
-	cmd := findCommand("run")
-	fs := flag.NewFlagSet("wrenctl run", flag.ContinueOnError)
-	var o runOptions
-	o.define(fs)
-	if code, ok := parseCommandFlags(cmd, fs, args); !ok {
+	o, id, code, ok := runArgs(g, args)
+	if !ok {
 		return code
-	}
-	if fs.NArg() != 1 {
-		commandUsage(os.Stderr, cmd)
-		return exitUsage
-	}
-	id := fs.Arg(0)
-	if g.addr == "" {
-		return usageError(os.Stderr, "no agent address: use --addr or set WREN_ADDR")
-	}
-	if o.sharedDir == "" && inVM(g.addr) {
-		return usageError(os.Stderr, "run: the agent at %s is in a VM and cannot see this host's files: the bundle's rootfs must be in the VM's share.\n"+
-			"  Add --shared-dir DIR, DIR being the shared_dir= line `wrenctl vm up` printed (wrenctl vm status prints it too);\n"+
-			"  wrenctl then copies the rootfs there and has the agent mount the share, as a Kata shim does", g.addr)
-	}
-	if err := checkAddr(g.addr); err != nil {
-		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
-		return exitError
 	}
 	spec, err := loadBundle(o.bundle)
 	if err != nil {
@@ -81,7 +61,6 @@ func runCommand(g globals, args []string) int {
 		}
 	}()
 
-	ctx := context.Background()
 	dctx, cancel := g.rpcContext()
 	defer cancel()
 	c, err := client.Dial(dctx, g.addr)
@@ -98,6 +77,51 @@ func runCommand(g globals, args []string) int {
 		defer out.Close()
 	}
 
+	if code, ok := createRunContainer(g, c, id, spec, storages); !ok {
+		return code
+	}
+	if o.detach {
+		if err := startContainer(g, c, id); err != nil {
+			removeContainer(g, c, id)
+			return rpcFailed("StartContainer", err)
+		}
+		keepShare = true
+		return exitOK
+	}
+	return runAttached(g, c, out, id, spec.Process.Terminal)
+}
+
+// runArgs parses run's flags and argument, the container ID, and checks
+// the agent address; when ok is false, run exits with code.
+func runArgs(g globals, args []string) (o runOptions, id string, code int, ok bool) {
+	cmd := findCommand("run")
+	fs := flag.NewFlagSet("wrenctl run", flag.ContinueOnError)
+	o.define(fs)
+	if code, ok := parseCommandFlags(cmd, fs, args); !ok {
+		return o, "", code, false
+	}
+	if fs.NArg() != 1 {
+		commandUsage(os.Stderr, cmd)
+		return o, "", exitUsage, false
+	}
+	if g.addr == "" {
+		return o, "", usageError(os.Stderr, "no agent address: use --addr or set WREN_ADDR"), false
+	}
+	if o.sharedDir == "" && inVM(g.addr) {
+		return o, "", usageError(os.Stderr, "run: the agent at %s is in a VM and cannot see this host's files: the bundle's rootfs must be in the VM's share.\n"+
+			"  Add --shared-dir DIR, DIR being the shared_dir= line `wrenctl vm up` printed (wrenctl vm status prints it too);\n"+
+			"  wrenctl then copies the rootfs there and has the agent mount the share, as a Kata shim does", g.addr), false
+	}
+	if err := checkAddr(g.addr); err != nil {
+		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+		return o, "", exitError, false
+	}
+	return o, fs.Arg(0), exitOK, true
+}
+
+// createRunContainer creates the sandbox unless it exists, then the
+// container; when ok is false, it reported a failure and run exits with code.
+func createRunContainer(g globals, c *client.Client, id string, spec *specs.Spec, storages []*agentpb.Storage) (code int, ok bool) {
 	if err := call(g, func(ctx context.Context) error {
 		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id, Storages: storages})
 		if err != nil && codeOf(err) == codes.AlreadyExists {
@@ -105,51 +129,54 @@ func runCommand(g globals, args []string) int {
 		}
 		return err
 	}); err != nil {
-		return rpcFailed("CreateSandbox", err)
+		return rpcFailed("CreateSandbox", err), false
 	}
 	if err := call(g, func(ctx context.Context) error {
 		_, err := c.Agent.CreateContainer(ctx, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(spec)})
 		return err
 	}); err != nil {
-		return rpcFailed("CreateContainer", err)
+		return rpcFailed("CreateContainer", err), false
 	}
-	remove := func() {
-		if err := call(g, func(ctx context.Context) error {
-			_, err := c.Agent.RemoveContainer(ctx, &agentpb.RemoveContainerRequest{ContainerId: id})
-			return err
-		}); err != nil {
-			rpcFailed("RemoveContainer", err)
-		}
-	}
-	if o.detach {
-		if err := call(g, func(ctx context.Context) error {
-			_, err := c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id})
-			return err
-		}); err != nil {
-			remove()
-			return rpcFailed("StartContainer", err)
-		}
-		keepShare = true
-		return exitOK
-	}
+	return exitOK, true
+}
+
+// runAttached attaches stdio to the created container, starts it, waits
+// for it and removes it; it returns the container's exit status.
+func runAttached(g globals, c *client.Client, out *outputConns, id string, terminal bool) int {
+	ctx := context.Background()
 	// Attach before starting so that not a byte of output is missed.
-	if spec.Process.Terminal {
+	if terminal {
 		defer rawTerminal()()
 	}
-	wait := attach(ctx, c, out, id, id, spec.Process.Terminal, os.Stdin, os.Stdout, os.Stderr)
-	if err := call(g, func(ctx context.Context) error {
-		_, err := c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id})
-		return err
-	}); err != nil {
-		remove()
+	wait := attach(ctx, c, out, id, id, terminal, os.Stdin, os.Stdout, os.Stderr)
+	if err := startContainer(g, c, id); err != nil {
+		removeContainer(g, c, id)
 		return rpcFailed("StartContainer", err)
 	}
 	code, err := waitProcess(ctx, c, id, id, wait)
-	remove()
+	removeContainer(g, c, id)
 	if err != nil {
 		return rpcFailed("WaitProcess", err)
 	}
 	return code
+}
+
+// startContainer starts the created container.
+func startContainer(g globals, c *client.Client, id string) error {
+	return call(g, func(ctx context.Context) error {
+		_, err := c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: id})
+		return err
+	})
+}
+
+// removeContainer removes the container, reporting a failure.
+func removeContainer(g globals, c *client.Client, id string) {
+	if err := call(g, func(ctx context.Context) error {
+		_, err := c.Agent.RemoveContainer(ctx, &agentpb.RemoveContainerRequest{ContainerId: id})
+		return err
+	}); err != nil {
+		rpcFailed("RemoveContainer", err)
+	}
 }
 
 // waitProcess waits for the exit status and for the output to drain.

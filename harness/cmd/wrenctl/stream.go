@@ -109,7 +109,8 @@ func copyIn(ctx context.Context, c *client.Client, cid, execID string, stdin io.
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				c.Agent.CloseStdin(ctx, &agentpb.CloseStdinRequest{ContainerId: cid, ExecId: execID})
+				// Best effort: a process that already exited has no stdin to close.
+				_, _ = c.Agent.CloseStdin(ctx, &agentpb.CloseStdinRequest{ContainerId: cid, ExecId: execID})
 			}
 			return
 		}
@@ -123,7 +124,8 @@ func forwardWinch(ctx context.Context, c *client.Client, cid, execID string) {
 	defer signal.Stop(sigc)
 	for {
 		if ws, err := unix.IoctlGetWinsize(int(os.Stdin.Fd()), unix.TIOCGWINSZ); err == nil {
-			c.Agent.TtyWinResize(ctx, &agentpb.TtyWinResizeRequest{ContainerId: cid, ExecId: execID, Row: uint32(ws.Row), Column: uint32(ws.Col)})
+			// Best effort: a failed resize leaves the old size, as a lost SIGWINCH would.
+			_, _ = c.Agent.TtyWinResize(ctx, &agentpb.TtyWinResizeRequest{ContainerId: cid, ExecId: execID, Row: uint32(ws.Row), Column: uint32(ws.Col)})
 		}
 		select {
 		case <-ctx.Done():
@@ -151,5 +153,5 @@ func rawTerminal() (restore func()) {
 	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
 		return func() {}
 	}
-	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }
+	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) } // on exit: nothing else to try
 }

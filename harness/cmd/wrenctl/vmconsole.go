@@ -53,7 +53,7 @@ func vmConsole(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	done := make(chan struct{})
 	go func() {
-		io.Copy(stdout, conn)
+		_, _ = io.Copy(stdout, conn) // until the connection ends, however it ends
 		close(done)
 	}()
 	go func() {
@@ -63,7 +63,7 @@ func vmConsole(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			if n > 0 {
 				chunk := buf[:n]
 				if i := bytes.IndexByte(chunk, consoleEscape); i >= 0 {
-					conn.Write(chunk[:i])
+					_, _ = conn.Write(chunk[:i]) // leaving anyway
 					conn.Close()
 					return
 				}

@@ -37,7 +37,7 @@ func TestBinaryLifecycle(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || line != "READY\n" {
 		t.Fatalf("first stdout line %q (%v), want READY", line, err)
@@ -52,7 +52,9 @@ func TestBinaryLifecycle(t *testing.T) {
 	binary.LittleEndian.PutUint32(req[4:], 1)
 	binary.LittleEndian.PutUint32(req[8:], 20)
 	binary.LittleEndian.PutUint32(req[16:], 8)
-	c.Write(req)
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	reply := make([]byte, 32)
 	if _, err := io.ReadFull(c, reply); err != nil {
@@ -104,7 +106,9 @@ func TestBinaryRejectsBadFlags(t *testing.T) {
 	}
 	// A regular file in the way is not deleted.
 	f := filepath.Join(dir, "file")
-	os.WriteFile(f, []byte("keep"), 0o644)
+	if err := os.WriteFile(f, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command(bin, "--socket", f, "--uds-path", filepath.Join(dir, "u")).CombinedOutput(); err == nil {
 		t.Errorf("started over a regular file:\n%s", out)
 	}
