@@ -125,7 +125,7 @@ func serveForBench(b *testing.B, s *Server) net.Conn {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { s.Serve(ctx, ln); close(done) }()
+	go func() { _ = s.Serve(ctx, ln); close(done) }() // ends when the benchmark cancels it
 	b.Cleanup(func() { cancel(); <-done })
 	conn, err := net.Dial("unix", sock)
 	if err != nil {

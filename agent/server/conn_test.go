@@ -185,7 +185,9 @@ func dialRaw(t *testing.T, sock string) *rawClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	return &rawClient{t: t, conn: conn}
 }
 
@@ -317,10 +319,12 @@ func TestConnectionsLeaveNothingBehind(t *testing.T) {
 			}
 			switch i % 3 {
 			case 1: // leave a call blocked in the handler
-				go c.Call(context.Background(), "test.Svc", "Block", &emptypb.Empty{}, &emptypb.Empty{})
+				go func() { _ = c.Call(context.Background(), "test.Svc", "Block", &emptypb.Empty{}, &emptypb.Empty{}) }() // never answered: the server closes it
 				time.Sleep(time.Millisecond)
 			case 2: // half a frame
-				conn.Write([]byte{0, 0, 1, 0, 0, 0, 0, 9, 1, 0, 'x'})
+				if _, err := conn.Write([]byte{0, 0, 1, 0, 0, 0, 0, 9, 1, 0, 'x'}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			c.Close()
 		}

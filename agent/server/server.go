@@ -146,7 +146,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	ln.Close() // no new connections while in-flight calls finish
-	<-accepted
+	if err := <-accepted; err != nil {
+		// The close above ends the loop with this error: expected.
+		s.log.Debug("accept loop ended", "err", err)
+	}
 	s.drain()
 	s.closeConns()
 	conns.Wait()
@@ -279,7 +282,10 @@ func (s *Server) serveStock(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("graceful shutdown incomplete; closing connections", "err", err)
 	}
 	err = reg.Close()
-	<-errc
+	if serr := <-errc; serr != nil {
+		// The close above ends the stock server with this error: expected.
+		s.log.Debug("stock server ended", "err", serr)
+	}
 	return err
 }
 

@@ -67,7 +67,7 @@ func startServer(t *testing.T, services map[string]map[string]ttrpc.Method) (c *
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
 	stop = sync.OnceValue(func() error { cancel(); return <-done })
-	t.Cleanup(func() { stop() })
+	t.Cleanup(func() { _ = stop() }) // tests that check the result call stop themselves
 	conn, err := net.Dial("unix", strings.TrimPrefix(addr, "unix://"))
 	if err != nil {
 		t.Fatal(err)
@@ -90,8 +90,9 @@ func TestPanicBecomesInternal(t *testing.T) { bothServers(t, testPanicBecomesInt
 func testPanicBecomesInternal(t *testing.T) {
 	c, logs, _ := startTestServer(t, map[string]ttrpc.Method{
 		"Boom": func(ctx context.Context, unmarshal func(any) error) (any, error) {
-			var m map[string]int
-			m["x"] = 1 // nil map write: a real runtime panic
+			var m []int
+			i := len(m)
+			_ = m[i] // an index out of range: a real runtime panic
 			return &emptypb.Empty{}, nil
 		},
 		"Fine": func(ctx context.Context, unmarshal func(any) error) (any, error) {

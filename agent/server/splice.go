@@ -28,9 +28,10 @@ const sendBuffer = 1 << 20
 // system's wmem_max where the agent may (CAP_NET_ADMIN, as PID 1 has), and
 // leaves the default where neither option is allowed.
 func raiseSendBuffer(raw syscall.RawConn) {
-	raw.Control(func(fd uintptr) {
+	// Best effort: a smaller buffer costs throughput, not correctness.
+	_ = raw.Control(func(fd uintptr) {
 		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer) != nil {
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, sendBuffer)
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, sendBuffer)
 		}
 	})
 }

@@ -370,7 +370,9 @@ func TestConnectionSendBufferHoldsAReply(t *testing.T) {
 	defer c.cancel()
 	var size int
 	var gerr error
-	c.raw.Control(func(fd uintptr) { size, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) })
+	if err := c.raw.Control(func(fd uintptr) { size, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) }); err != nil {
+		t.Fatal(err)
+	}
 	if gerr != nil || size < 2*sendBuffer {
 		t.Errorf("connection send buffer %d bytes (%v), want at least %d", size, gerr, 2*sendBuffer)
 	}
