@@ -292,27 +292,26 @@ func (ss *session) resetOwner() {
 }
 
 func (ss *session) setVringNum(m *message) error {
-	idx, num, err := m.vringState()
-	if err != nil {
-		return err
-	}
-	r, err := ss.ring(idx)
-	if err != nil {
-		return err
-	}
-	if num == 0 || num > MaxQueueSize || num&(num-1) != 0 {
-		return fmt.Errorf("vring %d: bad size %d", idx, num)
-	}
-	ss.s.Dev.Lock()
-	defer ss.s.Dev.Unlock()
-	if r.q != nil {
-		return fmt.Errorf("vring %d: SET_VRING_NUM while started", idx)
-	}
-	r.num = uint16(num)
-	return nil
+	return ss.setStoppedRing(m, "SET_VRING_NUM", func(idx, num uint32, r *vring) error {
+		if num == 0 || num > MaxQueueSize || num&(num-1) != 0 {
+			return fmt.Errorf("vring %d: bad size %d", idx, num)
+		}
+		r.num = uint16(num)
+		return nil
+	})
 }
 
 func (ss *session) setVringBase(m *message) error {
+	return ss.setStoppedRing(m, "SET_VRING_BASE", func(_, num uint32, r *vring) error {
+		r.base = uint16(num)
+		return nil
+	})
+}
+
+// setStoppedRing applies a vring-state request (index and number) to a ring
+// that is not started, under the device lock: a started ring's size and
+// base belong to its queue.
+func (ss *session) setStoppedRing(m *message, what string, set func(idx, num uint32, r *vring) error) error {
 	idx, num, err := m.vringState()
 	if err != nil {
 		return err
@@ -324,10 +323,9 @@ func (ss *session) setVringBase(m *message) error {
 	ss.s.Dev.Lock()
 	defer ss.s.Dev.Unlock()
 	if r.q != nil {
-		return fmt.Errorf("vring %d: SET_VRING_BASE while started", idx)
+		return fmt.Errorf("vring %d: %s while started", idx, what)
 	}
-	r.base = uint16(num)
-	return nil
+	return set(idx, num, r)
 }
 
 // getVringBase stops the vring and replies with the index it stopped at, so
