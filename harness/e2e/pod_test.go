@@ -101,6 +101,7 @@ func TestPodVM(t *testing.T) {
 	t.Run("KataShapedPIDNamespace", p.testKataPIDNamespace)
 	t.Run("StringUser", p.testStringUser)
 	t.Run("GuestHooks", p.testGuestHooks)
+	t.Run("Conformance", p.testConformance)
 	t.Run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
 	t.Run("OOM", p.testOOM)
 	t.Run("BlockHotplug", p.testBlockHotplug)
