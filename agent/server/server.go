@@ -276,7 +276,9 @@ func (s *Server) serveStock(ctx context.Context, ln net.Listener) error {
 	}
 	ln.Close()
 	s.drain()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// The calls are done (drain); what is left is their replies on the
+	// wire, which Shutdown waits for. It returns as soon as they are out.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 	defer cancel()
 	if err := reg.Shutdown(shutdownCtx); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Warn("graceful shutdown incomplete; closing connections", "err", err)

@@ -20,7 +20,7 @@ func writeModule(t *testing.T) string {
 		"aslow/a.go":      "package aslow\n",
 		"aslow/a_test.go": "package aslow\n\nimport (\n\t\"os\"\n\t\"testing\"\n\t\"time\"\n)\n\nfunc TestSlow(t *testing.T) {\n\tfor start := time.Now(); time.Since(start) < time.Minute; time.Sleep(20 * time.Millisecond) {\n\t\tif _, err := os.Stat(os.Getenv(\"RELEASE\")); err == nil {\n\t\t\treturn\n\t\t}\n\t}\n\tt.Fatal(\"bfast never ran\")\n}\n",
 		"bfast/b.go":      "package bfast\n",
-		"bfast/b_test.go": "package bfast\n\nimport (\n\t\"os\"\n\t\"testing\"\n)\n\nfunc TestFast(t *testing.T) {\n\tos.WriteFile(os.Getenv(\"RELEASE\"), nil, 0o644)\n}\n",
+		"bfast/b_test.go": "package bfast\n\nimport \"testing\"\n\nfunc TestFast(t *testing.T) {}\n",
 		"cfail/c.go":      "package cfail\n",
 		"cfail/c_test.go": "package cfail\n\nimport \"testing\"\n\nfunc TestBroken(t *testing.T) {\n\tt.Log(\"the detail that explains it\")\n\tt.Fatal(\"broken on purpose\")\n}\n",
 		"dnone/d.go":      "package dnone\n",
@@ -37,17 +37,20 @@ func writeModule(t *testing.T) string {
 	return dir
 }
 
-// The fast package is reported while the slow one (listed before it, and
-// waiting for it) still runs, which go test's text output cannot do; the
-// failing package's output is printed whole; the exit status is go test's.
+// The fast package is reported while the slow one (listed before it)
+// still runs, which go test's text output cannot do: the slow one waits
+// until the report of the fast one is written (releaseOn creates the file
+// it waits for), so the order does not depend on timing. The failing
+// package's output is printed whole; the exit status is go test's.
 func TestReportsPackagesAsTheyFinish(t *testing.T) {
 	module := writeModule(t)
 	t.Setenv("RELEASE", filepath.Join(t.TempDir(), "release"))
 	var out, errb bytes.Buffer
 	t.Chdir(module)
+	report := &releaseOn{w: &out, marker: "example.com/m/bfast", release: os.Getenv("RELEASE")}
 	// Separate buffers: exec.Cmd copies stderr into its writer from a
 	// goroutine of its own, which a shared bytes.Buffer does not survive.
-	code := run([]string{"go", "test", "-json", "-count=1", "-p=4", "./..."}, 0, &out, &errb)
+	code := run([]string{"go", "test", "-json", "-count=1", "-p=4", "./..."}, 0, report, &errb)
 	got := out.String()
 	if code != 1 {
 		t.Errorf("exit %d, want go test's 1\n%s", code, got)
@@ -109,4 +112,24 @@ func TestCommandMissing(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Fatal("go not on PATH")
 	}
+}
+
+// releaseOn passes what it is given to w, and creates release once marker
+// was written.
+type releaseOn struct {
+	w        *bytes.Buffer
+	marker   string
+	release  string
+	released bool
+}
+
+func (r *releaseOn) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	if !r.released && strings.Contains(r.w.String(), r.marker) {
+		r.released = true
+		if werr := os.WriteFile(r.release, nil, 0o644); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
 }
