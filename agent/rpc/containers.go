@@ -29,7 +29,7 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 	return empty(sb.CreateContainer(ctx, sandbox.ContainerConfig{
 		ID: req.GetContainerId(), ExecID: req.GetExecId(), Spec: spec,
 		Storages: storages, Devices: devices, SandboxPidns: req.GetSandboxPidns(),
-		User: userFromPB(req.GetStringUser()),
+		User: userFromPB(req.GetStringUser()), SharedMounts: sharedMountsFromPB(req.GetSharedMounts()),
 	}))
 }
 

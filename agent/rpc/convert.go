@@ -3,6 +3,7 @@ package rpc
 import (
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
+	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/agent/userdb"
 	"github.com/wren-vm/wren/protocols/agentpb"
@@ -53,4 +54,15 @@ func userFromPB(u *agentpb.StringUser) *userdb.Spec {
 		return nil
 	}
 	return &userdb.Spec{User: u.Uid, Group: u.Gid, Additional: u.AdditionalGids}
+}
+
+// sharedMountsFromPB converts shared_mounts; nil entries are skipped.
+func sharedMountsFromPB(ms []*agentpb.SharedMount) []sandbox.SharedMount {
+	var out []sandbox.SharedMount
+	for _, m := range ms {
+		if m != nil {
+			out = append(out, sandbox.SharedMount{Name: m.Name, SrcCtr: m.SrcCtr, SrcPath: m.SrcPath, DstCtr: m.DstCtr, DstPath: m.DstPath})
+		}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
+	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/protocols/agentpb"
 	"github.com/wren-vm/wren/protocols/typespb"
@@ -55,5 +56,13 @@ func TestUserFromPB(t *testing.T) {
 	u := userFromPB(&agentpb.StringUser{Uid: "app", Gid: "www-data", AdditionalGids: []string{"audio", "29"}})
 	if u == nil || u.User != "app" || u.Group != "www-data" || !reflect.DeepEqual(u.Additional, []string{"audio", "29"}) {
 		t.Errorf("string_user: %+v", u)
+	}
+}
+
+func TestSharedMountsFromPB(t *testing.T) {
+	got := sharedMountsFromPB([]*agentpb.SharedMount{nil, {Name: "s", SrcCtr: "side", SrcPath: "/a", DstCtr: "app", DstPath: "/b"}})
+	want := []sandbox.SharedMount{{Name: "s", SrcCtr: "side", SrcPath: "/a", DstCtr: "app", DstPath: "/b"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
 	}
 }

@@ -60,6 +60,9 @@ type ContainerConfig struct {
 	// User, when set, names the init's user, resolved in the container's
 	// /etc/passwd and /etc/group (Kata's string_user).
 	User *userdb.Spec
+	// SharedMounts are Kata's shared_mounts: those whose destination is
+	// this container are attached once it is created.
+	SharedMounts []SharedMount
 }
 
 // CreateContainer creates a container whose init waits for StartContainer.
@@ -124,6 +127,12 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (ret
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
+	if err := s.shareMountsInto(id, spec, c.InitPid(), cfg.SharedMounts); err != nil {
+		if derr := c.Destroy(context.Background()); derr != nil {
+			s.log.Warn("destroy container after a failed shared mount", "container", id, "err", derr)
+		}
+		return err
+	}
 	return s.commit(e, id, c, spec)
 }
 
@@ -138,6 +147,9 @@ func (s *Sandbox) checkContainerConfig(cfg *ContainerConfig) (execID string, err
 		execID = cfg.ID
 	}
 	if err := validateID("exec", execID); err != nil {
+		return "", err
+	}
+	if err := checkSharedMounts(cfg.SharedMounts); err != nil {
 		return "", err
 	}
 	spec := cfg.Spec

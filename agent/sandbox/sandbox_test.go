@@ -982,3 +982,49 @@ func TestDestroySandboxLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedMountFromASidecar: a mount the source container made inside
+// itself appears at the destination path of the container that names it
+// in shared_mounts, matched by the CRI container name; a missing source is
+// refused and leaves nothing.
+func TestSharedMountFromASidecar(t *testing.T) {
+	e := newEnv(t)
+	e.createSandbox()
+	side := newID()
+	ss := e.spec("/bin/sh", "-c", "echo from the sidecar > /mnt/storage/f; echo ready; exec sleep 1000")
+	ss.Mounts = append(ss.Mounts, &pb.Mount{Destination: "/mnt/storage", Type: "tmpfs", Source: "tmpfs", Options: []string{"size=1m"}})
+	ss.Annotations = map[string]string{criNameAnnotation: "sidecar"}
+	e.create(side, ss, false)
+	if err := e.sb.StartContainer(bg, side); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.sb.Read(bg, side, "", stdio.Stdout, 6); err != nil || string(got) != "ready\n" {
+		t.Fatalf("sidecar: %q %v", got, err)
+	}
+	share := []SharedMount{{Name: "storage", SrcCtr: "sidecar", SrcPath: "/mnt/storage", DstCtr: "app", DstPath: "/data"}}
+	app := newID()
+	as := e.spec("/bin/cat", "/data/f")
+	as.Annotations = map[string]string{criNameAnnotation: "app"}
+	if err := e.sb.CreateContainer(bg, ContainerConfig{ID: app, Spec: ocispec.ToSpec(as), SharedMounts: share}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sb.StartContainer(bg, app); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.readAll(app, "", false); got != "from the sidecar\n" {
+		t.Errorf("the app container read %q through the shared mount", got)
+	}
+	// The guest's own mount table holds nothing of it.
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), " /data ") {
+		t.Error("the shared mount shows in the agent's mount namespace")
+	}
+
+	missing := newID()
+	wantKind(t, "a shared mount from a container that is not there", e.sb.CreateContainer(bg, ContainerConfig{ID: missing, Spec: ocispec.ToSpec(as),
+		SharedMounts: []SharedMount{{Name: "x", SrcCtr: "nobody", SrcPath: "/mnt/storage", DstCtr: missing, DstPath: "/data"}}}), errdefs.ErrFailedPrecondition)
+	if _, err := os.Stat(filepath.Join(e.state, missing)); !os.IsNotExist(err) {
+		t.Errorf("the refused container left its bundle: %v", err)
+	}
+	wantKind(t, "a relative shared mount path", e.sb.CreateContainer(bg, ContainerConfig{ID: newID(), Spec: ocispec.ToSpec(as),
+		SharedMounts: []SharedMount{{Name: "x", SrcCtr: "sidecar", SrcPath: "mnt", DstCtr: "app", DstPath: "/data"}}}), errdefs.ErrInvalidArgument)
+}

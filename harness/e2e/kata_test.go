@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/wren-vm/wren/harness/kata"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
@@ -99,5 +101,25 @@ func (p *pod) testGuestHooks(t *testing.T) {
 		if status.Code(unwrap(err)) == codes.AlreadyExists {
 			t.Fatalf("try %d: %v: the failed create left the container behind", try, err)
 		}
+	}
+}
+
+// testSharedMounts: a mount a sidecar makes inside itself appears in the
+// application container that shared_mounts names (Kata's
+// io.katacontainers.config.runtime.shared_mounts), matched by the CRI
+// container names, inside the pod VM.
+func (p *pod) testSharedMounts(t *testing.T) {
+	side := p.newContainer(t, "sidecar", "/bin/sh", "-c", "echo from the sidecar > /mnt/storage/f; exec sleep 3600")
+	side.spec.Mounts = append(side.spec.Mounts, specs.Mount{Destination: "/mnt/storage", Type: "tmpfs", Source: "tmpfs", Options: []string{"size=1m"}})
+	side.spec.Annotations = map[string]string{"io.kubernetes.cri.container-name": "sidecar"}
+	p.startContainer(t, side)
+	if out := p.exec(t, side.id, "ready", false, nil, "/bin/sh", "-c", "while [ ! -s /mnt/storage/f ]; do sleep 0.1; done; cat /mnt/storage/f"); out.stdout != "from the sidecar\n" {
+		t.Fatalf("the sidecar's own mount: %+v", out)
+	}
+	app := p.newContainer(t, "app", "/bin/cat", "/data/f")
+	app.spec.Annotations = map[string]string{"io.kubernetes.cri.container-name": "app"}
+	app.sharedMounts = []*agentpb.SharedMount{{Name: "storage", SrcCtr: "sidecar", SrcPath: "/mnt/storage", DstCtr: "app", DstPath: "/data"}}
+	if out := p.run(t, app, nil); out.stdout != "from the sidecar\n" {
+		t.Errorf("the app container read %+v through the shared mount", out)
 	}
 }

@@ -102,6 +102,7 @@ func TestPodVM(t *testing.T) {
 	t.Run("StringUser", p.testStringUser)
 	t.Run("GuestHooks", p.testGuestHooks)
 	t.Run("Conformance", p.testConformance)
+	t.Run("SharedMounts", p.testSharedMounts)
 	t.Run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
 	t.Run("OOM", p.testOOM)
 	t.Run("BlockHotplug", p.testBlockHotplug)
@@ -212,6 +213,8 @@ type container struct {
 	sandboxPidns bool
 	// stringUser, when set, names the init's user (Kata's string_user).
 	stringUser *agentpb.StringUser
+	// sharedMounts are Kata's shared_mounts sent with the container.
+	sharedMounts []*agentpb.SharedMount
 }
 
 // newContainer lays out a busybox rootfs in SHARED/<id>/rootfs and a spec
@@ -232,7 +235,7 @@ func (p *pod) newContainer(t *testing.T, id string, args ...string) *container {
 func (c *container) request(storages ...*agentpb.Storage) *agentpb.CreateContainerRequest {
 	return &agentpb.CreateContainerRequest{
 		ContainerId: c.id, ExecId: c.id, OCI: ocispec.FromSpec(c.spec), Storages: storages, SandboxPidns: c.sandboxPidns,
-		StringUser: c.stringUser,
+		StringUser: c.stringUser, SharedMounts: c.sharedMounts,
 	}
 }
 
