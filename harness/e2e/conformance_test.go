@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/wren-vm/wren/harness/kata"
+	"github.com/wren-vm/wren/internal/testbundle"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -125,5 +127,42 @@ func (p *pod) testConformance(t *testing.T) {
 				t.Errorf("%s: printed %q (stderr %q, exit %d), want %q", row.name, out.stdout, out.stderr, out.code, row.want)
 			}
 		})
+	}
+}
+
+// testBlockRootfs: a container whose root filesystem is a hot-plugged
+// disk, as the Kata runtime sends a block-based rootfs: a blk storage
+// mounted at the container's directory in the share, and the spec's root
+// its rootfs directory.
+func (p *pod) testBlockRootfs(t *testing.T) {
+	const id = "blockroot"
+	src := t.TempDir()
+	testbundle.Rootfs(t, filepath.Join(src, "rootfs"))
+	if err := os.WriteFile(filepath.Join(src, "rootfs", "marker"), []byte("on the disk\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(t.TempDir(), "root.ext4")
+	if b, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-d", src, disk, "32M").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v: %s", err, b)
+	}
+	ctx, cancel := p.ctx()
+	defer cancel()
+	q, err := p.vm.QMPDial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	pciPath, err := p.vm.HotplugBlock(ctx, q, "e2eroot", disk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := path.Join(kata.GuestSharedDir, id)
+	spec := testbundle.Spec(path.Join(parent, "rootfs"), "/bin/sh", "-c", "cat /marker; stat -f -c %T /")
+	spec.Hostname = ""
+	spec.Linux.CgroupsPath = "/e2e/" + id
+	c := &container{id: id, spec: spec, sandboxPidns: kata.ShapeSpec(spec)}
+	out := p.run(t, c, nil, &agentpb.Storage{Driver: "blk", Source: pciPath, Fstype: "ext4", MountPoint: parent})
+	if out.stdout != "on the disk\next2/ext3\n" {
+		t.Errorf("a container on a block rootfs printed %q (stderr %q)", out.stdout, out.stderr)
 	}
 }
