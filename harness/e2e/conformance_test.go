@@ -166,3 +166,52 @@ func (p *pod) testBlockRootfs(t *testing.T) {
 		t.Errorf("a container on a block rootfs printed %q (stderr %q)", out.stdout, out.stderr)
 	}
 }
+
+// testDevices: a raw block device passed to a container as the Kata
+// runtime passes one (a volumeDevice): in CreateContainer's devices by the
+// PCI path of the hot-plugged disk, and in the spec's linux.devices with
+// the host's numbers, which the agent rewrites to the guest's.
+func (p *pod) testDevices(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "raw.img")
+	if err := os.WriteFile(disk, append([]byte("raw block data\n"), make([]byte, 1<<20)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := p.ctx()
+	defer cancel()
+	q, err := p.vm.QMPDial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	pciPath, err := p.vm.HotplugBlock(ctx, q, "e2eraw", disk, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.newContainer(t, "rawdev", "/bin/sh", "-c", "head -c 15 /dev/xvdb")
+	// The host's numbers of the device, which mean nothing in the guest.
+	major, minor := int64(259), int64(7)
+	fileMode := os.FileMode(0o660)
+	c.spec.Linux.Devices = append(c.spec.Linux.Devices, specs.LinuxDevice{Path: "/dev/xvdb", Type: "b", Major: major, Minor: minor, FileMode: &fileMode})
+	c.spec.Linux.Resources.Devices = append(c.spec.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "b", Major: &major, Minor: &minor, Access: "r"})
+	req := c.request()
+	req.Devices = []*agentpb.Device{{Id: pciPath, Type: "blk", ContainerPath: "/dev/xvdb"}}
+	if _, err := p.c.Agent.CreateContainer(ctx, req); err != nil {
+		t.Fatalf("CreateContainer with a device: %v", err)
+	}
+	defer func() {
+		if _, err := p.c.Agent.RemoveContainer(ctx, &agentpb.RemoveContainerRequest{ContainerId: c.id, Timeout: 30}); err != nil {
+			t.Errorf("RemoveContainer: %v", err)
+		}
+	}()
+	stdout := p.reader(ctx, c.id, c.id, p.c.Agent.ReadStdout)
+	stderr := p.reader(ctx, c.id, c.id, p.c.Agent.ReadStderr)
+	if _, err := p.c.Agent.StartContainer(ctx, &agentpb.StartContainerRequest{ContainerId: c.id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.c.Agent.WaitProcess(ctx, &agentpb.WaitProcessRequest{ContainerId: c.id, ExecId: c.id}); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut := <-stdout, <-stderr; out != "raw block data\n" {
+		t.Errorf("read %q from /dev/xvdb (stderr %q), want the disk's first bytes", out, errOut)
+	}
+}

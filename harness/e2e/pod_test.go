@@ -104,6 +104,7 @@ func TestPodVM(t *testing.T) {
 	t.Run("Conformance", p.testConformance)
 	t.Run("SharedMounts", p.testSharedMounts)
 	t.Run("BlockRootfs", p.testBlockRootfs)
+	t.Run("Devices", p.testDevices)
 	t.Run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
 	t.Run("OOM", p.testOOM)
 	t.Run("BlockHotplug", p.testBlockHotplug)
