@@ -83,6 +83,8 @@ func applyCmdlineKey(c *Config, res *cmdlineResult, key, value string, hasValue 
 		c.LogVport, err = parsePort(value)
 	case "agent.debug_console":
 		c.DebugConsole, err = parseFlag(hasValue, value)
+	case "agent.passfd_listener_port":
+		c.PassfdListenerPort, err = parsePort(value)
 	case "agent.debug_console_vport":
 		c.DebugConsoleVport, err = parsePort(value)
 	case "agent.hotplug_timeout":

@@ -56,6 +56,9 @@ type Config struct {
 	// or on /dev/console when the port is 0.
 	DebugConsole      bool
 	DebugConsoleVport uint32
+	// PassfdListenerPort, when not 0, is the vsock port on which the host
+	// connects the streams of Kata's passfd IO (agent/passfd).
+	PassfdListenerPort uint32
 	// HotplugTimeout bounds every wait for a device uevent.
 	HotplugTimeout time.Duration
 	// ContainerPipeSize is applied to container stdio pipes with

@@ -18,6 +18,7 @@ type fileConfig struct {
 	LogVport               *uint32 `toml:"log_vport"`
 	DebugConsole           *bool   `toml:"debug_console"`
 	DebugConsoleVport      *uint32 `toml:"debug_console_vport"`
+	PassfdListenerPort     *uint32 `toml:"passfd_listener_port"`
 	HotplugTimeout         any     `toml:"hotplug_timeout"`
 	ContainerPipeSize      *int    `toml:"container_pipe_size"`
 	DevMode                *bool   `toml:"dev_mode"`
@@ -73,6 +74,7 @@ func applyFile(c *Config, name string, data []byte) error {
 	setIf(&c.LogVport, f.LogVport)
 	setIf(&c.DebugConsole, f.DebugConsole)
 	setIf(&c.DebugConsoleVport, f.DebugConsoleVport)
+	setIf(&c.PassfdListenerPort, f.PassfdListenerPort)
 	if f.HotplugTimeout != nil {
 		if c.HotplugTimeout, err = fileTimeout(f.HotplugTimeout); err != nil {
 			return invalidValue(source, "hotplug_timeout", fmt.Sprint(f.HotplugTimeout), err)

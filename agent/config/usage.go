@@ -35,6 +35,7 @@ var cmdlineOnly = []struct {
 	{"agent.log_vport=PORT", "log_vport", "stream the JSON log to the first host connection on this vsock port"},
 	{"agent.debug_console", "debug_console", "a shell for the host: on vsock agent.debug_console_vport, else on /dev/console"},
 	{"agent.debug_console_vport=PORT", "debug_console_vport", "the debug console's vsock port"},
+	{"agent.passfd_listener_port=PORT", "passfd_listener_port", "the vsock port the host connects process streams to (Kata's passfd IO); 0: off"},
 	{"agent.hotplug_timeout=DURATION", "hotplug_timeout", "bound on every wait for a device: whole seconds or a Go duration (default 3s)"},
 	{"agent.container_pipe_size=BYTES", "container_pipe_size", "size of container stdio pipes; 0 keeps the kernel's (default 262144)"},
 	{"agent.devmode", "dev_mode", "let the agent dump core"},
