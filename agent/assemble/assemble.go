@@ -9,6 +9,7 @@ package assemble
 import (
 	"context"
 	"log/slog"
+	"net"
 
 	"github.com/vishvananda/netlink"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/wren-vm/wren/agent/memagent"
 	"github.com/wren-vm/wren/agent/metrics"
 	"github.com/wren-vm/wren/agent/network"
+	"github.com/wren-vm/wren/agent/passfd"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/rpc"
 	"github.com/wren-vm/wren/agent/sandbox"
@@ -50,6 +52,10 @@ type Options struct {
 	// Config turns it on, runs until it ends. nil is the life of the
 	// process.
 	Context context.Context
+	// PassfdListener, when set, is where the host connects the streams of
+	// passfd IO (main makes it on agent.passfd_listener_port); it is
+	// served until Context ends.
+	PassfdListener net.Listener
 }
 
 // Agent is the assembled agent.
@@ -80,6 +86,14 @@ func New(o Options) (*Agent, error) {
 		return nil, err
 	}
 	store := storage.New(storage.Options{StateRoot: stateRoot, Devices: devs, Log: o.Log})
+	var streams *passfd.Streams
+	if o.PassfdListener != nil {
+		ctx := o.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		streams = passfd.Serve(ctx, o.PassfdListener, o.Log)
+	}
 	sb, err := sandbox.New(sandbox.Options{
 		StateRoot:    cfg.StateRoot,
 		NamespaceDir: o.NamespaceDir,
@@ -89,6 +103,7 @@ func New(o Options) (*Agent, error) {
 		Reaper:       o.Reaper,
 		Storage:      store,
 		Devices:      devs,
+		Passfd:       streams,
 		Log:          o.Log,
 	})
 	if err != nil {

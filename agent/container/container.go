@@ -62,6 +62,9 @@ type Config struct {
 	// OnOOM is called (from its own goroutine) each time the container's
 	// memory cgroup reports an OOM kill. It must not block.
 	OnOOM func(id string)
+	// Stdio, when set, gives the init host connections as streams
+	// (passfd IO) instead of pipes; the container owns the files.
+	Stdio *stdio.Passthrough
 }
 
 // Container is one libcontainer container and its processes.
@@ -98,6 +101,13 @@ type drainedExec struct {
 // Create creates the container and starts its init, which then waits on the
 // exec fifo until Start. On error nothing is left behind.
 func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
+	// The stdio files are ours: closed here unless the init gets them.
+	handed := false
+	defer func() {
+		if !handed {
+			cfg.Stdio.Close()
+		}
+	}()
 	if cfg.Reaper == nil {
 		return nil, errors.New("container: no reaper")
 	}
@@ -150,7 +160,8 @@ func Create(ctx context.Context, cfg Config) (_ *Container, retErr error) {
 			}
 		}
 	}()
-	p, err := c.startProcess(spec.Process, execID, true)
+	handed = true
+	p, err := c.startProcess(spec.Process, execID, true, cfg.Stdio)
 	if err != nil {
 		return nil, err
 	}
@@ -170,16 +181,26 @@ func ensureNamespace(spec *specs.Spec, typ specs.LinuxNamespaceType) {
 
 // startProcess starts the init (waiting on the exec fifo) or an exec'd
 // process, registered with the reaper before it can exit.
-func (c *Container) startProcess(sp *specs.Process, execID string, init bool) (_ *Process, retErr error) {
+func (c *Container) startProcess(sp *specs.Process, execID string, init bool, pt *stdio.Passthrough) (_ *Process, retErr error) {
 	lp, err := newLibcontainerProcess(sp, init)
 	if err != nil {
+		pt.Close()
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	var streams *stdio.Streams
-	if sp.Terminal {
+	switch {
+	case sp.Terminal:
+		pt.Close() // a terminal is the process's only stream
 		streams, err = stdio.NewTerminal()
-		lp.ConsoleSocket = streams.ConsoleSocket()
-	} else {
+		if err == nil {
+			lp.ConsoleSocket = streams.ConsoleSocket()
+		}
+	case pt != nil:
+		streams, err = stdio.NewPassthrough(c.pipeSize, *pt)
+		if err == nil {
+			lp.Stdin, lp.Stdout, lp.Stderr = streams.ChildStdio()
+		}
+	default:
 		streams, err = stdio.NewPipes(c.pipeSize)
 		if err == nil {
 			lp.Stdin, lp.Stdout, lp.Stderr = streams.ChildStdio()
@@ -312,7 +333,14 @@ func (c *Container) watchOOM() {
 
 // Exec starts an extra process in the running container; it joins the
 // container's namespaces and cgroup.
-func (c *Container) Exec(ctx context.Context, execID string, sp *specs.Process) (*Process, error) {
+func (c *Container) Exec(ctx context.Context, execID string, sp *specs.Process, pt *stdio.Passthrough) (*Process, error) {
+	// pt's files are ours: closed here unless the process gets them.
+	handed := false
+	defer func() {
+		if !handed {
+			pt.Close()
+		}
+	}()
 	if execID == "" {
 		return nil, fmt.Errorf("%w: empty exec id", ErrInvalid)
 	}
@@ -331,7 +359,8 @@ func (c *Container) Exec(ctx context.Context, execID string, sp *specs.Process) 
 	if dup {
 		return nil, fmt.Errorf("process %s: %w", execID, ErrExists)
 	}
-	p, err := c.startProcess(sp, execID, false)
+	handed = true
+	p, err := c.startProcess(sp, execID, false, pt)
 	if err != nil {
 		return nil, err
 	}

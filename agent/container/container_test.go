@@ -179,7 +179,7 @@ func TestSignalKillAndTermUpgrade(t *testing.T) {
 func TestExecWithAndWithoutTTY(t *testing.T) {
 	f := newFixture(t)
 	c, _ := f.run("/bin/sleep", "1000")
-	_, err := c.Exec(context.Background(), "e1", &specs.Process{Args: []string{"/bin/sh", "-c", "echo $((6*7)); cat /proc/1/cmdline"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	_, err := c.Exec(context.Background(), "e1", &specs.Process{Args: []string{"/bin/sh", "-c", "echo $((6*7)); cat /proc/1/cmdline"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,11 +192,11 @@ func TestExecWithAndWithoutTTY(t *testing.T) {
 	if got := wait(t, c, "e1"); got != 0 {
 		t.Errorf("exec exit %d", got)
 	}
-	if _, err := c.Exec(context.Background(), "e1", &specs.Process{Args: []string{"/bin/true"}, Cwd: "/"}); err != nil {
+	if _, err := c.Exec(context.Background(), "e1", &specs.Process{Args: []string{"/bin/true"}, Cwd: "/"}, nil); err != nil {
 		t.Errorf("exec id reusable once waited and drained: %v", err)
 	}
 
-	tp, err := c.Exec(context.Background(), "tty", &specs.Process{Terminal: true, Args: []string{"/bin/sh", "-c", "test -t 0 && echo isatty; read line; echo got:$line; stty size"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	tp, err := c.Exec(context.Background(), "tty", &specs.Process{Terminal: true, Args: []string{"/bin/sh", "-c", "test -t 0 && echo isatty; read line; echo got:$line; stty size"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestKillAll(t *testing.T) {
 	if b, err := c.Read(context.Background(), "", stdio.Stdout, 3); err != nil || string(b) != "up\n" {
 		t.Fatalf("%q %v", b, err)
 	}
-	if _, err := c.Exec(context.Background(), "x", &specs.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/"}); err != nil {
+	if _, err := c.Exec(context.Background(), "x", &specs.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if pids, _ := c.Processes(); len(pids) < 4 {
@@ -426,7 +426,7 @@ func TestExecIntoStoppedContainer(t *testing.T) {
 	f := newFixture(t)
 	c, _ := f.run("/bin/true")
 	wait(t, c, "")
-	if _, err := c.Exec(context.Background(), "late", &specs.Process{Args: []string{"/bin/true"}, Cwd: "/"}); !errors.Is(err, ErrState) {
+	if _, err := c.Exec(context.Background(), "late", &specs.Process{Args: []string{"/bin/true"}, Cwd: "/"}, nil); !errors.Is(err, ErrState) {
 		t.Errorf("exec into stopped: %v, want ErrState", err)
 	}
 	if _, err := c.Process("nope"); !errors.Is(err, ErrNotFound) {
@@ -446,7 +446,7 @@ func TestNothingLeftBehind(t *testing.T) {
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Exec(context.Background(), "x", &specs.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/"}); err != nil {
+	if _, err := c.Exec(context.Background(), "x", &specs.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A duplicate id fails and must not disturb the first container.
@@ -487,7 +487,7 @@ func TestUnreadExecOutputIsReleased(t *testing.T) {
 	c, _ := f.run("/bin/sleep", "1000")
 	before := openFDs(t)
 	for _, id := range []string{"a", "b", "c"} {
-		if _, err := c.Exec(context.Background(), id, &specs.Process{Args: []string{"/bin/sh", "-c", "echo unread"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+		if _, err := c.Exec(context.Background(), id, &specs.Process{Args: []string{"/bin/sh", "-c", "echo unread"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, nil); err != nil {
 			t.Fatal(err)
 		}
 		wait(t, c, id)
@@ -510,7 +510,7 @@ func TestUnreadExecOutputIsReleased(t *testing.T) {
 
 	// A reader that keeps reading past the linger gets every byte (the
 	// output fits the pipe, so the exec can exit before it is read).
-	if _, err := c.Exec(context.Background(), "slow", &specs.Process{Args: []string{"/bin/sh", "-c", "seq 1 5000"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+	if _, err := c.Exec(context.Background(), "slow", &specs.Process{Args: []string{"/bin/sh", "-c", "seq 1 5000"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, c, "slow")
@@ -543,7 +543,7 @@ func TestEmptyExecIsFreedAtItsWait(t *testing.T) {
 	f := newFixture(t)
 	c, _ := f.run("/bin/sleep", "1000")
 	before := openFDs(t)
-	if _, err := c.Exec(context.Background(), "quiet", &specs.Process{Args: []string{"/bin/true"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+	if _, err := c.Exec(context.Background(), "quiet", &specs.Process{Args: []string{"/bin/true"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, c, "quiet")
@@ -559,7 +559,7 @@ func TestEmptyExecIsFreedAtItsWait(t *testing.T) {
 		}
 	}
 	// An exec with output still lingers with it.
-	if _, err := c.Exec(context.Background(), "loud", &specs.Process{Args: []string{"/bin/sh", "-c", "echo kept"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+	if _, err := c.Exec(context.Background(), "loud", &specs.Process{Args: []string{"/bin/sh", "-c", "echo kept"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, c, "loud")
@@ -579,7 +579,7 @@ func TestEmptyExecIsFreedAtItsWait(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// The id names a new process again, whose output is its own.
-	if _, err := c.Exec(context.Background(), "quiet", &specs.Process{Args: []string{"/bin/sh", "-c", "echo again"}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+	if _, err := c.Exec(context.Background(), "quiet", &specs.Process{Args: []string{"/bin/sh", "-c", "echo again"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, nil); err != nil {
 		t.Fatalf("exec id reused after its record expired: %v", err)
 	}
 	wait(t, c, "quiet")

@@ -77,7 +77,7 @@ func BenchmarkExec(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		execID := fmt.Sprintf("e%d", i)
 		t0 := time.Now()
-		if _, err := c.Exec(ctx, execID, proc); err != nil {
+		if _, err := c.Exec(ctx, execID, proc, nil); err != nil {
 			b.Fatal(err)
 		}
 		starts = append(starts, time.Since(t0))

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/agent/passfd"
 	"github.com/wren-vm/wren/agent/sandbox"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
@@ -30,6 +31,7 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 		ID: req.GetContainerId(), ExecID: req.GetExecId(), Spec: spec,
 		Storages: storages, Devices: devices, SandboxPidns: req.GetSandboxPidns(),
 		User: userFromPB(req.GetStringUser()), SharedMounts: sharedMountsFromPB(req.GetSharedMounts()),
+		Stdio: passfd.Ports{Stdin: req.GetStdinPort(), Stdout: req.GetStdoutPort(), Stderr: req.GetStderrPort()},
 	}))
 }
 

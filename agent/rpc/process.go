@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/agent/passfd"
 	"github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -15,7 +16,8 @@ func (a *Agent) ExecProcess(ctx context.Context, req *agentpb.ExecProcessRequest
 	if err != nil {
 		return nil, err
 	}
-	return empty(sb.ExecProcess(ctx, req.GetContainerId(), req.GetExecId(), ocispec.ToProcess(req.GetProcess()), userFromPB(req.GetStringUser())))
+	return empty(sb.ExecProcess(ctx, req.GetContainerId(), req.GetExecId(), ocispec.ToProcess(req.GetProcess()), userFromPB(req.GetStringUser()),
+		passfd.Ports{Stdin: req.GetStdinPort(), Stdout: req.GetStdoutPort(), Stderr: req.GetStderrPort()}))
 }
 
 // SignalProcess implements grpc.AgentService.

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/agent/passfd"
 	pb "github.com/wren-vm/wren/protocols/agentpb"
 )
 
@@ -43,7 +44,7 @@ func BenchmarkExec(b *testing.B) {
 	for b.Loop() {
 		n++
 		execID := "e" + newID()
-		if err := e.sb.ExecProcess(bg, id, execID, ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/", User: &pb.User{}}), nil); err != nil {
+		if err := e.sb.ExecProcess(bg, id, execID, ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/", User: &pb.User{}}), nil, passfd.Ports{}); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := e.sb.WaitProcess(bg, id, execID); err != nil {

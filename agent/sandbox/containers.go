@@ -18,6 +18,8 @@ import (
 	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
+	"github.com/wren-vm/wren/agent/passfd"
+	"github.com/wren-vm/wren/agent/stdio"
 	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/agent/userdb"
 	"github.com/wren-vm/wren/lib/fsremove"
@@ -63,11 +65,25 @@ type ContainerConfig struct {
 	// SharedMounts are Kata's shared_mounts: those whose destination is
 	// this container are attached once it is created.
 	SharedMounts []SharedMount
+	// Stdio names the host connections (passfd IO) the init's streams
+	// are; zero ports keep pipes.
+	Stdio passfd.Ports
 }
 
 // CreateContainer creates a container whose init waits for StartContainer.
 // On error nothing of it is left: no mount, cgroup, process or state.
 func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (retErr error) {
+	// The streams first, as Kata's agent takes them: whatever fails below,
+	// they are closed, and the host's ends see EOF.
+	streams, err := s.takeStreams(ctx, cfg.Stdio)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if streams != nil {
+			streams.Close()
+		}
+	}()
 	execID, err := s.checkContainerConfig(&cfg)
 	if err != nil {
 		return err
@@ -123,7 +139,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (ret
 		Reaper:      s.opts.Reaper,
 		Log:         s.log,
 		OnOOM:       s.notifyOOM(pod.oom),
+		Stdio:       streams,
 	})
+	streams = nil // the container's now, whatever Create returned
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", id, err)
 	}
@@ -465,8 +483,19 @@ func (s *Sandbox) removeContainer(ctx context.Context, id string) error {
 }
 
 // ExecProcess starts process p as execID in a running container; user,
-// when set, names p's user as CreateContainer's does.
-func (s *Sandbox) ExecProcess(ctx context.Context, containerID, execID string, p *specs.Process, user *userdb.Spec) error {
+// when set, names p's user as CreateContainer's does, and ports its host
+// streams (passfd IO).
+func (s *Sandbox) ExecProcess(ctx context.Context, containerID, execID string, p *specs.Process, user *userdb.Spec, ports passfd.Ports) error {
+	pt, err := s.takeStreams(ctx, ports)
+	if err != nil {
+		return err
+	}
+	handed := false
+	defer func() {
+		if !handed {
+			pt.Close()
+		}
+	}()
 	if err := validateID("exec", execID); err != nil {
 		return err
 	}
@@ -480,7 +509,8 @@ func (s *Sandbox) ExecProcess(ctx context.Context, containerID, execID string, p
 	if err := resolveUser(p, s.rootfsOf(containerID), user); err != nil {
 		return fmt.Errorf("user of exec %s: %w", execID, err)
 	}
-	_, err = c.Exec(ctx, execID, p)
+	handed = true
+	_, err = c.Exec(ctx, execID, p, pt)
 	return err
 }
 
@@ -646,4 +676,26 @@ func (s *Sandbox) rootfsOf(id string) string {
 		return e.spec.Root.Path
 	}
 	return ""
+}
+
+// takeStreams takes the host connections ports name (passfd IO); nil when
+// none is named, or when the agent serves no passfd port (as Kata's agent,
+// it then ignores the ports).
+func (s *Sandbox) takeStreams(ctx context.Context, ports passfd.Ports) (*stdio.Passthrough, error) {
+	if !ports.Any() || s.opts.Passfd == nil {
+		return nil, nil
+	}
+	pt := &stdio.Passthrough{}
+	for _, st := range []struct {
+		port uint32
+		f    **os.File
+	}{{ports.Stdin, &pt.Stdin}, {ports.Stdout, &pt.Stdout}, {ports.Stderr, &pt.Stderr}} {
+		f, err := s.opts.Passfd.Take(ctx, st.port)
+		if err != nil {
+			pt.Close()
+			return nil, fmt.Errorf("passfd stream: %w", err)
+		}
+		*st.f = f
+	}
+	return pt, nil
 }

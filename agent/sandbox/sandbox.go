@@ -26,6 +26,7 @@ import (
 	"github.com/wren-vm/wren/agent/device"
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/kmodload"
+	"github.com/wren-vm/wren/agent/passfd"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/storage"
 	"github.com/wren-vm/wren/lib/fsremove"
@@ -92,7 +93,10 @@ type Options struct {
 	Storage StorageMounter
 	// Devices handles devices; nil refuses requests that carry devices.
 	Devices DeviceHandler
-	Log     *slog.Logger
+	// Passfd holds the host connections of passfd IO; nil ignores the
+	// stream ports of requests, as Kata's agent does without a listener.
+	Passfd *passfd.Streams
+	Log    *slog.Logger
 }
 
 // Sandbox is the agent's single pod.

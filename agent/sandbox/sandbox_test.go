@@ -20,6 +20,7 @@ import (
 	"github.com/wren-vm/wren/agent/container"
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/ocispec"
+	"github.com/wren-vm/wren/agent/passfd"
 	"github.com/wren-vm/wren/agent/reaper"
 	"github.com/wren-vm/wren/agent/stdio"
 	"github.com/wren-vm/wren/agent/storage"
@@ -279,7 +280,7 @@ func TestExecStdinAndTTY(t *testing.T) {
 		return &pb.Process{Terminal: tty, Args: args, Env: []string{"PATH=/bin"}, Cwd: "/", User: &pb.User{}}
 	}
 	// Plain exec with a stdin round trip.
-	if err := e.sb.ExecProcess(bg, id, "cat", ocispec.ToProcess(proc(false, "/bin/sh", "-c", "tr a-z A-Z")), nil); err != nil {
+	if err := e.sb.ExecProcess(bg, id, "cat", ocispec.ToProcess(proc(false, "/bin/sh", "-c", "tr a-z A-Z")), nil, passfd.Ports{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.sb.WriteStdin(bg, id, "cat", []byte("stdin round trip\n")); err != nil {
@@ -299,7 +300,7 @@ func TestExecStdinAndTTY(t *testing.T) {
 		t.Errorf("exec status %d", got)
 	}
 	// With a tty.
-	if err := e.sb.ExecProcess(bg, id, "tty", ocispec.ToProcess(proc(true, "/bin/sh", "-c", "read l; echo got:$l; stty size; exit 5")), nil); err != nil {
+	if err := e.sb.ExecProcess(bg, id, "tty", ocispec.ToProcess(proc(true, "/bin/sh", "-c", "read l; echo got:$l; stty size; exit 5")), nil, passfd.Ports{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.sb.TtyWinResize(bg, id, "tty", 40, 120); err != nil {
@@ -385,7 +386,7 @@ func TestKillAllAndRemoveWithProcessesRunning(t *testing.T) {
 		t.Fatalf("up: %q %v", got, err)
 	}
 	id2 := e.run("/bin/sh", "-c", "sleep 1000 & exec sleep 1000")
-	if err := e.sb.ExecProcess(bg, id2, "x", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/", User: &pb.User{}}), nil); err != nil {
+	if err := e.sb.ExecProcess(bg, id2, "x", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/sleep", "1000"}, Cwd: "/", User: &pb.User{}}), nil, passfd.Ports{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Log("kill-all on", id)
@@ -413,7 +414,7 @@ func (e *env) missingBinary(t *testing.T) []string {
 		e.remove(nobin)
 	}
 	live = e.run("/bin/sleep", "1000")
-	if err := e.sb.ExecProcess(bg, live, "nobin", ocispec.ToProcess(&pb.Process{Args: []string{"/no/such/binary"}, Cwd: "/"}), nil); err == nil {
+	if err := e.sb.ExecProcess(bg, live, "nobin", ocispec.ToProcess(&pb.Process{Args: []string{"/no/such/binary"}, Cwd: "/"}), nil, passfd.Ports{}); err == nil {
 		t.Error("exec of a missing binary succeeded")
 	}
 	e.remove(live)
@@ -447,8 +448,8 @@ func TestBadInputsLeaveNothingBehind(t *testing.T) {
 	wantKind(t, "duplicate", e.sb.CreateContainer(bg, ContainerConfig{ID: id, Spec: ocispec.ToSpec(e.spec("/bin/true"))}), errdefs.ErrAlreadyExists)
 	wantKind(t, "start twice", e.sb.StartContainer(bg, id), errdefs.ErrFailedPrecondition)
 	e.wait(id, "")
-	wantKind(t, "exec into stopped", e.sb.ExecProcess(bg, id, "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}), nil), errdefs.ErrFailedPrecondition)
-	wantKind(t, "exec into unknown", e.sb.ExecProcess(bg, "unknown", "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}), nil), errdefs.ErrNotFound)
+	wantKind(t, "exec into stopped", e.sb.ExecProcess(bg, id, "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}), nil, passfd.Ports{}), errdefs.ErrFailedPrecondition)
+	wantKind(t, "exec into unknown", e.sb.ExecProcess(bg, "unknown", "e", ocispec.ToProcess(&pb.Process{Args: []string{"/bin/true"}, Cwd: "/"}), nil, passfd.Ports{}), errdefs.ErrNotFound)
 	wantKind(t, "start unknown", e.sb.StartContainer(bg, "unknown"), errdefs.ErrNotFound)
 	wantKind(t, "remove unknown", e.sb.RemoveContainer(bg, "unknown", 0), errdefs.ErrNotFound)
 	_, err := e.sb.WaitProcess(bg, id, "nope")
@@ -865,7 +866,7 @@ func TestStringUserResolvedInTheContainer(t *testing.T) {
 		t.Errorf("init as nobody printed %q, want uid, gid 65534 and groups 65534 29", out)
 	}
 	proc := ocispec.ToProcess(&pb.Process{Args: []string{"/bin/sh", "-c", "id -u"}, Env: []string{"PATH=/bin"}, Cwd: "/", User: &pb.User{}})
-	if err := e.sb.ExecProcess(bg, id, "asroot", proc, &userdb.Spec{User: "root"}); err != nil {
+	if err := e.sb.ExecProcess(bg, id, "asroot", proc, &userdb.Spec{User: "root"}, passfd.Ports{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.readAll(id, "asroot", false); got != "0\n" {
@@ -876,7 +877,7 @@ func TestStringUserResolvedInTheContainer(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.state, bad)); !os.IsNotExist(err) {
 		t.Errorf("the refused container left its bundle: %v", err)
 	}
-	wantKind(t, "an exec as an unknown user", e.sb.ExecProcess(bg, id, "x", proc, &userdb.Spec{User: "mallory"}), errdefs.ErrInvalidArgument)
+	wantKind(t, "an exec as an unknown user", e.sb.ExecProcess(bg, id, "x", proc, &userdb.Spec{User: "mallory"}, passfd.Ports{}), errdefs.ErrInvalidArgument)
 }
 
 // TestGuestHooksRunForEveryContainer: the executable files below

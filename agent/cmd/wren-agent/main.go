@@ -17,6 +17,7 @@ import (
 	"github.com/wren-vm/wren/agent/assemble"
 	"github.com/wren-vm/wren/agent/config"
 	"github.com/wren-vm/wren/agent/container"
+	"github.com/wren-vm/wren/agent/hostvsock"
 	"github.com/wren-vm/wren/agent/initd"
 	"github.com/wren-vm/wren/agent/memagent"
 	"github.com/wren-vm/wren/agent/reaper"
@@ -162,6 +163,16 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 	}
 	defer rp.Close()
 	opts := assemble.Options{Log: log, Config: cfg, Reaper: rp, Watcher: watcher, Context: ctx}
+	if cfg.PassfdListenerPort != 0 {
+		// Kata's passfd IO; like every vsock port of the agent's, for the
+		// host alone. Without it the agent serves on, with pipes.
+		ln, err := hostvsock.Listen(hostvsock.AnyCID, cfg.PassfdListenerPort, log)
+		if err != nil {
+			log.Error("passfd listener unavailable; process streams stay pipes", "port", cfg.PassfdListenerPort, "err", err)
+		} else {
+			opts.PassfdListener = ln
+		}
+	}
 	if destroyed != nil {
 		opts.AfterDestroy = func() { destroyed(errSandboxDestroyed) }
 	}
