@@ -15,7 +15,7 @@ func FuzzHandshake(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, reply []byte) {
 		rw := readWriter{bytes.NewReader(reply), &bytes.Buffer{}}
-		err := handshake(rw, 1024)
+		_, err := handshake(rw, 1024)
 		if rw.Buffer.String() != "CONNECT 1024\n" {
 			t.Fatalf("wrote %q", rw.Buffer.String())
 		}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -179,6 +180,15 @@ func TestDialBadAddress(t *testing.T) {
 	} {
 		if _, err := DialConn(ctx, addr); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("DialConn(%q) = %v, want error containing %q", addr, err, want)
+		}
+	}
+}
+
+func TestHandshakeReturnsTheHostPort(t *testing.T) {
+	for reply, want := range map[string]uint32{"OK 1073741824\n": 1073741824, "OK 1\n": 1, "OK x\n": 0} {
+		rw := readWriter{bytes.NewReader([]byte(reply)), &bytes.Buffer{}}
+		if got, err := handshake(rw, 1027); err != nil || got != want {
+			t.Errorf("%q: port %d %v, want %d", reply, got, err, want)
 		}
 	}
 }
