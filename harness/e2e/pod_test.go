@@ -105,6 +105,7 @@ func TestPodVM(t *testing.T) {
 	t.Run("SharedMounts", p.testSharedMounts)
 	t.Run("BlockRootfs", p.testBlockRootfs)
 	t.Run("Devices", p.testDevices)
+	t.Run("Passfd", p.testPassfd)
 	t.Run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
 	t.Run("OOM", p.testOOM)
 	t.Run("BlockHotplug", p.testBlockHotplug)

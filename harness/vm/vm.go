@@ -37,6 +37,9 @@ const (
 	AgentPort        = 1024
 	LogPort          = 1025
 	DebugConsolePort = 1026
+	// PassfdPort is where the agent accepts the host connections that
+	// become a process's stdio (wrenctl run --passfd).
+	PassfdPort = 1027
 )
 
 // Defaults.
@@ -512,6 +515,7 @@ func KernelCmdline(cfg *Config) string {
 		// QEMU exit: a dead guest never hangs a test.
 		"panic=-1", "reboot=k",
 		"agent.server_addr=vsock://-1:" + strconv.Itoa(AgentPort),
+		"agent.passfd_listener_port=" + strconv.Itoa(PassfdPort),
 	}
 	if cfg.logPort() {
 		params = append(params, "agent.log_vport="+strconv.Itoa(LogPort))

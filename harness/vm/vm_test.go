@@ -20,7 +20,7 @@ import (
 func TestKernelCmdline(t *testing.T) {
 	c := &Config{}
 	got := KernelCmdline(c)
-	for _, want := range []string{"console=ttyS0", "panic=-1", "agent.server_addr=vsock://-1:1024", "agent.log_vport=1025"} {
+	for _, want := range []string{"console=ttyS0", "panic=-1", "agent.server_addr=vsock://-1:1024", "agent.log_vport=1025", "agent.passfd_listener_port=1027"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("cmdline %q lacks %q", got, want)
 		}
