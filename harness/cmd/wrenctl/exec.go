@@ -14,15 +14,17 @@ import (
 
 // execOptions are exec's flags.
 type execOptions struct {
-	tty bool
-	cwd string
-	env multiFlag
+	tty    bool
+	cwd    string
+	env    multiFlag
+	passfd uint
 }
 
 func (o *execOptions) define(fs *flag.FlagSet) {
 	fs.BoolVar(&o.tty, "tty", false, "give the process a terminal")
 	fs.StringVar(&o.cwd, "cwd", "/", "working directory in the container")
 	fs.Var(&o.env, "env", "environment variable NAME=VALUE (repeatable; default PATH only)")
+	fs.UintVar(&o.passfd, "passfd", 0, "the agent's passfd port (Kata's default: 1027; hvsock addresses only): stdout and stderr go through host connections the process writes directly; stdin is not connected")
 }
 
 func execFlags(fs *flag.FlagSet) { new(execOptions).define(fs) }
@@ -67,18 +69,35 @@ func execCommand(g globals, args []string) int {
 		return dialFailed(os.Stderr, g.addr, err)
 	}
 	defer c.Close()
+	req := &agentpb.ExecProcessRequest{ContainerId: id, ExecId: execID,
+		Process: &agentpb.Process{Terminal: o.tty, Args: argv, Env: env, Cwd: o.cwd, User: &agentpb.User{}}}
+	if o.passfd != 0 {
+		if o.tty {
+			return usageError(os.Stderr, "--passfd streams the output of a process without a terminal")
+		}
+		pf, err := dialPassfd(g, uint32(o.passfd))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+			return exitError
+		}
+		defer pf.Close()
+		req.StdoutPort, req.StderrPort = pf.outPort, pf.errPort
+		if err := call(g, func(ctx context.Context) error { _, err := c.Agent.ExecProcess(ctx, req); return err }); err != nil {
+			return rpcFailed("ExecProcess", err)
+		}
+		code, err := waitProcess(ctx, c, id, execID, pf.copyOut(os.Stdout, os.Stderr))
+		if err != nil {
+			return rpcFailed("WaitProcess", err)
+		}
+		return code
+	}
 	out, err := dialOutput(g, o.tty)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
 		return exitError
 	}
 	defer out.Close()
-
-	proc := &agentpb.Process{Terminal: o.tty, Args: argv, Env: env, Cwd: o.cwd, User: &agentpb.User{}}
-	if err := call(g, func(ctx context.Context) error {
-		_, err := c.Agent.ExecProcess(ctx, &agentpb.ExecProcessRequest{ContainerId: id, ExecId: execID, Process: proc})
-		return err
-	}); err != nil {
+	if err := call(g, func(ctx context.Context) error { _, err := c.Agent.ExecProcess(ctx, req); return err }); err != nil {
 		return rpcFailed("ExecProcess", err)
 	}
 	if o.tty {

@@ -20,12 +20,14 @@ import (
 type runOptions struct {
 	bundle, sharedDir string
 	tty, detach       bool
+	passfd            uint
 }
 
 func (o *runOptions) define(fs *flag.FlagSet) {
 	fs.StringVar(&o.bundle, "bundle", ".", "OCI bundle directory (config.json and the rootfs it names)")
 	fs.BoolVar(&o.tty, "tty", false, "give the container a terminal")
 	fs.BoolVar(&o.detach, "detach", false, "start the container and return without waiting")
+	fs.UintVar(&o.passfd, "passfd", 0, "the agent's passfd port (Kata's default: 1027; hvsock addresses only): stdout and stderr go through host connections the container writes directly, instead of ReadStdout; stdin is not connected")
 	fs.StringVar(&o.sharedDir, "shared-dir", "", "for an agent in a pod VM: the host side of its virtio-fs share, the shared_dir= that 'wrenctl vm up' prints; the rootfs is copied there and mounted in the guest as a Kata shim does")
 }
 
@@ -69,7 +71,17 @@ func runCommand(g globals, args []string) int {
 	}
 	defer c.Close()
 	var out *outputConns
-	if !o.detach {
+	var pf *passfdConns
+	switch {
+	case o.passfd != 0 && (o.detach || spec.Process.Terminal):
+		return usageError(os.Stderr, "--passfd streams the output of a container run in the foreground without a terminal")
+	case o.passfd != 0:
+		if pf, err = dialPassfd(g, uint32(o.passfd)); err != nil {
+			fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
+			return exitError
+		}
+		defer pf.Close()
+	case !o.detach:
 		if out, err = dialOutput(g, spec.Process.Terminal); err != nil {
 			fmt.Fprintf(os.Stderr, "wrenctl: %v\n", err)
 			return exitError
@@ -77,8 +89,11 @@ func runCommand(g globals, args []string) int {
 		defer out.Close()
 	}
 
-	if code, ok := createRunContainer(g, c, id, spec, storages); !ok {
+	if code, ok := createRunContainer(g, c, id, spec, storages, pf); !ok {
 		return code
+	}
+	if pf != nil {
+		return runPassfd(g, c, pf, id)
 	}
 	if o.detach {
 		if err := startContainer(g, c, id); err != nil {
@@ -121,7 +136,7 @@ func runArgs(g globals, args []string) (o runOptions, id string, code int, ok bo
 
 // createRunContainer creates the sandbox unless it exists, then the
 // container; when ok is false, it reported a failure and run exits with code.
-func createRunContainer(g globals, c *client.Client, id string, spec *specs.Spec, storages []*agentpb.Storage) (code int, ok bool) {
+func createRunContainer(g globals, c *client.Client, id string, spec *specs.Spec, storages []*agentpb.Storage, pf *passfdConns) (code int, ok bool) {
 	if err := call(g, func(ctx context.Context) error {
 		_, err := c.Agent.CreateSandbox(ctx, &agentpb.CreateSandboxRequest{Hostname: spec.Hostname, SandboxId: id, Storages: storages})
 		if err != nil && codeOf(err) == codes.AlreadyExists {
@@ -132,7 +147,11 @@ func createRunContainer(g globals, c *client.Client, id string, spec *specs.Spec
 		return rpcFailed("CreateSandbox", err), false
 	}
 	if err := call(g, func(ctx context.Context) error {
-		_, err := c.Agent.CreateContainer(ctx, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(spec)})
+		req := &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(spec)}
+		if pf != nil {
+			req.StdoutPort, req.StderrPort = pf.outPort, pf.errPort
+		}
+		_, err := c.Agent.CreateContainer(ctx, req)
 		return err
 	}); err != nil {
 		return rpcFailed("CreateContainer", err), false
