@@ -423,7 +423,20 @@ func (n *Network) UpdateRoutes(ctx context.Context, routes []Route) ([]Route, er
 		}
 		want = append(want, nr)
 	}
-	slices.SortStableFunc(want, func(a, b netlink.Route) int {
+	gatewaysLast(want)
+	err := n.replaceRoutes(want)
+	n.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return n.ListRoutes(ctx)
+}
+
+// gatewaysLast orders routes so that every route through a gateway comes
+// after the link routes: the kernel accepts a gateway only if a route
+// already in the table reaches it.
+func gatewaysLast(routes []netlink.Route) {
+	slices.SortStableFunc(routes, func(a, b netlink.Route) int {
 		ag, bg := a.Gw != nil, b.Gw != nil
 		switch {
 		case ag == bg:
@@ -433,12 +446,6 @@ func (n *Network) UpdateRoutes(ctx context.Context, routes []Route) ([]Route, er
 		}
 		return 1
 	})
-	err := n.replaceRoutes(want)
-	n.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	return n.ListRoutes(ctx)
 }
 
 func (n *Network) replaceRoutes(want []netlink.Route) error {
@@ -446,6 +453,9 @@ func (n *Network) replaceRoutes(want []netlink.Route) error {
 	if err != nil {
 		return err
 	}
+	// The kernel's dump lists a default route before the link route its
+	// gateway needs; the rollback below re-adds them in this order.
+	gatewaysLast(old)
 	for _, r := range old {
 		if isKernelLinkLocal(r) {
 			continue
@@ -553,8 +563,12 @@ func setRouteFamily(nr *netlink.Route, fam Family) {
 	if fam == V6 || (nr.Dst != nil && nr.Dst.IP.To4() == nil) || (nr.Gw != nil && nr.Gw.To4() == nil) {
 		nr.Family = netlink.FAMILY_V6
 	}
+	// The default destination is spelled out: netlink refuses a route
+	// with neither destination nor gateway ("default dev eth0").
 	if nr.Dst == nil && nr.Family == netlink.FAMILY_V6 {
 		nr.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	} else if nr.Dst == nil {
+		nr.Dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 	}
 }
 

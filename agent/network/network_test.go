@@ -276,6 +276,52 @@ func TestUpdateRoutesKernelRejectionRestoresTable(t *testing.T) {
 	}
 }
 
+// TestUpdateRoutesRejectionRestoresGatewayRoutes: the table put back after a
+// refused route has a default route whose gateway is reached through a link
+// route of the same table; the kernel takes it back only after that link
+// route, whatever order its dump listed them in.
+func TestUpdateRoutesRejectionRestoresGatewayRoutes(t *testing.T) {
+	h, mac := testNetns(t)
+	n, _ := New(h, nil)
+	ctx := context.Background()
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.10.0.2", Mask: "24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := n.UpdateRoutes(ctx, []Route{
+		{Dest: "172.16.0.0/24", Device: "eth0", Scope: unix.RT_SCOPE_LINK},
+		{Dest: "default", Gateway: "172.16.0.1", Device: "eth0"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.UpdateRoutes(ctx, []Route{{Dest: "default", Gateway: "192.0.2.1", Device: "eth0"}}); err == nil {
+		t.Fatal("unreachable gateway accepted")
+	}
+	after, _ := n.ListRoutes(ctx)
+	if !slices.Equal(v4RouteKeys(before), v4RouteKeys(after)) {
+		t.Fatalf("table not restored:\nbefore %q\nafter  %q", v4RouteKeys(before), v4RouteKeys(after))
+	}
+}
+
+// TestUpdateRoutesDeviceOnlyDefault: a default route through a device with
+// no gateway (point-to-point CNIs: "default dev eth0 scope link") is
+// accepted and listed as the default.
+func TestUpdateRoutesDeviceOnlyDefault(t *testing.T) {
+	h, mac := testNetns(t)
+	n, _ := New(h, nil)
+	ctx := context.Background()
+	if _, err := n.UpdateInterface(ctx, Interface{Name: "eth0", HwAddr: mac.String(), Addrs: []Addr{{Address: "10.10.0.2", Mask: "24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := n.UpdateRoutes(ctx, []Route{{Dest: "default", Device: "eth0", Scope: unix.RT_SCOPE_LINK}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := v4RouteKeys(got); !slices.Equal(keys, []string{" via  dev eth0"}) {
+		t.Fatalf("routes %q, want the device-only default", keys)
+	}
+}
+
 // TestUpdateRoutesRefusesDefaultViaLoopback: a default route through the
 // loopback device (by name or by a loopback gateway) would send all the
 // guest's traffic nowhere; it is ErrInvalid and the table stays as it was.
