@@ -62,16 +62,21 @@ func newEnv(t *testing.T) *env {
 }
 
 // newBenchEnv makes an env with a created sandbox for tests and benchmarks.
-func newBenchEnv(t testing.TB) *env {
+// Each with function changes the options before the sandbox is made.
+func newBenchEnv(t testing.TB, with ...func(*Options)) *env {
 	t.Helper()
 	dir := t.TempDir()
-	sb, err := New(Options{
+	opts := Options{
 		StateRoot:    filepath.Join(dir, "state"),
 		NamespaceDir: filepath.Join(dir, "ns"),
 		PipeSize:     1 << 16,
 		CgroupParent: cgroupParent,
 		Reaper:       testReaper,
-	})
+	}
+	for _, f := range with {
+		f(&opts)
+	}
+	sb, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
