@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -80,15 +82,21 @@ func (s *Streams) acceptLoop(ln net.Listener) {
 }
 
 // PortOf is the port a peer connected from: a vsock peer's port, or for a
-// unix peer (tests) the number it bound as its name ("@passfd-PORT").
+// unix peer (tests) the number in the name it bound, "@passfd-PORT" or
+// "@passfd-PORT-SUFFIX" (abstract names are shared by every process in the
+// network namespace: the suffix keeps concurrent tests apart).
 func PortOf(a net.Addr) (uint32, bool) {
 	switch a := a.(type) {
 	case *vsock.Addr:
 		return a.Port, true
 	case *net.UnixAddr:
-		var p uint32
-		if _, err := fmt.Sscanf(a.Name, "@passfd-%d", &p); err == nil {
-			return p, true
+		rest, ok := strings.CutPrefix(a.Name, "@passfd-")
+		if !ok {
+			return 0, false
+		}
+		num, _, _ := strings.Cut(rest, "-")
+		if p, err := strconv.ParseUint(num, 10, 32); err == nil {
+			return uint32(p), true
 		}
 	}
 	return 0, false

@@ -1,45 +1,25 @@
-package passfd
+package passfd_test
 
 import (
 	"context"
 	"io"
 	"net"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/mdlayher/vsock"
+
 	"github.com/wren-vm/wren/agent/errdefs"
+	"github.com/wren-vm/wren/agent/passfd"
+	"github.com/wren-vm/wren/agent/passfd/passfdtest"
 )
 
-// This machine has no vsock transport, so the host's connections come
-// over a unix socket whose peers bind "@passfd-PORT", the stand-in for a
-// vsock peer's port (PortOf). The pod VM test (harness/e2e) uses vsock.
-func serveUnix(t *testing.T) (*Streams, string) {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "passfd.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	return Serve(ctx, ln, nil), sock
-}
-
-func dialFrom(t *testing.T, sock string, port uint32) *net.UnixConn {
-	t.Helper()
-	c, err := net.DialUnix("unix", &net.UnixAddr{Name: "@passfd-" + strconv.Itoa(int(port)), Net: "unix"}, &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 func TestTakeGivesTheConnectionOfItsPort(t *testing.T) {
-	s, sock := serveUnix(t)
-	a, b := dialFrom(t, sock, 4001), dialFrom(t, sock, 4002)
+	s, sock := passfdtest.Serve(t)
+	passfdtest.Dial(t, sock, 4001)
+	b := passfdtest.Dial(t, sock, 4002)
 	f, err := s.Take(context.Background(), 4002)
 	if err != nil {
 		t.Fatal(err)
@@ -52,13 +32,21 @@ func TestTakeGivesTheConnectionOfItsPort(t *testing.T) {
 	if _, err := io.ReadFull(b, buf); err != nil || string(buf) != "to b" {
 		t.Fatalf("port 4002's peer read %q %v", buf, err)
 	}
-	// The file is blocking (a process must not see EAGAIN) and the
-	// connection is no longer the agent's: only one taker gets it.
-	_ = a
+	// The file is blocking: a process must not see EAGAIN.
+	if fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+		t.Errorf("flags %#x %v: the file is non-blocking", fl, err)
+	}
+	// The connection is no longer the agent's: only one taker gets it,
+	// and the other port's stream still waits for its own.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if _, err := s.Take(ctx, 4002); err == nil {
 		t.Error("a port was taken twice")
+	}
+	if fa, err := s.Take(context.Background(), 4001); err != nil {
+		t.Errorf("port 4001 after 4002 was taken: %v", err)
+	} else {
+		fa.Close()
 	}
 	if f, err := s.Take(context.Background(), 0); f != nil || err != nil {
 		t.Errorf("port 0: %v %v, want no stream", f, err)
@@ -66,7 +54,7 @@ func TestTakeGivesTheConnectionOfItsPort(t *testing.T) {
 }
 
 func TestTakeWaitsForALateConnection(t *testing.T) {
-	s, sock := serveUnix(t)
+	s, sock := passfdtest.Serve(t)
 	got := make(chan error, 1)
 	go func() {
 		f, err := s.Take(context.Background(), 4100)
@@ -75,35 +63,58 @@ func TestTakeWaitsForALateConnection(t *testing.T) {
 		}
 		got <- err
 	}()
-	dialFrom(t, sock, 4100)
+	passfdtest.Dial(t, sock, 4100)
 	if err := <-got; err != nil {
 		t.Fatalf("a connection that came after the request: %v", err)
 	}
 }
 
 func TestTakeGivesUpAfterTheStreamTimeout(t *testing.T) {
-	s, _ := serveUnix(t)
+	s, _ := passfdtest.Serve(t)
 	if _, err := s.Take(context.Background(), 4200); errdefs.KindOf(err) != errdefs.ErrNotFound {
 		t.Fatalf("no connection from the port: %v, want not found", err)
 	}
 }
 
+// TestPendingConnectionsAreBounded: past MaxPending waiting connections
+// the oldest is closed (its host end reads EOF) and the newest still waits.
 func TestPendingConnectionsAreBounded(t *testing.T) {
-	s, sock := serveUnix(t)
-	for p := uint32(1); p <= MaxPending+2; p++ {
-		dialFrom(t, sock, 5000+p)
+	s, sock := passfdtest.Serve(t)
+	var first net.Conn
+	for p := uint32(1); p <= passfd.MaxPending+1; p++ {
+		c := passfdtest.Dial(t, sock, 5000+p)
+		if p == 1 {
+			first = c
+		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s.mu.Lock()
-		n, oldest := len(s.pending), s.pending[5001]
-		s.mu.Unlock()
-		if n == MaxPending && oldest == nil {
-			return
+	if err := first.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := first.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the oldest connection: read %d, %v; want EOF (dropped)", n, err)
+	}
+	f, err := s.Take(context.Background(), 5000+passfd.MaxPending+1)
+	if err != nil {
+		t.Fatalf("the newest connection: %v", err)
+	}
+	f.Close()
+}
+
+func TestPortOf(t *testing.T) {
+	for _, c := range []struct {
+		addr net.Addr
+		port uint32
+		ok   bool
+	}{
+		{&vsock.Addr{ContextID: 2, Port: 1234}, 1234, true},
+		{&net.UnixAddr{Name: "@passfd-7"}, 7, true},
+		{&net.UnixAddr{Name: "@passfd-7-81-2"}, 7, true},
+		{&net.UnixAddr{Name: "@passfd-x"}, 0, false},
+		{&net.UnixAddr{Name: "@other-7"}, 0, false},
+		{&net.TCPAddr{Port: 7}, 0, false},
+	} {
+		if p, ok := passfd.PortOf(c.addr); p != c.port || ok != c.ok {
+			t.Errorf("PortOf(%v) = %d, %v; want %d, %v", c.addr, p, ok, c.port, c.ok)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections wait (the first still there: %v), want %d without the oldest", n, oldest != nil, MaxPending)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

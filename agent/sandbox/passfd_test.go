@@ -1,48 +1,25 @@
 package sandbox
 
 import (
-	"context"
 	"io"
-	"net"
 	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/wren-vm/wren/agent/errdefs"
 	"github.com/wren-vm/wren/agent/ocispec"
 	"github.com/wren-vm/wren/agent/passfd"
+	"github.com/wren-vm/wren/agent/passfd/passfdtest"
 )
 
-// passfdEnv is an env whose sandbox takes passfd streams. This machine has
-// no vsock transport: the host's streams come over a unix socket whose
-// peers bind "@passfd-PORT", which passfd reads as a vsock peer's port.
-// The pod VM test (harness/e2e TestPodVM/Passfd) uses vsock.
+// passfdEnv is an env whose sandbox takes passfd streams from a unix
+// socket (passfdtest says why).
 func passfdEnv(t *testing.T) (*env, string) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "passfd.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	streams := passfd.Serve(ctx, ln, nil)
+	streams, sock := passfdtest.Serve(t)
 	e := newBenchEnv(t, func(o *Options) { o.Passfd = streams })
 	e.t = t
 	return e, sock
-}
-
-func dialPassfd(t *testing.T, sock string, port uint32) *net.UnixConn {
-	t.Helper()
-	local := &net.UnixAddr{Name: "@passfd-" + strconv.Itoa(int(port)), Net: "unix"}
-	c, err := net.DialUnix("unix", local, &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 func openFDs(t *testing.T) int {
@@ -59,7 +36,7 @@ func openFDs(t *testing.T) int {
 func TestPassfdStreamsAreTheContainersStdio(t *testing.T) {
 	e, sock := passfdEnv(t)
 	e.createSandbox()
-	out, errc := dialPassfd(t, sock, 5001), dialPassfd(t, sock, 5002)
+	out, errc := passfdtest.Dial(t, sock, 5001), passfdtest.Dial(t, sock, 5002)
 	id := newID()
 	cfg := ContainerConfig{ID: id, ExecID: id, Spec: ocispec.ToSpec(e.spec("/bin/sh", "-c", "echo to stdout; echo to stderr >&2")),
 		Stdio: passfd.Ports{Stdout: 5001, Stderr: 5002}}
@@ -94,7 +71,7 @@ func TestPassfdMissingStreamLeavesNothing(t *testing.T) {
 	e, sock := passfdEnv(t)
 	e.createSandbox()
 	fds := openFDs(t)
-	in := dialPassfd(t, sock, 5003)
+	in := passfdtest.Dial(t, sock, 5003)
 	id := newID()
 	cfg := ContainerConfig{ID: id, ExecID: id, Spec: ocispec.ToSpec(e.spec("/bin/cat")),
 		Stdio: passfd.Ports{Stdin: 5003, Stdout: 5004}}
