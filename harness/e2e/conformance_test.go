@@ -130,6 +130,24 @@ func (p *pod) testConformance(t *testing.T) {
 	}
 }
 
+// hotplugBlock attaches file to the pod VM as a virtio-blk disk, as the
+// Kata runtime hot-plugs one, and returns the PCI path it names it by.
+func (p *pod) hotplugBlock(t *testing.T, id, file string, readOnly bool) string {
+	t.Helper()
+	ctx, cancel := p.ctx()
+	defer cancel()
+	q, err := p.vm.QMPDial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	pciPath, err := p.vm.HotplugBlock(ctx, q, id, file, readOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pciPath
+}
+
 // testBlockRootfs: a container whose root filesystem is a hot-plugged
 // disk, as the Kata runtime sends a block-based rootfs: a blk storage
 // mounted at the container's directory in the share, and the spec's root
@@ -145,17 +163,7 @@ func (p *pod) testBlockRootfs(t *testing.T) {
 	if b, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-d", src, disk, "32M").CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v: %s", err, b)
 	}
-	ctx, cancel := p.ctx()
-	defer cancel()
-	q, err := p.vm.QMPDial(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	pciPath, err := p.vm.HotplugBlock(ctx, q, "e2eroot", disk, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pciPath := p.hotplugBlock(t, "e2eroot", disk, false)
 	parent := path.Join(kata.GuestSharedDir, id)
 	spec := testbundle.Spec(path.Join(parent, "rootfs"), "/bin/sh", "-c", "cat /marker; stat -f -c %T /")
 	spec.Hostname = ""
@@ -176,17 +184,9 @@ func (p *pod) testDevices(t *testing.T) {
 	if err := os.WriteFile(disk, append([]byte("raw block data\n"), make([]byte, 1<<20)...), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	pciPath := p.hotplugBlock(t, "e2eraw", disk, true)
 	ctx, cancel := p.ctx()
 	defer cancel()
-	q, err := p.vm.QMPDial(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	pciPath, err := p.vm.HotplugBlock(ctx, q, "e2eraw", disk, true)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := p.newContainer(t, "rawdev", "/bin/sh", "-c", "head -c 15 /dev/xvdb")
 	// The host's numbers of the device, which mean nothing in the guest.
 	major, minor := int64(259), int64(7)
