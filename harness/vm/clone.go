@@ -145,8 +145,11 @@ func (m *Manifest) verify(ctx context.Context, tdir string, cfg *Config) error {
 	}
 	// This wren's machine for the template must be the one recorded.
 	tcfg := *cfg
-	tcfg.Dir, tcfg.Kernel, tcfg.Initrd = tdir, m.Kernel.Path, m.Initrd.Path
-	args, err := templateArgs(&tcfg, m.Accel, filepath.Join(tdir, templateMem), m.Cmdline)
+	tcfg.Dir, tcfg.Kernel, tcfg.Initrd = m.Dir, m.Kernel.Path, m.Initrd.Path
+	if m.Image != nil {
+		tcfg.Image = m.Image.Path
+	}
+	args, err := templateArgs(&tcfg, m.Accel, filepath.Join(m.Dir, templateMem), m.Cmdline)
 	if err != nil {
 		return err
 	}

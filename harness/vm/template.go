@@ -49,7 +49,10 @@ type FileID struct {
 
 // Manifest is TemplateManifest: what a clone must match and check.
 type Manifest struct {
-	Format      int       `json:"format"`
+	Format int `json:"format"`
+	// Dir is where the template was made (its QEMU command line names
+	// it); the directory may move since.
+	Dir         string    `json:"dir"`
 	Created     time.Time `json:"created"`
 	QEMUVersion string    `json:"qemu_version"`
 	Accel       string    `json:"accel"`
@@ -253,7 +256,7 @@ func CreateTemplate(ctx context.Context, cfg Config) (_ *Manifest, err error) {
 
 // newManifest records the boot files, QEMU and machine of a template.
 func newManifest(ctx context.Context, cfg *Config, accel string) (*Manifest, error) {
-	m := &Manifest{Format: templateFormat, Accel: accel, Firmware: cfg.Firmware,
+	m := &Manifest{Format: templateFormat, Dir: cfg.Dir, Accel: accel, Firmware: cfg.Firmware,
 		MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs, GuestCID: cfg.GuestCID, Cmdline: KernelCmdline(cfg)}
 	var err error
 	if m.QEMUVersion, err = qemuVersion(ctx, cfg.QEMU); err != nil {
