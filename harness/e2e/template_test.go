@@ -159,6 +159,13 @@ func TestTemplateClones(t *testing.T) {
 		if !strings.Contains(v.ConsoleText(), "crng reseeded due to virtual machine fork") {
 			t.Errorf("clone %d: the kernel did not reseed on the VM generation change (vmgenid):\n%s", i, vm.Tail(v.Console, 20))
 		}
+		// The agent noticed by itself and stepped the clock the template
+		// saved (at least the 3 s slept above) to the RTC.
+		if rec := waitLogRecord(v, "clock stepped to the RTC after the VM fork"); rec == nil {
+			t.Errorf("clone %d: no clock step record from the agent in its log:\n%s", i, vm.Tail(v.AgentLog, 20))
+		} else if ms, _ := rec["step_ms"].(float64); ms < 2000 {
+			t.Errorf("clone %d: the agent stepped its clock by %v ms, want ≥ 2000", i, ms)
+		}
 	}
 	if got[0] == got[1] {
 		t.Errorf("both clones read the same random bytes %s", got[0])
@@ -269,4 +276,17 @@ func TestTemplateBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitLogRecord waits up to 10 s for the agent's log stream to carry a
+// record with message msg.
+func waitLogRecord(v *vm.VM, msg string) map[string]any {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for _, r := range logRecords(v.AgentLogText()) {
+			if r["msg"] == msg {
+				return r
+			}
+		}
+	}
+	return nil
 }
