@@ -44,6 +44,8 @@ type pod struct {
 
 func TestPodVM(t *testing.T) {
 	requireVM(t)
+	// Beside TestPodVMClone: each guest is one TCG thread.
+	t.Parallel()
 	bins := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

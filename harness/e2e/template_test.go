@@ -88,6 +88,9 @@ func (pt *podTemplate) clone(t *testing.T, dir string, cid uint32) *vm.VM {
 // restore, the DAX image and everything else restored.
 func TestPodVMClone(t *testing.T) {
 	pt := sharedTemplate.get(t)
+	// Beside TestPodVM, once the template is made (the template tests
+	// before it run alone).
+	t.Parallel()
 	v := pt.clone(t, filepath.Join(t.TempDir(), "clone"), 7)
 	runPodCases(t, v, pt.art.KernelVersion)
 }
