@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
+	"hash"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -77,7 +77,7 @@ func digestMemory(src *os.File, dst *os.File) (*MemDigest, error) {
 }
 
 // digestExtent hashes (and copies) the non-zero pages of [from, to).
-func digestExtent(src, dst *os.File, from, to int64, buf, zero []byte, h io.Writer, d *MemDigest) error {
+func digestExtent(src, dst *os.File, from, to int64, buf, zero []byte, h hash.Hash, d *MemDigest) error {
 	var hdr [8]byte
 	for off := from; off < to; {
 		n := int64(len(buf))
