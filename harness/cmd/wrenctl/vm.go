@@ -175,7 +175,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	if o.template != "" {
-		return vmUpClone(ctx, &o, cloneConfig(fs, &o, *dir, stderr), stdout, stderr)
+		return vmUpClone(ctx, fs, &o, *dir, stdout, stderr)
 	}
 	k, ird, err := bootFiles(ctx, o.kernel, o.initrd, *dir, o.debug, stderr)
 	if err != nil {

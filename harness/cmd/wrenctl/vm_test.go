@@ -67,6 +67,9 @@ func TestWrenctlVMTemplateWithoutTemplate(t *testing.T) {
 	if _, err := os.Stat(state); err == nil {
 		t.Error("a refused clone made its state directory")
 	}
+	if _, errOut, code := wrenctl(t, "", "vm", "up", "--dir", state, "--template", dir, "--debug"); code != exitUsage || !strings.Contains(errOut, "--debug is the template's") {
+		t.Errorf("vm up --template --debug: %d %q", code, errOut)
+	}
 }
 
 // A second vm up in a directory whose VM runs refuses before building or

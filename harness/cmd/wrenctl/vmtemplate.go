@@ -77,7 +77,11 @@ func vmTemplate(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 }
 
 // vmUpClone is vm up --template: a clone of the template instead of a boot.
-func vmUpClone(ctx context.Context, o *vmUpOptions, cfg vm.Config, stdout, stderr io.Writer) int {
+func vmUpClone(ctx context.Context, fs *flag.FlagSet, o *vmUpOptions, dir string, stdout, stderr io.Writer) int {
+	cfg, err := cloneConfig(fs, o, dir, stderr)
+	if err != nil {
+		return usageError(stderr, "vm up --template: %v", err)
+	}
 	v, st, err := vm.StartClone(ctx, o.template, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl vm up: %v\n", err)
@@ -91,9 +95,15 @@ func vmUpClone(ctx context.Context, o *vmUpOptions, cfg vm.Config, stdout, stder
 // cloneConfig is vm up's configuration for a clone: the machine is the
 // template's, so only the flags given on the command line are passed on,
 // for StartClone to check against the template.
-func cloneConfig(fs *flag.FlagSet, o *vmUpOptions, dir string, stderr io.Writer) vm.Config {
+func cloneConfig(fs *flag.FlagSet, o *vmUpOptions, dir string, stderr io.Writer) (vm.Config, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// What the guest booted with is the template's.
+	for _, name := range []string{"debug", "firmware", "kernel-params"} {
+		if set[name] {
+			return vm.Config{}, fmt.Errorf("--%s is the template's (give it to vm template create), not a clone's", name)
+		}
+	}
 	abs, _ := filepath.Abs(dir)
 	exe, _ := os.Executable()
 	cfg := vm.Config{
@@ -110,5 +120,5 @@ func cloneConfig(fs *flag.FlagSet, o *vmUpOptions, dir string, stderr io.Writer)
 	if set["accel"] {
 		cfg.Accel = o.accel
 	}
-	return cfg
+	return cfg, nil
 }
