@@ -61,8 +61,8 @@ else
 fi
 
 # Sections measured by other parts of the project append themselves. With
-# BENCH_ONLY they run only when named: BENCH_ONLY=4,vsock,vm.
-for extra in scripts/bench-vsock.sh scripts/bench-vm.sh; do
+# BENCH_ONLY they run only when named: BENCH_ONLY=4,vsock,vm,template.
+for extra in scripts/bench-vsock.sh scripts/bench-vm.sh scripts/bench-template.sh; do
 	name=$(basename "$extra" .sh | sed 's/^bench-//')
 	case ",${BENCH_ONLY:-$name}," in
 	*",$name,"*) ;;

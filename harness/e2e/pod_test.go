@@ -44,6 +44,8 @@ type pod struct {
 
 func TestPodVM(t *testing.T) {
 	requireVM(t)
+	// Beside TestPodVMClone: each guest is one TCG thread.
+	t.Parallel()
 	bins := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -55,14 +57,28 @@ func TestPodVM(t *testing.T) {
 	img := filepath.Join(work, "dax.img")
 	buildDAXImage(t, img)
 
-	v, err := vm.Start(ctx, vm.Config{
-		Dir: filepath.Join(work, "vm"), Kernel: art.Kernel, Initrd: art.Initrd, Image: img,
-		MemoryMiB: 768, Vsockd: filepath.Join(bins, "wren-vsockd"),
-		BootTimeout: 4 * time.Minute, Progress: testLog{t},
-	})
+	v, err := vm.Start(ctx, podConfig(t, bins, art, img, filepath.Join(work, "vm")))
 	if err != nil {
 		t.Fatal(err)
 	}
+	runPodCases(t, v, art.KernelVersion)
+}
+
+// podConfig is the pod VM the TestPodVM cases run against, booted cold or
+// made into a template.
+func podConfig(t *testing.T, bins string, art *vm.Artifacts, img, dir string) vm.Config {
+	return vm.Config{
+		Dir: dir, Kernel: art.Kernel, Initrd: art.Initrd, Image: img,
+		MemoryMiB: 768, Vsockd: filepath.Join(bins, "wren-vsockd"),
+		BootTimeout: 4 * time.Minute, Progress: testLog{t},
+	}
+}
+
+// runPodCases runs the TestPodVM cases against a running pod VM and stops
+// it at the end.
+func runPodCases(t *testing.T, v *vm.VM, kernel string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("console tail:\n%s", vm.Tail(v.Console, 60))
@@ -84,7 +100,7 @@ func TestPodVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	p := &pod{t: t, vm: v, c: c, kernel: art.KernelVersion}
+	p := &pod{t: t, vm: v, c: c, kernel: kernel}
 
 	t.Run("Check", p.testCheck)
 	t.Run("GuestDetails", p.testGuestDetails)

@@ -143,6 +143,8 @@ type State struct {
 	// OwnsShared is true when the shared directory was made by Start and
 	// is removed by Stop.
 	OwnsShared bool `json:"owns_shared"`
+	// Template is the template directory of a clone (StartClone).
+	Template string `json:"template,omitempty"`
 }
 
 // VM is a running pod VM.

@@ -25,6 +25,7 @@ import (
 	"github.com/wren-vm/wren/agent/server"
 	"github.com/wren-vm/wren/agent/uevent"
 	"github.com/wren-vm/wren/agent/version"
+	"github.com/wren-vm/wren/agent/vmfork"
 
 	// Keeps the main thread for the main goroutine, so no goroutine that
 	// enters a container's namespaces can strand it there (see its doc).
@@ -103,6 +104,13 @@ func run(pid1 bool) exit {
 	}
 	if pid1 {
 		initGuest(ctx, log, cfg)
+		// A guest restored from a snapshot or a VM template learns it from
+		// the kernel log and steps its stale clock to the RTC.
+		go func() {
+			if err := (&vmfork.Watcher{Log: log}).Run(ctx); err != nil {
+				log.Warn("VM fork watcher stopped", "err", err)
+			}
+		}()
 	}
 	if sink != nil {
 		if err := sink.ListenVsock(ctx, cfg.LogVport); err != nil {

@@ -27,7 +27,8 @@ func defaultVMDir() string {
 
 const vmUsage = `usage: wrenctl vm up [--dir STATE] [--memory MiB] [--cpus N] [--debug] [--shared-dir DIR]
                      [--kernel VMLINUX] [--initrd INITRAMFS] [--image DAX_IMAGE] [--accel tcg|kvm|auto]
-                     [--cid N] [--kernel-params WORDS] [--timeout DURATION]
+                     [--cid N] [--kernel-params WORDS] [--timeout DURATION] [--template TEMPLATE]
+       wrenctl vm template create --dir TEMPLATE [--kernel VMLINUX] [--initrd INITRAMFS] [--memory MiB] ...
        wrenctl vm status [--dir STATE]
        wrenctl vm down [--dir STATE]
        wrenctl vm console [--dir STATE]     (a VM started with --debug; leave with Ctrl-])
@@ -54,6 +55,7 @@ func init() {
 			run: func(args []string, _ io.Reader, stdout, stderr io.Writer) int { return vmStatus(args, stdout, stderr) }},
 		{name: "down", summary: "stop the VM in STATE (QEMU, virtiofsd, wren-vsockd) and remove its sockets; logs are kept",
 			run: func(args []string, _ io.Reader, stdout, stderr io.Writer) int { return vmDown(args, stdout, stderr) }},
+		{name: "template", summary: "template create: boot a pod VM, wait for its agent and save it in --dir as a template for vm up --template", flags: vmTemplateFlags, run: vmTemplate},
 		{name: "console", summary: "attach to the guest's debug shell (a VM started with --debug; leave with Ctrl-])", run: vmConsole},
 	}
 }
@@ -133,6 +135,7 @@ type vmUpOptions struct {
 	shared, kernel, initrd, image, accel, firmware, params string
 	cid                                                    uint
 	timeout                                                time.Duration
+	template                                               string
 }
 
 func (o *vmUpOptions) define(fs *flag.FlagSet) {
@@ -148,6 +151,7 @@ func (o *vmUpOptions) define(fs *flag.FlagSet) {
 	fs.StringVar(&o.firmware, "firmware", os.Getenv("WREN_FIRMWARE"), "QEMU -bios: a path or seabios (default $WREN_FIRMWARE, else qboot when installed)")
 	fs.StringVar(&o.params, "kernel-params", "", "extra kernel command line words (e.g. agent.hotplug_timeout=10s)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for the agent")
+	fs.StringVar(&o.template, "template", "", "start a clone of this template (wrenctl vm template create) instead of booting")
 }
 
 func vmUpFlags(fs *flag.FlagSet) { new(vmUpOptions).define(fs) }
@@ -169,6 +173,9 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	if old, err := vm.Attach(*dir); err == nil && old.Running() {
 		fmt.Fprintf(stderr, "wrenctl vm up: a VM already runs in %s (addr=%s); stop it first: wrenctl vm down --dir %s\n", old.Dir, old.Addr(), old.Dir)
 		return exitError
+	}
+	if o.template != "" {
+		return vmUpClone(ctx, fs, &o, *dir, stdout, stderr)
 	}
 	k, ird, err := bootFiles(ctx, o.kernel, o.initrd, *dir, o.debug, stderr)
 	if err != nil {

@@ -49,6 +49,29 @@ func TestWrenctlVMWithoutVM(t *testing.T) {
 	}
 }
 
+// vm template and vm up --template without a template: usage and a clear
+// error before anything starts (templates themselves: harness/e2e).
+func TestWrenctlVMTemplateWithoutTemplate(t *testing.T) {
+	dir := t.TempDir()
+	if _, errOut, code := wrenctl(t, "", "vm", "template"); code != exitUsage || !strings.Contains(errOut, "vm template create --dir") {
+		t.Errorf("vm template: %d %q", code, errOut)
+	}
+	if out, _, code := wrenctl(t, "", "vm", "template", "--help"); code != exitOK || !strings.Contains(out, "--memory") {
+		t.Errorf("vm template --help: %d %q", code, out)
+	}
+	state := filepath.Join(dir, "vm")
+	_, errOut, code := wrenctl(t, "", "vm", "up", "--dir", state, "--template", filepath.Join(dir, "none"))
+	if code != exitError || !strings.Contains(errOut, "no template in "+filepath.Join(dir, "none")) {
+		t.Errorf("vm up --template of a missing template: %d %q", code, errOut)
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Error("a refused clone made its state directory")
+	}
+	if _, errOut, code := wrenctl(t, "", "vm", "up", "--dir", state, "--template", dir, "--debug"); code != exitUsage || !strings.Contains(errOut, "--debug is the template's") {
+		t.Errorf("vm up --template --debug: %d %q", code, errOut)
+	}
+}
+
 // A second vm up in a directory whose VM runs refuses before building or
 // fetching anything, and vm down stops what the directory records. The
 // "VM" is a sleep recorded as its QEMU, as vm.json would record it.

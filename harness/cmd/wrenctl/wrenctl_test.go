@@ -310,7 +310,7 @@ func TestWrenctlCompletionBash(t *testing.T) {
 		{[]string{"wrenctl", "Ve"}, []string{"Version"}},
 		{[]string{"wrenctl", "CreateS"}, []string{"CreateSandbox"}},
 		{[]string{"wrenctl", "--addr", "unix:///x", "De"}, []string{"DestroySandbox"}},
-		{[]string{"wrenctl", "vm", ""}, []string{"up", "status", "down", "console"}},
+		{[]string{"wrenctl", "vm", ""}, []string{"up", "status", "down", "template", "console"}},
 		{[]string{"wrenctl", "vm", "up", "--ke"}, []string{"--kernel", "--kernel-params"}},
 		{[]string{"wrenctl", "run", "--sh"}, []string{"--shared-dir"}},
 		{[]string{"wrenctl", "describe", "WaitP"}, []string{"WaitProcess"}},
