@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -240,4 +241,33 @@ func (p *Policy) recoverEngine(what string, err *error) {
 		p.log.Error("policy engine panicked", "while", what, "panic", r, "stack", string(debug.Stack()))
 		*err = fmt.Errorf("%w %s: %v", errEnginePanic, what, r)
 	}
+}
+
+// FromFile makes a Policy whose policy is the file name's text. A file
+// that cannot be read or does not compile is returned as the error, with a
+// Policy that refuses every request but SetPolicy (DenyAllButSetPolicy):
+// the agent serves on, as PID 1 must, without falling open, and a working
+// policy can still arrive.
+func FromFile(ctx context.Context, engine Engine, limits Limits, log *slog.Logger, name string) (*Policy, error) {
+	p := New(engine, limits, log)
+	err := p.loadFile(ctx, name)
+	if err == nil {
+		return p, nil
+	}
+	if errClosed := p.Load(ctx, DenyAllButSetPolicy); errClosed != nil {
+		// Nothing is in force, and Check refuses everything.
+		err = errors.Join(err, errClosed)
+	}
+	return p, err
+}
+
+func (p *Policy) loadFile(ctx context.Context, name string) error {
+	text, err := os.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("policy file: %w", err)
+	}
+	if err := p.Load(ctx, string(text)); err != nil {
+		return fmt.Errorf("policy file %s: %w", name, err)
+	}
+	return nil
 }
