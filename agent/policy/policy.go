@@ -41,9 +41,12 @@ type Engine interface {
 // Compiled is one compiled policy with its state; safe for concurrent use.
 type Compiled interface {
 	// Eval evaluates data.agent_policy.<entry> with input (Input's tree).
-	// defined is false when the policy gives the entry no value; prints
-	// are the policy's print() output during this evaluation.
-	Eval(ctx context.Context, entry string, input any) (value any, defined bool, prints []string, err error)
+	// defined is false when the policy gives the entry no value. With
+	// withPrints, prints are the policy's print() output during this
+	// evaluation; without, print() formats nothing, which saves most of
+	// the cost of a chatty policy (genpolicy's rules print the whole
+	// input).
+	Eval(ctx context.Context, entry string, input any, withPrints bool) (value any, defined bool, prints []string, err error)
 	// Patch applies JSON patch operations to the policy's data, as Kata
 	// applies the ops an allowing answer carries.
 	Patch(ctx context.Context, ops []any) error
@@ -147,7 +150,7 @@ func (p *Policy) compile(ctx context.Context, text string) (l *loaded, err error
 	// As Kata: a policy may declare AllowRequestsFailingPolicy := true
 	// (genpolicy's debugging switch); anything else, an error included,
 	// leaves it off.
-	v, defined, _, err := c.Eval(ctx, "AllowRequestsFailingPolicy", map[string]any{})
+	v, defined, _, err := c.Eval(ctx, "AllowRequestsFailingPolicy", map[string]any{}, false)
 	if err == nil && defined && v == true {
 		l.allowFailures = true
 		p.log.Warn("policy: AllowRequestsFailingPolicy is set: requests the policy refuses are allowed")
@@ -169,7 +172,13 @@ func (p *Policy) Check(ctx context.Context, req proto.Message) (err error) {
 	if err != nil {
 		return err
 	}
-	allowed, prints, err := p.eval(ctx, l, entry, input)
+	// Prints only matter for a refusal: evaluate without them first, and
+	// again with them when the answer is not a plain yes.
+	allowed, _, err := p.eval(ctx, l, entry, input, false)
+	if err == nil && allowed {
+		return nil
+	}
+	allowed, prints, err := p.eval(ctx, l, entry, input, true)
 	if err != nil {
 		if l.allowFailures {
 			p.log.Warn("policy: ignoring a failed evaluation (AllowRequestsFailingPolicy)", "request", entry, "err", err)
@@ -189,11 +198,11 @@ func (p *Policy) Check(ctx context.Context, req proto.Message) (err error) {
 
 // eval evaluates one entry point within the time limit, applying the ops
 // of an allowing object answer.
-func (p *Policy) eval(ctx context.Context, l *loaded, entry string, input any) (allowed bool, prints []string, err error) {
+func (p *Policy) eval(ctx context.Context, l *loaded, entry string, input any, withPrints bool) (allowed bool, prints []string, err error) {
 	defer p.recoverEngine("evaluating "+entry, &err)
 	ctx, cancel := context.WithTimeout(ctx, p.limits.EvalTimeout)
 	defer cancel()
-	v, defined, prints, err := l.c.Eval(ctx, entry, input)
+	v, defined, prints, err := l.c.Eval(ctx, entry, input, withPrints)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return false, prints, fmt.Errorf("policy check: %s: evaluation ran out of time (limit %v): %w", entry, p.limits.EvalTimeout, err)

@@ -23,7 +23,7 @@ func (e panicking) Compile(context.Context, string) (Compiled, error) {
 	return e, nil
 }
 
-func (panicking) Eval(_ context.Context, entry string, _ any) (any, bool, []string, error) {
+func (panicking) Eval(_ context.Context, entry string, _ any, _ bool) (any, bool, []string, error) {
 	if entry == "AllowRequestsFailingPolicy" {
 		return false, true, nil, nil
 	}

@@ -106,7 +106,7 @@ func (p *pod) testAllowAll(t *testing.T) {
 func (p *pod) policyContainer(t *testing.T, name string, edit func(*specs.Spec)) *agentpb.CreateContainerRequest {
 	t.Helper()
 	testbundle.Rootfs(t, kata.HostRootfs(p.vm.SharedDir, name))
-	spec := testbundle.Spec("/", kata.PodContainerArgs...)
+	spec := testbundle.Spec(kata.GuestRootfs(name), kata.PodContainerArgs...)
 	spec.Linux.CgroupsPath = "/e2e/" + name
 	if edit != nil {
 		edit(spec)

@@ -2,7 +2,8 @@ package kata
 
 import (
 	_ "embed"
-	"strings"
+	"encoding/json"
+	"fmt"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -30,16 +31,16 @@ const (
 var PodContainerArgs = []string{"sh", "-c", "echo allowed by policy >/ran"}
 
 // PodContainerRequest is the CreateContainer request Kata's runtime sends
-// for container cid of a Kubernetes pod, whose root filesystem is share
-// directory name (GuestRootfs(name)) and whose spec is spec: the CRI and
-// Kata annotations genpolicy's rules correlate, the spec shaped by
-// ShapeSpec, and no device cgroup rules (Kata's constrainGRPCSpec drops
-// them: the agent applies its own).
-func PodContainerRequest(cid, name string, spec *specs.Spec) *agentpb.CreateContainerRequest {
-	spec.Root.Path = GuestRootfs(name)
+// for container cid of a Kubernetes pod, whose bundle id (the directory
+// holding the root filesystem, spec.Root.Path = <cpath>/<bundle id>/rootfs)
+// is bundleID and whose spec is spec: the CRI and Kata annotations
+// genpolicy's rules correlate, the spec shaped by ShapeSpec, and no device
+// cgroup rules (Kata's constrainGRPCSpec drops them: the agent applies
+// its own).
+func PodContainerRequest(cid, bundleID string, spec *specs.Spec) *agentpb.CreateContainerRequest {
 	spec.Hostname = ""
 	spec.Annotations = map[string]string{
-		"io.katacontainers.pkg.oci.bundle_path":    bundlePrefix + name,
+		"io.katacontainers.pkg.oci.bundle_path":    bundlePrefix + bundleID,
 		"io.katacontainers.pkg.oci.container_type": "pod_container",
 		"io.kubernetes.cri.container-name":         PodContainerName,
 		"io.kubernetes.cri.container-type":         "container",
@@ -56,15 +57,59 @@ func PodContainerRequest(cid, name string, spec *specs.Spec) *agentpb.CreateCont
 }
 
 // genpolicyData is a policy_data section written as genpolicy writes one,
-// for the pod container of PodContainerRequest running PodContainerArgs in
-// runc's default spec (testbundle.Spec).
+// for the pod container of PodContainerRequest in runc's default spec
+// (testbundle.Spec); PolicyContainer's fields are filled in.
 //
 //go:embed genpolicy-data.json
-var genpolicyData string
+var genpolicyData []byte
 
-// GenpolicyPolicy is genpolicy's rules.rego (verbatim, kataref) with the
-// policy data section for PodContainerRequest: a policy as genpolicy
-// generates it for that pod.
+// PolicyContainer is what GenpolicyPolicyFor's policy data says of the
+// one container it allows, beyond runc's default spec.
+type PolicyContainer struct {
+	// OCIVersion is the spec's ociVersion.
+	OCIVersion string
+	// Args and Env are the process's command line and environment.
+	Args, Env []string
+	// ReadonlyRoot is the spec's root.readonly.
+	ReadonlyRoot bool
+	// Cpath is where bundles are (root filesystems at
+	// <Cpath>/<bundle id>/rootfs): GuestSharedDir in a pod VM.
+	Cpath string
+}
+
+// PodPolicyContainer is the container of the pod VM tests: PodContainerArgs
+// in testbundle.Spec, its rootfs in the virtio-fs share.
+var PodPolicyContainer = PolicyContainer{
+	OCIVersion: "1.3.0", Args: PodContainerArgs, Env: []string{"PATH=/bin", "HOME=/root"}, Cpath: GuestSharedDir,
+}
+
+// GenpolicyPolicy is GenpolicyPolicyFor(PodPolicyContainer).
 func GenpolicyPolicy() string {
-	return kataref.GenpolicyRules + "\npolicy_data := " + strings.TrimSpace(genpolicyData) + "\n"
+	text, err := GenpolicyPolicyFor(PodPolicyContainer)
+	if err != nil {
+		panic(err) // the embedded data is the package's own
+	}
+	return text
+}
+
+// GenpolicyPolicyFor is genpolicy's rules.rego (verbatim, kataref) with a
+// policy data section allowing c, as PodContainerRequest sends it: a
+// policy as genpolicy generates it for such a pod.
+func GenpolicyPolicyFor(c PolicyContainer) (string, error) {
+	var d map[string]any
+	if err := json.Unmarshal(genpolicyData, &d); err != nil {
+		return "", fmt.Errorf("policy data: %w", err)
+	}
+	oci := d["containers"].([]any)[0].(map[string]any)["OCI"].(map[string]any)
+	oci["Version"] = c.OCIVersion
+	oci["Root"].(map[string]any)["Readonly"] = c.ReadonlyRoot
+	proc := oci["Process"].(map[string]any)
+	proc["Args"], proc["Env"] = c.Args, c.Env
+	common := d["common"].(map[string]any)
+	common["cpath"], common["mount_source_cpath"] = c.Cpath, c.Cpath
+	b, err := json.MarshalIndent(d, "", "    ")
+	if err != nil {
+		return "", err
+	}
+	return kataref.GenpolicyRules + "\npolicy_data := " + string(b) + "\n", nil
 }

@@ -48,28 +48,40 @@ func (Engine) Compile(ctx context.Context, text string) (policy.Compiled, error)
 	if got := mod.Package.Path.String(); got != "data.agent_policy" {
 		return nil, fmt.Errorf("package %s, want agent_policy", strings.TrimPrefix(got, "data."))
 	}
-	c := ast.NewCompiler().WithEnablePrintStatements(true)
-	c.Compile(map[string]*ast.Module{"policy.rego": mod})
-	if c.Failed() {
-		return nil, fmt.Errorf("compile: %w", c.Errors)
+	out := &compiled{store: inmem.NewFromObject(map[string]any{"pstate": map[string]any{}})}
+	// Twice: print() kept, for the prints of a refusal, and erased, for
+	// the common case. OPA evaluates print's arguments into sets, hashing
+	// each (genpolicy's rules print the whole input), even with no hook
+	// to print to: erased, an allowed CreateContainer costs about half.
+	for i, prints := range []bool{false, true} {
+		c := ast.NewCompiler().WithEnablePrintStatements(prints)
+		c.Compile(map[string]*ast.Module{"policy.rego": mod.Copy()})
+		if c.Failed() {
+			return nil, fmt.Errorf("compile: %w", c.Errors)
+		}
+		out.variants[i].compiler = c
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return &compiled{compiler: c, store: inmem.NewFromObject(map[string]any{"pstate": map[string]any{}})}, nil
+	return out, nil
 }
 
-// compiled is one compiled policy; its prepared queries are made on first
-// use of each entry point and kept.
+// compiled is one compiled policy, without and with print(); the prepared
+// queries of each are made on first use of an entry point and kept.
 type compiled struct {
-	compiler *ast.Compiler
 	store    storage.Store
+	variants [2]variant // [0]: print() erased, [1]: kept
+}
+
+type variant struct {
+	compiler *ast.Compiler
 
 	mu       sync.Mutex
 	prepared map[string]*rego.PreparedEvalQuery
 }
 
-func (c *compiled) query(ctx context.Context, entry string) (*rego.PreparedEvalQuery, error) {
+func (c *variant) query(ctx context.Context, entry string, store storage.Store) (*rego.PreparedEvalQuery, error) {
 	c.mu.Lock()
 	pq, ok := c.prepared[entry]
 	c.mu.Unlock()
@@ -82,7 +94,7 @@ func (c *compiled) query(ctx context.Context, entry string) (*rego.PreparedEvalQ
 	q, err := rego.New(
 		rego.Query("data.agent_policy."+entry),
 		rego.Compiler(c.compiler),
-		rego.Store(c.store),
+		rego.Store(store),
 		rego.EnablePrintStatements(true),
 	).PrepareForEval(ctx)
 	if err != nil {
@@ -109,17 +121,25 @@ func (p *prints) Print(_ print.Context, s string) error {
 }
 
 // Eval implements policy.Compiled.
-func (c *compiled) Eval(ctx context.Context, entry string, input any) (any, bool, []string, error) {
-	pq, err := c.query(ctx, entry)
+func (c *compiled) Eval(ctx context.Context, entry string, input any, withPrints bool) (any, bool, []string, error) {
+	v := &c.variants[0]
+	if withPrints {
+		v = &c.variants[1]
+	}
+	pq, err := v.query(ctx, entry, c.store)
 	if err != nil {
 		return nil, false, nil, err
 	}
-	v, err := ast.InterfaceToValue(input)
+	in, err := ast.InterfaceToValue(input)
 	if err != nil {
 		return nil, false, nil, fmt.Errorf("input: %w", err)
 	}
 	var out prints
-	rs, err := pq.Eval(ctx, rego.EvalParsedInput(v), rego.EvalPrintHook(&out))
+	opts := []rego.EvalOption{rego.EvalParsedInput(in)}
+	if withPrints {
+		opts = append(opts, rego.EvalPrintHook(&out))
+	}
+	rs, err := pq.Eval(ctx, opts...)
 	if err != nil {
 		return nil, false, out.lines, err
 	}
