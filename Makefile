@@ -78,6 +78,9 @@ lint:
 	CGO_ENABLED=1 $(GO) vet -tags '$(TAGS)' ./...
 	@GO=$(GO) scripts/install-golangci-lint.sh $(TOOLBIN)
 	CGO_ENABLED=1 $(TOOLBIN)/golangci-lint run ./...
+	@# The policy build's own file (agent/assemble/policy_on.go).
+	CGO_ENABLED=1 $(GO) vet -tags '$(TAGS) policy' ./agent/assemble/
+	CGO_ENABLED=1 $(TOOLBIN)/golangci-lint run --build-tags policy ./agent/assemble/
 
 # scripts/testprogress prints a line per package as it finishes (in the
 # order they finish), a failed package's whole output, and what still runs
