@@ -17,7 +17,7 @@ LDFLAGS_VERSION := -X github.com/wren-vm/wren/agent/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 40m
 TESTFLAGS ?=
 
-.PHONY: all deps deps-kernel build agent wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
+.PHONY: all deps deps-kernel build agent agent-policy wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
 
 all: build
 
@@ -28,11 +28,19 @@ deps:
 deps-kernel:
 	@scripts/install-deps.sh kernel
 
-build: agent wrenctl tools
+build: agent agent-policy wrenctl tools
 
 agent: deps
 	@mkdir -p $(BIN)
 	CGO_ENABLED=1 GO=$(GO) scripts/gobuild.sh wren-agent $(GOFLAGS_STATIC) -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent ./agent/cmd/wren-agent
+
+# The agent with the policy engine (OPA; build tag "policy"): every request
+# checked against a Rego policy, SetPolicy. About twice the default agent's
+# size (docs/benchmarks.md), so a separate binary the image builder can
+# choose (rootfs-builder --agent bin/wren-agent-policy --policy FILE).
+agent-policy: deps
+	@mkdir -p $(BIN)
+	CGO_ENABLED=1 GO=$(GO) scripts/gobuild.sh wren-agent-policy -trimpath -tags '$(TAGS) policy' -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent-policy ./agent/cmd/wren-agent
 
 wrenctl: deps
 	@mkdir -p $(BIN)
@@ -70,6 +78,9 @@ lint:
 	CGO_ENABLED=1 $(GO) vet -tags '$(TAGS)' ./...
 	@GO=$(GO) scripts/install-golangci-lint.sh $(TOOLBIN)
 	CGO_ENABLED=1 $(TOOLBIN)/golangci-lint run ./...
+	@# The policy build's own file (agent/assemble/policy_on.go).
+	CGO_ENABLED=1 $(GO) vet -tags '$(TAGS) policy' ./agent/assemble/
+	CGO_ENABLED=1 $(TOOLBIN)/golangci-lint run --build-tags policy ./agent/assemble/
 
 # scripts/testprogress prints a line per package as it finishes (in the
 # order they finish), a failed package's whole output, and what still runs

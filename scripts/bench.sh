@@ -36,9 +36,10 @@ if [ -n "$missing" ]; then
 fi
 
 [ -x bin/wren-agent ] || make -s agent
+[ -x bin/wren-agent-policy ] || make -s agent-policy
 $GO build -trimpath -o bin/wren-bench ./harness/cmd/wren-bench
 
-set -- -agent bin/wren-agent -json "$OUT/benchmarks.json" -md "$OUT/benchmarks.md"
+set -- -agent bin/wren-agent -policy-agent bin/wren-agent-policy -json "$OUT/benchmarks.json" -md "$OUT/benchmarks.md"
 [ -n "${BENCH_QUICK:-}" ] && set -- "$@" -quick "$BENCH_QUICK"
 [ -n "${BENCH_ONLY:-}" ] && set -- "$@" -only "$BENCH_ONLY"
 # BENCH_BASELINE=path/to/older/wren-agent adds "wren (before)" rows to

@@ -4,6 +4,8 @@
 #   out/wren-initramfs.cpio.gz      the agent as /init + modules + load list
 #   out/wren-initramfs-debug.cpio.gz  the same plus busybox (agent.debug_console gets a shell)
 #   out/wren-guest.img              Kata-layout DAX image (nvdimm, root=/dev/pmem0p1 rootflags=dax)
+#   out/wren-initramfs-policy.cpio.gz  the agent with the policy engine (make agent-policy) and
+#                                   its default policy: $POLICY, else Kata's allow-all
 # The kernel package is fetched with apt-get download when not cached
 # ($WREN_KERNEL_DIR, default /var/cache/wren/kernel).
 set -euo pipefail
@@ -12,7 +14,7 @@ OUT=${OUT:-out}
 GO=${GO:-go}
 mkdir -p "$OUT"
 
-make --no-print-directory agent tools
+make --no-print-directory agent agent-policy tools
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 
 echo "image: kernel"
@@ -22,6 +24,7 @@ install -m 0644 "$kernel_vmlinux" "$OUT/vmlinux"
 echo "image: initramfs"
 bin/rootfs-builder initramfs --agent bin/wren-agent --kernel-modules "$kernel_modules" --out "$OUT/wren-initramfs.cpio.gz"
 bin/rootfs-builder initramfs --agent bin/wren-agent --kernel-modules "$kernel_modules" --out "$OUT/wren-initramfs-debug.cpio.gz" --profile debug
+bin/rootfs-builder initramfs --agent bin/wren-agent-policy ${POLICY:+--policy "$POLICY"} --kernel-modules "$kernel_modules" --out "$OUT/wren-initramfs-policy.cpio.gz"
 
 echo "image: DAX image"
 bin/rootfs-builder image --agent bin/wren-agent --kernel-modules "$kernel_modules" --out "$OUT/wren-guest.img"

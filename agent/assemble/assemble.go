@@ -124,7 +124,14 @@ func New(o Options) (*Agent, error) {
 		TerminationLog: sb.TerminationLog,
 		CPUsOnlined:    sb.ReapplyCPUSets,
 	}
-	api := rpc.New(rpc.Options{Log: o.Log, Config: cfg, Guest: guest, Sandbox: sb, AfterDestroy: o.AfterDestroy})
+	ctx := o.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	api := rpc.New(rpc.Options{
+		Log: o.Log, Config: cfg, Guest: guest, Sandbox: sb, AfterDestroy: o.AfterDestroy,
+		Policy: newPolicy(ctx, o.Log, cfg),
+	})
 	return &Agent{Guest: guest, Sandbox: sb, API: api}, nil
 }
 

@@ -83,6 +83,11 @@ func applyCmdlineKey(c *Config, res *cmdlineResult, key, value string, hasValue 
 		c.LogVport, err = parsePort(value)
 	case "agent.debug_console":
 		c.DebugConsole, err = parseFlag(hasValue, value)
+	case "agent.policy_file":
+		err = needValue(hasValue, value)
+		if err == nil {
+			c.PolicyFile = value
+		}
 	case "agent.passfd_listener_port":
 		c.PassfdListenerPort, err = parsePort(value)
 	case "agent.debug_console_vport":

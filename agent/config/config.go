@@ -18,6 +18,9 @@ import (
 
 // Default values; the ports match Kata's host-side defaults.
 const (
+	// DefaultPolicyFile is where Kata's guest images keep the default
+	// agent policy, and where the rootfs builder puts one.
+	DefaultPolicyFile     = "/etc/kata-opa/default-policy.rego"
 	DefaultServerAddr     = "vsock://-1:1024"
 	DefaultStateRoot      = "/run/kata-containers"
 	DefaultHotplugTimeout = 3 * time.Second
@@ -92,6 +95,9 @@ type Config struct {
 	MemAgentCompact memagent.CompactUpdate
 	// ConfigFile is the TOML file the configuration was read from, if any.
 	ConfigFile string
+	// PolicyFile is the agent policy in force from start-up (Kata's
+	// policy_file); only an agent built with the policy engine reads it.
+	PolicyFile string
 }
 
 // Default returns the configuration used when no source sets a value.
@@ -102,6 +108,7 @@ func Default() Config {
 		HotplugTimeout: DefaultHotplugTimeout,
 		StateRoot:      DefaultStateRoot,
 		CgroupParent:   DefaultCgroupParent,
+		PolicyFile:     DefaultPolicyFile,
 
 		ContainerPipeSize: DefaultContainerPipeSize,
 	}

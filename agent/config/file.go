@@ -27,6 +27,7 @@ type fileConfig struct {
 	CgroupParent           *string `toml:"cgroup_parent"`
 	SandboxPidsMax         *int64  `toml:"sandbox_pids_max"`
 	MemAgentEnable         *bool   `toml:"mem_agent_enable"`
+	PolicyFile             *string `toml:"policy_file"`
 	// The mem-agent's tuning keys (memAgentKeys) are read from the file
 	// as a map, so that their table serves the command line too.
 }
@@ -75,6 +76,7 @@ func applyFile(c *Config, name string, data []byte) error {
 	setIf(&c.DebugConsole, f.DebugConsole)
 	setIf(&c.DebugConsoleVport, f.DebugConsoleVport)
 	setIf(&c.PassfdListenerPort, f.PassfdListenerPort)
+	setIf(&c.PolicyFile, f.PolicyFile)
 	if f.HotplugTimeout != nil {
 		if c.HotplugTimeout, err = fileTimeout(f.HotplugTimeout); err != nil {
 			return invalidValue(source, "hotplug_timeout", fmt.Sprint(f.HotplugTimeout), err)

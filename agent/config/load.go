@@ -38,9 +38,9 @@ type Loaded struct {
 
 // flagValues are the flags' values; empty means not given.
 type flagValues struct {
-	serverAddr, logLevel, configFile, stateRoot, cgroupParent, pidsMax string
-	readCmdline                                                        bool
-	memAgent                                                           *bool
+	serverAddr, logLevel, configFile, stateRoot, cgroupParent, pidsMax, policyFile string
+	readCmdline                                                                    bool
+	memAgent                                                                       *bool
 }
 
 // newFlagSet defines the agent's flags; Usage lists the same set.
@@ -59,9 +59,22 @@ func newFlagSet(out *Loaded) (*flag.FlagSet, *flagValues) {
 		f.memAgent = &b
 		return err
 	})
+	fs.StringVar(&f.policyFile, "policy-file", "", "agent policy (Rego) `FILE` in force from start-up; only the policy build reads it (default "+DefaultPolicyFile+")")
 	fs.BoolVar(&f.readCmdline, "kernel-cmdline", false, "read agent.* keys from the kernel command line (always on as PID 1)")
 	fs.BoolVar(&out.ShowVersion, "version", false, "print the version and exit")
 	return fs, f
+}
+
+// policyFile is the policy file the environment, then the flag, set over
+// cur (from the defaults, command line and file).
+func policyFile(cur string, in Input, f *flagValues) string {
+	if f.policyFile != "" {
+		return f.policyFile
+	}
+	if v := in.Getenv("WREN_AGENT_POLICY_FILE"); v != "" {
+		return v
+	}
+	return cur
 }
 
 // ErrHelp is returned when the flags asked for usage.
@@ -101,6 +114,7 @@ func Load(in Input) (Loaded, error) {
 	if f.serverAddr != "" {
 		c.ServerAddr = f.serverAddr
 	}
+	c.PolicyFile = policyFile(c.PolicyFile, in, f)
 	if f.logLevel != "" {
 		lvl, err := ParseLevel(f.logLevel)
 		if err != nil {

@@ -23,6 +23,7 @@ var flagSources = []source{
 	{flag: "cgroup-parent", file: "cgroup_parent"},
 	{flag: "sandbox-pids-max", cmdline: "agent.sandbox_pids_max", file: "sandbox_pids_max"},
 	{flag: "mem-agent-enable", cmdline: "agent.mem_agent_enable", file: "mem_agent_enable"},
+	{flag: "policy-file", cmdline: "agent.policy_file", env: "WREN_AGENT_POLICY_FILE", file: "policy_file"},
 	{flag: "kernel-cmdline"},
 	{flag: "version"},
 }

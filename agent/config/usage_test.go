@@ -18,6 +18,7 @@ var flagSamples = map[string]struct{ text, toml string }{
 	"cgroup-parent":    {"sample", `"sample"`},
 	"sandbox-pids-max": {"128", "128"},
 	"mem-agent-enable": {"true", "true"},
+	"policy-file":      {"/sample.rego", `"/sample.rego"`},
 }
 
 // --help lists every flag the agent parses, each with its sources.

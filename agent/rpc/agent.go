@@ -4,8 +4,9 @@
 // the one place, with agent/ocispec and agent/server, that knows protobuf
 // and status codes. Each handler converts its request into the domain
 // packages' types and their errors into statuses (errors.go, one table).
-// Handlers are split by area into files; a method this agent does not
-// implement answers Unimplemented on purpose (fallback.go: SetPolicy).
+// Handlers are split by area into files; with an agent policy (Options.Policy)
+// every request but a few Kata also leaves alone is checked against it
+// before its handler runs (policy.go).
 package rpc
 
 import (
@@ -22,8 +23,6 @@ import (
 
 // Agent serves grpc.AgentService.
 type Agent struct {
-	unimplementedMethods
-
 	log   *slog.Logger
 	cfg   config.Config
 	guest *GuestServices
@@ -37,11 +36,9 @@ type Agent struct {
 	setClock func(*unix.Timeval) error
 	// afterDestroy runs once a DestroySandbox has been answered.
 	afterDestroy func()
+	// policy checks each request and serves SetPolicy; nil: no policy.
+	policy Gate
 }
-
-// unimplementedMethods keeps fallback one embedding level below Agent, so
-// that Agent's own methods take precedence over it.
-type unimplementedMethods struct{ fallback }
 
 var _ agentpb.AgentServiceService = (*Agent)(nil)
 
@@ -59,6 +56,10 @@ type Options struct {
 	// DestroySandbox was answered: as PID 1 the agent then ends and the VM
 	// powers off, as a Kata shim expects of a sandbox VM it tears down.
 	AfterDestroy func()
+	// Policy, when set, checks every request before its handler (Register)
+	// and serves SetPolicy; nil leaves requests unchecked and SetPolicy
+	// Unimplemented, as in the default build.
+	Policy Gate
 }
 
 // New makes the AgentService implementation.
@@ -71,17 +72,20 @@ func New(opts Options) *Agent {
 	if guest == nil {
 		guest = &GuestServices{}
 	}
-	a := &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox, setClock: unix.Settimeofday, afterDestroy: opts.AfterDestroy}
+	a := &Agent{log: log, cfg: opts.Config, guest: guest, sandbox: opts.Sandbox, setClock: unix.Settimeofday, afterDestroy: opts.AfterDestroy, policy: opts.Policy}
 	a.online = hotplug.NewBackground(log, onlineTimeout, a.onlineCPUMem)
 	return a
 }
 
 // Register registers grpc.AgentService, with ReadStdout and ReadStderr
-// sending large output straight from its pipe (SpliceReads), and
-// grpc.Health on srv.
+// sending large output straight from its pipe (SpliceReads) and, with a
+// policy, every method gated by it (gateMethods), and grpc.Health on srv.
 func Register(srv Registrar, a *Agent) {
 	desc := agentpb.AgentServiceServiceDesc(a)
 	a.SpliceReads(desc)
+	if a.policy != nil {
+		gateMethods(desc, a.policy)
+	}
 	srv.RegisterService(agentpb.AgentServiceServiceName, desc)
 	srv.RegisterService(agentpb.HealthServiceName, agentpb.HealthServiceDesc(Health{}))
 }

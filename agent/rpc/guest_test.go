@@ -38,6 +38,12 @@ import (
 // codes.
 func serve(t *testing.T, a *Agent) agentpb.AgentServiceService {
 	t.Helper()
+	return agentpb.NewAgentServiceClient(serveConn(t, a))
+}
+
+// serveConn is serve's connection, for a client of grpc.Health too.
+func serveConn(t *testing.T, a *Agent) *ttrpc.Client {
+	t.Helper()
 	srv, err := ttrpc.NewServer()
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +64,7 @@ func serve(t *testing.T, a *Agent) agentpb.AgentServiceService {
 		c.Close()
 		srv.Close()
 	})
-	return agentpb.NewAgentServiceClient(c)
+	return c
 }
 
 func guestAgent(t *testing.T, nl *netlink.Handle) (*Agent, *GuestServices, string) {

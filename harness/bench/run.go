@@ -19,8 +19,11 @@ type Settings struct {
 	// AgentBin in figures 1, 4, 5, 6 and 7 (subjects "… (before)"): how a change
 	// lands with its before/after figure from one run.
 	BaselineBin string `json:"-"`
-	Baseline    string `json:"baseline,omitempty"`
-	WorkDir     string `json:"-"`
+	// PolicyAgentBin is the agent built with the policy engine (make
+	// agent-policy), for figure P.
+	PolicyAgentBin string `json:"-"`
+	Baseline       string `json:"baseline,omitempty"`
+	WorkDir        string `json:"-"`
 	// HostCgroupMode is the host's cgroup mode when the run happens in a
 	// private mount namespace that hides part of it.
 	HostCgroupMode string `json:"host_cgroup_mode,omitempty"`
@@ -128,6 +131,7 @@ func Run(ctx context.Context, s Settings, log *slog.Logger) (*Report, error) {
 		{"4", figCheck},
 		{"1", figIdle},
 		{"T", figTuning},
+		{"P", figPolicy},
 	}
 	figures = append(figures, containerFigures...)
 	for _, f := range figures {

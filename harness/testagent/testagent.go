@@ -50,7 +50,7 @@ func Binary(t testing.TB, name string) string {
 	if p, ok := builtPaths[name]; ok {
 		return p
 	}
-	target := map[string]string{"wren-agent": "agent", "wrenctl": "wrenctl"}[name]
+	target := map[string]string{"wren-agent": "agent", "wren-agent-policy": "agent-policy", "wrenctl": "wrenctl"}[name]
 	if target == "" {
 		target = "tools"
 	}
@@ -83,6 +83,9 @@ type Options struct {
 	// only a loopback device, down): requests that change routes or
 	// interfaces then cannot reach the machine's.
 	NewNetNS bool
+	// Bin is the agent binary's name (Binary): "" is wren-agent;
+	// "wren-agent-policy" is the agent with the policy engine.
+	Bin string
 	// Shield lists absolute host directories (such as /etc) that the agent
 	// sees through an overlay in a mount namespace of its own: whatever
 	// the agent changes there (modes, owners, files, mounts) lands in a
@@ -107,8 +110,12 @@ func StartWith(t testing.TB, o Options) *Agent {
 	t.Helper()
 	dir := t.TempDir()
 	a := &Agent{log: &lockedBuffer{}}
+	bin := o.Bin
+	if bin == "" {
+		bin = "wren-agent"
+	}
 	opts := agentproc.Options{
-		Bin: Binary(t, "wren-agent"),
+		Bin: Binary(t, bin),
 		Dir: dir,
 		// Each agent gets its own cgroup parent: test packages (and the
 		// test runs of other checkouts) run in parallel and reuse

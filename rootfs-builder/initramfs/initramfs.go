@@ -79,6 +79,11 @@ type Options struct {
 	Busybox string
 	// MTime is every entry's modification time (e.g. SOURCE_DATE_EPOCH).
 	MTime uint32
+	// Policy is the host path of the agent policy (Rego) installed as
+	// PolicyPath, for an agent built with the policy engine (make
+	// agent-policy); "" installs Kata's allow-all policy for such an
+	// agent. An agent without the engine takes no policy.
+	Policy string
 	// Progress receives one line per step (nil: silent).
 	Progress io.Writer
 }
@@ -143,6 +148,9 @@ func Archive(opts Options) (*cpio.Archive, error) {
 		return nil, err
 	}
 	if err := addExtraFiles(a, opts.Files); err != nil {
+		return nil, err
+	}
+	if err := addPolicy(a, opts); err != nil {
 		return nil, err
 	}
 	if opts.Profile == ProfileDebug {

@@ -56,6 +56,7 @@ func run(args []string) error {
 	agent := fs.String("agent", "bin/wren-agent", "agent binary")
 	fs.StringVar(&s.BaselineBin, "baseline-agent", "", "an older agent binary to measure beside -agent in figures 1, 4, 5, 6 and 7")
 	fs.StringVar(&s.Baseline, "baseline-name", "", "what the baseline is (for the report), e.g. a commit")
+	fs.StringVar(&s.PolicyAgentBin, "policy-agent", "", "the agent built with the policy engine (make agent-policy), for figure P")
 	work := fs.String("work", "", "scratch directory (default: a new temporary directory)")
 	jsonOut := fs.String("json", "docs/benchmarks.json", "JSON output")
 	mdOut := fs.String("md", "docs/benchmarks.md", "Markdown output")

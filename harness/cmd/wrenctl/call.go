@@ -78,7 +78,14 @@ func callCommand(g globals, name string, args []string, stdin io.Reader, stdout,
 		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
 		return exitError
 	}
-	if len(args) == 1 {
+	if len(args) == 1 && name == "SetPolicy" && isPolicyFile(args[0]) {
+		// `wrenctl SetPolicy FILE`: the file is the policy (Rego) itself.
+		text, err := os.ReadFile(args[0])
+		if err != nil {
+			return usageError(stderr, "policy file: %v", err)
+		}
+		req = &agentpb.SetPolicyRequest{Policy: string(text)}
+	} else if len(args) == 1 {
 		text, err := requestText(args[0], stdin)
 		if err != nil {
 			return usageError(stderr, "%v", err)
@@ -118,6 +125,12 @@ func callCommand(g globals, name string, args []string, stdin io.Reader, stdout,
 	}
 	fmt.Fprintln(stdout, string(out))
 	return exitOK
+}
+
+// isPolicyFile tells SetPolicy's policy file from a REQUEST: inline JSON,
+// @file of JSON, or - for stdin.
+func isPolicyFile(arg string) bool {
+	return arg != "-" && !strings.HasPrefix(arg, "@") && !strings.HasPrefix(strings.TrimSpace(arg), "{")
 }
 
 func newMessage(d protoreflect.MessageDescriptor) (proto.Message, error) {

@@ -6,7 +6,7 @@
 //	wrenctl list | describe RPC | run | exec | vm | completion bash | help
 //
 // REQUEST is protojson text, @file.json, or - for stdin; omitted means an
-// empty request. The response is printed as protojson. Exit status: 0 on
+// empty request. SetPolicy also takes a policy file (Rego) as REQUEST. The response is printed as protojson. Exit status: 0 on
 // success (and for --help everywhere), 1 when the RPC or command fails, 2 on
 // a usage error.
 package main
@@ -117,7 +117,8 @@ Commands:
 	fmt.Fprint(w, `
 RPC is a name from 'wrenctl list' (Check, CreateSandbox, ...). REQUEST is protojson
 text, @file.json, or - for stdin; 'wrenctl describe RPC' shows the fields and an
-example. The reply is printed as protojson.
+example. SetPolicy also takes a policy file: wrenctl SetPolicy policy.rego. The
+reply is printed as protojson.
 
 Global flags:
 `)

@@ -50,7 +50,7 @@ var rpcSummaries = map[string]string{
 	"AddSwapPath":       "use a file in the guest as swap",
 	"GetVolumeStats":    "usage figures of a volume mounted in the guest",
 	"ResizeVolume":      "grow the filesystem of a volume mounted in the guest",
-	"SetPolicy":         "set the agent's request policy (Kata's OPA policy; Wren answers Unimplemented)",
+	"SetPolicy":         "replace the agent policy (Rego) if the current one allows it: SetPolicy FILE (make agent-policy)",
 	// grpc.Health.
 	"Check":   "health check: SERVING once the agent serves",
 	"Version": "the agent's version and the agent API version",

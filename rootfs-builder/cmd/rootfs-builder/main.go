@@ -104,6 +104,7 @@ func runBuild(ctx context.Context, cmd string, args []string, stderr io.Writer) 
 	profile := fs.String("profile", "", `"" or "debug" (adds busybox and its applet links)`)
 	modules := fs.String("modules", "", "comma-separated module names (default: the agent's set)")
 	busybox := fs.String("busybox", initramfs.DefaultBusybox, "static busybox for --profile debug")
+	policy := fs.String("policy", "", "agent policy (Rego) installed as "+initramfs.PolicyPath+"; an agent built with the policy engine (make agent-policy) gets Kata's allow-all without it")
 	alignMB := fs.Int64("align-mb", image.DefaultAlign/image.MiB, "image: round the size up to this many MiB")
 	files := fileFlags{}
 	fs.Var(files, "file", "extra file GUEST=HOST (repeatable)")
@@ -132,7 +133,7 @@ func runBuild(ctx context.Context, cmd string, args []string, stderr io.Writer) 
 	}
 	opts := initramfs.Options{
 		Init: *agent, ModulesDir: *modDir, Files: files, Profile: *profile,
-		Busybox: *busybox, MTime: mtime, Progress: stderr,
+		Busybox: *busybox, MTime: mtime, Policy: *policy, Progress: stderr,
 	}
 	if *modules != "" {
 		opts.Modules = strings.Split(*modules, ",")
