@@ -59,11 +59,15 @@ type Limits struct {
 	// EvalTimeout bounds one evaluation; Rego has no unbounded loops, but a
 	// policy can iterate over huge ranges.
 	EvalTimeout time.Duration
+	// CompileTimeout bounds compiling a policy. It is separate from
+	// EvalTimeout because compiling genpolicy's rules takes far longer
+	// than answering one request, most of all in a guest under TCG.
+	CompileTimeout time.Duration
 }
 
 // DefaultLimits: Kata's agent accepts policy files up to 16 MiB (its
 // regorus limits); genpolicy's policies for whole pods are hundreds of KiB.
-var DefaultLimits = Limits{MaxBytes: 16 << 20, EvalTimeout: 2 * time.Second}
+var DefaultLimits = Limits{MaxBytes: 16 << 20, EvalTimeout: 2 * time.Second, CompileTimeout: 60 * time.Second}
 
 // DenyAllButSetPolicy is what an agent enforces when its default policy
 // cannot be loaded: every request is refused except SetPolicy, through
@@ -100,6 +104,9 @@ func New(engine Engine, limits Limits, log *slog.Logger) *Policy {
 	}
 	if limits.EvalTimeout <= 0 {
 		limits.EvalTimeout = DefaultLimits.EvalTimeout
+	}
+	if limits.CompileTimeout <= 0 {
+		limits.CompileTimeout = DefaultLimits.CompileTimeout
 	}
 	return &Policy{engine: engine, limits: limits, log: log}
 }
@@ -140,12 +147,18 @@ func (p *Policy) compile(ctx context.Context, text string) (l *loaded, err error
 		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "policy of %d bytes exceeds the limit of %d", len(text), p.limits.MaxBytes)
 	}
 	defer p.recoverEngine("compiling the policy", &err)
-	ctx, cancel := context.WithTimeout(ctx, p.limits.EvalTimeout)
+	cctx, cancel := context.WithTimeout(ctx, p.limits.CompileTimeout)
 	defer cancel()
-	c, err := p.engine.Compile(ctx, text)
-	if err != nil {
+	c, err := p.engine.Compile(cctx, text)
+	switch {
+	case err != nil && cctx.Err() != nil:
+		// Running out of time says nothing about the text: not InvalidArgument.
+		return nil, errdefs.Errorf(errdefs.ErrDeadlineExceeded, "policy: compiling ran out of time (limit %v): %w", p.limits.CompileTimeout, err)
+	case err != nil:
 		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "policy: %w", err)
 	}
+	ctx, cancel = context.WithTimeout(ctx, p.limits.EvalTimeout)
+	defer cancel()
 	l = &loaded{c: c}
 	// As Kata: a policy may declare AllowRequestsFailingPolicy := true
 	// (genpolicy's debugging switch); anything else, an error included,

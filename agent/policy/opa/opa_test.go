@@ -96,6 +96,24 @@ StartContainerRequest if {
 	}
 }
 
+// TestCompileOutOfTimeIsNotInvalidArgument: a compile cut off by its time
+// limit is DeadlineExceeded (the text may be fine) and leaves the policy in
+// force; the limit is its own, not the per-request one.
+func TestCompileOutOfTimeIsNotInvalidArgument(t *testing.T) {
+	p := load(t, policy.Limits{EvalTimeout: time.Minute}, kataref.AllowAll)
+	slow := policy.New(Engine{}, policy.Limits{EvalTimeout: time.Minute, CompileTimeout: time.Nanosecond}, nil)
+	err := slow.Load(context.Background(), kataref.AllowAll)
+	if !errors.Is(err, errdefs.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "compiling ran out of time") {
+		t.Errorf("%v, want DeadlineExceeded", err)
+	}
+	if err := slow.Check(context.Background(), &agentpb.GuestDetailsRequest{}); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Errorf("after a failed load: %v, want the closed default (PermissionDenied)", err)
+	}
+	if err := p.Set(context.Background(), &agentpb.SetPolicyRequest{Policy: kataref.AllowAll}); err != nil {
+		t.Errorf("the default compile limit refused allow-all: %v", err)
+	}
+}
+
 func TestPolicySizeBounded(t *testing.T) {
 	p := load(t, policy.Limits{MaxBytes: 4096}, kataref.AllowAll)
 	ctx := context.Background()
