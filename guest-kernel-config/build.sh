@@ -6,10 +6,14 @@
 # keeps the product in a cache keyed by the merged config and the source
 # version: a second run with neither changed only copies it into out/.
 #
-#   ARCH=x86_64|arm64 guest-kernel-config/build.sh
+#   ARCH=x86_64|arm64 guest-kernel-config/build.sh [--print-key]
+#
+# --print-key prints the cache key and exits. $KERNEL_FRAGMENTS is the
+# fragment directory (default guest-kernel-config).
 #
 # Output (out/): x86_64: vmlinux-wren (ELF, PVH boot), bzImage-wren,
-# config-wren; arm64: Image-wren-arm64, config-wren-arm64.
+# config-wren, modules.builtin-wren; arm64: Image-wren-arm64,
+# config-wren-arm64, modules.builtin-wren-arm64.
 # Cache: $KERNEL_CACHE_DIR (default /var/cache/wren/guest-kernel)/<arch>-<key>/,
 # outside the repository so that a fresh clone on the same machine finds it.
 # Work tree: $KERNEL_BUILD_DIR (default /var/cache/wren/kernel-build): the
@@ -28,15 +32,18 @@ OUT=${OUT:-$ROOT/out}
 JOBS=${JOBS:-$(nproc)}
 GO=${GO:-go}
 PKG=linux-source-6.1
+FRAGMENTS=${KERNEL_FRAGMENTS:-guest-kernel-config}
+print_key=false
+[ "${1:-}" = --print-key ] && print_key=true
 
 case $ARCH in
 x86_64)
   karch=x86_64 cross="" targets="vmlinux bzImage"
-  products=("vmlinux:vmlinux-wren" "arch/x86/boot/bzImage:bzImage-wren" ".config:config-wren")
+  products=("vmlinux:vmlinux-wren" "arch/x86/boot/bzImage:bzImage-wren" ".config:config-wren" "modules.builtin:modules.builtin-wren")
   ;;
 arm64)
   karch=arm64 cross=${CROSS_COMPILE:-aarch64-linux-gnu-} targets="Image"
-  products=("arch/arm64/boot/Image:Image-wren-arm64" ".config:config-wren-arm64")
+  products=("arch/arm64/boot/Image:Image-wren-arm64" ".config:config-wren-arm64" "modules.builtin:modules.builtin-wren-arm64")
   ;;
 *)
   echo "make kernel: unknown ARCH $ARCH (want x86_64 or arm64)" >&2
@@ -64,9 +71,13 @@ if [ -z "$want" ]; then
   exit 1
 fi
 
-"$GO" run ./guest-kernel-config/cmd/kconfig-check --arch "$ARCH" --fragments guest-kernel-config --merged > "$WORK/merged-$ARCH.config"
+"$GO" run ./guest-kernel-config/cmd/kconfig-check --arch "$ARCH" --fragments "$FRAGMENTS" --merged > "$WORK/merged-$ARCH.config"
 key=$( { echo "arch $ARCH"; echo "source $PKG $want"; cat "$WORK/merged-$ARCH.config"; } | sha256sum | cut -c1-16)
 entry=$CACHE/$ARCH-$key
+if $print_key; then
+  echo "$key"
+  exit 0
+fi
 
 install_products() {
   for p in "${products[@]}"; do
@@ -104,20 +115,24 @@ echo "kernel: $ARCH allnoconfig + $(grep -c . "$WORK/merged-$ARCH.config") reque
 "${kmake[@]}" KCONFIG_ALLCONFIG="$WORK/merged-$ARCH.config" allnoconfig
 # Kata fails the build when a requested option did not survive kconfig
 # (a typo or an unmet dependency); so do we, naming each one.
-"$GO" run ./guest-kernel-config/cmd/kconfig-check --arch "$ARCH" --fragments guest-kernel-config "$WORK/build-$ARCH/.config"
+"$GO" run ./guest-kernel-config/cmd/kconfig-check --arch "$ARCH" --fragments "$FRAGMENTS" "$WORK/build-$ARCH/.config"
 
 start=$(date +%s)
 echo "kernel: building $targets for $ARCH with $JOBS jobs"
 "${kmake[@]}" -j"$JOBS" $targets
 secs=$(($(date +%s) - start))
-echo "kernel: built in $secs s"
+# CPU time of everything this script waited for: with the machine shared,
+# the wall time says little about what a build costs.
+cpu=$(times | awk 'NR == 2 {
+  split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
+echo "kernel: built in $secs s wall, $cpu CPU-s (children of this script)"
 
 rm -rf "$entry.tmp"
 mkdir -p "$entry.tmp"
 for p in "${products[@]}"; do cp "$WORK/build-$ARCH/${p%%:*}" "$entry.tmp/${p#*:}"; done
 cp "$WORK/merged-$ARCH.config" "$entry.tmp/merged.config"
-printf 'arch=%s\nsource=%s %s\nkey=%s\nbuild_seconds=%s\njobs=%s\nbuilt=%s\n' \
-  "$ARCH" "$PKG" "$want" "$key" "$secs" "$JOBS" "$(date -u +%FT%TZ)" > "$entry.tmp/meta"
+printf 'arch=%s\nsource=%s %s\nkey=%s\nbuild_seconds=%s\nbuild_cpu_seconds=%s\njobs=%s\nbuilt=%s\n' \
+  "$ARCH" "$PKG" "$want" "$key" "$secs" "$cpu" "$JOBS" "$(date -u +%FT%TZ)" > "$entry.tmp/meta"
 rm -rf "$entry"
 mv "$entry.tmp" "$entry"
 install_products

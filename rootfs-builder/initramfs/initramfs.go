@@ -74,6 +74,13 @@ type Options struct {
 	// in are left out; when that is all of them the image has no module
 	// files, no load list and needs no ModulesDir.
 	KernelConfig string
+	// ModulesBuiltin is the kernel's modules.builtin (make kernel's
+	// out/modules.builtin-wren), installed as
+	// /lib/modules/<KernelRelease>/modules.builtin when there is no
+	// ModulesDir: with it the agent tells a module the kernel has built in
+	// (a CreateSandbox kernel_modules entry that needs nothing) from one
+	// the kernel lacks (NotFound).
+	ModulesBuiltin, KernelRelease string
 	// Files maps guest paths to host files copied in (mode 0644, or 0755
 	// when the host file is executable).
 	Files map[string]string
@@ -242,6 +249,14 @@ func addModules(a *cpio.Archive, opts Options) error {
 			return err
 		}
 		opts.Modules = names
+	}
+	if opts.ModulesBuiltin != "" && opts.ModulesDir == "" {
+		if opts.KernelRelease == "" || strings.Contains(opts.KernelRelease, "/") {
+			return fmt.Errorf("initramfs: modules.builtin needs the kernel release (uname -r), got %q", opts.KernelRelease)
+		}
+		if err := add(a.HostFile(path.Join("/lib/modules", opts.KernelRelease, "modules.builtin"), 0o644, opts.ModulesBuiltin)); err != nil {
+			return err
+		}
 	}
 	if len(opts.Modules) == 0 {
 		return nil

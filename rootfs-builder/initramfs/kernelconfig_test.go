@@ -73,6 +73,24 @@ func TestBuildKernelConfigAllBuiltin(t *testing.T) {
 	}
 }
 
+// A kernel's modules.builtin goes to /lib/modules/<release>/ so that the
+// agent can answer CreateSandbox's kernel_modules for built-in modules.
+func TestBuildKernelConfigModulesBuiltin(t *testing.T) {
+	builtin := filepath.Join(t.TempDir(), "modules.builtin-wren")
+	if err := os.WriteFile(builtin, []byte("kernel/drivers/block/virtio_blk.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Init: staticInit(t), KernelConfig: writeConfig(t, nil), ModulesBuiltin: builtin, KernelRelease: "6.1.192"}
+	_, recs := readBack(t, build(t, opts))
+	if r, ok := recs["lib/modules/6.1.192/modules.builtin"]; !ok || string(r.data) != "kernel/drivers/block/virtio_blk.ko\n" {
+		t.Errorf("modules.builtin = %+v", r)
+	}
+	opts.KernelRelease = ""
+	if err := Build(io.Discard, opts); err == nil || !strings.Contains(err.Error(), "kernel release") {
+		t.Errorf("modules.builtin without a release: %v", err)
+	}
+}
+
 // Options the kernel builds as modules are the only ones taken from the
 // modules directory; options it lacks are left out.
 func TestBuildKernelConfigSomeModules(t *testing.T) {
