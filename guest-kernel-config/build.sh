@@ -123,8 +123,10 @@ echo "kernel: building $targets for $ARCH with $JOBS jobs"
 secs=$(($(date +%s) - start))
 # CPU time of everything this script waited for: with the machine shared,
 # the wall time says little about what a build costs.
-cpu=$(times | awk 'NR == 2 {
-  split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
+# (times in a pipeline would run in a subshell, which has no children.)
+times >"$WORK/times-$ARCH"
+cpu=$(awk 'NR == 2 {
+  split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$WORK/times-$ARCH")
 echo "kernel: built in $secs s wall, $cpu CPU-s (children of this script)"
 
 rm -rf "$entry.tmp"
