@@ -50,18 +50,27 @@ boot() {
   # The host's cost of the pod VM: the proportional set size (shared guest
   # RAM split between QEMU and the vhost-user backends that map it) of
   # every process vm up started.
-  local pss=0 pid
-  for pid in $(bin/wrenctl vm status --dir "$VMDIR" | sed -n 's/^proc=.* pid=\([0-9]*\) .*/\1/p'); do
+  # Its idle CPU: the CPU time of those processes over IDLE_S seconds
+  # with the container gone, in millicores.
+  local pss=0 pid pids t0 t1 idle
+  pids=$(bin/wrenctl vm status --dir "$VMDIR" | sed -n 's/^proc=.* pid=\([0-9]*\) .*/\1/p')
+  for pid in $pids; do
     pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")))
   done
   pss=$(awk -v k="$pss" 'BEGIN {printf "%.1f", k / 1024}')
-  eval "${k}_boot+=($ms) ${k}_init+=(${init:-0}) ${k}_used+=($used) ${k}_pss+=($pss)"
-  echo "$k boot: first Health.Check $ms ms after QEMU start; kernel uptime at /init ${init:-?} ms; used ${used} MiB; host PSS ${pss} MiB" >&2
+  ticks() { local p s=0; for p in $pids; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $s; }
+  t0=$(ticks)
+  sleep "${IDLE_S:-5}"
+  t1=$(ticks)
+  idle=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v s="${IDLE_S:-5}" 'BEGIN {printf "%d", d / hz / s * 1000}')
+  eval "${k}_boot+=($ms) ${k}_init+=(${init:-0}) ${k}_used+=($used) ${k}_pss+=($pss) ${k}_idle+=($idle)"
+  echo "$k boot: first Health.Check $ms ms after QEMU start; kernel uptime at /init ${init:-?} ms; used ${used} MiB; host PSS ${pss} MiB; idle ${idle} mCPU" >&2
   down
 }
 
-debian_boot=() debian_init=() debian_used=() debian_pss=() wren_boot=() wren_init=() wren_used=() wren_pss=()
-arm64_boot=() arm64_init=() arm64_used=() arm64_pss=()
+debian_boot=() debian_init=() debian_used=() debian_pss=() debian_idle=()
+wren_boot=() wren_init=() wren_used=() wren_pss=() wren_idle=()
+arm64_boot=() arm64_init=() arm64_used=() arm64_pss=() arm64_idle=()
 for i in $(seq "$BOOTS"); do
   boot debian --kernel "$kernel_vmlinux" --initrd "$B/initramfs-debian.cpio.gz"
   boot wren --kernel out/vmlinux-wren
@@ -81,7 +90,7 @@ fi
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%s (%s–%s)", a[int((NR+1)/2)], a[1], a[NR]}'; }
-ratio() { awk -v a="$(median "${@:2}")" -v b="$1" 'BEGIN { printf "%.2f×", a / b }'; }
+ratio() { awk -v a="$(median "${@:2}")" -v b="$1" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }'; }
 size() { awk -v s="$(stat -c %s "$1")" -v u="$(zcat "$1" | wc -c)" 'BEGIN { printf "%.1f MiB (%.1f MiB unpacked)", s / 1048576, u / 1048576 }'; }
 row() { # label unit debian-array-name wren-array-name goal
   local -n d=$2 w=$3
@@ -107,6 +116,7 @@ $(row "QEMU start → first Health.Check (ms)" debian_boot wren_boot "≤ 0.3×"
 $(row "kernel uptime when /init started (ms)" debian_init wren_init "")
 $(row "guest used memory (MemTotal − MemAvailable) after boot + sandbox + one container (MiB)" debian_used wren_used "≤ 0.5×")
 $(row "host memory of the pod VM then: PSS of QEMU, virtiofsd, wren-vsockd, log collector (MiB)" debian_pss wren_pss "")
+$(row "host CPU of the idle pod VM after that container, over ${IDLE_S:-5} s (millicores)" debian_idle wren_idle "")
 | initramfs (gzip) | $(size "$B/initramfs-debian.cpio.gz") | $(size "$B/initramfs-wren.cpio.gz") | | |
 | kernel booted (\`-kernel\`) | $(stat -c %s "$kernel_vmlinux" | awk '{printf "%.1f MiB", $1/1048576}') vmlinux | $(stat -c %s out/vmlinux-wren | awk '{printf "%.1f MiB", $1/1048576}') vmlinux | | |
 $arm64_row
