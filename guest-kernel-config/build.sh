@@ -89,7 +89,11 @@ install_products() {
   echo "kernel: $ARCH $PKG $want, key $key: $(cd "$OUT" && for p in "${products[@]}"; do printf '%s ' "out/${p#*:}"; done)"
 }
 
-if [ -e "$entry/meta" ]; then
+# An entry counts when it has its meta and every product (an entry written
+# by an older build.sh with fewer products is built again).
+cached=true
+for p in meta "${products[@]#*:}"; do [ -e "$entry/${p#*:}" ] || cached=false; done
+if $cached; then
   echo "kernel: cached in $entry"
   install_products
   exit 0
