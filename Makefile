@@ -17,16 +17,19 @@ LDFLAGS_VERSION := -X github.com/wren-vm/wren/agent/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 40m
 TESTFLAGS ?=
 
-.PHONY: all deps deps-kernel build agent agent-policy wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
+.PHONY: all deps deps-kernel deps-arm64 build agent agent-policy agent-arm64 wrenctl tools proto proto-check lint test bench bench-compare run image kernel kernel-config-check fuzz reliability clean
 
 all: build
 
-# The Debian packages of the targets below (base), and of `make kernel`
-# (kernel: a compiler and Kbuild's tools; no QEMU or protoc).
+# The Debian packages of the targets below (base), of `make kernel`
+# (kernel: a compiler and Kbuild's tools; arm64: the cross compiler) and of
+# the arm64 guest (arm64: also libseccomp-dev:arm64 and qemu-system-arm).
 deps:
 	@scripts/install-deps.sh base
 deps-kernel:
-	@scripts/install-deps.sh kernel
+	@scripts/install-deps.sh kernel arm64
+deps-arm64:
+	@scripts/install-deps.sh arm64
 
 build: agent agent-policy wrenctl tools
 
@@ -41,6 +44,12 @@ agent: deps
 agent-policy: deps
 	@mkdir -p $(BIN)
 	CGO_ENABLED=1 GO=$(GO) scripts/gobuild.sh wren-agent-policy -trimpath -tags '$(TAGS) policy' -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent-policy ./agent/cmd/wren-agent
+
+# The agent of arm64 guests, cross-built with cgo against Debian's arm64
+# libseccomp (multiarch), static like `agent`.
+agent-arm64: deps-arm64
+	@mkdir -p $(BIN)
+	CGO_ENABLED=1 GOARCH=arm64 CC=aarch64-linux-gnu-gcc PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig GO=$(GO) scripts/gobuild.sh wren-agent-arm64 $(GOFLAGS_STATIC) -ldflags '$(LDFLAGS_STATIC) $(LDFLAGS_VERSION)' -o $(BIN)/wren-agent-arm64 ./agent/cmd/wren-agent
 
 wrenctl: deps
 	@mkdir -p $(BIN)
@@ -85,8 +94,10 @@ lint:
 # scripts/testprogress prints a line per package as it finishes (in the
 # order they finish), a failed package's whole output, and what still runs
 # when nothing finished for 30 s.
-test: deps lint proto-check build
-	WREN_BIN=$(BIN) CGO_ENABLED=1 $(GO) run ./scripts/testprogress -- $(GO) test -json -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+# The pod VM tests boot make kernel's guest kernels (out/), which come from
+# their cache in seconds, or are built when it is empty (README: times).
+test: deps lint proto-check build agent-arm64 kernel
+	WREN_BIN=$(BIN) WREN_OUT=$(CURDIR)/out CGO_ENABLED=1 $(GO) run ./scripts/testprogress -- $(GO) test -json -tags '$(TAGS)' -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
 
 bench: deps build
 	scripts/bench.sh
@@ -100,8 +111,12 @@ run: deps
 image: deps
 	scripts/image.sh
 
+# Wren's guest kernels, built from guest-kernel-config/ and cached by
+# config and source version in /var/cache/wren/guest-kernel (a no-op copy
+# into out/ when cached). KERNEL_ARCHES=x86_64 builds one.
+KERNEL_ARCHES ?= x86_64 arm64
 kernel: deps-kernel
-	guest-kernel-config/build.sh
+	@for a in $(KERNEL_ARCHES); do ARCH=$$a GO=$(GO) guest-kernel-config/build.sh || exit 1; done
 
 kernel-config-check:
 	guest-kernel-config/check.sh "$(KCONFIG)"

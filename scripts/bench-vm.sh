@@ -7,7 +7,7 @@
 # STDOUT_MIB to its stdout read by `wrenctl run` with ReadStdout calls and
 # with passfd streams (--passfd), in the same VM and the same run. Prints a
 # Markdown section and, with WRITE_DOCS=1, replaces the "Pod VM" section of
-# docs/benchmarks.md.
+# docs/benchmarks.md. Then scripts/bench-kernel.sh (KERNEL_BENCH=0 skips it).
 #   BOOTS=3 RUNS=10 STDOUT_MIB=128 WRITE_DOCS=1 scripts/bench-vm.sh
 #   scripts/bench-vm.sh DOC.md     (as make bench calls it: writes into DOC.md)
 set -euo pipefail
@@ -100,4 +100,9 @@ if [ "$WRITE_DOCS" = 1 ]; then
     !skip { print }
     END { if (!done) { print ""; print sec } }' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
   echo "wrote $doc" >&2
+fi
+
+# Debian's kernel against make kernel's (a section of its own, this run).
+if [ "${KERNEL_BENCH:-1}" = 1 ]; then
+  if [ "$WRITE_DOCS" = 1 ]; then scripts/bench-kernel.sh "$doc"; else scripts/bench-kernel.sh; fi
 fi

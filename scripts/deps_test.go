@@ -35,7 +35,7 @@ func documentedTargets(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	set := map[string]bool{}
-	for _, m := range regexp.MustCompile("`make ([a-z][a-z-]*)").FindAllStringSubmatch(string(b), -1) {
+	for _, m := range regexp.MustCompile("`make ([a-z][a-z0-9-]*)").FindAllStringSubmatch(string(b), -1) {
 		set[m[1]] = true
 	}
 	// The two commands of "Two commands" sit in a code block.
@@ -67,8 +67,11 @@ func TestDocumentedTargetsInstallTheirPackages(t *testing.T) {
 			continue
 		}
 		want := "scripts/install-deps.sh base"
-		if target == "kernel" {
-			want = "scripts/install-deps.sh kernel"
+		switch target {
+		case "kernel":
+			want = "scripts/install-deps.sh kernel arm64"
+		case "agent-arm64":
+			want = "scripts/install-deps.sh arm64"
 		}
 		first := strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
 		if !strings.Contains(first, want) {

@@ -5,9 +5,11 @@
 #
 #   scripts/install-deps.sh [--check] [GROUP...]
 #
-# Groups: base (the default: build, test, run, image, bench) and kernel
-# (what `make kernel` needs). --check installs nothing: it lists the
-# missing packages, one a line, and exits 1 if there are any.
+# Groups: base (the default: build, test, run, image, bench), kernel
+# (what `make kernel` needs) and arm64 (the arm64 guest: cross compiler,
+# libseccomp for arm64 through Debian's multiarch, QEMU's aarch64 system
+# emulator; make kernel, agent-arm64 and test). --check installs nothing:
+# it lists the missing packages, one a line, and exits 1 if there are any.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -49,19 +51,27 @@ kernel=(
   "apt-get apt"
   "dpkg-deb dpkg"
 )
+# The arm64 guest: the static agent is cross-built with cgo against
+# libseccomp's arm64 archive; the kernel with the same cross compiler.
+arm64=(
+  "aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu"
+  "/usr/lib/aarch64-linux-gnu/libseccomp.a libseccomp-dev:arm64"
+  "qemu-system-aarch64 qemu-system-arm"
+  "/usr/lib/qemu/virtiofsd qemu-system-common"
+)
 
 check=false
 groups=()
 for a in "$@"; do
   case $a in
   --check) check=true ;;
-  base | kernel) groups+=("$a") ;;
+  base | kernel | arm64) groups+=("$a") ;;
   -h | --help)
     sed -n '2,10s/^# \{0,1\}//p' "$0"
     exit 0
     ;;
   *)
-    echo "install-deps: unknown argument $a (want --check, base or kernel)" >&2
+    echo "install-deps: unknown argument $a (want --check, base, kernel or arm64)" >&2
     exit 2
     ;;
   esac
@@ -94,6 +104,16 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 echo "install-deps: installing ${#missing[@]} packages and what they need: ${missing[*]}"
+# Packages of another architecture (libseccomp-dev:arm64) need it added
+# to dpkg before apt's lists are fetched.
+for p in "${missing[@]}"; do
+  a=${p#*:}
+  [ "$a" != "$p" ] || continue
+  if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
+    echo "install-deps: dpkg --add-architecture $a"
+    dpkg --add-architecture "$a"
+  fi
+done
 echo "install-deps: apt-get update"
 apt-get update -qq
 # One line per package as apt sets it up: a first run takes a minute or

@@ -94,8 +94,27 @@ func ParsePCIPath(p string) (rootBus uint8, path []PCISlot, err error) {
 	return rootBus, path, nil
 }
 
-// pciRootBus is the sysfs directory (relative to sysfs) of a PCI root bus.
-func pciRootBus(rootBus uint8) string { return fmt.Sprintf("/devices/pci0000:%02x", rootBus) }
+// pciRootBus is the sysfs directory (relative to sysfs) of a PCI root bus:
+// where sysfs's class/pci_bus/0000:XX link leads. That is
+// /devices/pci0000:XX on x86 (ACPI host bridge), but below the host
+// bridge's platform device on arm64's virt machine (device tree), e.g.
+// /devices/platform/4010000000.pcie/pci0000:00. Without the link (a bus
+// that is not there yet), the x86 layout.
+func (d *Devices) pciRootBus(rootBus uint8) string {
+	bus := fmt.Sprintf("0000:%02x", rootBus)
+	fallback := "/devices/pci" + bus
+	link, err := os.Readlink(filepath.Join(d.sysfs, "class", "pci_bus", bus))
+	if err != nil {
+		return fallback
+	}
+	// The link, e.g. ../../devices/pci0000:00/pci_bus/0000:00, is
+	// relative to class/pci_bus; the root bus is two levels above its end.
+	p := filepath.Clean(filepath.Join("/class/pci_bus", link))
+	if !strings.HasPrefix(p, "/devices/") || filepath.Base(filepath.Dir(p)) != "pci_bus" {
+		return fallback
+	}
+	return filepath.Dir(filepath.Dir(p))
+}
 
 // PCIDevicePath turns a PCI path into the device's sysfs path relative to
 // the sysfs root (e.g. /devices/pci0000:00/0000:00:02.0/0000:01:00.0),
@@ -105,7 +124,7 @@ func (d *Devices) PCIDevicePath(pciPath string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rel := pciRootBus(root)
+	rel := d.pciRootBus(root)
 	bus := fmt.Sprintf("0000:%02x", root)
 	for i, hop := range path {
 		rel += fmt.Sprintf("/%s:%s", bus, hop)

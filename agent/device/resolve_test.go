@@ -70,6 +70,29 @@ func TestPCIDevicePathFollowsBridges(t *testing.T) {
 	}
 }
 
+// On arm64's virt machine the root bus hangs below the host bridge's
+// platform device; sysfs's class/pci_bus link says where.
+func TestPCIDevicePathARM64Layout(t *testing.T) {
+	sys := t.TempDir()
+	root := "devices/platform/4010000000.pcie/pci0000:00"
+	for _, dir := range []string{root + "/pci_bus/0000:00", root + "/0000:00:10.0/pci_bus/0000:01", "class/pci_bus"} {
+		if err := os.MkdirAll(filepath.Join(sys, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("../../"+root+"/pci_bus/0000:00", filepath.Join(sys, "class/pci_bus/0000:00")); err != nil {
+		t.Fatal(err)
+	}
+	d := &Devices{sysfs: sys, devDir: "/dev"}
+	got, err := d.PCIDevicePath("10/00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/" + root + "/0000:00:10.0/0000:01:00.0"; got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
 func listen(t *testing.T, timeout time.Duration) *uevent.Watcher {
 	t.Helper()
 	testroot.Require(t)

@@ -155,7 +155,7 @@ func (p *pod) hotplugBlock(t *testing.T, id, file string, readOnly bool) string 
 func (p *pod) testBlockRootfs(t *testing.T) {
 	const id = "blockroot"
 	src := t.TempDir()
-	testbundle.Rootfs(t, filepath.Join(src, "rootfs"))
+	testbundle.RootfsWith(t, filepath.Join(src, "rootfs"), p.busybox)
 	if err := os.WriteFile(filepath.Join(src, "rootfs", "marker"), []byte("on the disk\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -57,6 +57,9 @@ func (p *pod) testContainerCannotReachAgent(t *testing.T) {
 	bin := filepath.Join(kata.HostRootfs(p.vm.SharedDir, c.id), "bin", "vsockprobe")
 	build := exec.Command("go", "build", "-o", bin, "./testdata/vsockprobe")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if p.goarch != "" {
+		build.Env = append(build.Env, "GOARCH="+p.goarch)
+	}
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the probe: %v\n%s", err, b)
 	}

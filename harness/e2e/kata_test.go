@@ -69,6 +69,9 @@ func (p *pod) installGuestHooks(t *testing.T) string {
 		bin := filepath.Join(p.vm.SharedDir, hooksDir, kind, "10-mark")
 		build := exec.Command("go", "build", "-o", bin, "./testdata/markhook")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if p.goarch != "" {
+			build.Env = append(build.Env, "GOARCH="+p.goarch)
+		}
 		if b, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("build the hook: %v\n%s", err, b)
 		}

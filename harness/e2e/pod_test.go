@@ -1,5 +1,6 @@
 // Package e2e drives the real agent inside a real pod VM (QEMU TCG, Debian's
-// kernel, the Wren initramfs) over hybrid vsock, the way a Kata shim does.
+// kernel or Wren's own from make kernel, x86_64 or arm64, the Wren
+// initramfs) over hybrid vsock, the way a Kata shim does.
 // One VM is booted and shared by the subtests of TestPodVM: a TCG boot costs
 // many seconds on the CI machines.
 package e2e
@@ -40,6 +41,10 @@ type pod struct {
 	vm     *vm.VM
 	c      *client.Client
 	kernel string // the guest's uname -r
+	// busybox is the static busybox of the guest's architecture that
+	// container root filesystems get ("" for the host's).
+	busybox string
+	goarch  string // the guest's GOARCH ("" for the host's)
 }
 
 func TestPodVM(t *testing.T) {
@@ -64,6 +69,31 @@ func TestPodVM(t *testing.T) {
 	runPodCases(t, v, art.KernelVersion)
 }
 
+// TestPodVMWrenKernel runs the TestPodVM cases on make kernel's kernel
+// (out/vmlinux-wren: everything built in, an initramfs without modules),
+// and checks that the agent loaded no modules.
+func TestPodVMWrenKernel(t *testing.T) {
+	requireVM(t)
+	t.Parallel()
+	bins := binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+	art, err := vm.BuildArtifactsFor(ctx, vm.ArtifactOptions{
+		Agent: filepath.Join(bins, "wren-agent"), Dir: filepath.Join(work, "boot"), Kernel: vm.KernelWren,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(work, "dax.img")
+	buildDAXImage(t, img)
+	v, err := vm.Start(ctx, podConfig(t, bins, art, img, filepath.Join(work, "vm")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runPodCasesFor(t, v, art.KernelVersion, podCases{noModules: true})
+}
+
 // podConfig is the pod VM the TestPodVM cases run against, booted cold or
 // made into a template.
 func podConfig(t *testing.T, bins string, art *vm.Artifacts, img, dir string) vm.Config {
@@ -76,7 +106,20 @@ func podConfig(t *testing.T, bins string, art *vm.Artifacts, img, dir string) vm
 
 // runPodCases runs the TestPodVM cases against a running pod VM and stops
 // it at the end.
-func runPodCases(t *testing.T, v *vm.VM, kernel string) {
+func runPodCases(t *testing.T, v *vm.VM, kernel string) { runPodCasesFor(t, v, kernel, podCases{}) }
+
+// podCases is what differs in the pod cases between guests.
+type podCases struct {
+	busybox, goarch string // the guest's, when not the host's (pod)
+	// noModules adds the check that the agent loaded no kernel modules
+	// (a kernel with everything built in).
+	noModules bool
+	// skip names the cases that do not run on this guest, with why.
+	skip map[string]string
+}
+
+// runPodCasesFor is runPodCases for a guest that differs from the host.
+func runPodCasesFor(t *testing.T, v *vm.VM, kernel string, pc podCases) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	t.Cleanup(func() {
@@ -100,34 +143,56 @@ func runPodCases(t *testing.T, v *vm.VM, kernel string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	p := &pod{t: t, vm: v, c: c, kernel: kernel}
+	p := &pod{t: t, vm: v, c: c, kernel: kernel, busybox: pc.busybox, goarch: pc.goarch}
+	run := func(name string, f func(*testing.T)) bool {
+		if why, ok := pc.skip[name]; ok {
+			t.Logf("%s does not run on this guest: %s", name, why)
+			return true
+		}
+		return t.Run(name, f)
+	}
 
-	t.Run("Check", p.testCheck)
-	t.Run("GuestDetails", p.testGuestDetails)
-	t.Run("ListInterfacesAndRoutes", p.testListInterfacesAndRoutes)
-	if !t.Run("CreateSandbox", p.testCreateSandbox) {
+	run("Check", p.testCheck)
+	run("GuestDetails", p.testGuestDetails)
+	run("ListInterfacesAndRoutes", p.testListInterfacesAndRoutes)
+	if !run("CreateSandbox", p.testCreateSandbox) {
 		t.Fatal("no sandbox: the container tests cannot run")
 	}
-	t.Run("RunFromSharedDir", p.testRunFromSharedDir)
-	t.Run("HostnameAndDNS", p.testHostnameAndDNS)
-	t.Run("StdinRoundTrip", p.testStdinRoundTrip)
-	t.Run("LargeOutput", p.testLargeOutput)
-	t.Run("Exec", p.testExec)
-	t.Run("ExecTTY", p.testExecTTY)
-	t.Run("KataShapedPIDNamespace", p.testKataPIDNamespace)
-	t.Run("StringUser", p.testStringUser)
-	t.Run("GuestHooks", p.testGuestHooks)
-	t.Run("Conformance", p.testConformance)
-	t.Run("SharedMounts", p.testSharedMounts)
-	t.Run("BlockRootfs", p.testBlockRootfs)
-	t.Run("Devices", p.testDevices)
-	t.Run("Passfd", p.testPassfd)
-	t.Run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
-	t.Run("OOM", p.testOOM)
-	t.Run("BlockHotplug", p.testBlockHotplug)
-	t.Run("DAXImage", p.testDAX)
-	t.Run("Logs", p.testLogs)
-	t.Run("DestroySandboxPowersOff", p.testDestroy)
+	run("RunFromSharedDir", p.testRunFromSharedDir)
+	run("HostnameAndDNS", p.testHostnameAndDNS)
+	run("StdinRoundTrip", p.testStdinRoundTrip)
+	run("LargeOutput", p.testLargeOutput)
+	run("Exec", p.testExec)
+	run("ExecTTY", p.testExecTTY)
+	run("KataShapedPIDNamespace", p.testKataPIDNamespace)
+	run("StringUser", p.testStringUser)
+	run("GuestHooks", p.testGuestHooks)
+	run("Conformance", p.testConformance)
+	run("SharedMounts", p.testSharedMounts)
+	run("BlockRootfs", p.testBlockRootfs)
+	run("Devices", p.testDevices)
+	run("Passfd", p.testPassfd)
+	run("ContainerCannotReachAgent", p.testContainerCannotReachAgent)
+	run("OOM", p.testOOM)
+	run("BlockHotplug", p.testBlockHotplug)
+	run("DAXImage", p.testDAX)
+	run("Logs", p.testLogs)
+	if pc.noModules {
+		run("NoModules", p.testNoModules)
+	}
+	run("DestroySandboxPowersOff", p.testDestroy)
+}
+
+// testNoModules: with every module built in, the image has no load list
+// and the agent loads nothing at boot.
+func (p *pod) testNoModules(t *testing.T) {
+	log := vm.Tail(p.vm.AgentLog, 100000)
+	if !strings.Contains(log, "no kernel module list") {
+		t.Errorf("the agent did not report booting without a module list:\n%s", vm.Tail(p.vm.AgentLog, 20))
+	}
+	if strings.Contains(log, "kernel modules loaded") {
+		t.Error("the agent loaded modules on a kernel that has them built in")
+	}
 }
 
 func (p *pod) ctx() (context.Context, context.CancelFunc) {
@@ -242,7 +307,7 @@ type container struct {
 // cgroup namespace in the spec).
 func (p *pod) newContainer(t *testing.T, id string, args ...string) *container {
 	t.Helper()
-	testbundle.Rootfs(t, kata.HostRootfs(p.vm.SharedDir, id))
+	testbundle.RootfsWith(t, kata.HostRootfs(p.vm.SharedDir, id), p.busybox)
 	spec := testbundle.Spec(kata.GuestRootfs(id), args...)
 	spec.Hostname = ""
 	spec.Linux.CgroupsPath = "/e2e/" + id

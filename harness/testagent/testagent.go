@@ -50,7 +50,7 @@ func Binary(t testing.TB, name string) string {
 	if p, ok := builtPaths[name]; ok {
 		return p
 	}
-	target := map[string]string{"wren-agent": "agent", "wren-agent-policy": "agent-policy", "wrenctl": "wrenctl"}[name]
+	target := map[string]string{"wren-agent": "agent", "wren-agent-policy": "agent-policy", "wren-agent-arm64": "agent-arm64", "wrenctl": "wrenctl"}[name]
 	if target == "" {
 		target = "tools"
 	}

@@ -78,9 +78,12 @@ const (
 type Config struct {
 	// Dir is the state directory (sockets, logs, vm.json); created.
 	Dir string
-	// Kernel is an ELF vmlinux (PVH boot) or bzImage; Initrd the Wren
-	// initramfs with the agent as /init.
+	// Kernel is an ELF vmlinux (PVH boot) or bzImage (an arm64 Image on
+	// arm64); Initrd the Wren initramfs with the agent as /init.
 	Kernel, Initrd string
+	// Arch is the guest's architecture: ArchX86_64 (default) or ArchARM64
+	// (QEMU's virt machine under TCG; see arch.go).
+	Arch string
 	// SharedDir is shared with the guest as virtio-fs tag kataShared;
 	// default Dir/shared.
 	SharedDir string
@@ -369,6 +372,9 @@ func (c *Config) fill() error {
 	if err := c.fillMachine(); err != nil {
 		return err
 	}
+	if err := c.fillArch(); err != nil {
+		return err
+	}
 	c.fillFirmware()
 	if err := c.checkImages(); err != nil {
 		return err
@@ -461,7 +467,7 @@ func (c *Config) findBinaries() error {
 		p                 *string
 		name, def, pkgMsg string
 	}{
-		{&c.QEMU, "qemu-system-x86_64", DefaultQEMU, "apt-get install qemu-system-x86"},
+		{&c.QEMU, DefaultQEMU, DefaultQEMU, "apt-get install qemu-system-x86, or qemu-system-arm for arm64"},
 		{&c.Vsockd, "wren-vsockd", "wren-vsockd", "make tools"},
 		{&c.Virtiofsd, "virtiofsd", DefaultVirtiofsd, "apt-get install qemu-system-common"},
 	}
@@ -512,7 +518,7 @@ func (c *Config) logPort() bool {
 // KernelCmdline is the command line the guest boots with.
 func KernelCmdline(cfg *Config) string {
 	params := []string{
-		"console=ttyS0",
+		"console=" + consoleDevice(cfg),
 		// A kernel panic reboots at once and -no-reboot turns that into a
 		// QEMU exit: a dead guest never hangs a test.
 		"panic=-1", "reboot=k",
@@ -530,6 +536,9 @@ func KernelCmdline(cfg *Config) string {
 }
 
 func qemuArgs(cfg *Config, accel string) []string {
+	if cfg.Arch == ArchARM64 {
+		return qemuArgsARM64(cfg, accel)
+	}
 	mem := fmt.Sprintf("%dM", cfg.MemoryMiB)
 	machine := "q35,accel=" + accel + ",memory-backend=ram"
 	memArg := mem

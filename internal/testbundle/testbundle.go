@@ -40,16 +40,31 @@ func Rootfs(t testing.TB, dir string) string {
 	return dir
 }
 
+// RootfsWith is Rootfs with the busybox binary at busybox (e.g. another
+// architecture's, from ForeignBusybox); "" means the host's.
+func RootfsWith(t testing.TB, dir, busybox string) string {
+	t.Helper()
+	if busybox == "" {
+		return Rootfs(t, dir)
+	}
+	if err := busyboxRootfs(dir, busybox); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // BusyboxRootfs lays out a busybox root filesystem in dir (created if
 // needed): the binary, its applets as symlinks, and the few /etc files
 // programs look for.
-func BusyboxRootfs(dir string) error {
+func BusyboxRootfs(dir string) error { return busyboxRootfs(dir, Busybox) }
+
+func busyboxRootfs(dir, busybox string) error {
 	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
 	}
-	if err := copyFile(Busybox, filepath.Join(dir, "bin", "busybox")); err != nil {
+	if err := copyFile(busybox, filepath.Join(dir, "bin", "busybox")); err != nil {
 		return fmt.Errorf("copy busybox: %w", err)
 	}
 	for _, applet := range applets {

@@ -109,17 +109,18 @@ func Scan(dir string) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scan %s: %w", dir, err)
 	}
-	if len(ix.files) == 0 {
-		return nil, fmt.Errorf("no kernel modules (*.ko) under %s", dir)
-	}
 	// modules.builtin names modules compiled into the kernel: requesting
-	// one is not an error, it just needs no file.
+	// one is not an error, it just needs no file. A kernel with everything
+	// built in has only this list.
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if line = strings.TrimSpace(line); line != "" {
 				ix.builtin[NameOf(line)] = true
 			}
 		}
+	}
+	if len(ix.files) == 0 && len(ix.builtin) == 0 {
+		return nil, fmt.Errorf("no kernel modules (*.ko) and no modules.builtin under %s", dir)
 	}
 	return ix, nil
 }

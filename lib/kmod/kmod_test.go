@@ -204,6 +204,28 @@ func TestScanErrors(t *testing.T) {
 	}
 }
 
+// A kernel with everything built in ships only modules.builtin: a built-in
+// name resolves to nothing to load, any other name is not found.
+func TestScanBuiltinOnly(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/drivers/block/virtio_blk.ko\nkernel/fs/fuse/fuse.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := Scan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ix.Builtin("virtio_blk") || !ix.Builtin("fuse") {
+		t.Error("built-in modules not reported built in")
+	}
+	if mods, err := ix.Resolve([]string{"virtio_blk"}); err != nil || len(mods) != 0 {
+		t.Errorf("Resolve(built-in) = %v, %v; want nothing to load", mods, err)
+	}
+	if _, err := ix.Resolve([]string{"ext4"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Resolve(ext4) = %v, want ErrNotFound", err)
+	}
+}
+
 func TestNameOf(t *testing.T) {
 	for in, want := range map[string]string{
 		"kernel/drivers/char/hw_random/virtio-rng.ko": "virtio_rng",

@@ -1,7 +1,8 @@
 // Package initramfs builds the guest's initramfs: a gzip-compressed newc
 // cpio holding a static init (the agent, or a test program) as /init, the
-// kernel modules it needs with their dependencies, the module load list
-// (agent/kmodload reads it at boot), and, in the debug profile, busybox
+// kernel modules it needs with their dependencies and the module load list
+// (agent/kmodload reads it at boot) unless the kernel has them built in
+// (Options.KernelConfig), and, in the debug profile, busybox
 // with its applet links. Output is byte-reproducible: the same inputs give
 // the same bytes.
 package initramfs
@@ -66,8 +67,20 @@ type Options struct {
 	// means no modules (a kernel with everything built in).
 	ModulesDir string
 	// Modules names the modules to include and load; nil means
-	// DefaultModules (when ModulesDir is set).
+	// DefaultModules (when ModulesDir or KernelConfig is set).
 	Modules []string
+	// KernelConfig is the kernel's .config (e.g. out/config-wren beside
+	// make kernel's vmlinux-wren). When set, modules the kernel has built
+	// in are left out; when that is all of them the image has no module
+	// files, no load list and needs no ModulesDir.
+	KernelConfig string
+	// ModulesBuiltin is the kernel's modules.builtin (make kernel's
+	// out/modules.builtin-wren), installed as
+	// /lib/modules/<KernelRelease>/modules.builtin when there is no
+	// ModulesDir: with it the agent tells a module the kernel has built in
+	// (a CreateSandbox kernel_modules entry that needs nothing) from one
+	// the kernel lacks (NotFound).
+	ModulesBuiltin, KernelRelease string
 	// Files maps guest paths to host files copied in (mode 0644, or 0755
 	// when the host file is executable).
 	Files map[string]string
@@ -223,22 +236,40 @@ func addSkeleton(a *cpio.Archive, initPath string) error {
 }
 
 // addModules adds the requested kernel modules with their dependencies and
-// the load list naming them in load order (a list with no modules when there
-// is no modules directory).
+// the load list naming them in load order. With nothing to load (no modules
+// directory and no modules asked for, or a kernel with all of them built
+// in) there is no list: the agent then loads nothing.
 func addModules(a *cpio.Archive, opts Options) error {
-	var list strings.Builder
-	list.WriteString("# Kernel modules in load order, written by rootfs-builder.\n")
-	if opts.ModulesDir != "" {
-		if err := addModuleFiles(a, opts, &list); err != nil {
+	if opts.Modules == nil && (opts.ModulesDir != "" || opts.KernelConfig != "") {
+		opts.Modules = DefaultModules
+	}
+	if opts.KernelConfig != "" {
+		names, err := modulesNotBuiltin(opts.KernelConfig, opts.Modules, opts.Progress)
+		if err != nil {
 			return err
 		}
-	} else if len(opts.Modules) > 0 {
-		return errors.New("initramfs: modules requested but no kernel modules directory given")
+		opts.Modules = names
 	}
-	if err := add(a.File(kmod.ListPath, 0o644, []byte(list.String()))); err != nil {
+	if opts.ModulesBuiltin != "" && opts.ModulesDir == "" {
+		if opts.KernelRelease == "" || strings.Contains(opts.KernelRelease, "/") {
+			return fmt.Errorf("initramfs: modules.builtin needs the kernel release (uname -r), got %q", opts.KernelRelease)
+		}
+		if err := add(a.HostFile(path.Join("/lib/modules", opts.KernelRelease, "modules.builtin"), 0o644, opts.ModulesBuiltin)); err != nil {
+			return err
+		}
+	}
+	if len(opts.Modules) == 0 {
+		return nil
+	}
+	if opts.ModulesDir == "" {
+		return fmt.Errorf("initramfs: modules %v requested but no kernel modules directory given", opts.Modules)
+	}
+	var list strings.Builder
+	list.WriteString("# Kernel modules in load order, written by rootfs-builder.\n")
+	if err := addModuleFiles(a, opts, &list); err != nil {
 		return err
 	}
-	return nil
+	return add(a.File(kmod.ListPath, 0o644, []byte(list.String())))
 }
 
 // addModuleFiles resolves the requested modules in opts.ModulesDir, adds
@@ -246,9 +277,6 @@ func addModules(a *cpio.Archive, opts Options) error {
 // order.
 func addModuleFiles(a *cpio.Archive, opts Options, list *strings.Builder) error {
 	names := opts.Modules
-	if names == nil {
-		names = DefaultModules
-	}
 	progress(opts.Progress, "initramfs: resolving %d modules in %s", len(names), opts.ModulesDir)
 	ix, err := kmod.Scan(opts.ModulesDir)
 	if err != nil {

@@ -219,9 +219,8 @@ func TestBuildContents(t *testing.T) {
 
 func TestBuildWithoutModules(t *testing.T) {
 	_, recs := readBack(t, build(t, Options{Init: staticInit(t)}))
-	list := recs[strings.TrimPrefix(kmod.ListPath, "/")]
-	if entries, err := kmod.ParseList(string(list.data)); err != nil || len(entries) != 0 {
-		t.Errorf("load list = %q, %v", list.data, err)
+	if list, ok := recs[strings.TrimPrefix(kmod.ListPath, "/")]; ok {
+		t.Errorf("a load list with nothing to load: %q", list.data)
 	}
 	if _, ok := recs["bin/busybox"]; ok {
 		t.Error("busybox in the default profile")

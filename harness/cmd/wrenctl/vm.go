@@ -133,6 +133,7 @@ type vmUpOptions struct {
 	mem, cpus                                              int
 	debug                                                  bool
 	shared, kernel, initrd, image, accel, firmware, params string
+	arch                                                   string
 	cid                                                    uint
 	timeout                                                time.Duration
 	template                                               string
@@ -143,8 +144,9 @@ func (o *vmUpOptions) define(fs *flag.FlagSet) {
 	fs.IntVar(&o.cpus, "cpus", vm.DefaultCPUs, "guest vCPUs")
 	fs.BoolVar(&o.debug, "debug", false, "debug console on vsock 1026 (wrenctl vm console) and debug logging")
 	fs.StringVar(&o.shared, "shared-dir", "", "host directory shared as virtio-fs tag kataShared (default STATE/shared)")
-	fs.StringVar(&o.kernel, "kernel", "", "guest kernel (default out/vmlinux, else Debian's, fetched)")
-	fs.StringVar(&o.initrd, "initrd", "", "Wren initramfs (default out/wren-initramfs[-debug].cpio.gz, else built from wren-agent)")
+	fs.StringVar(&o.kernel, "kernel", "", "guest kernel (default out/vmlinux, else Debian's, fetched; on arm64 out/Image-wren-arm64); make kernel's out/vmlinux-wren gets an initramfs without modules")
+	fs.StringVar(&o.initrd, "initrd", "", "Wren initramfs (default out/wren-initramfs[-debug].cpio.gz, else built from wren-agent, or wren-agent-arm64)")
+	fs.StringVar(&o.arch, "arch", vm.ArchX86_64, "guest architecture: x86_64, or arm64 (qemu-system-aarch64, TCG; make kernel agent-arm64)")
 	fs.StringVar(&o.image, "image", "", "DAX image attached as an nvdimm (optional)")
 	fs.StringVar(&o.accel, "accel", os.Getenv("WREN_ACCEL"), "tcg, kvm or auto (probe KVM); default $WREN_ACCEL, else tcg")
 	fs.UintVar(&o.cid, "cid", vm.DefaultGuestCID, "guest vsock context ID (3 or above)")
@@ -177,7 +179,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	if o.template != "" {
 		return vmUpClone(ctx, fs, &o, *dir, stdout, stderr)
 	}
-	k, ird, err := bootFiles(ctx, o.kernel, o.initrd, *dir, o.debug, stderr)
+	k, ird, err := bootFiles(ctx, &o, *dir, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl vm up: %v\n", err)
 		return exitError
@@ -189,7 +191,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	v, err := vm.Start(ctx, vm.Config{
-		Dir: *dir, Kernel: k, Initrd: ird, SharedDir: o.shared, Image: o.image,
+		Dir: *dir, Kernel: k, Initrd: ird, Arch: o.arch, SharedDir: o.shared, Image: o.image,
 		MemoryMiB: o.mem, CPUs: o.cpus, GuestCID: uint32(o.cid), Debug: o.debug, Accel: o.accel,
 		KernelParams: strings.Fields(o.params), Firmware: o.firmware,
 		Detach:       true,
@@ -208,8 +210,14 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 
 // bootFiles picks the kernel and initramfs: flags, then `make image`'s
 // out/ files, then Debian's kernel with an initramfs built from the
-// wren-agent binary next to wrenctl.
-func bootFiles(ctx context.Context, kernel, initrd, dir string, debug bool, progress io.Writer) (string, string, error) {
+// wren-agent binary next to wrenctl. A make kernel kernel (its .config
+// beside it, e.g. out/vmlinux-wren) without --initrd gets an initramfs
+// built for it, without modules; so does arm64, which has only that kernel.
+func bootFiles(ctx context.Context, o *vmUpOptions, dir string, progress io.Writer) (string, string, error) {
+	kernel, initrd, debug := o.kernel, o.initrd, o.debug
+	if o.arch == vm.ArchARM64 || (kernel != "" && initrd == "" && vm.ConfigBeside(kernel) != "") {
+		return wrenKernelBootFiles(ctx, o, dir, progress)
+	}
 	if kernel == "" {
 		if _, err := os.Stat("out/vmlinux"); err == nil {
 			kernel = "out/vmlinux"
@@ -243,6 +251,39 @@ func bootFiles(ctx context.Context, kernel, initrd, dir string, debug bool, prog
 		initrd = a.Initrd
 	}
 	return kernel, initrd, nil
+}
+
+// wrenKernelBootFiles boots make kernel's kernel (--kernel, else out/'s
+// for --arch) with an initramfs built for it from wren-agent (or
+// wren-agent-arm64), unless --initrd names one.
+func wrenKernelBootFiles(ctx context.Context, o *vmUpOptions, dir string, progress io.Writer) (string, string, error) {
+	if o.initrd != "" {
+		if o.kernel != "" {
+			return o.kernel, o.initrd, nil
+		}
+		k, err := vm.FindWrenKernel(o.arch)
+		if err != nil {
+			return "", "", err
+		}
+		return k.Kernel, o.initrd, nil
+	}
+	name := "wren-agent"
+	if o.arch == vm.ArchARM64 {
+		name = "wren-agent-arm64"
+	}
+	agent, err := vm.FindBinary(name)
+	if err != nil {
+		return "", "", fmt.Errorf("no %s to build the initramfs from (make agent, or make agent-arm64): %w", name, err)
+	}
+	fmt.Fprintf(progress, "vm: building the initramfs from %s\n", agent)
+	a, err := vm.BuildArtifactsFor(ctx, vm.ArtifactOptions{
+		Agent: agent, Dir: filepath.Join(dir, "boot"), Debug: o.debug,
+		Kernel: vm.KernelWren, KernelFile: o.kernel, Arch: o.arch, Progress: progress,
+	})
+	if err != nil {
+		return "", "", err
+	}
+	return a.Kernel, a.Initrd, nil
 }
 
 func vmStatus(args []string, stdout, stderr io.Writer) int {

@@ -1,5 +1,5 @@
 // Command rootfs-builder builds the guest's boot artifacts: the initramfs
-// (the agent as /init plus the kernel modules it needs), the Kata-layout
+// (the agent as /init plus the kernel modules it needs, if any), the Kata-layout
 // DAX root image, and fetches Debian's kernel.
 //
 //	rootfs-builder initramfs --agent bin/wren-agent --kernel-modules DIR --out FILE [--profile debug]
@@ -7,7 +7,9 @@
 //	rootfs-builder kernel    [--dir DIR] [--refresh]
 //
 // --kernel-modules may be "fetch": Debian's kernel is then downloaded (or
-// taken from the cache) first. SOURCE_DATE_EPOCH sets every timestamp.
+// taken from the cache) first. --kernel-config FILE (a kernel's .config,
+// e.g. make kernel's out/config-wren) leaves out the modules that kernel has
+// built in; with all of them built in, no --kernel-modules is needed. SOURCE_DATE_EPOCH sets every timestamp.
 package main
 
 import (
@@ -29,8 +31,8 @@ import (
 )
 
 const usage = `usage:
-  rootfs-builder initramfs --agent FILE --kernel-modules DIR|fetch --out FILE [--profile debug] [--modules a,b] [--file GUEST=HOST]...
-  rootfs-builder image     --agent FILE --kernel-modules DIR|fetch --out FILE [--profile debug] [--modules a,b] [--file GUEST=HOST]... [--align-mb N]
+  rootfs-builder initramfs --agent FILE --kernel-modules DIR|fetch --out FILE [--kernel-config FILE] [--profile debug] [--modules a,b] [--file GUEST=HOST]...
+  rootfs-builder image     --agent FILE --kernel-modules DIR|fetch --out FILE [--kernel-config FILE] [--profile debug] [--modules a,b] [--file GUEST=HOST]... [--align-mb N]
   rootfs-builder kernel    [--dir DIR] [--refresh]    fetch Debian's kernel; prints its paths
 `
 
@@ -103,6 +105,7 @@ func runBuild(ctx context.Context, cmd string, args []string, stderr io.Writer) 
 	out := fs.String("out", "", "output file")
 	profile := fs.String("profile", "", `"" or "debug" (adds busybox and its applet links)`)
 	modules := fs.String("modules", "", "comma-separated module names (default: the agent's set)")
+	kconfig := fs.String("kernel-config", "", "the kernel's .config (e.g. out/config-wren): modules it has built in are left out")
 	busybox := fs.String("busybox", initramfs.DefaultBusybox, "static busybox for --profile debug")
 	policy := fs.String("policy", "", "agent policy (Rego) installed as "+initramfs.PolicyPath+"; an agent built with the policy engine (make agent-policy) gets Kata's allow-all without it")
 	alignMB := fs.Int64("align-mb", image.DefaultAlign/image.MiB, "image: round the size up to this many MiB")
@@ -133,7 +136,7 @@ func runBuild(ctx context.Context, cmd string, args []string, stderr io.Writer) 
 	}
 	opts := initramfs.Options{
 		Init: *agent, ModulesDir: *modDir, Files: files, Profile: *profile,
-		Busybox: *busybox, MTime: mtime, Policy: *policy, Progress: stderr,
+		Busybox: *busybox, MTime: mtime, Policy: *policy, Progress: stderr, KernelConfig: *kconfig,
 	}
 	if *modules != "" {
 		opts.Modules = strings.Split(*modules, ",")
