@@ -124,11 +124,6 @@ MD
 )
 echo "$section"
 if [ "$WRITE_DOCS" = 1 ]; then
-  [ -f "$doc" ] || printf '# Benchmarks\n' >"$doc"
-  awk -v sec="$section" '
-    /^## Guest kernel / { print sec; skip=1; done=1; next }
-    skip && /^## / { skip=0 }
-    !skip { print }
-    END { if (!done) { print ""; print sec } }' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
+  printf '%s\n' "$section" | scripts/doc-section.sh "$doc" '## Guest kernel (scripts/bench-kernel.sh)'
   echo "wrote $doc" >&2
 fi

@@ -92,13 +92,7 @@ MD
 )
 echo "$section"
 if [ "$WRITE_DOCS" = 1 ]; then
-  [ -f "$doc" ] || printf '# Benchmarks\n' >"$doc"
-  # Replace our section (up to the next "## " heading) or append it.
-  awk -v sec="$section" '
-    /^## Pod VM / { print sec; skip=1; done=1; next }
-    skip && /^## / { skip=0 }
-    !skip { print }
-    END { if (!done) { print ""; print sec } }' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
+  printf '%s\n' "$section" | scripts/doc-section.sh "$doc" '## Pod VM (scripts/bench-vm.sh)'
   echo "wrote $doc" >&2
 fi
 

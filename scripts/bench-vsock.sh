@@ -16,8 +16,4 @@ echo "$out"
 doc=$1
 section=$(printf '## vsock (wren-vsockd) — latest run\n\n%s, benchtime %s, count %s (BenchmarkVsock in vsockd/vmtest: one TCG guest, one stream per figure):\n\n```\n%s\n```\n' \
 	"$(date -u +%Y-%m-%d)" "$BENCHTIME" "$COUNT" "$(echo "$out" | grep -E '^(Benchmark|goos|goarch|cpu)')")
-awk -v sec="$section" '
-	/^## vsock \(wren-vsockd\) — latest run/ { print sec; skip=1; done=1; next }
-	skip && /^## / { skip=0 }
-	!skip { print }
-	END { if (!done) { print ""; print sec } }' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
+printf '%s\n' "$section" | scripts/doc-section.sh "$doc" '## vsock (wren-vsockd) — latest run'
