@@ -21,7 +21,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 
 	b.WriteString("What each change bought, measured before and after in one run, and what was tried and dropped: " +
 		"[perf/footprint.md](perf/footprint.md) (figures 1, T), [perf/rpc.md](perf/rpc.md) (4, 8), " +
-		"[perf/init.md](perf/init.md) (5, 6, 8), [perf/stdout.md](perf/stdout.md) (7).\n\n")
+		"[perf/init.md](perf/init.md) (5, 6, 8), [perf/stdout.md](perf/stdout.md) (7), [perf/policy.md](perf/policy.md) (P), " +
+		"[perf/templates.md](perf/templates.md) (Pod VM templates).\n\n")
 	b.WriteString("## Summary\n\n| # | figure | result | goal | met |\n|---|---|---|---|---|\n")
 	for _, f := range r.Figures {
 		res, met := f.headline()
