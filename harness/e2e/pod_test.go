@@ -118,10 +118,9 @@ type podCases struct {
 	skip map[string]string
 }
 
-// runPodCasesFor is runPodCases for a guest that differs from the host.
-func runPodCasesFor(t *testing.T, v *vm.VM, kernel string, pc podCases) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+// stopAtCleanup stops v when t ends, with the console's and the agent's
+// log tails if t failed, and checks that nothing of the VM still runs.
+func stopAtCleanup(t *testing.T, v *vm.VM) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("console tail:\n%s", vm.Tail(v.Console, 60))
@@ -137,6 +136,13 @@ func runPodCasesFor(t *testing.T, v *vm.VM, kernel string, pc podCases) {
 			t.Errorf("left running after Stop:\n%s", strings.Join(l, "\n"))
 		}
 	})
+}
+
+// runPodCasesFor is runPodCases for a guest that differs from the host.
+func runPodCasesFor(t *testing.T, v *vm.VM, kernel string, pc podCases) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	stopAtCleanup(t, v)
 	t.Logf("agent answered %v after QEMU started", v.Booted)
 	c, err := client.Dial(ctx, v.Addr())
 	if err != nil {

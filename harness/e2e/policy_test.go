@@ -47,15 +47,7 @@ func TestPolicyPodVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("console tail:\n%s", vm.Tail(v.Console, 40))
-			t.Logf("agent log tail:\n%s", vm.Tail(v.AgentLog, 40))
-		}
-		if err := v.Stop(); err != nil {
-			t.Errorf("stop VM: %v", err)
-		}
-	})
+	stopAtCleanup(t, v)
 	c, err := client.Dial(ctx, v.Addr())
 	if err != nil {
 		t.Fatal(err)

@@ -43,14 +43,7 @@ func TestAgentThreadsInPodVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("agent log tail:\n%s", vm.Tail(v.AgentLog, 40))
-		}
-		if err := v.Stop(); err != nil {
-			t.Errorf("stop VM: %v", err)
-		}
-	})
+	stopAtCleanup(t, v)
 	c, err := client.Dial(ctx, v.Addr())
 	if err != nil {
 		t.Fatal(err)

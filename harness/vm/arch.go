@@ -65,18 +65,7 @@ func qemuArgsARM64(cfg *Config, accel string) []string {
 		"-cpu", "max,pauth-impdef=on", "-smp", strconv.Itoa(cfg.CPUs), "-m", mem,
 		"-object", "memory-backend-memfd,id=ram,size=" + mem + ",share=on",
 		"-nodefaults", "-no-user-config", "-display", "none",
-		"-no-reboot",
-		"-serial", "file:" + filepath.Join(cfg.Dir, consoleFile),
-		"-qmp", "unix:" + filepath.Join(cfg.Dir, qmpSockFile) + ",server=on,wait=off",
-		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd,
-		"-append", KernelCmdline(cfg),
-		"-chardev", "socket,id=vsock,path=" + filepath.Join(cfg.Dir, vhostSockFile),
-		"-device", "vhost-user-vsock-pci,chardev=vsock,id=vsock0",
-		"-chardev", "socket,id=virtiofs,path=" + filepath.Join(cfg.Dir, virtiofsSock),
-		"-device", "vhost-user-fs-pci,chardev=virtiofs,tag=" + SharedTag + ",queue-size=1024,id=virtiofs0",
 	}
-	for i := 0; i < HotplugPorts; i++ {
-		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=hp%d,bus=pcie.0,chassis=%d,addr=0x%x", i, i+1, hotplugSlot0+i))
-	}
-	return args
+	args = append(args, podArgs(cfg)...)
+	return append(args, hotplugPortArgs()...)
 }

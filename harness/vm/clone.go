@@ -56,16 +56,8 @@ func StartClone(ctx context.Context, tdir string, cfg Config) (_ *VM, _ *CloneSt
 	defer mem.Close() // QEMU holds its own once it has started
 	stats.CheckMS = float64(time.Since(t0).Microseconds()) / 1000
 
-	v := &VM{State: State{
-		Dir:       cfg.Dir,
-		Addr:      fmt.Sprintf("hvsock://%s:%d", filepath.Join(cfg.Dir, hvsockFile), AgentPort),
-		SharedDir: cfg.SharedDir,
-		QMP:       filepath.Join(cfg.Dir, qmpSockFile),
-		Console:   filepath.Join(cfg.Dir, consoleFile),
-		GuestCID:  cfg.GuestCID,
-		Accel:     m.Accel,
-		Template:  tdir,
-	}}
+	v := newVM(&cfg)
+	v.Accel, v.Template = m.Accel, tdir
 	if err := v.prepareStateDir(&cfg); err != nil {
 		return nil, nil, err
 	}
@@ -197,13 +189,7 @@ func (v *VM) restoreClone(ctx context.Context, cfg *Config, m *Manifest, mem *os
 	cfg.progress("vm: starting QEMU as a clone of %s", v.Template)
 	os.Remove(v.Console)
 	os.Remove(filepath.Join(cfg.Dir, agentLogFile))
-	v.Started = time.Now()
-	qemu, err := startProc("qemu", cfg.QEMU, append(args, "-incoming", "defer"), filepath.Join(cfg.Dir, qemuLogFile), cfg.Detach)
-	if err != nil {
-		return err
-	}
-	v.Procs = append(v.Procs, qemu)
-	if err := v.save(); err != nil {
+	if err := v.runQEMU(cfg, append(args, "-incoming", "defer"), cfg.Detach); err != nil {
 		return err
 	}
 	q, err := v.waitQMP(ctx)

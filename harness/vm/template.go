@@ -215,15 +215,8 @@ func CreateTemplate(ctx context.Context, cfg Config) (_ *Manifest, err error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &VM{State: State{
-		Dir:       cfg.Dir,
-		Addr:      fmt.Sprintf("hvsock://%s:%d", filepath.Join(cfg.Dir, hvsockFile), AgentPort),
-		SharedDir: cfg.SharedDir,
-		QMP:       filepath.Join(cfg.Dir, qmpSockFile),
-		Console:   filepath.Join(cfg.Dir, consoleFile),
-		GuestCID:  cfg.GuestCID,
-		Accel:     accel,
-	}}
+	v := newVM(&cfg)
+	v.Accel = accel
 	if err := v.prepareStateDir(&cfg); err != nil {
 		return nil, err
 	}
@@ -292,13 +285,7 @@ func (v *VM) bootTemplate(ctx context.Context, cfg *Config, m *Manifest) error {
 		return err
 	}
 	cfg.progress("vm: starting the template's QEMU (%s, %d MiB)", m.Accel, cfg.MemoryMiB)
-	v.Started = time.Now()
-	qemu, err := startProc("qemu", cfg.QEMU, m.Args, filepath.Join(cfg.Dir, qemuLogFile), false)
-	if err != nil {
-		return err
-	}
-	v.Procs = append(v.Procs, qemu)
-	if err := v.save(); err != nil {
+	if err := v.runQEMU(cfg, m.Args, false); err != nil {
 		return err
 	}
 	q, err := v.waitQMP(ctx)

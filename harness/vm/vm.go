@@ -185,21 +185,27 @@ func (c *Config) progress(format string, a ...any) {
 	}
 }
 
+// newVM is a VM in cfg's state directory, with the paths every VM kind
+// (cold boot, template, clone) keeps there; nothing is started yet.
+func newVM(cfg *Config) *VM {
+	return &VM{State: State{
+		Dir:       cfg.Dir,
+		Addr:      fmt.Sprintf("hvsock://%s:%d", filepath.Join(cfg.Dir, hvsockFile), AgentPort),
+		SharedDir: cfg.SharedDir,
+		QMP:       filepath.Join(cfg.Dir, qmpSockFile),
+		Console:   filepath.Join(cfg.Dir, consoleFile),
+		GuestCID:  cfg.GuestCID,
+	}}
+}
+
 // Start launches the VM and waits until the agent answers Health.Check.
 // On any failure everything it started is stopped again.
 func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	v := &VM{State: State{
-		Dir:       cfg.Dir,
-		Addr:      fmt.Sprintf("hvsock://%s:%d", filepath.Join(cfg.Dir, hvsockFile), AgentPort),
-		SharedDir: cfg.SharedDir,
-		QMP:       filepath.Join(cfg.Dir, qmpSockFile),
-		Console:   filepath.Join(cfg.Dir, consoleFile),
-		Debug:     cfg.Debug,
-		GuestCID:  cfg.GuestCID,
-	}}
+	v := newVM(&cfg)
+	v.Debug = cfg.Debug
 	if err := v.prepareStateDir(&cfg); err != nil {
 		return nil, err
 	}
@@ -312,16 +318,19 @@ func (v *VM) startQEMU(cfg *Config, accel string) error {
 	cfg.progress("vm: starting QEMU (%s, %d MiB, %d vCPU)", accel, cfg.MemoryMiB, cfg.CPUs)
 	os.Remove(v.Console)
 	os.Remove(filepath.Join(cfg.Dir, agentLogFile))
+	return v.runQEMU(cfg, qemuArgs(cfg, accel), cfg.Detach)
+}
+
+// runQEMU starts QEMU with args, counting the VM's start from now, and
+// records it in the state file so that Stop finds it.
+func (v *VM) runQEMU(cfg *Config, args []string, detach bool) error {
 	v.Started = time.Now()
-	qemu, err := startProc("qemu", cfg.QEMU, qemuArgs(cfg, accel), filepath.Join(cfg.Dir, qemuLogFile), cfg.Detach)
+	qemu, err := startProc("qemu", cfg.QEMU, args, filepath.Join(cfg.Dir, qemuLogFile), detach)
 	if err != nil {
 		return err
 	}
 	v.Procs = append(v.Procs, qemu)
-	if err := v.save(); err != nil {
-		return err
-	}
-	return nil
+	return v.save()
 }
 
 // startLogCollector copies the agent's log stream into STATE/agent.log when
@@ -555,6 +564,25 @@ func qemuArgs(cfg *Config, accel string) []string {
 		"-machine", machine, "-cpu", cpu, "-smp", strconv.Itoa(cfg.CPUs), "-m", memArg,
 		"-object", "memory-backend-memfd,id=ram,size=" + mem + ",share=on",
 		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+	}
+	args = append(args, podArgs(cfg)...)
+	if cfg.Firmware != "" {
+		args = append(args, "-bios", cfg.Firmware)
+	}
+	args = append(args, hotplugPortArgs()...)
+	if cfg.Image != "" {
+		args = append(args,
+			"-object", fmt.Sprintf("memory-backend-file,id=image,mem-path=%s,size=%dM,readonly=on,share=on", cfg.Image, imageSlotMiB(cfg.Image)),
+			"-device", "nvdimm,id=nv0,memdev=image,unarmed=on")
+	}
+	return args
+}
+
+// podArgs are the arguments both architectures share: the console, QMP,
+// the direct kernel boot, and the vsock and virtio-fs devices on the root
+// bus.
+func podArgs(cfg *Config) []string {
+	return []string{
 		"-no-reboot",
 		"-serial", "file:" + filepath.Join(cfg.Dir, consoleFile),
 		"-qmp", "unix:" + filepath.Join(cfg.Dir, qmpSockFile) + ",server=on,wait=off",
@@ -565,16 +593,13 @@ func qemuArgs(cfg *Config, accel string) []string {
 		"-chardev", "socket,id=virtiofs,path=" + filepath.Join(cfg.Dir, virtiofsSock),
 		"-device", "vhost-user-fs-pci,chardev=virtiofs,tag=" + SharedTag + ",queue-size=1024,id=virtiofs0",
 	}
-	if cfg.Firmware != "" {
-		args = append(args, "-bios", cfg.Firmware)
-	}
+}
+
+// hotplugPortArgs are the PCIe root ports devices are hot-plugged into.
+func hotplugPortArgs() []string {
+	var args []string
 	for i := 0; i < HotplugPorts; i++ {
 		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=hp%d,bus=pcie.0,chassis=%d,addr=0x%x", i, i+1, hotplugSlot0+i))
-	}
-	if cfg.Image != "" {
-		args = append(args,
-			"-object", fmt.Sprintf("memory-backend-file,id=image,mem-path=%s,size=%dM,readonly=on,share=on", cfg.Image, imageSlotMiB(cfg.Image)),
-			"-device", "nvdimm,id=nv0,memdev=image,unarmed=on")
 	}
 	return args
 }
