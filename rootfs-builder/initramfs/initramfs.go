@@ -1,5 +1,5 @@
-// Package initramfs builds the guest's initramfs: a gzip-compressed newc
-// cpio holding a static init (the agent, or a test program) as /init, the
+// Package initramfs builds the guest's initramfs: a newc cpio (gzip'd, or
+// uncompressed on request) holding a static init (the agent, or a test program) as /init, the
 // kernel modules it needs with their dependencies and the module load list
 // (agent/kmodload reads it at boot) unless the kernel has them built in
 // (Options.KernelConfig), and, in the debug profile, busybox
@@ -97,17 +97,35 @@ type Options struct {
 	// agent-policy); "" installs Kata's allow-all policy for such an
 	// agent. An agent without the engine takes no policy.
 	Policy string
+	// Compression is CompressGzip (the default when empty) or
+	// CompressNone.
+	Compression string
 	// Progress receives one line per step (nil: silent).
 	Progress io.Writer
 }
 
-// Build writes the gzip'd cpio described by opts to w.
+// Compressions of the archive.
+const (
+	// CompressGzip is what every kernel with an initramfs unpacks.
+	CompressGzip = "gzip"
+	// CompressNone leaves the cpio as is: the kernel then copies instead of
+	// inflating it, which under TCG is most of the unpacking time, and the
+	// host loads the larger file with one read.
+	CompressNone = "none"
+)
+
+// Build writes the cpio described by opts to w, compressed as
+// opts.Compression asks.
 func Build(w io.Writer, opts Options) error {
 	a, err := Archive(opts)
 	if err != nil {
 		return err
 	}
 	progress(opts.Progress, "initramfs: writing %d entries", len(a.Names()))
+	if opts.Compression == CompressNone {
+		_, err := a.WriteTo(w)
+		return err
+	}
 	// A fixed gzip header (no name, zero mtime, fixed OS byte) keeps the
 	// compressed bytes reproducible too.
 	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
@@ -185,6 +203,11 @@ func checkOptions(opts Options) error {
 	}
 	if opts.Profile != ProfileDefault && opts.Profile != ProfileDebug {
 		return fmt.Errorf("initramfs: unknown profile %q (want %q or %q)", opts.Profile, ProfileDefault, ProfileDebug)
+	}
+	switch opts.Compression {
+	case "", CompressGzip, CompressNone:
+	default:
+		return fmt.Errorf("initramfs: unknown compression %q (want %q or %q)", opts.Compression, CompressGzip, CompressNone)
 	}
 	return nil
 }

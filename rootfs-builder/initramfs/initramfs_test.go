@@ -52,7 +52,12 @@ func readBack(t *testing.T, gz []byte) ([]string, map[string]record) {
 	if !zr.ModTime.IsZero() || zr.Name != "" {
 		t.Errorf("gzip header leaks mtime %v / name %q", zr.ModTime, zr.Name)
 	}
-	r := cpio.NewReader(zr)
+	return readCPIO(t, zr)
+}
+
+func readCPIO(t *testing.T, in io.Reader) ([]string, map[string]record) {
+	t.Helper()
+	r := cpio.NewReader(in)
 	var order []string
 	recs := map[string]record{}
 	for {
@@ -227,6 +232,33 @@ func TestBuildWithoutModules(t *testing.T) {
 	}
 }
 
+// An uncompressed build is the archive the gzip'd build inflates to,
+// byte for byte.
+func TestBuildUncompressed(t *testing.T) {
+	opts := Options{Init: staticInit(t), Files: map[string]string{"/etc/wren-test": "/etc/hostname"}}
+	gz := build(t, opts)
+	opts.Compression = CompressNone
+	raw := build(t, opts)
+	if !bytes.HasPrefix(raw, []byte("070701")) {
+		t.Fatalf("uncompressed build starts with %q, want a newc header", raw[:min(len(raw), 6)])
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inflated, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(raw, inflated) {
+		t.Fatalf("uncompressed build (%d bytes) differs from the inflated gzip build (%d bytes)", len(raw), len(inflated))
+	}
+	order, recs := readCPIO(t, bytes.NewReader(raw))
+	if _, ok := recs["init"]; !ok {
+		t.Errorf("no /init in %v", order)
+	}
+}
+
 func TestBuildErrors(t *testing.T) {
 	init := staticInit(t)
 	k := debianKernel(t)
@@ -240,6 +272,7 @@ func TestBuildErrors(t *testing.T) {
 		{"not ELF", Options{Init: "/etc/passwd"}, "not an ELF"},
 		{"dynamic init", Options{Init: "/bin/ls"}, "dynamically linked"},
 		{"profile", Options{Init: init, Profile: "fat"}, "unknown profile"},
+		{"compression", Options{Init: init, Compression: "zstd"}, "unknown compression"},
 		{"bad module", Options{Init: init, ModulesDir: k.ModulesDir, Modules: []string{"virtio_blk", "wren_nope"}}, "wren_nope"},
 		{"vsock loopback", Options{Init: init, ModulesDir: k.ModulesDir, Modules: []string{"vmw_vsock_virtio_transport", "vsock_loopback"}}, "vsock_loopback is refused"},
 		{"no modules dir", Options{Init: init, ModulesDir: "/nonexistent/lib/modules/x"}, "kernel modules directory"},

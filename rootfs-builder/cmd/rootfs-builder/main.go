@@ -2,14 +2,16 @@
 // (the agent as /init plus the kernel modules it needs, if any), the Kata-layout
 // DAX root image, and fetches Debian's kernel.
 //
-//	rootfs-builder initramfs --agent bin/wren-agent --kernel-modules DIR --out FILE [--profile debug]
+//	rootfs-builder initramfs --agent bin/wren-agent --kernel-modules DIR --out FILE [--profile debug] [--compress none]
 //	rootfs-builder image     --agent bin/wren-agent --kernel-modules DIR --out FILE [--profile debug] [--align-mb 128]
 //	rootfs-builder kernel    [--dir DIR] [--refresh]
 //
 // --kernel-modules may be "fetch": Debian's kernel is then downloaded (or
 // taken from the cache) first. --kernel-config FILE (a kernel's .config,
 // e.g. make kernel's out/config-wren) leaves out the modules that kernel has
-// built in; with all of them built in, no --kernel-modules is needed. SOURCE_DATE_EPOCH sets every timestamp.
+// built in; with all of them built in, no --kernel-modules is needed.
+// --compress none writes the initramfs as a plain cpio (the kernel copies
+// it instead of inflating it). SOURCE_DATE_EPOCH sets every timestamp.
 package main
 
 import (
@@ -31,8 +33,8 @@ import (
 )
 
 const usage = `usage:
-  rootfs-builder initramfs --agent FILE --kernel-modules DIR|fetch --out FILE [--kernel-config FILE] [--profile debug] [--modules a,b] [--file GUEST=HOST]...
-  rootfs-builder image     --agent FILE --kernel-modules DIR|fetch --out FILE [--kernel-config FILE] [--profile debug] [--modules a,b] [--file GUEST=HOST]... [--align-mb N]
+  rootfs-builder initramfs --agent FILE --out FILE [--kernel-modules DIR|fetch] [--kernel-config FILE] [--compress gzip|none] [--profile debug] [--modules a,b] [--file GUEST=HOST]...
+  rootfs-builder image     --agent FILE --out FILE [--kernel-modules DIR|fetch] [--kernel-config FILE] [--profile debug] [--modules a,b] [--file GUEST=HOST]... [--align-mb N]
   rootfs-builder kernel    [--dir DIR] [--refresh]    fetch Debian's kernel; prints its paths
 `
 
@@ -108,6 +110,7 @@ func runBuild(ctx context.Context, cmd string, args []string, stderr io.Writer) 
 	kconfig := fs.String("kernel-config", "", "the kernel's .config (e.g. out/config-wren): modules it has built in are left out")
 	busybox := fs.String("busybox", initramfs.DefaultBusybox, "static busybox for --profile debug")
 	policy := fs.String("policy", "", "agent policy (Rego) installed as "+initramfs.PolicyPath+"; an agent built with the policy engine (make agent-policy) gets Kata's allow-all without it")
+	compress := fs.String("compress", initramfs.CompressGzip, `initramfs: "gzip" or "none" (a plain cpio: larger, no inflating at boot)`)
 	alignMB := fs.Int64("align-mb", image.DefaultAlign/image.MiB, "image: round the size up to this many MiB")
 	files := fileFlags{}
 	fs.Var(files, "file", "extra file GUEST=HOST (repeatable)")
@@ -137,6 +140,7 @@ func runBuild(ctx context.Context, cmd string, args []string, stderr io.Writer) 
 	opts := initramfs.Options{
 		Init: *agent, ModulesDir: *modDir, Files: files, Profile: *profile,
 		Busybox: *busybox, MTime: mtime, Policy: *policy, Progress: stderr, KernelConfig: *kconfig,
+		Compression: *compress,
 	}
 	if *modules != "" {
 		opts.Modules = strings.Split(*modules, ",")

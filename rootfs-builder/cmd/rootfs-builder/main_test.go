@@ -33,6 +33,25 @@ func TestCLIInitramfsReproducible(t *testing.T) {
 	}
 }
 
+// --compress none writes a plain newc cpio.
+func TestCLIInitramfsUncompressed(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("busybox-static not installed")
+	}
+	out := filepath.Join(t.TempDir(), "initrd.cpio")
+	var stderr bytes.Buffer
+	if err := run(context.Background(), []string{"initramfs", "--agent", "/bin/busybox", "--out", out, "--compress", "none"}, &bytes.Buffer{}, &stderr); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte("070701")) {
+		t.Errorf("output starts with %q, want a newc cpio header", b[:min(len(b), 6)])
+	}
+}
+
 func TestCLIErrors(t *testing.T) {
 	dir := t.TempDir()
 	cases := []struct {
@@ -46,6 +65,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"initramfs", "--agent", "/nonexistent/wren-agent", "--out", filepath.Join(dir, "x")}, false, "make agent"},
 		{[]string{"image", "--agent", "/bin/busybox", "--kernel-modules", "/nonexistent/modules", "--out", filepath.Join(dir, "x")}, false, "/nonexistent/modules"},
 		{[]string{"initramfs", "--agent", "/bin/busybox", "--out", filepath.Join(dir, "x"), "--file", "bad"}, true, "GUEST=HOST"},
+		{[]string{"initramfs", "--agent", "/bin/busybox", "--out", filepath.Join(dir, "x"), "--compress", "xz"}, false, "unknown compression"},
 	}
 	for _, c := range cases {
 		err := run(context.Background(), c.args, &bytes.Buffer{}, &bytes.Buffer{})
