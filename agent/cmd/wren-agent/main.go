@@ -145,6 +145,11 @@ func run(pid1 bool) exit {
 func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	_ = initd.Setup(ctx, log, initd.Config{CgroupV1: initd.CgroupV1Requested(config.SplitCmdline(string(cmdline)))})
+	if m, err := initd.RootMount(); err != nil {
+		log.Warn("guest root unknown", "err", err)
+	} else {
+		log.Info("guest root", "fstype", m.FSType, "source", m.Source, "options", m.Options, "super_options", m.VFSOptions)
+	}
 	// Modules are loaded now, before serve starts the uevent listener and
 	// anything waits for a device. The debug console waits for its own
 	// shells (exec.Cmd), which agent/reaper leaves alone; orphans are
@@ -159,12 +164,19 @@ func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
 
 func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed context.CancelCauseFunc) error {
 	tuneRuntime(ctx, log)
+	// Each step of the way to the first answer is on every pod's start.
+	mark := time.Now()
+	startStep := func(name string) {
+		log.Debug("start step done", "step", name, "ms", float64(time.Since(mark).Microseconds())/1000)
+		mark = time.Now()
+	}
 	// Devices announced before anyone listens are recorded from sysfs, but
 	// the listener must still start before the first device wait.
 	watcher, err := uevent.Listen(ctx, log, uevent.Options{HotplugTimeout: cfg.HotplugTimeout})
 	if err != nil {
 		log.Warn("uevent listener unavailable; device waits will fail", "err", err)
 	}
+	startStep("uevent")
 	rp, err := reaper.New(log)
 	if err != nil {
 		return err
@@ -184,20 +196,24 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, destroyed c
 	if destroyed != nil {
 		opts.AfterDestroy = func() { destroyed(errSandboxDestroyed) }
 	}
+	startStep("reaper and passfd listener")
 	agent, err := assemble.New(opts)
 	if err != nil {
 		return err
 	}
+	startStep("assemble")
 	sb := agent.Sandbox
 	srv, err := server.New(server.Options{Log: log, Implementation: os.Getenv(server.ImplementationEnv), TracePath: os.Getenv(server.TraceEnv)})
 	if err != nil {
 		return err
 	}
 	rpc.Register(srv, agent.API)
+	startStep("server")
 	ln, err := server.Listen(cfg.ServerAddr, log)
 	if err != nil {
 		return err
 	}
+	startStep("listen")
 	attrs := []any{"addr", cfg.ServerAddr, "version", version.Version, "pid", os.Getpid()}
 	if d, err := sinceProcessStart(); err == nil {
 		attrs = append(attrs, "init_ms", float64(d.Microseconds())/1000)
