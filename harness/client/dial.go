@@ -94,11 +94,14 @@ func retryable(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, errClosedBeforeOK)
 }
 
-// backoff doubles the wait between attempts, up to a ceiling of 80 ms:
-// an attempt against a guest that is not listening yet costs a refused
-// CONNECT, and a longer wait only delays the first answer after a boot
-// (with a 640 ms ceiling, boot times came out in 640 ms steps).
+// backoff doubles the wait between attempts, from 10 ms up to
+// maxBackoff: an attempt against a guest that is not listening yet costs
+// a refused CONNECT, and a longer wait only delays the first answer after
+// a boot (the time from the agent's listen to its first answer is what a
+// boot measurement adds on top of the guest's own; docs/perf/boot.md).
 type backoff struct{ next time.Duration }
+
+const maxBackoff = 20 * time.Millisecond
 
 func (b *backoff) wait(ctx context.Context) error {
 	if b.next == 0 {
@@ -106,8 +109,8 @@ func (b *backoff) wait(ctx context.Context) error {
 	}
 	t := time.NewTimer(b.next)
 	defer t.Stop()
-	if b.next < 80*time.Millisecond {
-		b.next *= 2
+	if b.next < maxBackoff {
+		b.next = min(2*b.next, maxBackoff)
 	}
 	select {
 	case <-t.C:

@@ -114,6 +114,9 @@ type podCases struct {
 	// noModules adds the check that the agent loaded no kernel modules
 	// (a kernel with everything built in).
 	noModules bool
+	// daxRootAgent, for a guest booted from a DAX root image, is the agent
+	// binary in that image: the DAXRoot case checks it is not in guest RAM.
+	daxRootAgent string
 	// skip names the cases that do not run on this guest, with why.
 	skip map[string]string
 }
@@ -164,6 +167,10 @@ func runPodCasesFor(t *testing.T, v *vm.VM, kernel string, pc podCases) {
 	if !run("CreateSandbox", p.testCreateSandbox) {
 		t.Fatal("no sandbox: the container tests cannot run")
 	}
+	if pc.daxRootAgent != "" {
+		// First: the later cases fill the page cache.
+		run("DAXRoot", func(t *testing.T) { p.testDAXRoot(t, pc.daxRootAgent) })
+	}
 	run("RunFromSharedDir", p.testRunFromSharedDir)
 	run("HostnameAndDNS", p.testHostnameAndDNS)
 	run("StdinRoundTrip", p.testStdinRoundTrip)
@@ -186,6 +193,7 @@ func runPodCasesFor(t *testing.T, v *vm.VM, kernel string, pc podCases) {
 	if pc.noModules {
 		run("NoModules", p.testNoModules)
 	}
+
 	run("DestroySandboxPowersOff", p.testDestroy)
 }
 

@@ -37,7 +37,7 @@ func (c *Config) fillArch() error {
 	if c.Accel == "kvm" || c.Accel == "auto" {
 		c.Accel = "tcg"
 	}
-	if c.Image != "" {
+	if c.Image != "" || c.RootImage != "" {
 		return errors.New("vm: a DAX image (nvdimm) is not supported on arm64: QEMU's virt machine describes NVDIMMs only through ACPI, which the direct-boot arm64 pod VM has not")
 	}
 	return nil

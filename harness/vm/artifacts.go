@@ -16,7 +16,8 @@ type Artifacts struct {
 	Kernel        string // ELF vmlinux
 	KernelVersion string // uname -r inside the guest
 	Initrd        string
-	Debug         bool // the initramfs has busybox (a shell for the debug console)
+	RootImage     string // instead of Initrd: a DAX root image (Config.RootImage)
+	Debug         bool   // the initramfs has busybox (a shell for the debug console)
 }
 
 // BuildArtifacts fetches Debian's kernel (cached by kernelpkg) and builds an

@@ -199,6 +199,9 @@ func CreateTemplate(ctx context.Context, cfg Config) (_ *Manifest, err error) {
 	// qboot hangs before the kernel with a vmgenid device (measured with
 	// QEMU 7.2): templates boot SeaBIOS, which only the template pays for.
 	cfg.Firmware = "seabios"
+	if cfg.RootImage != "" {
+		return nil, errors.New("vm: a template boots from an initramfs; a DAX root image is not supported for templates")
+	}
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
@@ -211,6 +214,7 @@ func CreateTemplate(ctx context.Context, cfg Config) (_ *Manifest, err error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.Accel = accel
 	m, err := newManifest(ctx, &cfg, accel)
 	if err != nil {
 		return nil, err

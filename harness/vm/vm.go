@@ -90,6 +90,13 @@ type Config struct {
 	// Image is an optional DAX image attached read-only as an nvdimm
 	// (the guest sees /dev/pmem0, partition /dev/pmem0p1).
 	Image string
+	// RootImage, instead of Initrd, is a DAX root image (rootfs-builder
+	// image, the agent as /init) the guest boots from, as Kata's image
+	// mode does: a read-only nvdimm mounted -o dax as /, so the agent's
+	// pages are the host's page cache, shared by every VM that maps the
+	// file, not guest RAM. The kernel needs nvdimm, pmem and ext4 built in
+	// (Wren's kernel; x86_64 only). Not combined with Image.
+	RootImage string
 
 	MemoryMiB int    // default 512
 	CPUs      int    // default 1
@@ -222,7 +229,7 @@ func Start(ctx context.Context, cfg Config) (_ *VM, err error) {
 	if err != nil {
 		return nil, err
 	}
-	v.Accel = accel
+	v.Accel, cfg.Accel = accel, accel
 
 	if err := v.startBackends(ctx, &cfg); err != nil {
 		return nil, err
@@ -451,10 +458,21 @@ func (c *Config) fillFirmware() {
 	}
 }
 
-// checkImages checks that the kernel, the initramfs and the DAX image, if
-// any, exist.
+// checkImages checks that the kernel, the initramfs or the root image, and
+// the DAX image, if any, exist.
 func (c *Config) checkImages() error {
-	for _, f := range []struct{ what, path string }{{"kernel", c.Kernel}, {"initramfs", c.Initrd}} {
+	boot := struct{ what, path string }{"initramfs", c.Initrd}
+	if c.RootImage != "" {
+		if c.Initrd != "" {
+			return errors.New("vm: an initramfs and a DAX root image given: the guest boots from one of them")
+		}
+		if c.Image != "" {
+			// Both would be nvdimms, and /dev/pmem0 must be the root.
+			return errors.New("vm: a DAX image beside a DAX root image is not supported")
+		}
+		boot = struct{ what, path string }{"DAX root image", c.RootImage}
+	}
+	for _, f := range []struct{ what, path string }{{"kernel", c.Kernel}, boot} {
 		if f.path == "" {
 			return fmt.Errorf("vm: no %s given (make image builds out/vmlinux and out/wren-initramfs.cpio.gz)", f.what)
 		}
@@ -531,11 +549,29 @@ func KernelCmdline(cfg *Config) string {
 		// A kernel panic reboots at once and -no-reboot turns that into a
 		// QEMU exit: a dead guest never hangs a test.
 		"panic=-1", "reboot=k",
+		// The loop driver makes 8 devices at boot unless told otherwise
+		// (20-40 ms under TCG); loop-control still makes them on demand.
+		"loop.max_loop=0",
 		"agent.server_addr=vsock://-1:" + strconv.Itoa(AgentPort),
 		"agent.passfd_listener_port=" + strconv.Itoa(PassfdPort),
 	}
 	if cfg.logPort() {
 		params = append(params, "agent.log_vport="+strconv.Itoa(LogPort))
+	}
+	if cfg.Arch != ArchARM64 {
+		// Kata's: keep the SMP lock prefixes rather than rewrite every one
+		// of them at boot for a single CPU (60-80 ms under TCG).
+		params = append(params, "noreplace-smp")
+		if cfg.Accel == "" || cfg.Accel == "tcg" {
+			// TCG has no TSC-deadline timer, so the kernel would count
+			// local APIC ticks for 100 ms to calibrate that timer; the
+			// HPET ticks instead (docs/perf/boot.md).
+			params = append(params, "noapictimer")
+		}
+	}
+	if cfg.RootImage != "" {
+		// Kata's image mode: the nvdimm's partition, read-only, with DAX.
+		params = append(params, "root=/dev/pmem0p1", "rootfstype=ext4", "rootflags=dax", "ro", "init=/init")
 	}
 	if cfg.Debug {
 		params = append(params, "agent.log=debug", "agent.debug_console",
@@ -551,9 +587,13 @@ func qemuArgs(cfg *Config, accel string) []string {
 	mem := fmt.Sprintf("%dM", cfg.MemoryMiB)
 	machine := "q35,accel=" + accel + ",memory-backend=ram"
 	memArg := mem
-	if cfg.Image != "" {
+	nvdimm := cfg.Image
+	if cfg.RootImage != "" {
+		nvdimm = cfg.RootImage
+	}
+	if nvdimm != "" {
 		machine += ",nvdimm=on"
-		memArg = fmt.Sprintf("size=%s,slots=2,maxmem=%dM", mem, cfg.MemoryMiB+imageSlotMiB(cfg.Image))
+		memArg = fmt.Sprintf("size=%s,slots=2,maxmem=%dM", mem, cfg.MemoryMiB+imageSlotMiB(nvdimm))
 	}
 	cpu := "max"
 	if accel == "kvm" {
@@ -570,9 +610,9 @@ func qemuArgs(cfg *Config, accel string) []string {
 		args = append(args, "-bios", cfg.Firmware)
 	}
 	args = append(args, hotplugPortArgs()...)
-	if cfg.Image != "" {
+	if nvdimm != "" {
 		args = append(args,
-			"-object", fmt.Sprintf("memory-backend-file,id=image,mem-path=%s,size=%dM,readonly=on,share=on", cfg.Image, imageSlotMiB(cfg.Image)),
+			"-object", fmt.Sprintf("memory-backend-file,id=image,mem-path=%s,size=%dM,readonly=on,share=on", nvdimm, imageSlotMiB(nvdimm)),
 			"-device", "nvdimm,id=nv0,memdev=image,unarmed=on")
 	}
 	return args
@@ -582,17 +622,22 @@ func qemuArgs(cfg *Config, accel string) []string {
 // the direct kernel boot, and the vsock and virtio-fs devices on the root
 // bus.
 func podArgs(cfg *Config) []string {
-	return []string{
+	args := []string{
 		"-no-reboot",
 		"-serial", "file:" + filepath.Join(cfg.Dir, consoleFile),
 		"-qmp", "unix:" + filepath.Join(cfg.Dir, qmpSockFile) + ",server=on,wait=off",
-		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd,
-		"-append", KernelCmdline(cfg),
-		"-chardev", "socket,id=vsock,path=" + filepath.Join(cfg.Dir, vhostSockFile),
-		"-device", "vhost-user-vsock-pci,chardev=vsock,id=vsock0",
-		"-chardev", "socket,id=virtiofs,path=" + filepath.Join(cfg.Dir, virtiofsSock),
-		"-device", "vhost-user-fs-pci,chardev=virtiofs,tag=" + SharedTag + ",queue-size=1024,id=virtiofs0",
+		"-kernel", cfg.Kernel,
 	}
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	return append(args,
+		"-append", KernelCmdline(cfg),
+		"-chardev", "socket,id=vsock,path="+filepath.Join(cfg.Dir, vhostSockFile),
+		"-device", "vhost-user-vsock-pci,chardev=vsock,id=vsock0",
+		"-chardev", "socket,id=virtiofs,path="+filepath.Join(cfg.Dir, virtiofsSock),
+		"-device", "vhost-user-fs-pci,chardev=virtiofs,tag="+SharedTag+",queue-size=1024,id=virtiofs0",
+	)
 }
 
 // hotplugPortArgs are the PCIe root ports devices are hot-plugged into.

@@ -45,6 +45,42 @@ func TestKernelCmdline(t *testing.T) {
 	}
 }
 
+// The boot-time words: x86 keeps its SMP lock prefixes, TCG (no TSC-deadline
+// timer) skips the local APIC timer, no loop devices are made up front, and
+// arm64 gets none of the x86 words (the kernel would hand them to the agent
+// as arguments).
+func TestKernelCmdlineBootWords(t *testing.T) {
+	words := func(c *Config) map[string]bool {
+		m := map[string]bool{}
+		for _, w := range strings.Fields(KernelCmdline(c)) {
+			m[w] = true
+		}
+		return m
+	}
+	for _, c := range []struct {
+		cfg       Config
+		has, lack []string
+	}{
+		{Config{}, []string{"noreplace-smp", "noapictimer", "loop.max_loop=0"}, []string{"root=/dev/pmem0p1"}},
+		{Config{Accel: "tcg"}, []string{"noreplace-smp", "noapictimer"}, nil},
+		{Config{Accel: "kvm"}, []string{"noreplace-smp"}, []string{"noapictimer"}},
+		{Config{Arch: ArchARM64}, []string{"console=ttyAMA0", "loop.max_loop=0"}, []string{"noreplace-smp", "noapictimer"}},
+		{Config{RootImage: "/r.img"}, []string{"root=/dev/pmem0p1", "rootfstype=ext4", "rootflags=dax", "ro", "init=/init"}, nil},
+	} {
+		got := words(&c.cfg)
+		for _, w := range c.has {
+			if !got[w] {
+				t.Errorf("%+v: cmdline lacks %q: %q", c.cfg, w, KernelCmdline(&c.cfg))
+			}
+		}
+		for _, w := range c.lack {
+			if got[w] {
+				t.Errorf("%+v: cmdline has %q: %q", c.cfg, w, KernelCmdline(&c.cfg))
+			}
+		}
+	}
+}
+
 func TestQEMUArgs(t *testing.T) {
 	dir := t.TempDir()
 	c := &Config{Dir: dir, Kernel: "/k", Initrd: "/i", MemoryMiB: 256, CPUs: 2}
@@ -84,6 +120,17 @@ func TestQEMUArgs(t *testing.T) {
 			t.Errorf("QEMU args with image lack %q:\n%s", want, args)
 		}
 	}
+	// A DAX root image is the one nvdimm and replaces the initramfs.
+	c.Image, c.Initrd, c.RootImage = "", "", img
+	args = strings.Join(qemuArgs(c, "tcg"), " ")
+	for _, want := range []string{"nvdimm=on", "mem-path=" + img + ",size=3M,readonly=on,share=on", "nvdimm,id=nv0,memdev=image,unarmed=on", "root=/dev/pmem0p1"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("QEMU args with a root image lack %q:\n%s", want, args)
+		}
+	}
+	if strings.Contains(args, "-initrd") {
+		t.Errorf("QEMU args with a root image load an initramfs:\n%s", args)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -101,6 +148,16 @@ func TestConfigErrors(t *testing.T) {
 	} {
 		if _, err := Start(context.Background(), c); err == nil {
 			t.Errorf("%s: Start succeeded", name)
+		}
+	}
+	for want, c := range map[string]Config{
+		"an initramfs and a DAX root image": {Dir: dir, Kernel: k, Initrd: k, RootImage: k},
+		"beside a DAX root image":           {Dir: dir, Kernel: k, RootImage: k, Image: k},
+		"DAX root image: stat":              {Dir: dir, Kernel: k, RootImage: filepath.Join(dir, "missing")},
+		"not supported on arm64":            {Dir: dir, Kernel: k, RootImage: k, Arch: ArchARM64},
+	} {
+		if _, err := Start(context.Background(), c); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%+v: Start: %v, want an error about %q", c, err, want)
 		}
 	}
 	c := Config{Dir: dir, Kernel: k, Initrd: k, Accel: "hvf", Vsockd: "/bin/true", QEMU: "/bin/true", Virtiofsd: "/bin/true"}

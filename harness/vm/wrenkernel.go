@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/wren-vm/wren/rootfs-builder/image"
 	"github.com/wren-vm/wren/rootfs-builder/initramfs"
 )
 
@@ -148,8 +149,11 @@ type ArtifactOptions struct {
 	// one in out/ (its .config beside it, see ConfigBeside).
 	KernelFile string
 	// Arch is ArchX86_64 (default) or ArchARM64 (KernelWren only).
-	Arch     string
-	Progress io.Writer
+	Arch string
+	// RootImage, with KernelWren on x86_64, builds a DAX root image
+	// (Config.RootImage) instead of the initramfs.
+	RootImage bool
+	Progress  io.Writer
 }
 
 // BuildArtifactsFor picks the kernel o asks for and builds the initramfs
@@ -187,20 +191,50 @@ func BuildArtifactsFor(ctx context.Context, o ArtifactOptions) (*Artifacts, erro
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	// Wren's kernel gets its initramfs uncompressed: inflating it is most
+	// of the kernel's unpacking time under TCG (docs/perf/boot.md).
 	opts := initramfs.Options{
 		Init: o.Agent, KernelConfig: k.Config, ModulesBuiltin: k.Builtin, KernelRelease: k.Release,
-		Progress: o.Progress,
+		Compression: initramfs.CompressNone, Progress: o.Progress,
 	}
 	name := "wren-initramfs-" + o.Arch
 	if o.Debug {
 		opts.Profile = initramfs.ProfileDebug
 		name += "-debug"
 	}
-	out := filepath.Join(o.Dir, name+".cpio.gz")
-	if err := initramfs.BuildFile(out, opts); err != nil {
+	a := &Artifacts{Kernel: k.Kernel, KernelVersion: k.Release, Debug: o.Debug}
+	if o.RootImage {
+		if a.RootImage, err = buildRootImage(ctx, o, opts); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	a.Initrd = filepath.Join(o.Dir, name+".cpio")
+	if err := initramfs.BuildFile(a.Initrd, opts); err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}
-	return &Artifacts{Kernel: k.Kernel, KernelVersion: k.Release, Initrd: out, Debug: o.Debug}, nil
+	return a, nil
+}
+
+// buildRootImage writes the initramfs's tree as a DAX root image
+// (wren-root-<arch>[-debug].img) into o.Dir.
+func buildRootImage(ctx context.Context, o ArtifactOptions, opts initramfs.Options) (string, error) {
+	if o.Arch != ArchX86_64 {
+		return "", fmt.Errorf("vm: a DAX root image is an nvdimm, which the %s pod VM has not", o.Arch)
+	}
+	tree, err := initramfs.Archive(opts)
+	if err != nil {
+		return "", fmt.Errorf("root image: %w", err)
+	}
+	name := "wren-root-" + o.Arch
+	if o.Debug {
+		name += "-debug"
+	}
+	out := filepath.Join(o.Dir, name+".img")
+	if err := image.Build(ctx, image.Options{Tree: tree, Out: out, Progress: o.Progress}); err != nil {
+		return "", fmt.Errorf("root image: %w", err)
+	}
+	return out, nil
 }
 
 // checkMachine fails when the ELF binary at path is not built for arch: the

@@ -131,7 +131,7 @@ func parseVMFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (in
 // vmUpOptions are vm up's flags beyond --dir.
 type vmUpOptions struct {
 	mem, cpus                                              int
-	debug                                                  bool
+	debug, daxRoot                                         bool
 	shared, kernel, initrd, image, accel, firmware, params string
 	arch                                                   string
 	cid                                                    uint
@@ -148,6 +148,7 @@ func (o *vmUpOptions) define(fs *flag.FlagSet) {
 	fs.StringVar(&o.initrd, "initrd", "", "Wren initramfs (default out/wren-initramfs[-debug].cpio.gz, else built from wren-agent, or wren-agent-arm64)")
 	fs.StringVar(&o.arch, "arch", vm.ArchX86_64, "guest architecture: x86_64, or arm64 (qemu-system-aarch64, TCG; make kernel agent-arm64)")
 	fs.StringVar(&o.image, "image", "", "DAX image attached as an nvdimm (optional)")
+	fs.BoolVar(&o.daxRoot, "dax-root", false, "boot make kernel's kernel from a read-only DAX root image (nvdimm, built from wren-agent) instead of an initramfs: the agent stays in the host's page cache, out of guest RAM; x86_64")
 	fs.StringVar(&o.accel, "accel", os.Getenv("WREN_ACCEL"), "tcg, kvm or auto (probe KVM); default $WREN_ACCEL, else tcg")
 	fs.UintVar(&o.cid, "cid", vm.DefaultGuestCID, "guest vsock context ID (3 or above)")
 	fs.StringVar(&o.firmware, "firmware", os.Getenv("WREN_FIRMWARE"), "QEMU -bios: a path or seabios (default $WREN_FIRMWARE, else qboot when installed)")
@@ -179,7 +180,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	if o.template != "" {
 		return vmUpClone(ctx, fs, &o, *dir, stdout, stderr)
 	}
-	k, ird, err := bootFiles(ctx, &o, *dir, stderr)
+	k, ird, root, err := bootFiles(ctx, &o, *dir, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl vm up: %v\n", err)
 		return exitError
@@ -191,7 +192,7 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	v, err := vm.Start(ctx, vm.Config{
-		Dir: *dir, Kernel: k, Initrd: ird, Arch: o.arch, SharedDir: o.shared, Image: o.image,
+		Dir: *dir, Kernel: k, Initrd: ird, RootImage: root, Arch: o.arch, SharedDir: o.shared, Image: o.image,
 		MemoryMiB: o.mem, CPUs: o.cpus, GuestCID: uint32(o.cid), Debug: o.debug, Accel: o.accel,
 		KernelParams: strings.Fields(o.params), Firmware: o.firmware,
 		Detach:       true,
@@ -208,16 +209,32 @@ func vmUp(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// bootFiles picks the kernel and initramfs: flags, then `make image`'s
-// out/ files, then Debian's kernel with an initramfs built from the
-// wren-agent binary next to wrenctl. A make kernel kernel (its .config
-// beside it, e.g. out/vmlinux-wren) without --initrd gets an initramfs
-// built for it, without modules; so does arm64, which has only that kernel.
-func bootFiles(ctx context.Context, o *vmUpOptions, dir string, progress io.Writer) (string, string, error) {
-	kernel, initrd, debug := o.kernel, o.initrd, o.debug
-	if o.arch == vm.ArchARM64 || (kernel != "" && initrd == "" && vm.ConfigBeside(kernel) != "") {
+// bootFiles picks the kernel and initramfs (or DAX root image): flags,
+// then `make image`'s out/ files, then Debian's kernel with an initramfs
+// built from the wren-agent binary next to wrenctl. A make kernel kernel
+// (its .config beside it, e.g. out/vmlinux-wren) without --initrd gets an
+// initramfs built for it, without modules; so does arm64, which has only
+// that kernel; --dax-root gets a root image built for that kernel.
+func bootFiles(ctx context.Context, o *vmUpOptions, dir string, progress io.Writer) (kernel, initrd, root string, err error) {
+	if o.daxRoot {
+		if o.initrd != "" {
+			return "", "", "", errors.New("--dax-root boots from a root image, not from --initrd")
+		}
+		if o.kernel != "" && vm.ConfigBeside(o.kernel) == "" {
+			return "", "", "", fmt.Errorf("--dax-root needs make kernel's kernel (nvdimm, pmem and ext4 built in), not %s", o.kernel)
+		}
 		return wrenKernelBootFiles(ctx, o, dir, progress)
 	}
+	if o.arch == vm.ArchARM64 || (o.kernel != "" && o.initrd == "" && vm.ConfigBeside(o.kernel) != "") {
+		return wrenKernelBootFiles(ctx, o, dir, progress)
+	}
+	kernel, initrd, err = debianBootFiles(ctx, o, dir, progress)
+	return kernel, initrd, "", err
+}
+
+// debianBootFiles is bootFiles for any kernel but make kernel's.
+func debianBootFiles(ctx context.Context, o *vmUpOptions, dir string, progress io.Writer) (string, string, error) {
+	kernel, initrd, debug := o.kernel, o.initrd, o.debug
 	if kernel == "" {
 		if _, err := os.Stat("out/vmlinux"); err == nil {
 			kernel = "out/vmlinux"
@@ -254,18 +271,18 @@ func bootFiles(ctx context.Context, o *vmUpOptions, dir string, progress io.Writ
 }
 
 // wrenKernelBootFiles boots make kernel's kernel (--kernel, else out/'s
-// for --arch) with an initramfs built for it from wren-agent (or
-// wren-agent-arm64), unless --initrd names one.
-func wrenKernelBootFiles(ctx context.Context, o *vmUpOptions, dir string, progress io.Writer) (string, string, error) {
+// for --arch) with an initramfs (or, for --dax-root, a root image) built
+// for it from wren-agent (or wren-agent-arm64), unless --initrd names one.
+func wrenKernelBootFiles(ctx context.Context, o *vmUpOptions, dir string, progress io.Writer) (kernel, initrd, root string, err error) {
 	if o.initrd != "" {
 		if o.kernel != "" {
-			return o.kernel, o.initrd, nil
+			return o.kernel, o.initrd, "", nil
 		}
 		k, err := vm.FindWrenKernel(o.arch)
 		if err != nil {
-			return "", "", err
+			return "", "", "", err
 		}
-		return k.Kernel, o.initrd, nil
+		return k.Kernel, o.initrd, "", nil
 	}
 	name := "wren-agent"
 	if o.arch == vm.ArchARM64 {
@@ -273,17 +290,17 @@ func wrenKernelBootFiles(ctx context.Context, o *vmUpOptions, dir string, progre
 	}
 	agent, err := vm.FindBinary(name)
 	if err != nil {
-		return "", "", fmt.Errorf("no %s to build the initramfs from (make agent, or make agent-arm64): %w", name, err)
+		return "", "", "", fmt.Errorf("no %s to build the guest's root from (make agent, or make agent-arm64): %w", name, err)
 	}
-	fmt.Fprintf(progress, "vm: building the initramfs from %s\n", agent)
+	fmt.Fprintf(progress, "vm: building the guest's root from %s\n", agent)
 	a, err := vm.BuildArtifactsFor(ctx, vm.ArtifactOptions{
 		Agent: agent, Dir: filepath.Join(dir, "boot"), Debug: o.debug,
-		Kernel: vm.KernelWren, KernelFile: o.kernel, Arch: o.arch, Progress: progress,
+		Kernel: vm.KernelWren, KernelFile: o.kernel, Arch: o.arch, RootImage: o.daxRoot, Progress: progress,
 	})
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	return a.Kernel, a.Initrd, nil
+	return a.Kernel, a.Initrd, a.RootImage, nil
 }
 
 func vmStatus(args []string, stdout, stderr io.Writer) int {

@@ -57,7 +57,7 @@ func vmTemplate(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(sigCtx, o.timeout+time.Minute)
 	defer cancel()
-	k, ird, err := bootFiles(ctx, &vmUpOptions{kernel: o.kernel, initrd: o.initrd}, *dir, stderr)
+	k, ird, _, err := bootFiles(ctx, &vmUpOptions{kernel: o.kernel, initrd: o.initrd}, *dir, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "wrenctl vm template create: %v\n", err)
 		return exitError

@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wren-vm/wren/harness/vm"
+)
+
+// TestPodVMDAXRoot runs the TestPodVM cases on make kernel's kernel booted
+// from a DAX root image (wrenctl vm up --dax-root, Kata's image mode)
+// instead of an initramfs: the root is the read-only nvdimm, and the
+// agent's pages must stay out of guest RAM.
+func TestPodVMDAXRoot(t *testing.T) {
+	requireVM(t)
+	t.Parallel()
+	bins := binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+	agent := filepath.Join(bins, "wren-agent")
+	art, err := vm.BuildArtifactsFor(ctx, vm.ArtifactOptions{
+		Agent: agent, Dir: filepath.Join(work, "boot"), Kernel: vm.KernelWren, RootImage: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if art.Initrd != "" || art.RootImage == "" {
+		t.Fatalf("artifacts for a DAX root: initramfs %q, root image %q", art.Initrd, art.RootImage)
+	}
+	cfg := podConfig(t, bins, art, "", filepath.Join(work, "vm"))
+	cfg.RootImage = art.RootImage
+	v, err := vm.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runPodCasesFor(t, v, art.KernelVersion, podCases{
+		noModules: true, daxRootAgent: agent,
+		skip: map[string]string{"DAXImage": "the root image is the guest's nvdimm, and a second one beside it is not supported; DAXRoot checks DAX"},
+	})
+}
+
+// testDAXRoot: the agent runs from the nvdimm's partition, mounted
+// read-only with DAX (its own "guest root" record and the kernel's console),
+// and tmpfs does not hold
+// it (guest Shmem), as it would with an initramfs.
+func (p *pod) testDAXRoot(t *testing.T, agent string) {
+	var root map[string]any
+	for _, rec := range logRecords(vm.Tail(p.vm.AgentLog, 100000)) {
+		if rec["msg"] == "guest root" {
+			root = rec
+		}
+	}
+	if root == nil {
+		t.Fatalf("the agent logged no guest root record:\n%s", vm.Tail(p.vm.AgentLog, 20))
+	}
+	opts := fmt.Sprint(root["options"]) + "," + fmt.Sprint(root["super_options"])
+	if root["fstype"] != "ext4" || !hasOption(opts, "ro") || !hasOption(opts, "dax=always") {
+		t.Errorf("guest root %v, want ext4, read-only, with dax=always", root)
+	}
+	// The kernel calls the root device /dev/root; its console names it.
+	if !strings.Contains(vm.Tail(p.vm.Console, 100000), "EXT4-fs (pmem0p1): mounted filesystem") {
+		t.Error("console: the kernel did not mount ext4 from pmem0p1")
+	}
+	st, err := os.Stat(agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.newContainer(t, "meminfo", "cat", "/proc/meminfo")
+	out := p.run(t, c, nil)
+	if out.code != 0 {
+		t.Fatalf("cat /proc/meminfo: status %d, stderr %q", out.code, out.stderr)
+	}
+	kb := meminfo(t, out.stdout)
+	t.Logf("agent %d KiB; guest Shmem %d KiB, Cached %d KiB, used (MemTotal - MemAvailable) %d KiB",
+		st.Size()>>10, kb["Shmem"], kb["Cached"], kb["MemTotal"]-kb["MemAvailable"])
+	if kb["Shmem"]*1024 >= st.Size()/2 {
+		t.Errorf("guest Shmem %d KiB, not under half the agent's %d KiB: the agent is held in tmpfs", kb["Shmem"], st.Size()>>10)
+	}
+}
+
+func hasOption(list, opt string) bool {
+	for _, o := range strings.Split(list, ",") {
+		if o == opt {
+			return true
+		}
+	}
+	return false
+}
+
+// meminfo parses /proc/meminfo into KiB per field.
+func meminfo(t *testing.T, text string) map[string]int64 {
+	t.Helper()
+	kb := map[string]int64{}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			t.Fatalf("meminfo line %q: %v", sc.Text(), err)
+		}
+		kb[name] = n
+	}
+	for _, k := range []string{"MemTotal", "MemAvailable", "Shmem", "Cached"} {
+		if _, ok := kb[k]; !ok {
+			t.Fatalf("no %s in /proc/meminfo:\n%s", k, text)
+		}
+	}
+	return kb
+}
