@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Guest kernel benchmark (part of make bench's pod VM section): Debian's
 # kernel (its modules in the initramfs) against make kernel's (everything
-# built in, an initramfs without modules), boots alternating in one run,
+# built in), booted from an uncompressed initramfs without modules and from
+# a DAX root image (wrenctl vm up --dax-root), boots alternating in one run,
 # QEMU ${WREN_ACCEL:-tcg}, MEMORY MiB, 1 vCPU. Per boot: QEMU start → first
 # Health.Check (wrenctl vm up's boot_ms), the kernel's uptime when /init
 # started (the agent's first console record), and the guest's used memory
@@ -70,13 +71,16 @@ boot() {
 
 debian_boot=() debian_init=() debian_used=() debian_pss=() debian_idle=()
 wren_boot=() wren_init=() wren_used=() wren_pss=() wren_idle=()
+dax_boot=() dax_init=() dax_used=() dax_pss=() dax_idle=()
 arm64_boot=() arm64_init=() arm64_used=() arm64_pss=() arm64_idle=()
 for i in $(seq "$BOOTS"); do
   boot debian --kernel "$kernel_vmlinux" --initrd "$B/initramfs-debian.cpio.gz"
   boot wren --kernel out/vmlinux-wren
+  cp "$VMDIR/boot/wren-initramfs-x86_64.cpio" "$B/initramfs-wren.cpio"
+  boot dax --kernel out/vmlinux-wren --dax-root
+  cp --sparse=always "$VMDIR/boot/wren-root-x86_64.img" "$B/root-wren.img"
 done
-# vm up built it for make kernel's kernel (no modules, modules.builtin).
-cp "$VMDIR/boot/wren-initramfs-x86_64.cpio.gz" "$B/initramfs-wren.cpio.gz"
+# vm up built them for make kernel's kernel (no modules, modules.builtin).
 if [ "$ARM64_BOOTS" -gt 0 ] && [ -e out/Image-wren-arm64 ]; then
   make --no-print-directory -s agent-arm64 >/dev/null
   # The container's busybox must be arm64's too: the e2e tests' cached copy.
@@ -91,10 +95,19 @@ fi
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%s (%s–%s)", a[int((NR+1)/2)], a[1], a[NR]}'; }
 ratio() { awk -v a="$(median "${@:2}")" -v b="$1" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }'; }
-size() { awk -v s="$(stat -c %s "$1")" -v u="$(zcat "$1" | wc -c)" 'BEGIN { printf "%.1f MiB (%.1f MiB unpacked)", s / 1048576, u / 1048576 }'; }
-row() { # label unit debian-array-name wren-array-name goal
-  local -n d=$2 w=$3
-  printf '| %s | %s | %s | %s | %s |\n' "$1" "$(stats "${d[@]}")" "$(stats "${w[@]}")" "$(ratio "$(median "${d[@]}")" "${w[@]}")" "$4"
+size() {
+  if [ "$(head -c2 "$1" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then
+    awk -v s="$(stat -c %s "$1")" -v u="$(zcat "$1" | wc -c)" 'BEGIN { printf "%.1f MiB gzip (%.1f MiB unpacked)", s / 1048576, u / 1048576 }'
+  else
+    stat -c %s "$1" | awk '{ printf "%.1f MiB uncompressed", $1 / 1048576 }'
+  fi
+}
+row() { # label debian-array wren-array dax-array goal
+  local -n d=$2 w=$3 x=$4
+  local dm
+  dm=$(median "${d[@]}")
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(stats "${d[@]}")" "$(stats "${w[@]}")" "$(ratio "$dm" "${w[@]}")" \
+    "$(stats "${x[@]}")" "$(ratio "$dm" "${x[@]}")" "$5"
 }
 arm64_row=""
 if [ ${#arm64_boot[@]} -gt 0 ]; then
@@ -107,18 +120,21 @@ section=$(cat <<MD
 ## Guest kernel (scripts/bench-kernel.sh)
 
 $(date -u +%Y-%m-%d), $(nproc) cores (load average $(cut -d' ' -f1 /proc/loadavg) at the end), QEMU ${WREN_ACCEL:-tcg}, $MEMORY MiB, 1 vCPU,
-$BOOTS boots of each kernel, alternating. Debian's $kernel_version with its modules in the initramfs, against make
-kernel's $wren_release (guest-kernel-config/, everything built in, an initramfs without modules). Median (min–max).
+$BOOTS boots of each, alternating. Debian's $kernel_version with its modules in the initramfs (gzip, as the pod VM
+has booted it so far), against make kernel's $wren_release (guest-kernel-config/, everything built in) booted from an
+uncompressed initramfs without modules, and from a read-only DAX root image (\`wrenctl vm up --dax-root\`, Kata's
+image mode: the agent is mapped from the host's page cache, not held in guest RAM). Every boot has the pod VM's
+command line (\`noreplace-smp\`, and under TCG \`noapictimer\`: docs/perf/boot.md). Median (min–max).
 
-| measure | Debian's kernel | Wren's kernel | Wren ÷ Debian | goal |
-|---|---|---|---|---|
-$(row "QEMU start → first Health.Check (ms)" debian_boot wren_boot "≤ 0.3×")
-$(row "kernel uptime when /init started (ms)" debian_init wren_init "")
-$(row "guest used memory (MemTotal − MemAvailable) after boot + sandbox + one container (MiB)" debian_used wren_used "≤ 0.5×")
-$(row "host memory of the pod VM then: PSS of QEMU, virtiofsd, wren-vsockd, log collector (MiB)" debian_pss wren_pss "")
-$(row "host CPU of the idle pod VM after that container, over ${IDLE_S:-5} s (millicores)" debian_idle wren_idle "")
-| initramfs (gzip) | $(size "$B/initramfs-debian.cpio.gz") | $(size "$B/initramfs-wren.cpio.gz") | | |
-| kernel booted (\`-kernel\`) | $(stat -c %s "$kernel_vmlinux" | awk '{printf "%.1f MiB", $1/1048576}') vmlinux | $(stat -c %s out/vmlinux-wren | awk '{printf "%.1f MiB", $1/1048576}') vmlinux | | |
+| measure | Debian's kernel | Wren's kernel, initramfs | ÷ Debian | Wren's kernel, DAX root | ÷ Debian | goal |
+|---|---|---|---|---|---|---|
+$(row "QEMU start → first Health.Check (ms)" debian_boot wren_boot dax_boot "≤ 0.3×")
+$(row "kernel uptime when /init started (ms)" debian_init wren_init dax_init "")
+$(row "guest used memory (MemTotal − MemAvailable) after boot + sandbox + one container (MiB)" debian_used wren_used dax_used "≤ 0.5×")
+$(row "host memory of the pod VM then: PSS of QEMU, virtiofsd, wren-vsockd, log collector (MiB)" debian_pss wren_pss dax_pss "")
+$(row "host CPU of the idle pod VM after that container, over ${IDLE_S:-5} s (millicores)" debian_idle wren_idle dax_idle "")
+| boot image | initramfs $(size "$B/initramfs-debian.cpio.gz") | initramfs $(size "$B/initramfs-wren.cpio") | | root image $(stat -c %s "$B/root-wren.img" | awk '{printf "%.0f MiB", $1/1048576}') ($(du -k "$B/root-wren.img" | awk '{printf "%.1f MiB", $1/1024}') allocated) | | |
+| kernel booted (\`-kernel\`) | $(stat -c %s "$kernel_vmlinux" | awk '{printf "%.1f MiB", $1/1048576}') vmlinux | $(stat -c %s out/vmlinux-wren | awk '{printf "%.1f MiB", $1/1048576}') vmlinux | | the same | | |
 $arm64_row
 MD
 )
