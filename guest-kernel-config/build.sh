@@ -86,9 +86,7 @@ install_products() {
     # QEMU reads the whole ELF, symbol table included, before the guest
     # starts (about 25 ms of every boot for 13 MB of symbols): out/ gets
     # vmlinux without it; the cache keeps the full one for debugging.
-    if [ "${p%%:*}" = vmlinux ] && command -v objcopy >/dev/null; then
-      objcopy --strip-all "$entry/$f" "$OUT/$f.tmp"
-    else
+    if [ "${p%%:*}" != vmlinux ] || ! objcopy --strip-all "$entry/$f" "$OUT/$f.tmp" 2>/dev/null; then
       cp "$entry/$f" "$OUT/$f.tmp"
     fi
     if cmp -s "$OUT/$f.tmp" "$OUT/$f"; then rm -f "$OUT/$f.tmp"; else mv -f "$OUT/$f.tmp" "$OUT/$f"; fi

@@ -2,6 +2,7 @@ package scripts
 
 import (
 	"bytes"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,20 +95,38 @@ func TestKernelCacheHit(t *testing.T) {
 	if err := os.MkdirAll(entry, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	files := []string{"vmlinux-wren", "bzImage-wren", "config-wren", "modules.builtin-wren", "meta"}
+	files := []string{"bzImage-wren", "config-wren", "modules.builtin-wren", "meta"}
 	for _, f := range files {
 		if err := os.WriteFile(filepath.Join(entry, f), []byte("cached "+f+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// An ELF with a symbol table stands in for vmlinux: a program go
+	// build links (go test links its binaries without one).
+	src := filepath.Join(t.TempDir(), "main.go")
+	if err := os.WriteFile(src, []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(entry, "vmlinux-wren"), src)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
 	out, err := k.run("x86_64")
 	if err != nil || !strings.Contains(out, "kernel: cached in "+entry) {
 		t.Fatalf("build.sh with a warm cache: %v\n%s", err, out)
 	}
-	for _, f := range files[:4] {
+	for _, f := range files[:3] {
 		if b, err := os.ReadFile(filepath.Join(k.out, f)); err != nil || string(b) != "cached "+f+"\n" {
 			t.Errorf("out/%s = %q, %v", f, b, err)
 		}
+	}
+	// out/ gets vmlinux without its symbol table; the cache keeps it.
+	if !hasSymtab(t, filepath.Join(entry, "vmlinux-wren")) {
+		t.Fatal("the stand-in vmlinux has no symbol table to strip")
+	}
+	if hasSymtab(t, filepath.Join(k.out, "vmlinux-wren")) {
+		t.Error("out/vmlinux-wren still has its symbol table")
 	}
 	// Another source version misses the cache: build.sh goes to download it.
 	k.candidate("6.1.999-1")
@@ -115,4 +134,15 @@ func TestKernelCacheHit(t *testing.T) {
 	if err == nil || !strings.Contains(out, "apt-get was called: download -q linux-source-6.1=6.1.999-1") {
 		t.Errorf("build.sh on a cache miss: %v\n%s", err, out)
 	}
+}
+
+// hasSymtab reports whether the ELF file at path has a .symtab section.
+func hasSymtab(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	defer f.Close()
+	return f.Section(".symtab") != nil
 }
