@@ -216,6 +216,9 @@ func BuildArtifactsFor(ctx context.Context, o ArtifactOptions) (*Artifacts, erro
 	return a, nil
 }
 
+// rootImageAlign is what a DAX root image's size is rounded up to.
+const rootImageAlign = 2 * image.MiB
+
 // buildRootImage writes the initramfs's tree as a DAX root image
 // (wren-root-<arch>[-debug].img) into o.Dir.
 func buildRootImage(ctx context.Context, o ArtifactOptions, opts initramfs.Options) (string, error) {
@@ -231,7 +234,10 @@ func buildRootImage(ctx context.Context, o ArtifactOptions, opts initramfs.Optio
 		name += "-debug"
 	}
 	out := filepath.Join(o.Dir, name+".img")
-	if err := image.Build(ctx, image.Options{Tree: tree, Out: out, Progress: o.Progress}); err != nil {
+	// Rounded to 2 MiB, not Kata's 128: Linux maps device memory in 2 MiB
+	// subsections (since 5.3), and every 128 MiB of nvdimm costs the guest
+	// 2 MiB of struct pages and their set-up at boot.
+	if err := image.Build(ctx, image.Options{Tree: tree, Out: out, Align: rootImageAlign, Progress: o.Progress}); err != nil {
 		return "", fmt.Errorf("root image: %w", err)
 	}
 	return out, nil
