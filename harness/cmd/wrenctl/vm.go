@@ -26,7 +26,7 @@ func defaultVMDir() string {
 }
 
 const vmUsage = `usage: wrenctl vm up [--dir STATE] [--memory MiB] [--cpus N] [--debug] [--shared-dir DIR]
-                     [--kernel VMLINUX] [--initrd INITRAMFS] [--image DAX_IMAGE] [--accel tcg|kvm|auto]
+                     [--kernel VMLINUX] [--initrd INITRAMFS | --dax-root] [--image DAX_IMAGE] [--accel tcg|kvm|auto]
                      [--cid N] [--kernel-params WORDS] [--timeout DURATION] [--template TEMPLATE]
        wrenctl vm template create --dir TEMPLATE [--kernel VMLINUX] [--initrd INITRAMFS] [--memory MiB] ...
        wrenctl vm status [--dir STATE]

@@ -44,6 +44,20 @@ func TestWrenctlVMWithoutVM(t *testing.T) {
 	if code != exitError || !strings.Contains(errOut, "kernel") {
 		t.Errorf("vm up with a missing kernel: %d %q", code, errOut)
 	}
+	// --dax-root boots make kernel's kernel from a root image: not with an
+	// initramfs, not with a kernel that has no .config beside it.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--dax-root", "--initrd", filepath.Join(dir, "i")}, "not from --initrd"},
+		{[]string{"--dax-root", "--kernel", filepath.Join(dir, "vmlinuz")}, "needs make kernel's kernel"},
+	} {
+		args := append([]string{"vm", "up", "--dir", dir}, c.args...)
+		if _, errOut, code := wrenctl(t, "", args...); code != exitError || !strings.Contains(errOut, c.want) {
+			t.Errorf("vm up %v: %d %q, want %q", c.args, code, errOut, c.want)
+		}
+	}
 	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
 		t.Errorf("a failed vm up left %d entries in the state dir", len(ents))
 	}
