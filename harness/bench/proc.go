@@ -29,7 +29,7 @@ func ReadProc(pid int) (ProcSample, error) {
 	if err != nil {
 		return s, fmt.Errorf("read status: %w", err)
 	}
-	st, err := parseKeyValues(status)
+	st, err := ParseKeyValues(status)
 	if err != nil {
 		return s, fmt.Errorf("parse /proc/%d/status: %w", pid, err)
 	}
@@ -37,7 +37,7 @@ func ReadProc(pid int) (ProcSample, error) {
 	if err != nil {
 		return s, fmt.Errorf("read smaps_rollup: %w", err)
 	}
-	sm, err := parseKeyValues(rollup)
+	sm, err := ParseKeyValues(rollup)
 	if err != nil {
 		return s, fmt.Errorf("parse /proc/%d/smaps_rollup: %w", pid, err)
 	}
@@ -61,10 +61,11 @@ func ReadProc(pid int) (ProcSample, error) {
 	return s, nil
 }
 
-// parseKeyValues reads the "Key:   123 kB" lines of /proc/PID/status and
-// smaps_rollup into numbers (kB values stay in KiB). Lines whose value is
-// not a number (Name, State, the rollup's address header) are skipped.
-func parseKeyValues(b []byte) (map[string]int64, error) {
+// ParseKeyValues reads the "Key:   123 kB" lines of /proc/PID/status,
+// smaps_rollup or /proc/meminfo into numbers (kB values stay in KiB).
+// Lines whose value is not a number (Name, State, the rollup's address
+// header) are skipped.
+func ParseKeyValues(b []byte) (map[string]int64, error) {
 	out := map[string]int64{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {

@@ -28,7 +28,7 @@ Pss_Shmem:             0 kB
 `
 
 func TestParseKeyValues(t *testing.T) {
-	st, err := parseKeyValues([]byte(statusSample))
+	st, err := ParseKeyValues([]byte(statusSample))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestParseKeyValues(t *testing.T) {
 			t.Errorf("%s parsed as a number", k)
 		}
 	}
-	sm, err := parseKeyValues([]byte(rollupSample))
+	sm, err := ParseKeyValues([]byte(rollupSample))
 	if err != nil {
 		t.Fatal(err)
 	}
