@@ -14,8 +14,7 @@ import (
 // TestPodVMARM64 boots the arm64 pod VM (make kernel's arm64 Image, the
 // cross-built agent, QEMU's virt machine under TCG) and runs the TestPodVM
 // cases there, with arm64 busybox in the containers and the tests' helper
-// binaries cross-built. DAXImage and ContainerCannotReachAgent do not run
-// (docs/pod-vm.md, "arm64").
+// binaries cross-built. DAXImage does not run (docs/pod-vm.md, "arm64").
 func TestPodVMARM64(t *testing.T) {
 	requireVM(t)
 	t.Parallel()
@@ -45,8 +44,6 @@ func TestPodVMARM64(t *testing.T) {
 		busybox: bb, goarch: "arm64", noModules: true,
 		skip: map[string]string{
 			"DAXImage": "QEMU's virt machine describes an NVDIMM only through ACPI, which the direct-boot arm64 guest has not",
-			// An open bug, not a platform limit: docs/pod-vm.md, "arm64".
-			"ContainerCannotReachAgent": "its Go probe crashes now and then (SIGSEGV on its own static data) under the full make test load; cause unknown",
 		},
 	})
 }

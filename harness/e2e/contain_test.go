@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/wren-vm/wren/harness/kata"
 	"github.com/wren-vm/wren/harness/vm"
 )
@@ -50,10 +52,20 @@ const probePort = 5000
 // serves (API, log stream, debug console) at every CID a guest process
 // could name: the local CID, the host, the guest's own and the
 // hypervisor's. None may answer; the host's test port must.
+//
+// The probe runs from a copy in a tmpfs the container's shell writes, not
+// from the share: under TCG a program virtiofsd has just read into pages
+// that held other code can run that code's stale translations
+// (docs/pod-vm.md, "arm64"); pages the guest CPU writes have none. The
+// copy is overwritten afterwards for the same reason, before its pages are
+// freed for whatever the share brings next.
 func (p *pod) testContainerCannotReachAgent(t *testing.T) {
 	c := p.newContainer(t, "vsockprobe", "/bin/sh", "-c",
-		fmt.Sprintf("ls -d /sys/module/vsock_loopback 2>/dev/null || echo no-loopback; /bin/vsockprobe -cids 0,1,2,%d -ports %d,%d,%d,%d",
+		fmt.Sprintf("ls -d /sys/module/vsock_loopback 2>/dev/null || echo no-loopback; "+
+			"cp /bin/vsockprobe /probe/ && /probe/vsockprobe -cids 0,1,2,%d -ports %d,%d,%d,%d; rc=$?; "+
+			"dd if=/dev/zero of=/probe/vsockprobe bs=1M count=8 conv=notrunc 2>/dev/null; exit $rc",
 			p.vm.State.GuestCID, vm.AgentPort, vm.LogPort, vm.DebugConsolePort, probePort))
+	c.spec.Mounts = append(c.spec.Mounts, specs.Mount{Destination: "/probe", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=16m"}})
 	bin := filepath.Join(kata.HostRootfs(p.vm.SharedDir, c.id), "bin", "vsockprobe")
 	build := exec.Command("go", "build", "-o", bin, "./testdata/vsockprobe")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")

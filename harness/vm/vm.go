@@ -567,6 +567,14 @@ func KernelCmdline(cfg *Config) string {
 			// local APIC ticks for 100 ms to calibrate that timer; the
 			// HPET ticks instead (docs/perf/boot.md).
 			params = append(params, "noapictimer")
+			// TCG drops the code it translated for a guest page only when
+			// a vCPU writes to the page; virtiofsd writes file data into
+			// the shared guest RAM behind its back, so a program read from
+			// the share into a page that held other code could run that
+			// code's translations. Zeroing every new page (Debian's kernel
+			// does by default, Wren's does not) is such a write. arm64's
+			// zeroing does not help there (docs/pod-vm.md, "arm64").
+			params = append(params, "init_on_alloc=1")
 		}
 	}
 	if cfg.RootImage != "" {
