@@ -190,7 +190,9 @@ func (s *Server) handshake(ctx context.Context, c *net.UnixConn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	if err := s.dev.hostConnect(c, port); err != nil {
-		s.cfg.Logger.Info("host connect refused", "port", port, "err", err)
+		// Debug, not info: a host waiting for a booting guest's agent is
+		// refused every few tens of milliseconds until it listens.
+		s.cfg.Logger.Debug("host connect refused", "port", port, "err", err)
 	}
 }
 
