@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,18 +169,4 @@ func mountCgroupV1(log *slog.Logger, root, dir string) error {
 	}
 	log.Info("cgroup v1 mounted", "path", CgroupRoot, "controllers", strings.Join(mounted, " "))
 	return errors.Join(errs...)
-}
-
-// RootMount describes the filesystem mounted at / as the process sees it:
-// the initramfs ("rootfs"), or a root image the kernel mounted (for Kata's
-// image mode, ext4 on the nvdimm with dax=always).
-func RootMount() (*mountinfo.Info, error) {
-	mounts, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter("/"))
-	if err != nil {
-		return nil, fmt.Errorf("root mount: %w", err)
-	}
-	if len(mounts) == 0 {
-		return nil, errors.New("root mount: / is not in /proc/self/mountinfo")
-	}
-	return mounts[len(mounts)-1], nil
 }

@@ -145,7 +145,7 @@ func run(pid1 bool) exit {
 func initGuest(ctx context.Context, log *slog.Logger, cfg config.Config) {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	_ = initd.Setup(ctx, log, initd.Config{CgroupV1: initd.CgroupV1Requested(config.SplitCmdline(string(cmdline)))})
-	if m, err := initd.RootMount(); err != nil {
+	if m, err := container.RootMount(); err != nil {
 		log.Warn("guest root unknown", "err", err)
 	} else {
 		log.Info("guest root", "fstype", m.FSType, "source", m.Source, "options", m.Options, "super_options", m.VFSOptions)
