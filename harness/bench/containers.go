@@ -47,13 +47,23 @@ func (p *pod) id(kind string) string { return fmt.Sprintf("%s%d", kind, p.seq.Ad
 
 // create and start a container running args.
 func (p *pod) start(ctx context.Context, id string, spec *specs.Spec) error {
+	return p.startRequest(ctx, containerRequest(id, spec))
+}
+
+// containerRequest is the plain CreateContainer request for spec.
+func containerRequest(id string, spec *specs.Spec) *agentpb.CreateContainerRequest {
+	return &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(spec)}
+}
+
+// startRequest sends req, then starts the container it created.
+func (p *pod) startRequest(ctx context.Context, req *agentpb.CreateContainerRequest) error {
 	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
-	if _, err := p.c.Agent.CreateContainer(cctx, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: ocispec.FromSpec(spec)}); err != nil {
+	if _, err := p.c.Agent.CreateContainer(cctx, req); err != nil {
 		return fmt.Errorf("CreateContainer: %w", err)
 	}
-	if _, err := p.c.Agent.StartContainer(cctx, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
-		_ = p.remove(ctx, id) // best effort: the StartContainer error is the one to report
+	if _, err := p.c.Agent.StartContainer(cctx, &agentpb.StartContainerRequest{ContainerId: req.ContainerId}); err != nil {
+		_ = p.remove(ctx, req.ContainerId) // best effort: the StartContainer error is the one to report
 		return fmt.Errorf("StartContainer: %w", err)
 	}
 	return nil
@@ -81,8 +91,15 @@ func (p *pod) remove(ctx context.Context, id string) error {
 // runTrue is create+start+wait+remove of /bin/true.
 func (p *pod) runTrue(ctx context.Context) (time.Duration, error) {
 	id := p.id("true")
+	return p.runToEnd(ctx, containerRequest(id, p.bundle.Spec("/bin/true")))
+}
+
+// runToEnd times create+start+wait+remove of the /bin/true container
+// req describes.
+func (p *pod) runToEnd(ctx context.Context, req *agentpb.CreateContainerRequest) (time.Duration, error) {
+	id := req.ContainerId
 	t0 := time.Now()
-	if err := p.start(ctx, id, p.bundle.Spec("/bin/true")); err != nil {
+	if err := p.startRequest(ctx, req); err != nil {
 		return 0, err
 	}
 	code, err := p.wait(ctx, id, id)

@@ -69,31 +69,7 @@ func (r *Runner) withPolicyPods(ctx context.Context, subjects []policySubject, f
 // Kata's runtime (kata.PodContainerRequest), which the rules allow.
 func (p *pod) runPolicyTrue(ctx context.Context) (time.Duration, error) {
 	id := p.id("ptrue")
-	spec := p.bundle.Spec("/bin/true")
-	req := kata.PodContainerRequest(id, filepath.Base(p.bundle.Dir), spec)
-	t0 := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	defer cancel()
-	if _, err := p.c.Agent.CreateContainer(cctx, req); err != nil {
-		return 0, fmt.Errorf("CreateContainer: %w", err)
-	}
-	if _, err := p.c.Agent.StartContainer(cctx, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
-		_ = p.remove(ctx, id) // best effort: the StartContainer error is the one to report
-		return 0, fmt.Errorf("StartContainer: %w", err)
-	}
-	code, err := p.wait(ctx, id, id)
-	if err != nil {
-		_ = p.remove(ctx, id)
-		return 0, err
-	}
-	if err := p.remove(ctx, id); err != nil {
-		return 0, err
-	}
-	d := time.Since(t0)
-	if code != 0 {
-		return d, fmt.Errorf("/bin/true exited %d", code)
-	}
-	return d, nil
+	return p.runToEnd(ctx, kata.PodContainerRequest(id, filepath.Base(p.bundle.Dir), p.bundle.Spec("/bin/true")))
 }
 
 // policyCalls times n calls of a cheap request per subject, interleaved
