@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"os/exec"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/wren-vm/wren/harness/vm"
 	"github.com/wren-vm/wren/internal/testbundle"
@@ -22,24 +19,8 @@ func TestPodVMARM64(t *testing.T) {
 	if _, err := exec.LookPath(vm.DefaultQEMUARM64); err != nil {
 		t.Fatalf("qemu-system-aarch64 not installed (scripts/install-deps.sh arm64): %v", err)
 	}
-	bins := binaries(t)
 	bb := testbundle.ForeignBusybox(t, "arm64")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	work := t.TempDir()
-	art, err := vm.BuildArtifactsFor(ctx, vm.ArtifactOptions{
-		Agent: filepath.Join(bins, "wren-agent-arm64"), Dir: filepath.Join(work, "boot"),
-		Kernel: vm.KernelWren, Arch: vm.ArchARM64,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := podConfig(t, bins, art, "", filepath.Join(work, "vm"))
-	cfg.Arch = vm.ArchARM64
-	v, err := vm.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, art := startPodVM(t, vm.ArtifactOptions{Kernel: vm.KernelWren, Arch: vm.ArchARM64}, false)
 	runPodCasesFor(t, v, art.KernelVersion, podCases{
 		busybox: bb, goarch: "arm64", noModules: true,
 		skip: map[string]string{

@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/wren-vm/wren/harness/bench"
 	"github.com/wren-vm/wren/harness/vm"
@@ -20,17 +18,7 @@ import (
 func TestPodVMDAXRoot(t *testing.T) {
 	requireVM(t)
 	t.Parallel()
-	bins := binaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	work := t.TempDir()
-	agent := filepath.Join(bins, "wren-agent")
-	art, err := vm.BuildArtifactsFor(ctx, vm.ArtifactOptions{
-		Agent: agent, Dir: filepath.Join(work, "boot"), Kernel: vm.KernelWren, RootImage: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, art := startPodVM(t, vm.ArtifactOptions{Kernel: vm.KernelWren, RootImage: true}, false)
 	if art.Initrd != "" || art.RootImage == "" {
 		t.Fatalf("artifacts for a DAX root: initramfs %q, root image %q", art.Initrd, art.RootImage)
 	}
@@ -43,14 +31,8 @@ func TestPodVMDAXRoot(t *testing.T) {
 	if st.Size()%(2<<20) != 0 || st.Size() >= 128<<20 {
 		t.Errorf("root image %s is %d bytes, want a multiple of 2 MiB under 128 MiB", art.RootImage, st.Size())
 	}
-	cfg := podConfig(t, bins, art, "", filepath.Join(work, "vm"))
-	cfg.RootImage = art.RootImage
-	v, err := vm.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	runPodCasesFor(t, v, art.KernelVersion, podCases{
-		noModules: true, daxRootAgent: agent,
+		noModules: true, daxRootAgent: filepath.Join(binaries(t), "wren-agent"),
 		skip: map[string]string{"DAXImage": "the root image is the guest's nvdimm, and a second one beside it is not supported; DAXRoot checks DAX"},
 	})
 }

@@ -51,21 +51,7 @@ func TestPodVM(t *testing.T) {
 	requireVM(t)
 	// Beside TestPodVMClone: each guest is one TCG thread.
 	t.Parallel()
-	bins := binaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	work := t.TempDir()
-	art, err := vm.BuildArtifacts(ctx, filepath.Join(bins, "wren-agent"), filepath.Join(work, "boot"), false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(work, "dax.img")
-	buildDAXImage(t, img)
-
-	v, err := vm.Start(ctx, podConfig(t, bins, art, img, filepath.Join(work, "vm")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, art := startPodVM(t, vm.ArtifactOptions{}, true)
 	runPodCases(t, v, art.KernelVersion)
 }
 
@@ -75,30 +61,50 @@ func TestPodVM(t *testing.T) {
 func TestPodVMWrenKernel(t *testing.T) {
 	requireVM(t)
 	t.Parallel()
+	v, art := startPodVM(t, vm.ArtifactOptions{Kernel: vm.KernelWren}, true)
+	runPodCasesFor(t, v, art.KernelVersion, podCases{noModules: true})
+}
+
+// startPodVM builds the boot files o asks for (the agent, when o names
+// none, is wren-agent for its architecture) and boots the pod VM the
+// TestPodVM cases run against, with the test's DAX image attached when
+// daxImage is set. The VM outlives the call: runPodCasesFor stops it.
+func startPodVM(t *testing.T, o vm.ArtifactOptions, daxImage bool) (*vm.VM, *vm.Artifacts) {
+	t.Helper()
 	bins := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	work := t.TempDir()
-	art, err := vm.BuildArtifactsFor(ctx, vm.ArtifactOptions{
-		Agent: filepath.Join(bins, "wren-agent"), Dir: filepath.Join(work, "boot"), Kernel: vm.KernelWren,
-	})
+	if o.Agent == "" {
+		o.Agent = filepath.Join(bins, "wren-agent")
+		if o.Arch == vm.ArchARM64 {
+			o.Agent += "-arm64"
+		}
+	}
+	o.Dir = filepath.Join(work, "boot")
+	art, err := vm.BuildArtifactsFor(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := filepath.Join(work, "dax.img")
-	buildDAXImage(t, img)
-	v, err := vm.Start(ctx, podConfig(t, bins, art, img, filepath.Join(work, "vm")))
+	img := ""
+	if daxImage {
+		img = filepath.Join(work, "dax.img")
+		buildDAXImage(t, img)
+	}
+	cfg := podConfig(t, bins, art, img, filepath.Join(work, "vm"))
+	cfg.Arch = o.Arch
+	v, err := vm.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	runPodCasesFor(t, v, art.KernelVersion, podCases{noModules: true})
+	return v, art
 }
 
 // podConfig is the pod VM the TestPodVM cases run against, booted cold or
 // made into a template.
 func podConfig(t *testing.T, bins string, art *vm.Artifacts, img, dir string) vm.Config {
 	return vm.Config{
-		Dir: dir, Kernel: art.Kernel, Initrd: art.Initrd, Image: img,
+		Dir: dir, Kernel: art.Kernel, Initrd: art.Initrd, RootImage: art.RootImage, Image: img,
 		MemoryMiB: 768, Vsockd: filepath.Join(bins, "wren-vsockd"),
 		BootTimeout: 4 * time.Minute, Progress: testLog{t},
 	}
