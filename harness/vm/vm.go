@@ -581,15 +581,14 @@ func KernelCmdline(cfg *Config) string {
 		// Kata's image mode: the nvdimm's partition, read-only, with DAX.
 		params = append(params, "root=/dev/pmem0p1", "rootfstype=ext4", "rootflags=dax", "ro", "init=/init")
 	}
-	if !cfg.Debug {
+	if cfg.Debug {
+		params = append(params, "agent.log=debug", "agent.debug_console",
+			"agent.debug_console_vport="+strconv.Itoa(DebugConsolePort))
+	} else {
 		// As Kata boots its guests: the kernel's messages below warning
 		// stay in its ring buffer instead of crossing the emulated serial
 		// port one byte at a time (docs/perf/boot.md).
 		params = append(params, "quiet")
-	}
-	if cfg.Debug {
-		params = append(params, "agent.log=debug", "agent.debug_console",
-			"agent.debug_console_vport="+strconv.Itoa(DebugConsolePort))
 	}
 	return strings.Join(append(params, cfg.KernelParams...), " ")
 }
