@@ -124,7 +124,7 @@ $BOOTS boots of each, alternating. Debian's $kernel_version with its modules in 
 has booted it so far), against make kernel's $wren_release (guest-kernel-config/, everything built in) booted from an
 uncompressed initramfs without modules, and from a read-only DAX root image (\`wrenctl vm up --dax-root\`, Kata's
 image mode: the agent is mapped from the host's page cache, not held in guest RAM). Every boot has the pod VM's
-command line (\`quiet\`, \`noreplace-smp\`, and under TCG \`noapictimer init_on_alloc=1\`: docs/perf/boot.md). Median (min–max).
+command line (\`quiet\`, \`noreplace-smp no_timer_check\`, and under TCG \`noapictimer init_on_alloc=1\`: docs/perf/boot.md). Median (min–max).
 
 | measure | Debian's kernel | Wren's kernel, initramfs | ÷ Debian | Wren's kernel, DAX root | ÷ Debian | goal |
 |---|---|---|---|---|---|---|

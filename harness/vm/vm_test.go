@@ -66,8 +66,8 @@ func TestKernelCmdlineBootWords(t *testing.T) {
 		{Config{}, []string{"noreplace-smp", "noapictimer", "loop.max_loop=0", "init_on_alloc=1", "quiet"}, []string{"root=/dev/pmem0p1"}},
 		{Config{Debug: true}, []string{"agent.log=debug"}, []string{"quiet"}},
 		{Config{Accel: "tcg"}, []string{"noreplace-smp", "noapictimer", "init_on_alloc=1"}, nil},
-		{Config{Accel: "kvm"}, []string{"noreplace-smp"}, []string{"noapictimer", "init_on_alloc=1"}},
-		{Config{Arch: ArchARM64}, []string{"console=ttyAMA0", "loop.max_loop=0"}, []string{"noreplace-smp", "noapictimer", "init_on_alloc=1"}},
+		{Config{Accel: "kvm"}, []string{"noreplace-smp", "no_timer_check"}, []string{"noapictimer", "init_on_alloc=1"}},
+		{Config{Arch: ArchARM64}, []string{"console=ttyAMA0", "loop.max_loop=0"}, []string{"noreplace-smp", "no_timer_check", "noapictimer", "init_on_alloc=1"}},
 		{Config{RootImage: "/r.img"}, []string{"root=/dev/pmem0p1", "rootfstype=ext4", "rootflags=dax", "ro", "init=/init"}, nil},
 	} {
 		got := words(&c.cfg)
