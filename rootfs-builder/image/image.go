@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wren-vm/wren/rootfs-builder/cpio"
+	"github.com/wren-vm/wren/rootfs-builder/internal/outfile"
 )
 
 // Layout constants (Kata osbuilder image_builder.sh / nsdax.gpl.c).
@@ -134,8 +135,13 @@ func Build(ctx context.Context, opts Options) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), opts.Out); err != nil {
+	replaced, err := outfile.Commit(tmp.Name(), opts.Out)
+	if err != nil {
 		return fmt.Errorf("image: %w", err)
+	}
+	if !replaced {
+		progress(opts.Progress, "image: %s unchanged (%d MiB)", opts.Out, total/MiB)
+		return nil
 	}
 	progress(opts.Progress, "image: wrote %s (%d MiB)", opts.Out, total/MiB)
 	return nil

@@ -145,6 +145,41 @@ func TestBuildReproducible(t *testing.T) {
 	}
 }
 
+// TestBuildUnchanged: an image built again from the same tree stays the
+// same file (same inode, "unchanged" in the progress); another tree
+// replaces it.
+func TestBuildUnchanged(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "root.img")
+	var progress bytes.Buffer
+	build := func(tree *cpio.Archive) os.FileInfo {
+		t.Helper()
+		progress.Reset()
+		if err := Build(context.Background(), Options{Tree: tree, Out: out, MTime: 1, Progress: &progress}); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	first := build(sampleTree(t))
+	second := build(sampleTree(t))
+	if !os.SameFile(first, second) {
+		t.Error("a rebuild from the same tree replaced the image")
+	}
+	if !strings.Contains(progress.String(), "unchanged") {
+		t.Errorf("progress of the rebuild does not say unchanged:\n%s", progress.String())
+	}
+	other := sampleTree(t)
+	if err := other.File("/other", 0o644, []byte("other\n")); err != nil {
+		t.Fatal(err)
+	}
+	if third := build(other); os.SameFile(second, third) {
+		t.Error("an image of another tree kept the old file")
+	}
+}
+
 func TestBuildErrors(t *testing.T) {
 	if err := Build(context.Background(), Options{Out: "/tmp/x"}); err == nil {
 		t.Error("no tree accepted")

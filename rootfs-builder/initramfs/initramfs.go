@@ -22,6 +22,7 @@ import (
 
 	"github.com/wren-vm/wren/lib/kmod"
 	"github.com/wren-vm/wren/rootfs-builder/cpio"
+	"github.com/wren-vm/wren/rootfs-builder/internal/outfile"
 )
 
 // DefaultModules are the modules the agent's guest needs from a modular
@@ -139,7 +140,8 @@ func Build(w io.Writer, opts Options) error {
 	return zw.Close()
 }
 
-// BuildFile writes the initramfs to path atomically (temp file + rename).
+// BuildFile writes the initramfs to path atomically (temp file + rename),
+// leaving path alone when it already holds the same bytes.
 func BuildFile(path string, opts Options) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-")
 	if err != nil {
@@ -156,7 +158,8 @@ func BuildFile(path string, opts Options) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	_, err = outfile.Commit(tmp.Name(), path)
+	return err
 }
 
 func progress(w io.Writer, format string, args ...any) {

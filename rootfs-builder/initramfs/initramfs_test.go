@@ -114,6 +114,44 @@ func TestBuildReproducible(t *testing.T) {
 	}
 }
 
+// TestBuildFileUnchanged: rebuilding from the same inputs leaves the file
+// in place (same inode); other inputs replace it.
+func TestBuildFileUnchanged(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "initrd.cpio")
+	opts := Options{Init: staticInit(t), Compression: CompressNone}
+	if err := BuildFile(out, opts); err != nil {
+		t.Fatal(err)
+	}
+	first, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := BuildFile(out, opts); err != nil {
+		t.Fatal(err)
+	}
+	second, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(first, second) {
+		t.Error("a rebuild from the same inputs replaced the file")
+	}
+	opts.MTime = 1
+	if err := BuildFile(out, opts); err != nil {
+		t.Fatal(err)
+	}
+	third, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.SameFile(second, third) {
+		t.Error("a build from other inputs kept the old file")
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".*")); len(left) > 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
 func TestBuildContents(t *testing.T) {
 	k := debianKernel(t)
 	init := staticInit(t)
