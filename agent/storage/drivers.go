@@ -159,17 +159,28 @@ func (m *Manager) mountHugetlbfs(v *Volume) (*mountState, error) {
 	if pagesize < 1<<12 || size%pagesize != 0 {
 		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "hugetlbfs size %d is not a multiple of pagesize %d", size, pagesize)
 	}
-	if err := m.reserveHugepages(pagesize, size/pagesize); err != nil {
+	undo, err := m.reserveHugepages(pagesize, size/pagesize)
+	if err != nil {
 		return nil, err
 	}
 	source := v.Source
 	if source == "" {
 		source = "nodev"
 	}
-	return m.plainMount(source, "hugetlbfs", v, v.Options)
+	st, err := m.plainMount(source, "hugetlbfs", v, v.Options)
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	return st, nil
 }
 
-func (m *Manager) reserveHugepages(pagesize, pages uint64) error {
+// reserveHugepages raises the kernel's pool of pagesize hugepages to at
+// least pages. A failed request must not leave guest memory set aside:
+// when the kernel reserves fewer, the pool goes back to its old size, and
+// so it does through the returned undo (for a mount that then fails). A
+// pool that was large enough is left as it is, and undo does nothing.
+func (m *Manager) reserveHugepages(pagesize, pages uint64) (undo func(), err error) {
 	p := filepath.Join(m.sysfs, "kernel/mm/hugepages", fmt.Sprintf("hugepages-%dkB", pagesize>>10), "nr_hugepages")
 	read := func() (uint64, error) {
 		b, err := os.ReadFile(p)
@@ -178,20 +189,28 @@ func (m *Manager) reserveHugepages(pagesize, pages uint64) error {
 		}
 		return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	}
+	nothing := func() {}
 	cur, err := read()
 	if err != nil {
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "hugepages of %d bytes unsupported: %v", pagesize, err)
+		return nothing, errdefs.Errorf(errdefs.ErrInvalidArgument, "hugepages of %d bytes unsupported: %v", pagesize, err)
 	}
 	if cur >= pages {
-		return nil
+		return nothing, nil
+	}
+	restore := func() {
+		if err := os.WriteFile(p, []byte(strconv.FormatUint(cur, 10)), 0); err != nil {
+			m.log.Warn("hugepages pool not restored", "path", p, "pages", cur, "err", err)
+		}
 	}
 	if err := os.WriteFile(p, []byte(strconv.FormatUint(pages, 10)), 0); err != nil {
-		return fmt.Errorf("reserve %d hugepages: %w", pages, err)
+		restore() // a write that failed part-way may still have grown the pool
+		return nothing, fmt.Errorf("reserve %d hugepages: %w", pages, err)
 	}
 	if got, err := read(); err != nil || got < pages {
-		return errdefs.Errorf(errdefs.ErrResourceExhausted, "reserved %d of %d hugepages of %d bytes", got, pages, pagesize)
+		restore()
+		return nothing, errdefs.Errorf(errdefs.ErrResourceExhausted, "reserved %d of %d hugepages of %d bytes", got, pages, pagesize)
 	}
-	return nil
+	return restore, nil
 }
 
 func (m *Manager) mountLocal(ctx context.Context, owner string, v *Volume) (*mountState, error) {

@@ -244,6 +244,23 @@ func TestHugetlbfsReservesPages(t *testing.T) {
 	}
 	assertMountsUnchanged(t, before)
 
+	// A mount that fails after the pages were set aside gives them back
+	// and leaves no mount.
+	if err := os.WriteFile(nr, []byte("0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	err = m.MountVolumes(context.Background(), "c1", []Volume{{
+		Driver: DriverEphemeral, FSType: "hugetlbfs", MountPoint: mp, Options: []string{"pagesize=2M", "size=4M", "uid=not-a-number"},
+	}})
+	if err == nil {
+		t.Fatal("a hugetlbfs mount with a bad uid= succeeded")
+	}
+	b, _ = os.ReadFile(nr)
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n != 0 {
+		t.Fatalf("after the failed mount nr_hugepages = %d, want the 0 it was", n)
+	}
+	assertMountsUnchanged(t, before)
+
 	// A size that is not a whole number of pages is refused up front.
 	err = m.MountVolumes(context.Background(), "c1", []Volume{{
 		Driver: DriverEphemeral, FSType: "hugetlbfs", MountPoint: mp, Options: []string{"pagesize=2M", "size=3M"},
