@@ -177,6 +177,9 @@ func (s *Sandbox) checkContainerConfig(cfg *ContainerConfig) (execID string, err
 	if spec.Linux == nil {
 		spec.Linux = &specs.Linux{}
 	}
+	if err := checkNamespacePaths(spec.Linux.Namespaces); err != nil {
+		return "", err
+	}
 	if len(cfg.Storages) > 0 && s.opts.Storage == nil {
 		return "", errdefs.New(errdefs.ErrUnimplemented, "no storage layer configured")
 	}
@@ -287,18 +290,46 @@ func pidnsIf(want bool, path string) string {
 	return ""
 }
 
+// checkNamespacePaths refuses a spec that would join a namespace by path,
+// but for the pid, ipc and uts namespaces, whose paths the agent sets
+// itself (shapeSpec). Kata's runtimes send no path at all (they drop the
+// network and cgroup namespaces and empty every other path), so a path is
+// the host naming a namespace of the guest: /proc/1/ns/mnt would put the
+// container in the agent's own mount namespace.
+func checkNamespacePaths(nss []specs.LinuxNamespace) error {
+	for _, n := range nss {
+		switch n.Type {
+		case specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace:
+			continue
+		}
+		if n.Path != "" {
+			return errdefs.Errorf(errdefs.ErrInvalidArgument,
+				"%s namespace path %q: a container joins no guest namespace by path (the sandbox's pid, ipc and uts namespaces are the only shared ones, and the agent picks them)", n.Type, n.Path)
+		}
+	}
+	return nil
+}
+
 // joinSandboxNamespaces points the spec's uts and ipc namespaces at the
-// sandbox's. The hostname lives in the sandbox UTS namespace, so the spec
-// must not set it again.
+// sandbox's, whatever path the spec names, as Kata's agent does: no
+// container shares the agent's or another namespace the host picked. The
+// hostname lives in the sandbox UTS namespace, so the spec must not set it
+// again.
 func joinSandboxNamespaces(spec *specs.Spec, ns *namespaces) {
 	for i := range spec.Linux.Namespaces {
 		n := &spec.Linux.Namespaces[i]
-		switch {
-		case n.Type == specs.UTSNamespace && ns != nil && ns.uts != "" && n.Path == "":
-			n.Path = ns.uts
-			spec.Hostname = ""
-		case n.Type == specs.IPCNamespace && ns != nil && ns.ipc != "" && n.Path == "":
-			n.Path = ns.ipc
+		switch n.Type {
+		case specs.UTSNamespace:
+			n.Path = ""
+			if ns != nil && ns.uts != "" {
+				n.Path = ns.uts
+				spec.Hostname = ""
+			}
+		case specs.IPCNamespace:
+			n.Path = ""
+			if ns != nil && ns.ipc != "" {
+				n.Path = ns.ipc
+			}
 		}
 	}
 }

@@ -228,9 +228,17 @@ func TestSandboxNamespacesAndDNS(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.state, early)); !os.IsNotExist(err) {
 		t.Errorf("refused container left its bundle: %v", err)
 	}
-	// The first container's pid namespace becomes the sandbox's.
+	// The first container's pid namespace becomes the sandbox's. Its spec
+	// names the test process's ipc and uts namespaces: the container gets
+	// the sandbox's all the same, as from Kata's agent.
 	first := newID()
-	e.create(first, e.spec("/bin/sh", "-c", "readlink /proc/self/ns/ipc; hostname; cat /etc/resolv.conf; exec sleep 1000"), false)
+	firstSpec := e.spec("/bin/sh", "-c", "readlink /proc/self/ns/ipc; hostname; cat /etc/resolv.conf; exec sleep 1000")
+	for _, n := range firstSpec.Linux.Namespaces {
+		if n.Type == "ipc" || n.Type == "uts" {
+			n.Path = "/proc/self/ns/" + n.Type
+		}
+	}
+	e.create(first, firstSpec, false)
 	if err := e.sb.StartContainer(bg, first); err != nil {
 		t.Fatal(err)
 	}
@@ -447,6 +455,13 @@ func TestBadInputsLeaveNothingBehind(t *testing.T) {
 	badRlimit := e.spec("/bin/true")
 	badRlimit.Process.Rlimits = []*pb.POSIXRlimit{{Type: "RLIMIT_BOGUS"}}
 	wantKind(t, "bad rlimit", e.sb.CreateContainer(bg, ContainerConfig{ID: "badrlimit", Spec: ocispec.ToSpec(badRlimit)}), errdefs.ErrInvalidArgument)
+	// Only the pid, ipc and uts namespaces are shared, and the agent picks
+	// them: a path for any other is refused before anything is made.
+	for _, typ := range []string{"mount", "network", "user", "cgroup"} {
+		joins := e.spec("/bin/true")
+		joins.Linux.Namespaces = append(joins.Linux.Namespaces, &pb.LinuxNamespace{Type: typ, Path: "/proc/1/ns/" + typ})
+		wantKind(t, typ+" namespace by path", e.sb.CreateContainer(bg, ContainerConfig{ID: "joins-" + typ, Spec: ocispec.ToSpec(joins)}), errdefs.ErrInvalidArgument)
+	}
 	wantKind(t, "storages without a storage layer", e.sb.CreateContainer(bg, ContainerConfig{ID: "stor", Spec: ocispec.ToSpec(e.spec("/bin/true")), Storages: []storage.Volume{{Driver: "local"}}}), errdefs.ErrUnimplemented)
 
 	id := e.run("/bin/sh", "-c", "exit 0")

@@ -237,9 +237,12 @@ func TestBadInputMatrix(t *testing.T) {
 		{"spec bad namespace", create("badns", withSpec(func(s *specs.Spec) {
 			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: "bogus"})
 		})), codes.InvalidArgument},
-		{"spec namespace path missing", create("nspath", withSpec(func(s *specs.Spec) {
+		{"spec namespace joined by path", create("nspath", withSpec(func(s *specs.Spec) {
 			s.Linux.Namespaces = append(s.Linux.Namespaces[:0:0], specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/proc/nonexistent/ns/net"})
-		})), codes.Internal},
+		})), codes.InvalidArgument},
+		{"spec agent's mount namespace", create("nsagent", withSpec(func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.MountNamespace, Path: "/proc/1/ns/mnt"})
+		})), codes.InvalidArgument},
 		{"spec missing binary", create("nobin", withSpec(func(s *specs.Spec) { s.Process.Args = []string{"/no/such/binary"} })), codes.Internal},
 		// A profile the agent cannot apply must be refused, never ignored.
 		{"spec seccomp unknown action", create("seccomp", withSpec(func(s *specs.Spec) {
