@@ -159,6 +159,8 @@ func (m *Manager) mountHugetlbfs(v *Volume) (*mountState, error) {
 	if pagesize < 1<<12 || size%pagesize != 0 {
 		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "hugetlbfs size %d is not a multiple of pagesize %d", size, pagesize)
 	}
+	m.hugepages.Lock()
+	defer m.hugepages.Unlock()
 	undo, err := m.reserveHugepages(pagesize, size/pagesize)
 	if err != nil {
 		return nil, err

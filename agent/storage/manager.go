@@ -103,6 +103,12 @@ type Manager struct {
 	entries map[string]*entry
 	owners  map[string][]string // owner → mount points, one per reference, in order
 	seq     uint64
+
+	// hugepages makes hugetlbfs requests one at a time, from reading the
+	// pool's size to the mount: a failed request puts back the size it
+	// read, which must not undo a reservation another request made and
+	// mounted on meanwhile. Only hugetlbfs requests wait on it.
+	hugepages sync.Mutex
 }
 
 // entry is one mount point. Lock order: entry.mu before Manager.mu.
