@@ -667,8 +667,9 @@ func hotplugPortArgs() []string {
 	return args
 }
 
-// imageSlotMiB is the image size in MiB (the image builder rounds it to
-// 128 MiB, which the nvdimm needs).
+// imageSlotMiB is the image size in whole MiB, the size of the nvdimm's
+// memory slot (the image builder rounds images to 128 MiB, the DAX root
+// image to 2 MiB).
 func imageSlotMiB(path string) int {
 	st, err := os.Stat(path)
 	if err != nil {
